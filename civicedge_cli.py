@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import typer
 
+from edge.cli import app as edge_app
 from protocol.cli import app as protocol_app
 
-app = typer.Typer(help="CivicEdge: edge-first software for smart communities.", no_args_is_help=True)
+app = typer.Typer(
+    help="CivicEdge: edge-first software for smart communities.", no_args_is_help=True, pretty_exceptions_enable=False
+)
 app.add_typer(protocol_app, name="protocol")
+app.add_typer(edge_app, name="edge")
 
 
 def main() -> None:

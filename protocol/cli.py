@@ -25,9 +25,7 @@ def schema(out: Annotated[Path, typer.Option("--out", help="directory to write t
 @app.command()
 def validate(
     file: Annotated[str, typer.Argument(help="message file (JSON), or - for standard input")],
-    topic: Annotated[
-        str | None, typer.Option("--topic", help="topic it arrived on (checks channel, device)")
-    ] = None,
+    topic: Annotated[str | None, typer.Option("--topic", help="topic it arrived on (checks channel, device)")] = None,
 ) -> None:
     """Validate one message; exit 0 if it is acceptable, else 1 with the reason on stderr."""
     try:

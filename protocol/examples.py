@@ -42,6 +42,10 @@ EXAMPLES: dict[str, tuple[str, m.Body]] = {
         ),
     ),
     "state": ("gate-01", m.DeviceState(status="online", agent_version="0.1.0", kind="gate", since_ts=TS)),
+    "event": (
+        "gate-01",
+        m.DeviceEvent(code="config.applied", message="config revision 7 applied", details={"revision": 7}),
+    ),
     "gate.decision": (
         "gate-01",
         m.GateDecision(
@@ -62,9 +66,7 @@ EXAMPLES: dict[str, tuple[str, m.Body]] = {
     ),
     "relay.state": (
         "gate-01",
-        m.RelayState(
-            relay="lock-a1", state="on", reason="resident_match", pulse_s=3.0, door_contact="closed"
-        ),
+        m.RelayState(relay="lock-a1", state="on", reason="resident_match", pulse_s=3.0, door_contact="closed"),
     ),
     "visitor.request": (
         "gate-01",
@@ -87,9 +89,7 @@ EXAMPLES: dict[str, tuple[str, m.Body]] = {
     ),
     "media.snapshot": (
         "gate-01",
-        m.MediaSnapshot(
-            ref="snap-0001", content_type="image/jpeg", data_b64="/9j/4AAQSkZJRgABAQ==", purpose="visitor"
-        ),
+        m.MediaSnapshot(ref="snap-0001", content_type="image/jpeg", data_b64="/9j/4AAQSkZJRgABAQ==", purpose="visitor"),
     ),
     "lift.status": (
         "lift-01",

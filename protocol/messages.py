@@ -78,9 +78,7 @@ class Health(Body):
     shed: dict[Name, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
     refused: dict[Name, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
     last_publish_ts: Ms | None = None
-    clock_offset_ms: int | None = Field(
-        default=None, description="device clock minus broker/NTP time, if known"
-    )
+    clock_offset_ms: int | None = Field(default=None, description="device clock minus broker/NTP time, if known")
     battery_v: float | None = Field(default=None, ge=0, le=60)
     rssi_dbm: float | None = Field(default=None, ge=-150, le=0)
 
@@ -91,9 +89,7 @@ class Reading(BaseModel):
     value: float
     ts: Ms
     unit: Annotated[str, Field(max_length=16)] | None = None
-    tags: dict[Name, Annotated[str, Field(max_length=MAX_NAME_LEN)]] | None = Field(
-        default=None, max_length=8
-    )
+    tags: dict[Name, Annotated[str, Field(max_length=MAX_NAME_LEN)]] | None = Field(default=None, max_length=8)
 
 
 class TelemetryBatch(Body):
@@ -115,6 +111,22 @@ class DeviceState(Body):
     agent_version: Annotated[str, Field(max_length=MAX_NAME_LEN)] | None = None
     kind: Name | None = None
     since_ts: Ms | None = None
+
+
+class DeviceEvent(Body):
+    """A generic device event: agent lifecycle (started, stopping, config applied), diagnostics."""
+
+    TYPE = "event"
+    CHANNELS = frozenset({Channel.EVT})
+    LANE = Lane.EVENT
+    code: Name
+    message: Text = ""
+    details: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("details")
+    @classmethod
+    def _details_small(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return _small_json(v, "details")
 
 
 # --- gate and barrier ----------------------------------------------------------------------------
@@ -421,6 +433,7 @@ BODIES: tuple[type[Body], ...] = (
     Health,
     TelemetryBatch,
     DeviceState,
+    DeviceEvent,
     GateDecision,
     TemperatureScreening,
     RelayState,

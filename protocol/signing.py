@@ -58,9 +58,7 @@ def load_private_key(pem: bytes | str | Path) -> Ed25519PrivateKey:
 def public_key_b64(key: Ed25519PrivateKey | Ed25519PublicKey) -> str:
     """The public key as devices store it: 32 raw bytes, standard base64."""
     pub = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
-    return base64.b64encode(
-        pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    ).decode()
+    return base64.b64encode(pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)).decode()
 
 
 def load_public_key(b64: str) -> Ed25519PublicKey:

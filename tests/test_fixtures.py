@@ -34,17 +34,13 @@ async def test_qos1_publish_and_receive(mosquitto: Mosquitto) -> None:
 
 
 async def test_qos1_queued_messages_survive_broker_restart(mosquitto: Mosquitto) -> None:
-    async with aiomqtt.Client(
-        mosquitto.host, mosquitto.port, identifier="durable", clean_session=False
-    ) as sub:
+    async with aiomqtt.Client(mosquitto.host, mosquitto.port, identifier="durable", clean_session=False) as sub:
         await sub.subscribe("ce/v1/t/d/alm", qos=1)
     async with aiomqtt.Client(mosquitto.host, mosquitto.port, identifier="pub") as pub:
         for i in range(10):
             await pub.publish("ce/v1/t/d/alm", f"a{i}".encode(), qos=1)
     mosquitto.restart()
-    async with aiomqtt.Client(
-        mosquitto.host, mosquitto.port, identifier="durable", clean_session=False
-    ) as sub:
+    async with aiomqtt.Client(mosquitto.host, mosquitto.port, identifier="durable", clean_session=False) as sub:
         got = await _collect(sub, 10)
     assert got == [f"a{i}".encode() for i in range(10)]
 
@@ -58,9 +54,7 @@ def test_broker_stop_start(mosquitto: Mosquitto) -> None:
 
 def test_postgres_fresh_database(postgres_url: str) -> None:
     with psycopg.connect(postgres_url) as conn:
-        tables = conn.execute(
-            "select count(*) from information_schema.tables where table_schema='public'"
-        ).fetchone()
+        tables = conn.execute("select count(*) from information_schema.tables where table_schema='public'").fetchone()
         assert tables == (0,)
         conn.execute("create table probe (x int)")
         conn.execute("insert into probe values (42)")
@@ -69,9 +63,7 @@ def test_postgres_fresh_database(postgres_url: str) -> None:
 
 def test_victoriametrics_write_and_read(victoriametrics: VictoriaMetrics) -> None:
     line = b"fixture_probe,dev=d1 value=21.5 1795000000000000000\n"
-    req = urllib.request.Request(
-        f"{victoriametrics.url}/api/v2/write?bucket=b&org=o", data=line, method="POST"
-    )
+    req = urllib.request.Request(f"{victoriametrics.url}/api/v2/write?bucket=b&org=o", data=line, method="POST")
     with urllib.request.urlopen(req, timeout=5) as r:
         assert r.status == 204
     victoriametrics.flush()

@@ -83,10 +83,7 @@ def test_too_many_readings() -> None:
 def test_encode_refuses_oversized() -> None:
     from protocol.messages import MediaSnapshot
 
-    big = [
-        MediaSnapshot(ref=f"r{i}", content_type="image/jpeg", data_b64="A" * 199_000, purpose="p")
-        for i in range(2)
-    ]
+    big = [MediaSnapshot(ref=f"r{i}", content_type="image/jpeg", data_b64="A" * 199_000, purpose="p") for i in range(2)]
     assert len(encode(envelope(big[0], dev="d", seq=1))) < MAX_PAYLOAD_BYTES
     from protocol.messages import AlarmRaise
 
@@ -179,3 +176,14 @@ def test_huge_integer_and_deep_nesting_are_typed_errors() -> None:
     top, _ = example("gate.decision")
     assert _reason(b'{"v":1,"seq":' + b"9" * 40 + b"}", top) in {Reason.MALFORMED_JSON, Reason.UNKNOWN_TYPE}
     assert _reason(b"[" * 5000 + b"]" * 5000) is Reason.MALFORMED_JSON
+
+
+def test_new_id_is_a_valid_ulid_with_current_time() -> None:
+    from ulid import ULID
+
+    from protocol import new_id, now_ms
+
+    ids = {new_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    u = ULID.from_str(next(iter(ids)))
+    assert abs(int(u.milliseconds) - now_ms()) < 5000

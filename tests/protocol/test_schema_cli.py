@@ -25,9 +25,7 @@ def test_validate_ok_and_rejections(tmp_path: Path) -> None:
     top, env = example("manhole.alarm")
     good = tmp_path / "good.json"
     good.write_bytes(encode(env))
-    ok = subprocess.run(
-        [*CLI, "protocol", "validate", str(good), "--topic", top], capture_output=True, text=True
-    )
+    ok = subprocess.run([*CLI, "protocol", "validate", str(good), "--topic", top], capture_output=True, text=True)
     assert ok.returncode == 0 and "manhole.alarm" in ok.stdout
     bad = subprocess.run(
         [*CLI, "protocol", "validate", str(good), "--topic", top.replace("alm", "tele")],

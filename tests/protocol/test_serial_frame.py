@@ -40,9 +40,7 @@ def test_cobs_round_trip_has_no_zero(data: bytes) -> None:
     assert sf.cobs_decode(enc) == data
 
 
-@given(
-    st.sampled_from(sf.KINDS), st.integers(0, 255), st.integers(0, 255), st.binary(max_size=sf.MAX_PAYLOAD)
-)
+@given(st.sampled_from(sf.KINDS), st.integers(0, 255), st.integers(0, 255), st.binary(max_size=sf.MAX_PAYLOAD))
 def test_frame_round_trip(kind: int, seq: int, op: int, payload: bytes) -> None:
     frame = sf.encode_frame(kind, seq, op, payload)
     assert frame.count(0) == 1 and frame.endswith(b"\x00")

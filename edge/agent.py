@@ -1,0 +1,228 @@
+"""The gateway agent process: one asyncio TaskGroup owning the uplink, health, and the site units.
+
+Exit codes (``civicedge edge run``): 0 clean stop (SIGTERM/SIGINT), 2 bad config, 3 fatal runtime error,
+75 restart requested (``reboot-agent`` or a config change that needs one; the CLI re-executes itself
+unless ``--no-reexec``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from edge import __version__
+from edge.commands import CommandError, CommandProcessor
+from edge.config import AgentConfig, ConfigError, expand_env, parse_config
+from edge.health import snapshot
+from edge.outbox import Outbox
+from edge.units.base import CommandHandler, UnitContext
+from edge.units.registry import build_unit
+from edge.uplink import Uplink
+from protocol.codec import decode
+from protocol.errors import ProtocolError
+from protocol.messages import ConfigDocument, DeviceEvent
+from protocol.signing import load_public_key
+from protocol.topics import Channel, Topic
+
+log = logging.getLogger("civicedge.edge.agent")
+
+EXIT_OK = 0
+EXIT_CONFIG = 2
+EXIT_FATAL = 3
+EXIT_RESTART = 75
+LIVE_KEYS = {"health", "log_level"}  # config sections applied without a restart
+
+
+def deep_merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in patch.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, config_path: Path | None = None, raw: dict[str, Any] | None = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.raw = raw if raw is not None else config.model_dump(mode="json")
+        self.version = __version__
+        self.started_monotonic = time.monotonic()
+        self.outbox = Outbox(
+            config.outbox.path,
+            config.device.id,
+            budget_bytes=config.outbox.budget_bytes,
+            durability=config.outbox.durability,
+            batch_readings=config.outbox.batch_readings,
+        )
+        key = config.commands.key_b64()
+        self.commands = CommandProcessor(config.device.id, self.outbox, load_public_key(key) if key else None)
+        self.uplink: Uplink | None = None
+        self._stop = asyncio.Event()
+        self.exit_code = EXIT_OK
+        self._health_wakeup = asyncio.Event()
+        for name, handler in (
+            ("ping", self._cmd_ping),
+            ("reboot-agent", self._cmd_reboot),
+            ("set-config", self._cmd_set_config),
+            ("outbox-stats", self._cmd_outbox_stats),
+        ):
+            self.commands.register(name, handler)
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    def request_stop(self, code: int = EXIT_OK) -> None:
+        if not self._stop.is_set():
+            self.exit_code = code
+            self._stop.set()
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.request_stop)
+        await self.outbox.open()
+        try:
+            self.uplink = Uplink(self.config, self.outbox, self._on_message, self.version)
+            await self.outbox.put(DeviceEvent(code="agent.started", message=f"agent {self.version} started"))
+            ctx = UnitContext(self.config.device.id, self.outbox, self.commands.register)
+            async with asyncio.TaskGroup() as tg:
+                uplink_task = tg.create_task(self.uplink.run(), name="uplink")
+                others = [tg.create_task(self._health_loop(), name="health")]
+                for i, ucfg in enumerate(self.config.units):
+                    unit = build_unit(ucfg)
+                    others.append(tg.create_task(unit.run(ctx), name=f"unit:{unit.name}:{i}"))
+                await self._stop.wait()
+                for t in others:
+                    t.cancel()
+                await asyncio.gather(*others, return_exceptions=True)
+                await self.outbox.put(DeviceEvent(code="agent.stopping", message=f"exit code {self.exit_code}"))
+                self.uplink.stop()
+                await uplink_task
+        finally:
+            await self.outbox.close()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(sig)
+        return self.exit_code
+
+    async def _health_loop(self) -> None:
+        while True:
+            await self.outbox.put(snapshot(self))
+            self._health_wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._health_wakeup.wait(), timeout=self.config.health.interval_s)
+
+    # --- inbound ---------------------------------------------------------------------------------
+
+    async def _on_message(self, topic: Topic, payload: bytes) -> None:
+        if topic.channel is Channel.CMD:
+            await self.commands.handle(topic, payload)
+        elif topic.channel is Channel.CFG:
+            await self._on_desired_config(topic, payload)
+        else:
+            assert self.uplink is not None
+            key = topic.channel.value
+            self.uplink.unhandled[key] = self.uplink.unhandled.get(key, 0) + 1
+
+    async def _on_desired_config(self, topic: Topic, payload: bytes) -> None:
+        try:
+            env = decode(payload, topic)
+        except ProtocolError as exc:
+            await self.outbox.put(DeviceEvent(code="config.rejected", message=f"{exc.reason.value}: {exc.detail}"))
+            return
+        assert isinstance(env.body, ConfigDocument)
+        applied = await self.kv_get("config.revision")
+        if applied is not None and int(applied) >= env.body.revision:
+            return  # retained copy of what we already run
+        try:
+            result = await self.apply_config(env.body.doc)
+        except CommandError as exc:
+            await self.outbox.put(
+                DeviceEvent(code="config.rejected", message=str(exc)[:1000], details={"revision": env.body.revision})
+            )
+            return
+        await self.kv_set("config.revision", str(env.body.revision))
+        await self.outbox.put(
+            DeviceEvent(
+                code="config.applied",
+                message=f"revision {env.body.revision}",
+                details={"revision": env.body.revision, **result},
+            )
+        )
+
+    async def kv_get(self, key: str) -> str | None:
+        rows = await self.outbox.execute("SELECT value FROM kv WHERE key = ?", (key,))
+        return str(rows[0][0]) if rows else None
+
+    async def kv_set(self, key: str, value: str) -> None:
+        await self.outbox.execute(
+            "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    # --- built-in commands -----------------------------------------------------------------------
+
+    async def _cmd_ping(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"pong": True, "version": self.version, "uptime_s": round(time.monotonic() - self.started_monotonic, 3)}
+
+    async def _cmd_reboot(self, args: dict[str, Any]) -> dict[str, Any]:
+        asyncio.get_running_loop().call_later(0.2, self.request_stop, EXIT_RESTART)
+        return {"restarting": True}
+
+    async def _cmd_outbox_stats(self, args: dict[str, Any]) -> dict[str, Any]:
+        stats = self.outbox.stats()
+        stats["commands"] = dict(self.commands.counters)
+        if self.uplink:
+            stats["published"] = self.uplink.published
+            stats["connects"] = self.uplink.connects
+        return stats
+
+    async def _cmd_set_config(self, args: dict[str, Any]) -> dict[str, Any]:
+        patch = args.get("config")
+        if not isinstance(patch, dict):
+            raise CommandError("set-config needs args.config: a mapping of the settings to change")
+        return await self.apply_config(patch)
+
+    async def apply_config(self, patch: dict[str, Any]) -> dict[str, Any]:
+        """Validate ``patch`` merged into the running config; write it atomically; apply or restart."""
+        merged_raw = deep_merge(self.raw, patch)
+        try:
+            new = parse_config(yaml.safe_load(expand_env(yaml.safe_dump(merged_raw))), "new config")
+        except ConfigError as exc:
+            raise CommandError(str(exc)) from None
+        if self.config_path is not None:
+            _atomic_write(self.config_path, yaml.safe_dump(merged_raw, sort_keys=False))
+        restart = any(k not in LIVE_KEYS for k in patch)
+        self.raw, self.config = merged_raw, new
+        if "log_level" in patch:
+            logging.getLogger("civicedge").setLevel(new.log_level.upper())
+        self._health_wakeup.set()
+        if restart:
+            asyncio.get_running_loop().call_later(0.2, self.request_stop, EXIT_RESTART)
+        return {"applied": True, "restart": restart}
+
+    def register_command(self, name: str, handler: CommandHandler) -> None:
+        self.commands.register(name, handler)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

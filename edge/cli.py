@@ -1,0 +1,57 @@
+"""``civicedge edge …``: run the gateway agent, check a config file."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edge.config import ConfigError, load_config_raw
+
+app = typer.Typer(help="The gateway agent.", no_args_is_help=True)
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="agent config file (YAML)")]
+
+
+@app.command()
+def run(
+    config: ConfigOpt,
+    no_reexec: Annotated[bool, typer.Option("--no-reexec", help="exit 75 on restart instead of re-executing")] = False,
+    json_logs: Annotated[bool, typer.Option("--json-logs", help="log JSON lines instead of key=value")] = False,
+) -> None:
+    """Run the agent until SIGTERM/SIGINT. Exit codes: 0 stopped, 2 bad config, 3 fatal, 75 restart."""
+    from edge.agent import EXIT_FATAL, EXIT_RESTART, Agent
+    from edge.log import setup_logging
+
+    try:
+        raw, cfg = load_config_raw(config)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    setup_logging(cfg.log_level, json_logs)
+    try:
+        code = asyncio.run(Agent(cfg, config, raw).run())
+    except Exception as exc:
+        typer.echo(f"fatal: {type(exc).__name__}: {exc}", err=True)
+        raise typer.Exit(EXIT_FATAL) from None
+    if code == EXIT_RESTART and not no_reexec:
+        os.execv(sys.executable, [sys.executable, "-m", "civicedge_cli", *sys.argv[1:]])
+    raise typer.Exit(code)
+
+
+@app.command("check-config")
+def check_config(config: Annotated[Path, typer.Argument(help="agent config file (YAML)")]) -> None:
+    """Validate a config file; print the problems with their field paths."""
+    try:
+        _, cfg = load_config_raw(config)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(
+        f"ok: device {cfg.device.site}/{cfg.device.id}, broker {cfg.mqtt.host}:{cfg.mqtt.port}, "
+        f"{len(cfg.units)} unit(s)"
+    )

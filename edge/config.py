@@ -1,0 +1,175 @@
+"""Agent configuration: pydantic, ``extra="forbid"``, loaded from YAML with ``${ENV}`` secrets.
+
+A bad file is refused at start with the field path and the reason (:class:`ConfigError`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from edge.units.ticker import TickerConfig
+from protocol.topics import validate_id
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message lists each bad field as ``path: reason``."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DeviceConfig(_Model):
+    site: str = Field(description="site id, e.g. 'riverside'")
+    id: str = Field(description="this device's id, unique within the site")
+    kind: str = Field(default="gateway", description="gate, barrier, parking_lift, elevator, gateway, …")
+
+    @field_validator("site", "id")
+    @classmethod
+    def _ids(cls, v: str) -> str:
+        try:
+            return validate_id(v)
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
+
+
+class TlsConfig(_Model):
+    ca_file: Path = Field(description="CA bundle that signed the broker's certificate")
+    cert_file: Path | None = Field(default=None, description="client certificate (if the broker wants one)")
+    key_file: Path | None = None
+    insecure: bool = Field(default=False, description="skip host name verification (test rigs only)")
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        return self
+
+
+class MqttConfig(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    username: str | None = None
+    password: str | None = Field(default=None, description="use ${ENV_VAR}; never write secrets in the file")
+    tls: TlsConfig | None = None
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    client_id: str | None = Field(default=None, description="defaults to '{site}.{device}'")
+    backoff_max_s: float = Field(default=60.0, gt=0, description="cap of the jittered reconnect backoff")
+    inflight: int = Field(default=200, ge=1, le=10_000, description="QoS 1 publishes awaiting PUBACK at once")
+    drain_rate_per_s: float = Field(
+        default=0, ge=0, description="cap on backlog drain after an outage (0: unlimited); alarms are exempt"
+    )
+
+
+class OutboxConfig(_Model):
+    path: Path = Field(default=Path("var/outbox.db"), description="SQLite file (WAL)")
+    budget_bytes: int = Field(default=256 * 1024 * 1024, ge=64 * 1024, description="storage budget")
+    durability: Literal["power_loss", "process_crash"] = Field(
+        default="power_loss",
+        description="power_loss: fsync every group commit (synchronous=FULL); process_crash: survive kill -9 only",
+    )
+    batch_readings: int = Field(default=500, ge=1, le=1000, description="readings packed per telemetry message")
+
+
+class HealthConfig(_Model):
+    interval_s: float = Field(default=60.0, gt=0)
+
+
+class CommandsConfig(_Model):
+    public_key: str | None = Field(default=None, description="cloud's Ed25519 public key, base64 (32 bytes)")
+    public_key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_key(self) -> CommandsConfig:
+        if self.public_key and self.public_key_file:
+            raise ValueError("give public_key or public_key_file, not both")
+        return self
+
+    def key_b64(self) -> str | None:
+        if self.public_key_file is not None:
+            return self.public_key_file.read_text().strip()
+        return self.public_key
+
+
+UnitConfig = Annotated[TickerConfig, Field(discriminator="type")]
+
+
+class AgentConfig(_Model):
+    device: DeviceConfig
+    mqtt: MqttConfig = MqttConfig()
+    outbox: OutboxConfig = OutboxConfig()
+    health: HealthConfig = HealthConfig()
+    commands: CommandsConfig = CommandsConfig()
+    units: list[UnitConfig] = Field(default_factory=list, description="site units (gate, lift, …) to run")
+    log_level: Literal["debug", "info", "warning", "error"] = "warning"
+
+    @property
+    def client_id(self) -> str:
+        return self.mqtt.client_id or f"{self.device.site}.{self.device.id}"
+
+
+def expand_env(text: str, env: dict[str, str] | None = None) -> str:
+    """Replace ``${NAME}`` / ``${NAME:-default}``; an unset name without default is an error."""
+    env = dict(os.environ) if env is None else env
+    missing: list[str] = []
+
+    def sub(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        missing.append(name)
+        return ""
+
+    out = _ENV.sub(sub, text)
+    if missing:
+        raise ConfigError(f"environment variable(s) not set: {', '.join(sorted(set(missing)))}")
+    return out
+
+
+def format_errors(exc: ValidationError) -> str:
+    lines = []
+    for e in exc.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        lines.append(f"  {path}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, source: str = "config") -> AgentConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    try:
+        return AgentConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source} is invalid:\n{format_errors(exc)}") from None
+
+
+def load_config(path: Path, env: dict[str, str] | None = None) -> AgentConfig:
+    """Read, expand and validate a YAML config file."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(expand_env(text, env))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    return parse_config(data, str(path))
+
+
+def load_config_raw(path: Path, env: dict[str, str] | None = None) -> tuple[dict[str, Any], AgentConfig]:
+    """Like :func:`load_config`, also returning the file's data with ``${ENV}`` references unexpanded
+    (what ``set-config`` merges into and writes back, so secrets never land in the file)."""
+    config = load_config(path, env)
+    raw = yaml.safe_load(path.read_text())
+    return raw, config

@@ -1,0 +1,520 @@
+"""Store-and-forward outbox: every uplink message is committed to SQLite before it is published, and
+deleted only after the broker acknowledged it (PUBACK).
+
+- Lanes ``alarm`` > ``event`` > ``telemetry`` > ``bulk``; in order within a lane.
+- Group commit: concurrent ``put`` calls are written in one transaction by one writer thread, and each call
+  returns only once its message is committed (fsync'd with ``durability="power_loss"``).
+- Telemetry readings are stored one row each and sealed into batch messages (up to ``batch_readings``) just
+  before they are sent, so a backlog goes out as few large messages; a sealed batch keeps its message id,
+  so a resend after a crash is a duplicate the cloud drops, never a different message.
+- A byte budget: when full, ``bulk`` then ``telemetry`` are shed oldest-first and counted; alarms and
+  events are never shed (new telemetry is refused instead when only they remain).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from edge import store
+from protocol.envelope import new_id, now_ms
+from protocol.messages import LANE_PRIORITY, Body, Lane, TelemetryBatch
+from protocol.topics import Channel
+
+LANES: tuple[Lane, ...] = tuple(sorted(Lane, key=lambda lane: LANE_PRIORITY[lane]))
+_LANE_NO = {lane: LANE_PRIORITY[lane] for lane in Lane}
+_NO_LANE = {v: k for k, v in _LANE_NO.items()}
+ROW_OVERHEAD = 48  # bytes per row beyond the payload, for the budget (page/index overhead, measured)
+_CHANNEL_FOR_LANE = {Lane.ALARM: Channel.ALM, Lane.EVENT: Channel.EVT, Lane.TELEMETRY: Channel.TELE}
+
+
+class OutboxFull(RuntimeError):
+    """A telemetry or bulk message refused because the budget holds only alarms and events."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutMessage:
+    """A committed message waiting to be published."""
+
+    row: int
+    lane: Lane
+    channel: Channel
+    type: str
+    seq: int
+    payload: bytes
+
+
+@dataclass(slots=True)
+class _Pending:
+    lane: Lane
+    channel: str
+    type: str  # "reading" for a bare telemetry reading
+    ts: int
+    data: dict[str, Any]  # the body (or the reading)
+    future: asyncio.Future[int]
+    payload: bytes = b""
+
+
+def channel_for(body: Body) -> Channel:
+    if len(body.CHANNELS) == 1:
+        return next(iter(body.CHANNELS))
+    preferred = _CHANNEL_FOR_LANE.get(body.LANE, Channel.EVT)
+    return preferred if preferred in body.CHANNELS else sorted(body.CHANNELS)[0]
+
+
+class Outbox:
+    """The agent's outbox. Use ``async with Outbox(...) as ob:``; all SQLite work runs on one thread."""
+
+    def __init__(
+        self,
+        path: Path,
+        device: str,
+        *,
+        budget_bytes: int = 256 * 1024 * 1024,
+        durability: str = "power_loss",
+        batch_readings: int = 500,
+    ) -> None:
+        self.path = Path(path)
+        self.device = device
+        self.budget_bytes = budget_bytes
+        self.durability = durability
+        self.batch_readings = batch_readings
+        self._exec = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
+        self._conn: sqlite3.Connection | None = None
+        self._pending: list[_Pending] = []
+        self._acks: list[int] = []
+        self._flushing = False
+        self._ack_flushing = False
+        self._next_seq: dict[Lane, int] = {}
+        self._count: dict[Lane, int] = dict.fromkeys(Lane, 0)
+        self._bytes: dict[Lane, int] = dict.fromkeys(Lane, 0)
+        self._readings_pending = 0
+        self.counters: dict[str, int] = {}
+        self.new_data = asyncio.Event()
+        self.last_commit_ms: int | None = None
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    async def open(self) -> Outbox:
+        await self._run(self._open_sync)
+        return self
+
+    async def close(self) -> None:
+        while self._pending or self._flushing or self._acks or self._ack_flushing:
+            await asyncio.sleep(0.001)
+        await self._run(self._close_sync)
+        self._exec.shutdown(wait=True)
+
+    async def __aenter__(self) -> Outbox:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _open_sync(self) -> None:
+        conn = store.connect(self.path, self.durability)
+        self._conn = conn
+        for lane_no, nxt in conn.execute("SELECT lane, next_seq FROM lane_seq"):
+            self._next_seq[_NO_LANE[lane_no]] = nxt
+        for lane in Lane:
+            self._next_seq.setdefault(lane, 1)
+        for lane_no, n, size in conn.execute("SELECT lane, count(*), coalesce(sum(size), 0) FROM outbox GROUP BY lane"):
+            self._count[_NO_LANE[lane_no]] = n
+            self._bytes[_NO_LANE[lane_no]] = size + n * ROW_OVERHEAD
+        n, size = conn.execute("SELECT count(*), coalesce(sum(size), 0) FROM readings").fetchone()
+        self._readings_pending = n
+        self._bytes[Lane.TELEMETRY] += size + n * ROW_OVERHEAD
+        self.counters = dict(conn.execute("SELECT name, value FROM counters").fetchall())
+
+    def _close_sync(self) -> None:
+        if self._conn is not None:
+            self._save_counters()
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._conn.close()
+            self._conn = None
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._exec, fn, *args)
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        assert self._conn is not None, "outbox is not open"
+        return self._conn
+
+    # --- producers -----------------------------------------------------------------------------
+
+    def _alloc_seq(self, lane: Lane) -> int:
+        seq = self._next_seq[lane]
+        self._next_seq[lane] = seq + 1
+        return seq
+
+    async def put(self, body: Body, *, ts: int | None = None, lane: Lane | None = None) -> int:
+        """Commit ``body`` (wrapped in its envelope) to the outbox; return its seq once it is on disk."""
+        lane = lane or body.LANE
+        data = body.model_dump(mode="json", exclude_none=True)
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending.append(
+            _Pending(lane, channel_for(body).value, body.TYPE, now_ms() if ts is None else ts, data, fut)
+        )
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().call_soon(self._start_flush)
+        return await fut
+
+    async def put_reading(
+        self,
+        metric: str,
+        value: float,
+        *,
+        ts: int | None = None,
+        unit: str | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> int:
+        """Commit one telemetry reading; it goes out packed with others in a ``telemetry`` batch."""
+        reading: dict[str, Any] = {
+            "metric": metric,
+            "value": float(value),
+            "ts": now_ms() if ts is None else ts,
+        }
+        if unit:
+            reading["unit"] = unit
+        if tags:
+            reading["tags"] = tags
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(Lane.TELEMETRY, "", "reading", 0, reading, fut))
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().call_soon(self._start_flush)
+        return await fut
+
+    def _start_flush(self) -> None:
+        asyncio.get_running_loop().create_task(self._flush(), name="outbox-commit")
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    results: list[int | BaseException] = await self._run(self._write, batch)
+                except Exception as exc:  # disk error: every caller of this batch learns it
+                    for p in batch:
+                        if not p.future.done():
+                            p.future.set_exception(exc)
+                    continue
+                for p, r in zip(batch, results, strict=True):
+                    if p.future.done():
+                        continue
+                    if isinstance(r, BaseException):
+                        p.future.set_exception(r)
+                    else:
+                        p.future.set_result(r)
+                self.new_data.set()
+        finally:
+            self._flushing = False
+
+    def _write(self, batch: list[_Pending]) -> list[int | BaseException]:
+        """Writer thread: one transaction for the whole batch, shedding to stay within the budget."""
+        conn = self.conn
+        for p in batch:
+            if p.type == "reading":
+                p.payload = orjson.dumps(p.data)
+            else:
+                p.payload = orjson.dumps(
+                    {
+                        "v": 1,
+                        "id": new_id(),
+                        "dev": self.device,
+                        "seq": 0,
+                        "ts": p.ts,
+                        "type": p.type,
+                        "body": p.data,
+                    }
+                )
+        incoming = sum(len(p.payload) + ROW_OVERHEAD for p in batch)
+        results: list[int | BaseException] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            refused = self._make_room(incoming, batch)
+            rows = []
+            readings = []
+            max_seq: dict[int, int] = {}
+            for p in batch:
+                if id(p) in refused:
+                    results.append(OutboxFull(f"outbox budget {self.budget_bytes} bytes full of alarms/events"))
+                    continue
+                if p.type == "reading":
+                    readings.append((p.payload, len(p.payload)))
+                    results.append(0)
+                    continue
+                lane_no = _LANE_NO[p.lane]
+                seq = self._alloc_seq(p.lane)
+                # ids are [a-z0-9_.-] only, so the first "seq":0, is the envelope field
+                payload = p.payload.replace(b'"seq":0,', b'"seq":%d,' % seq, 1)
+                rows.append((lane_no, p.channel, p.type, seq, payload, len(payload)))
+                max_seq[lane_no] = max(max_seq.get(lane_no, 0), seq)
+                results.append(seq)
+            if rows:
+                conn.executemany(
+                    "INSERT INTO outbox (lane, channel, type, seq, payload, size) VALUES (?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+            if readings:
+                conn.executemany("INSERT INTO readings (payload, size) VALUES (?, ?)", readings)
+            if max_seq:
+                conn.executemany(
+                    "INSERT INTO lane_seq (lane, next_seq) VALUES (?, ?) "
+                    "ON CONFLICT(lane) DO UPDATE SET next_seq = max(next_seq, excluded.next_seq)",
+                    [(lane_no, s + 1) for lane_no, s in max_seq.items()],
+                )
+            if refused:
+                self._bump(
+                    "refused_telemetry",
+                    sum(1 for p in batch if id(p) in refused and p.lane is Lane.TELEMETRY),
+                )
+                self._bump("refused_bulk", sum(1 for p in batch if id(p) in refused and p.lane is Lane.BULK))
+                self._save_counters()
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            for lane_no, _ch, _t, seq, _p, _size in rows:  # give the numbers back: nothing was written
+                self._next_seq[_NO_LANE[lane_no]] = min(self._next_seq[_NO_LANE[lane_no]], seq)
+            raise
+        for lane_no, _ch, _t, _s, payload, _size in rows:
+            lane = _NO_LANE[lane_no]
+            self._count[lane] += 1
+            self._bytes[lane] += len(payload) + ROW_OVERHEAD
+        for payload, _size in readings:
+            self._readings_pending += 1
+            self._bytes[Lane.TELEMETRY] += len(payload) + ROW_OVERHEAD
+        self.last_commit_ms = now_ms()
+        return results
+
+    def _bump(self, name: str, n: int) -> None:
+        if n:
+            self.counters[name] = self.counters.get(name, 0) + n
+
+    def _save_counters(self) -> None:
+        self.conn.executemany(
+            "INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+            list(self.counters.items()),
+        )
+
+    @property
+    def used_bytes(self) -> int:
+        return sum(self._bytes.values())
+
+    def _make_room(self, incoming: int, batch: list[_Pending]) -> set[int]:
+        """Shed bulk, then telemetry, oldest first; return ids of pending items to refuse."""
+        over = self.used_bytes + incoming - self.budget_bytes
+        if over <= 0:
+            return set()
+        over -= self._shed_rows(Lane.BULK, over)
+        if over > 0:
+            over -= self._shed_readings(over)
+        if over > 0:
+            over -= self._shed_rows(Lane.TELEMETRY, over)
+        self._save_counters()
+        refused: set[int] = set()
+        # Still over: refuse the incoming bulk/telemetry (newest first), keep alarms and events.
+        for p in reversed(batch):
+            if over <= 0:
+                break
+            if p.lane in (Lane.BULK, Lane.TELEMETRY):
+                refused.add(id(p))
+                over -= len(p.payload) + ROW_OVERHEAD
+        return refused
+
+    def _shed_rows(self, lane: Lane, need: int) -> int:
+        conn = self.conn
+        freed = 0
+        victims: list[int] = []
+        cur = conn.execute("SELECT id, size FROM outbox WHERE lane = ? ORDER BY id", (_LANE_NO[lane],))
+        for row_id, size in cur:
+            victims.append(row_id)
+            freed += size + ROW_OVERHEAD
+            if freed >= need:
+                break
+        cur.close()
+        if victims:
+            conn.executemany("DELETE FROM outbox WHERE id = ?", [(v,) for v in victims])
+            self._count[lane] -= len(victims)
+            self._bytes[lane] -= freed
+            self._bump(f"shed_{lane.value}", len(victims))
+        return freed
+
+    def _shed_readings(self, need: int) -> int:
+        conn = self.conn
+        freed = 0
+        last = None
+        n = 0
+        for row_id, size in conn.execute("SELECT id, size FROM readings ORDER BY id"):
+            last = row_id
+            n += 1
+            freed += size + ROW_OVERHEAD
+            if freed >= need:
+                break
+        if last is not None:
+            conn.execute("DELETE FROM readings WHERE id <= ?", (last,))
+            self._readings_pending -= n
+            self._bytes[Lane.TELEMETRY] -= freed
+            self._bump("shed_readings", n)
+        return freed
+
+    # --- the drain side ------------------------------------------------------------------------
+
+    async def fetch(self, limit: int, after: dict[Lane, int], lanes: Iterable[Lane] = LANES) -> list[OutMessage]:
+        """Up to ``limit`` committed messages, highest lane first, each lane in order after ``after[lane]``."""
+        return await self._run(self._fetch_sync, limit, dict(after), tuple(lanes))  # type: ignore[no-any-return]
+
+    def _fetch_sync(self, limit: int, after: dict[Lane, int], lanes: tuple[Lane, ...]) -> list[OutMessage]:
+        out: list[OutMessage] = []
+        for lane in lanes:
+            if len(out) >= limit:
+                break
+            if lane is Lane.TELEMETRY and self._readings_pending and not self._has_rows_after(lane, after):
+                self._seal_readings()
+            if not self._count[lane]:
+                continue
+            cur = self.conn.execute(
+                "SELECT id, channel, type, seq, payload FROM outbox WHERE lane = ? AND id > ? ORDER BY id LIMIT ?",
+                (_LANE_NO[lane], after.get(lane, 0), limit - len(out)),
+            )
+            out.extend(OutMessage(r, lane, Channel(ch), t, s, p) for r, ch, t, s, p in cur)
+        return out
+
+    def _has_rows_after(self, lane: Lane, after: dict[Lane, int]) -> bool:
+        row = self.conn.execute(
+            "SELECT 1 FROM outbox WHERE lane = ? AND id > ? LIMIT 1", (_LANE_NO[lane], after.get(lane, 0))
+        ).fetchone()
+        return row is not None
+
+    def _seal_readings(self) -> None:
+        """Pack pending readings into one telemetry batch message, atomically."""
+        conn = self.conn
+        rows = conn.execute(
+            "SELECT id, payload, size FROM readings ORDER BY id LIMIT ?", (self.batch_readings,)
+        ).fetchall()
+        if not rows:
+            return
+        seq = self._alloc_seq(Lane.TELEMETRY)
+        readings = [orjson.loads(p) for _i, p, _s in rows]
+        TelemetryBatch.model_validate({"readings": readings})  # never seal something the cloud would refuse
+        payload = orjson.dumps(
+            {
+                "v": 1,
+                "id": new_id(),
+                "dev": self.device,
+                "seq": seq,
+                "ts": now_ms(),
+                "type": "telemetry",
+                "body": {"readings": readings},
+            }
+        )
+        lane_no = _LANE_NO[Lane.TELEMETRY]
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("DELETE FROM readings WHERE id <= ?", (rows[-1][0],))
+            conn.execute(
+                "INSERT INTO outbox (lane, channel, type, seq, payload, size) VALUES (?, 'tele', 'telemetry', ?, ?, ?)",
+                (lane_no, seq, payload, len(payload)),
+            )
+            conn.execute(
+                "INSERT INTO lane_seq (lane, next_seq) VALUES (?, ?) "
+                "ON CONFLICT(lane) DO UPDATE SET next_seq = max(next_seq, excluded.next_seq)",
+                (lane_no, seq + 1),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self._readings_pending -= len(rows)
+        self._bytes[Lane.TELEMETRY] += len(payload) + ROW_OVERHEAD - sum(s + ROW_OVERHEAD for _i, _p, s in rows)
+        self._count[Lane.TELEMETRY] += 1
+
+    def ack(self, row: int) -> None:
+        """The broker acknowledged ``row``: delete it (grouped with other acks, off the caller's path)."""
+        self._acks.append(row)
+        if not self._ack_flushing:
+            self._ack_flushing = True
+            asyncio.get_running_loop().call_soon(
+                lambda: asyncio.get_running_loop().create_task(self._flush_acks(), name="outbox-ack")
+            )
+
+    async def _flush_acks(self) -> None:
+        try:
+            while self._acks:
+                batch, self._acks = self._acks, []
+                await self._run(self._delete, batch)
+        finally:
+            self._ack_flushing = False
+
+    def _delete(self, rows: list[int]) -> None:
+        conn = self.conn
+        found: list[tuple[int, int]] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for i in range(0, len(rows), 900):
+                chunk = rows[i : i + 900]
+                found.extend(
+                    conn.execute(
+                        f"DELETE FROM outbox WHERE id IN ({','.join('?' * len(chunk))}) RETURNING lane, size",
+                        chunk,
+                    ).fetchall()
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        for lane_no, size in found:
+            lane = _NO_LANE[lane_no]
+            self._count[lane] -= 1
+            self._bytes[lane] -= size + ROW_OVERHEAD
+
+    async def wait_acks_flushed(self) -> None:
+        while self._acks or self._ack_flushing:
+            await asyncio.sleep(0.001)
+
+    # --- small state: kv and executed commands -------------------------------------------------
+
+    async def execute(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement on the writer thread (autocommit); for small state such as command ids."""
+
+        def run() -> list[tuple[Any, ...]]:
+            return self.conn.execute(sql, params).fetchall()
+
+        return await self._run(run)  # type: ignore[no-any-return]
+
+    # --- introspection -------------------------------------------------------------------------
+
+    def depth(self) -> dict[str, int]:
+        d = {lane.value: self._count[lane] for lane in Lane}
+        d["readings"] = self._readings_pending
+        return d
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "depth": self.depth(),
+            "bytes": self.used_bytes,
+            "budget_bytes": self.budget_bytes,
+            "counters": dict(self.counters),
+            "last_commit_ms": self.last_commit_ms,
+        }
+
+    def shed_counts(self) -> dict[str, int]:
+        return {
+            "bulk": self.counters.get("shed_bulk", 0),
+            "telemetry": self.counters.get("shed_telemetry", 0) + self.counters.get("shed_readings", 0),
+        }
+
+    def refused_counts(self) -> dict[str, int]:
+        return {
+            "bulk": self.counters.get("refused_bulk", 0),
+            "telemetry": self.counters.get("refused_telemetry", 0),
+        }

@@ -1,0 +1,73 @@
+"""The edge SQLite database: WAL, durability setting, and named migrations recorded in ``_migrations``."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import sqlite_utils
+
+
+def _m001_outbox(db: sqlite_utils.Database) -> None:
+    db["outbox"].create(  # type: ignore[union-attr]
+        {"id": int, "lane": int, "channel": str, "type": str, "seq": int, "payload": bytes, "size": int},
+        pk="id",
+        not_null={"lane", "channel", "type", "seq", "payload", "size"},
+    )
+    db["outbox"].create_index(["lane", "id"])  # type: ignore[union-attr]
+    db["readings"].create({"id": int, "payload": bytes, "size": int}, pk="id", not_null={"payload", "size"})  # type: ignore[union-attr]
+    db["lane_seq"].create({"lane": int, "next_seq": int}, pk="lane")  # type: ignore[union-attr]
+    db["counters"].create({"name": str, "value": int}, pk="name")  # type: ignore[union-attr]
+
+
+def _m002_commands(db: sqlite_utils.Database) -> None:
+    db["executed_commands"].create(  # type: ignore[union-attr]
+        {"cid": str, "name": str, "deadline_ms": int, "executed_ms": int}, pk="cid"
+    )
+    db["executed_commands"].create_index(["deadline_ms"])  # type: ignore[union-attr]
+
+
+def _m003_kv(db: sqlite_utils.Database) -> None:
+    db["kv"].create({"key": str, "value": str}, pk="key")  # type: ignore[union-attr]
+
+
+MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
+    ("001_outbox", _m001_outbox),
+    ("002_commands", _m002_commands),
+    ("003_kv", _m003_kv),
+]
+
+
+def connect(path: Path, durability: str = "power_loss") -> sqlite3.Connection:
+    """Open (creating if needed) the agent database and bring its schema up to date."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={'FULL' if durability == 'power_loss' else 'NORMAL'}")
+    conn.execute("PRAGMA busy_timeout=5000")
+    conn.execute("PRAGMA wal_autocheckpoint=4000")
+    migrate(conn)
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> list[str]:
+    """Apply the migrations not yet recorded; return the names applied."""
+    conn.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_ms INTEGER NOT NULL)")
+    done = {r[0] for r in conn.execute("SELECT name FROM _migrations")}
+    db = sqlite_utils.Database(conn)
+    applied = []
+    for name, step in MIGRATIONS:
+        if name in done:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            step(db)
+            conn.execute("INSERT INTO _migrations VALUES (?, ?)", (name, time.time_ns() // 1_000_000))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        applied.append(name)
+    return applied

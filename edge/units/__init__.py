@@ -1,0 +1,1 @@
+"""Site units (gate, barrier, parking lift, elevator, …) that run inside the agent."""
