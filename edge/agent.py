@@ -50,7 +50,15 @@ def deep_merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
 
 
 class Agent:
-    def __init__(self, config: AgentConfig, config_path: Path | None = None, raw: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        config: AgentConfig,
+        config_path: Path | None = None,
+        raw: dict[str, Any] | None = None,
+        handle_signals: bool = True,
+    ) -> None:
+        self.handle_signals = handle_signals
+        self.ready = asyncio.Event()
         self.config = config
         self.config_path = config_path
         self.raw = raw if raw is not None else config.model_dump(mode="json")
@@ -86,7 +94,8 @@ class Agent:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        signals = (signal.SIGTERM, signal.SIGINT) if self.handle_signals else ()
+        for sig in signals:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
         await self.outbox.open()
@@ -94,6 +103,7 @@ class Agent:
             self.uplink = Uplink(self.config, self.outbox, self._on_message, self.version)
             await self.outbox.put(DeviceEvent(code="agent.started", message=f"agent {self.version} started"))
             ctx = UnitContext(self.config.device.id, self.outbox, self.commands.register)
+            self.ready.set()
             async with asyncio.TaskGroup() as tg:
                 uplink_task = tg.create_task(self.uplink.run(), name="uplink")
                 others = [tg.create_task(self._health_loop(), name="health")]
@@ -109,7 +119,7 @@ class Agent:
                 await uplink_task
         finally:
             await self.outbox.close()
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in signals:
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
         return self.exit_code

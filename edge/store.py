@@ -11,13 +11,16 @@ import sqlite_utils
 
 
 def _m001_outbox(db: sqlite_utils.Database) -> None:
-    db["outbox"].create(  # type: ignore[union-attr]
-        {"id": int, "lane": int, "channel": str, "type": str, "seq": int, "payload": bytes, "size": int},
-        pk="id",
-        not_null={"lane", "channel", "type", "seq", "payload", "size"},
+    # AUTOINCREMENT: row ids are never reused, so a drain cursor ("after row N") stays valid even when the
+    # table empties and refills.
+    db.execute(
+        "CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, lane INTEGER NOT NULL, channel TEXT NOT NULL,"
+        " type TEXT NOT NULL, seq INTEGER NOT NULL, payload BLOB NOT NULL, size INTEGER NOT NULL)"
     )
     db["outbox"].create_index(["lane", "id"])  # type: ignore[union-attr]
-    db["readings"].create({"id": int, "payload": bytes, "size": int}, pk="id", not_null={"payload", "size"})  # type: ignore[union-attr]
+    db.execute(
+        "CREATE TABLE readings (id INTEGER PRIMARY KEY AUTOINCREMENT, payload BLOB NOT NULL, size INTEGER NOT NULL)"
+    )
     db["lane_seq"].create({"lane": int, "next_seq": int}, pk="lane")  # type: ignore[union-attr]
     db["counters"].create({"name": str, "value": int}, pk="name")  # type: ignore[union-attr]
 

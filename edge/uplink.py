@@ -29,6 +29,7 @@ from protocol.messages import DeviceState, Lane
 from protocol.topics import Channel, Topic, parse, subscription, topic
 
 log = logging.getLogger("civicedge.edge.uplink")
+_mqtt_log = logging.getLogger("civicedge.edge.mqtt")
 
 MessageHandler = Callable[[Topic, bytes], Awaitable[None]]
 STOP_FLUSH_S = 5.0  # on SIGTERM, keep draining committed messages this long
@@ -94,7 +95,7 @@ class Uplink:
             if m.tls.insecure:
                 ctx.check_hostname = False
             tls = {"tls_context": ctx, "tls_insecure": m.tls.insecure}
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             m.host,
             m.port,
             username=m.username,
@@ -105,8 +106,11 @@ class Uplink:
             timeout=10,
             will=aiomqtt.Will(self._topic(Channel.STATE), self._state_payload("offline"), qos=1, retain=True),
             max_inflight_messages=m.inflight,
+            logger=_mqtt_log,
             **tls,
         )
+        client.pending_calls_threshold = m.inflight + 50  # a full window is normal here, not a warning
+        return client
 
     # --- lifecycle -------------------------------------------------------------------------------
 

@@ -172,3 +172,15 @@ async def test_payloads_are_valid_envelopes(tmp_path: Path) -> None:
         (m,) = await ob.fetch(1, {})
         env = decode(m.payload, f"ce/v1/s/gate-01/{m.channel.value}")
         assert env.dev == "gate-01" and env.seq == 1 and orjson.loads(m.payload)["type"] == "alarm.raise"
+
+
+async def test_cursor_stays_valid_when_the_table_empties_and_refills(tmp_path: Path) -> None:
+    async with Outbox(tmp_path / "ob.db", "d") as ob:
+        await asyncio.gather(*(ob.put(ev(i)) for i in range(5)))
+        first = await ob.fetch(10, {})
+        for m in first:
+            ob.ack(m.row)
+        await ob.wait_acks_flushed()
+        await asyncio.gather(*(ob.put(ev(i)) for i in range(5, 8)))
+        nxt = await ob.fetch(10, {Lane.EVENT: first[-1].row})  # row ids are never reused
+        assert [decode(m.payload).body.details["n"] for m in nxt] == [5, 6, 7]  # type: ignore[attr-defined]
