@@ -6,12 +6,14 @@ import typer
 
 from edge.cli import app as edge_app
 from protocol.cli import app as protocol_app
+from simulators.cli import app as chaos_app
 
 app = typer.Typer(
     help="CivicEdge: edge-first software for smart communities.", no_args_is_help=True, pretty_exceptions_enable=False
 )
 app.add_typer(protocol_app, name="protocol")
 app.add_typer(edge_app, name="edge")
+app.add_typer(chaos_app, name="chaos")
 
 
 def main() -> None:

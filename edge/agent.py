@@ -124,12 +124,18 @@ class Agent:
                     loop.remove_signal_handler(sig)
         return self.exit_code
 
+    def wake_health(self) -> None:
+        """Send a heartbeat now instead of at the next interval."""
+        self._health_wakeup.set()
+
     async def _health_loop(self) -> None:
         while True:
             await self.outbox.put(snapshot(self))
             self._health_wakeup.clear()
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel that races the wakeup
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._health_wakeup.wait(), timeout=self.config.health.interval_s)
+                async with asyncio.timeout(self.config.health.interval_s):
+                    await self._health_wakeup.wait()
 
     # --- inbound ---------------------------------------------------------------------------------
 

@@ -103,7 +103,7 @@ class Uplink:
             identifier=self.config.client_id,
             clean_session=False,
             keepalive=m.keepalive_s,
-            timeout=10,
+            timeout=min(10, m.keepalive_s),  # a stuck CONNECT/SUBSCRIBE fails fast and reconnects
             will=aiomqtt.Will(self._topic(Channel.STATE), self._state_payload("offline"), qos=1, retain=True),
             max_inflight_messages=m.inflight,
             logger=_mqtt_log,
@@ -135,7 +135,8 @@ class Uplink:
             delay = random.uniform(0, min(self.config.mqtt.backoff_max_s, 1.5 ** min(10, attempt)))
             attempt += 1
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), timeout=delay)
+                async with asyncio.timeout(delay):
+                    await self._stop.wait()
 
     async def _session(self, client: aiomqtt.Client) -> None:
         await client.publish(self._topic(Channel.STATE), self._state_payload("online"), qos=1, retain=True)

@@ -1,0 +1,47 @@
+"""``civicedge chaos …``: fault scenarios that print one JSON object and fail on any loss."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    help="Fault scenarios against real processes (broker restarts, kill -9, network cuts).", no_args_is_help=True
+)
+
+
+def _progress(quiet: bool) -> object:
+    return None if quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+
+
+@app.command()
+def edge(
+    duration: Annotated[float, typer.Option(help="seconds of traffic")] = 30.0,
+    rate: Annotated[float, typer.Option(help="events per second")] = 200.0,
+    json_out: Annotated[bool, typer.Option("--json", help="print only the JSON report on stdout")] = False,
+) -> None:
+    """Broker restarts, agent kill -9 and a network cut during a steady stream; exit 1 if anything is lost."""
+    from simulators.chaos import edge_scenario
+
+    report = asyncio.run(edge_scenario(duration, rate, progress=_progress(False)))  # type: ignore[arg-type]
+    print(json.dumps(report, indent=None if json_out else 2))
+    raise typer.Exit(1 if report["lost"] > 0 else 0)
+
+
+@app.command()
+def budget(
+    alarms: Annotated[int, typer.Option(help="alarms raised while offline")] = 200,
+    readings: Annotated[int, typer.Option(help="telemetry readings produced while offline")] = 20_000,
+    budget_bytes: Annotated[int, typer.Option(help="outbox storage budget")] = 256 * 1024,
+    json_out: Annotated[bool, typer.Option("--json", help="print only the JSON report on stdout")] = False,
+) -> None:
+    """Offline gateway with a small disk budget: every alarm arrives, telemetry is shed and counted."""
+    from simulators.chaos import budget_scenario
+
+    report = asyncio.run(budget_scenario(alarms, readings, budget_bytes, progress=_progress(False)))  # type: ignore[arg-type]
+    print(json.dumps(report, indent=None if json_out else 2))
+    raise typer.Exit(0 if report["alarms_lost"] == 0 and report["accounted"] else 1)
