@@ -64,7 +64,7 @@ class Subscriber:
                     self.ready.set()
                     async for msg in c.messages:
                         with contextlib.suppress(ValueError):
-                            env = decode(bytes(msg.payload), parse(str(msg.topic)))  # type: ignore[arg-type]
+                            env = decode(bytes(msg.payload), parse(str(msg.topic)))
                             self.received.append((env.type, env.seq, env.lane.value, env.body.model_dump(mode="json")))
             except aiomqtt.MqttError:
                 await asyncio.sleep(0.05)
