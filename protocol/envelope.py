@@ -51,12 +51,23 @@ ENVELOPE_ADAPTER: TypeAdapter[Envelope] = TypeAdapter(AnyEnvelope)  # type: igno
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]
+_prefix_ms = -1
+_prefix = ""
 
 
 def new_id() -> str:
-    """A fresh ULID (48-bit ms time + 80 random bits), ~3x faster than building a ``ULID`` object."""
-    v = ((time.time_ns() // 1_000_000) << 80) | random.getrandbits(80)
-    return "".join([_PAIRS[(v >> s) & 1023] for s in range(120, -1, -10)])
+    """A fresh ULID (48-bit ms time + 80 random bits); the time part is encoded once per millisecond,
+    which makes this ~4x faster than building a ``ULID`` object (it runs once per outbox message)."""
+    global _prefix_ms, _prefix
+    ms = time.time_ns() // 1_000_000
+    if ms != _prefix_ms:
+        _prefix_ms, _prefix = ms, "".join([_PAIRS[(ms >> s) & 1023] for s in (40, 30, 20, 10, 0)])
+    r = random.getrandbits(80)
+    p = _PAIRS
+    return (
+        _prefix + p[r >> 70] + p[(r >> 60) & 1023] + p[(r >> 50) & 1023] + p[(r >> 40) & 1023]
+        + p[(r >> 30) & 1023] + p[(r >> 20) & 1023] + p[(r >> 10) & 1023] + p[r & 1023]
+    )
 
 
 def now_ms() -> int:

@@ -1,0 +1,26 @@
+"""``civicedge bench …``: benchmarks that print one JSON object each."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="Benchmarks (JSON on stdout).", no_args_is_help=True)
+
+
+@app.command()
+def outbox(
+    messages: Annotated[int, typer.Option(help="messages per enqueue round")] = 100_000,
+    producers: Annotated[int, typer.Option(help="concurrent producers")] = 100,
+    drain_messages: Annotated[int, typer.Option(help="messages per drain round")] = 20_000,
+    rounds: Annotated[int, typer.Option(help="rounds; medians are reported")] = 3,
+    json_out: Annotated[bool, typer.Option("--json", help="compact JSON")] = False,
+) -> None:
+    """Committed enqueues/s, drain/s to a real Mosquitto, and drain / direct-publish ratio."""
+    from bench.outbox import run
+
+    report = asyncio.run(run(messages, producers, drain_messages, rounds=rounds))
+    print(json.dumps(report, indent=None if json_out else 2))
