@@ -44,8 +44,9 @@ async def drain_rate(path: Path, broker: Mosquitto, inflight: int) -> tuple[floa
     ob = await Outbox(path, "bench-01", budget_bytes=2**40).open()
     payloads = [m.payload for m in await ob.fetch(10**9, dict.fromkeys(LANES, 0))]
     total = ob.depth()["event"]
-    cfg = parse_config(agent_config(path.parent, device="bench-01", host=broker.host, port=broker.port,
-                                    mqtt={"inflight": inflight}))
+    cfg = parse_config(
+        agent_config(path.parent, device="bench-01", host=broker.host, port=broker.port, mqtt={"inflight": inflight})
+    )
 
     async def ignore(*_a: Any) -> None:
         return None
@@ -65,8 +66,7 @@ async def drain_rate(path: Path, broker: Mosquitto, inflight: int) -> tuple[floa
 async def direct_rate(payloads: list[bytes], broker: Mosquitto, inflight: int) -> float:
     """The same payloads published straight to the broker, same client library and window, no outbox."""
     window = asyncio.Semaphore(inflight)
-    async with aiomqtt.Client(broker.host, broker.port, identifier="bench-direct",
-                              max_inflight_messages=inflight) as c:
+    async with aiomqtt.Client(broker.host, broker.port, identifier="bench-direct", max_inflight_messages=inflight) as c:
         c.pending_calls_threshold = inflight + 50
 
         async def pub(p: bytes) -> None:
@@ -83,8 +83,9 @@ async def direct_rate(payloads: list[bytes], broker: Mosquitto, inflight: int) -
         return len(payloads) / (time.perf_counter() - t)
 
 
-async def run(n: int = 100_000, producers: int = 100, drain_n: int = 20_000, inflight: int = 200,
-              rounds: int = 3) -> dict[str, Any]:
+async def run(
+    n: int = 100_000, producers: int = 100, drain_n: int = 20_000, inflight: int = 200, rounds: int = 3
+) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="ce-bench-outbox-"))
     enq, enq_crash, drains, directs = [], [], [], []
     with Mosquitto(workdir=work / "broker") as broker:
