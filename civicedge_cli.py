@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from bench.cli import app as bench_app
+from cloud.cli import app as cloud_app
 from edge.cli import app as edge_app
 from protocol.cli import app as protocol_app
 from simulators.cli import app as chaos_app
@@ -14,6 +15,7 @@ app = typer.Typer(
 )
 app.add_typer(protocol_app, name="protocol")
 app.add_typer(edge_app, name="edge")
+app.add_typer(cloud_app, name="cloud")
 app.add_typer(chaos_app, name="chaos")
 app.add_typer(bench_app, name="bench")
 

@@ -1,0 +1,1 @@
+"""The cloud service: ingestion workers, storage, REST API, commands, time-series export."""

@@ -1,0 +1,71 @@
+"""The FastAPI application: lifespan starts/stops the cloud node; errors are JSON with a reason."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from sqlalchemy import text
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from cloud.api.resources import router
+from cloud.service import CloudService
+from cloud.settings import Settings
+from edge import __version__
+
+
+def create_app(settings: Settings | None = None, service: CloudService | None = None) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        svc = service or CloudService(settings or Settings())
+        svc.start()
+        app.state.service = svc
+        try:
+            yield
+        finally:
+            svc.stop()
+
+    app = FastAPI(
+        title="CivicEdge cloud",
+        version=__version__,
+        lifespan=lifespan,
+        description="Devices, telemetry, events, alarms, dead letters and commands.",
+    )
+    app.include_router(router)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_r: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(
+            {"error": exc.detail, "status": exc.status_code}, exc.status_code, headers=getattr(exc, "headers", None)
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_r: Request, exc: RequestValidationError) -> JSONResponse:
+        errs = [{"field": ".".join(str(x) for x in e["loc"]), "reason": e["msg"]} for e in exc.errors()]
+        return JSONResponse({"error": "invalid request", "status": 422, "details": errs}, 422)
+
+    @app.get("/healthz", tags=["ops"])
+    def healthz(request: Request) -> JSONResponse:
+        svc: CloudService = request.app.state.service
+        checks: dict[str, object] = {}
+        try:
+            with svc.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            checks["database"] = "ok"
+        except Exception as exc:
+            checks["database"] = f"error: {exc}"[:200]
+        checks["ingest_workers_connected"] = sum(w.connected.is_set() for w in svc.workers)
+        checks["ingest_workers"] = len(svc.workers)
+        ok = checks["database"] == "ok"
+        return JSONResponse({"status": "ok" if ok else "degraded", **checks}, 200 if ok else 503)
+
+    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
+    def metrics(request: Request) -> str:
+        svc: CloudService = request.app.state.service
+        svc.gauges()
+        return svc.metrics.render()
+
+    return app

@@ -1,0 +1,72 @@
+"""Shared dependencies: the service, the database connection, bearer-token auth, pagination."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
+from sqlalchemy import Connection
+
+from cloud.service import CloudService
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def get_service(request: Request) -> CloudService:
+    svc: CloudService = request.app.state.service
+    return svc
+
+
+Service = Annotated[CloudService, Depends(get_service)]
+
+
+def get_conn(svc: Service) -> Iterator[Connection]:
+    with svc.engine.connect() as conn:
+        yield conn
+
+
+Conn = Annotated[Connection, Depends(get_conn)]
+
+
+def require_token(svc: Service, cred: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
+    tokens = svc.settings.api_tokens
+    if not tokens:
+        return  # no tokens configured: open (local demo); set CE_API_TOKENS in production
+    if cred is None or not any(secrets.compare_digest(cred.credentials, t) for t in tokens):
+        raise HTTPException(
+            401,
+            detail="missing or invalid bearer token (Authorization: Bearer <token>)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+class PageParams(BaseModel):
+    limit: int
+    offset: int
+
+
+def page_params(
+    limit: Annotated[int, Query(ge=1, le=1000, description="items per page")] = 100,
+    offset: Annotated[int, Query(ge=0, description="items to skip")] = 0,
+) -> PageParams:
+    return PageParams(limit=limit, offset=offset)
+
+
+Paging = Annotated[PageParams, Depends(page_params)]
+
+
+class Page(BaseModel):
+    items: list[dict[str, Any]]
+    total: int
+    limit: int
+    offset: int
+    next_offset: int | None
+
+
+def page(items: list[dict[str, Any]], total: int, p: PageParams) -> Page:
+    nxt = p.offset + len(items)
+    return Page(items=items, total=total, limit=p.limit, offset=p.offset, next_offset=nxt if nxt < total else None)

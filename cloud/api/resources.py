@@ -1,0 +1,237 @@
+"""Sites, devices, telemetry, events, alarms, dead letters and commands."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+from pydantic import BaseModel, Field
+from sqlalchemy import Select, func, select
+
+from cloud.api.deps import Conn, Page, Paging, Service, page, require_token
+from cloud.commands import CommandUnknownDevice
+from cloud.db import schema as t
+from cloud.ingest.store import now_ms
+from protocol.topics import validate_id, validate_name
+
+router = APIRouter(prefix="/api", dependencies=[Depends(require_token)])
+IdStr = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
+
+
+def _rows(conn: Conn, q: Select[Any], p: Paging) -> Page:
+    total = conn.execute(select(func.count()).select_from(q.order_by(None).subquery())).scalar_one()
+    items = [dict(r._mapping) for r in conn.execute(q.limit(p.limit).offset(p.offset))]
+    return page(items, total, p)
+
+
+# --- sites -----------------------------------------------------------------------------------------
+
+
+class SiteIn(BaseModel):
+    id: IdStr
+    name: str = Field(default="", max_length=200)
+
+
+@router.get("/sites", response_model=Page, tags=["sites"])
+def list_sites(conn: Conn, p: Paging) -> Page:
+    return _rows(conn, select(t.sites).order_by(t.sites.c.id), p)
+
+
+@router.post("/sites", status_code=201, tags=["sites"])
+def create_site(body: SiteIn, svc: Service) -> dict[str, Any]:
+    with svc.engine.begin() as conn:
+        if conn.execute(select(t.sites.c.id).where(t.sites.c.id == body.id)).first():
+            raise HTTPException(409, detail=f"site {body.id!r} exists")
+        conn.execute(t.sites.insert().values(id=body.id, name=body.name or body.id, created_ms=now_ms()))
+    return {"id": body.id, "name": body.name or body.id}
+
+
+# --- devices ---------------------------------------------------------------------------------------
+
+
+class DeviceIn(BaseModel):
+    id: IdStr
+    site_id: IdStr
+    kind: str = Field(default="gateway", max_length=32)
+    name: str = Field(default="", max_length=200)
+
+
+@router.get("/devices", response_model=Page, tags=["devices"])
+def list_devices(
+    conn: Conn,
+    p: Paging,
+    site: str | None = None,
+    kind: str | None = None,
+    status: Literal["online", "offline", "unknown"] | None = None,
+) -> Page:
+    q = select(t.devices).order_by(t.devices.c.site_id, t.devices.c.id)
+    if site:
+        q = q.where(t.devices.c.site_id == site)
+    if kind:
+        q = q.where(t.devices.c.kind == kind)
+    if status:
+        q = q.where(t.devices.c.status == status)
+    return _rows(conn, q, p)
+
+
+@router.post("/devices", status_code=201, tags=["devices"])
+def create_device(body: DeviceIn, svc: Service) -> dict[str, Any]:
+    with svc.engine.begin() as conn:
+        if not conn.execute(select(t.sites.c.id).where(t.sites.c.id == body.site_id)).first():
+            raise HTTPException(422, detail=f"site {body.site_id!r} does not exist; create it first (POST /api/sites)")
+        if conn.execute(select(t.devices.c.id).where(t.devices.c.id == body.id)).first():
+            raise HTTPException(409, detail=f"device {body.id!r} exists")
+        conn.execute(
+            t.devices.insert().values(
+                id=body.id,
+                site_id=body.site_id,
+                kind=body.kind,
+                name=body.name or body.id,
+                status="unknown",
+                created_ms=now_ms(),
+            )
+        )
+    svc.store.forget_device(body.id)
+    return body.model_dump()
+
+
+@router.get("/devices/{device_id}", tags=["devices"])
+def get_device(device_id: str, conn: Conn) -> dict[str, Any]:
+    row = conn.execute(select(t.devices).where(t.devices.c.id == device_id)).first()
+    if row is None:
+        raise HTTPException(404, detail=f"no device {device_id!r}")
+    d = dict(row._mapping)
+    d["open_alarms"] = conn.execute(
+        select(func.count())
+        .select_from(t.alarms)
+        .where(t.alarms.c.device_id == device_id, t.alarms.c.state == "active")
+    ).scalar_one()
+    return d
+
+
+@router.get("/devices/{device_id}/telemetry", tags=["telemetry"])
+def telemetry(
+    device_id: str,
+    conn: Conn,
+    metric: Annotated[str, Query(description="metric name")],
+    since: Annotated[int | None, Query(description="ms since epoch (default: 1 h ago)")] = None,
+    until: Annotated[int | None, Query(description="ms since epoch (default: now)")] = None,
+    bucket_s: Annotated[float | None, Query(gt=0, description="downsample into buckets of this many seconds")] = None,
+    limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
+) -> dict[str, Any]:
+    until = until if until is not None else now_ms()
+    since = since if since is not None else until - 3_600_000
+    c = t.telemetry.c
+    where = (c.device_id == device_id, c.metric == metric, c.ts >= since, c.ts <= until)
+    if bucket_s is None:
+        rows = conn.execute(select(c.ts, c.value).where(*where).order_by(c.ts).limit(limit))
+        points = [{"ts": r.ts, "value": r.value} for r in rows]
+    else:
+        width = int(bucket_s * 1000)
+        b = ((c.ts - since) // width).label("b")
+        rows = conn.execute(
+            select(b, func.avg(c.value), func.min(c.value), func.max(c.value), func.count())
+            .where(*where)
+            .group_by(b)
+            .order_by(b)
+            .limit(limit)
+        )
+        points = [
+            {"ts": since + int(bb) * width, "avg": avg, "min": lo, "max": hi, "count": n}
+            for bb, avg, lo, hi, n in (tuple(r) for r in rows)
+        ]
+    return {
+        "device_id": device_id,
+        "metric": metric,
+        "since": since,
+        "until": until,
+        "bucket_s": bucket_s,
+        "points": points,
+    }
+
+
+# --- events, alarms, dead letters ------------------------------------------------------------------
+
+
+@router.get("/events", response_model=Page, tags=["events"])
+def events(conn: Conn, p: Paging, device: str | None = None, type: str | None = None, since: int | None = None) -> Page:
+    c = t.messages.c
+    q = select(t.messages).order_by(c.received_ms.desc(), c.id.desc())
+    if device:
+        q = q.where(c.device_id == device)
+    if type:
+        q = q.where(c.type == type)
+    if since is not None:
+        q = q.where(c.received_ms >= since)
+    return _rows(conn, q, p)
+
+
+@router.get("/alarms", response_model=Page, tags=["alarms"])
+def alarms(conn: Conn, p: Paging, state: Literal["active", "cleared"] | None = None, device: str | None = None) -> Page:
+    c = t.alarms.c
+    q = select(t.alarms).order_by(c.raised_ms.desc())
+    if state:
+        q = q.where(c.state == state)
+    if device:
+        q = q.where(c.device_id == device)
+    return _rows(conn, q, p)
+
+
+@router.get("/dead-letters", response_model=Page, tags=["dead letters"])
+def dead_letters(conn: Conn, p: Paging, reason: str | None = None) -> Page:
+    c = t.dead_letters.c
+    q = select(c.id, c.received_ms, c.topic, c.reason, c.detail, c.device_id, c.size).order_by(c.id.desc())
+    if reason:
+        q = q.where(c.reason == reason)
+    return _rows(conn, q, p)
+
+
+@router.get("/dead-letters/summary", tags=["dead letters"])
+def dead_letter_summary(conn: Conn) -> dict[str, int]:
+    c = t.dead_letters.c
+    return {r[0]: r[1] for r in conn.execute(select(c.reason, func.count()).group_by(c.reason))}
+
+
+# --- commands --------------------------------------------------------------------------------------
+
+
+class CommandIn(BaseModel):
+    name: str = Field(min_length=1, max_length=64)
+    args: dict[str, Any] = Field(default_factory=dict)
+    ttl_s: float | None = Field(default=None, gt=0, le=86_400, description="validity (default from settings)")
+
+
+@router.post("/devices/{device_id}/commands", status_code=202, tags=["commands"])
+def send_command(device_id: str, body: CommandIn, svc: Service) -> dict[str, Any]:
+    try:
+        validate_id(device_id, "device")
+        validate_name(body.name)
+    except ValueError as exc:
+        raise HTTPException(422, detail=str(exc)) from None
+    if svc.commands is None:
+        raise HTTPException(503, detail="command publisher not running (no broker configured)")
+    try:
+        return svc.commands.send(device_id, body.name, body.args, body.ttl_s or svc.settings.command_ttl_s)
+    except CommandUnknownDevice:
+        raise HTTPException(404, detail=f"no device {device_id!r}") from None
+    except ConnectionError as exc:
+        raise HTTPException(503, detail=f"broker unavailable: {exc}") from None
+
+
+@router.get("/commands/{cid}", tags=["commands"])
+def get_command(cid: str, conn: Conn) -> dict[str, Any]:
+    row = conn.execute(select(t.commands).where(t.commands.c.cid == cid)).first()
+    if row is None:
+        raise HTTPException(404, detail=f"no command {cid!r}")
+    d = dict(row._mapping)
+    if d["status"] == "sent" and d["deadline_ms"] < now_ms():
+        d["status"] = "expired"  # never acknowledged before its deadline
+    return d
+
+
+@router.get("/commands", response_model=Page, tags=["commands"])
+def list_commands(conn: Conn, p: Paging, device: str | None = None) -> Page:
+    q = select(t.commands).order_by(t.commands.c.created_ms.desc())
+    if device:
+        q = q.where(t.commands.c.device_id == device)
+    return _rows(conn, q, p)

@@ -1,0 +1,330 @@
+"""Batch writer: one transaction per batch; duplicates dropped by message id (unique constraint), bad input
+dead-lettered with its reason. Used by every ingestion worker."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from cloud.db import schema as t
+from cloud.metrics import Metrics
+from protocol import messages as m
+from protocol.codec import decode
+from protocol.envelope import Envelope
+from protocol.errors import ProtocolError, Reason
+from protocol.topics import UPLINK, Topic, parse
+
+log = logging.getLogger("civicedge.cloud.ingest")
+MAX_DEAD_PAYLOAD = 64 * 1024
+_HEALTH_METRICS = ("uptime_s", "cpu_load", "mem_rss_bytes", "disk_free_bytes", "outbox_bytes", "battery_v", "rssi_dbm")
+_MANHOLE_METRICS = ("tilt_deg", "battery_v", "water_level_cm", "gas_lel", "temperature_c", "rssi_dbm")
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    topic: str
+    payload: bytes
+    received_ms: int
+
+
+@dataclass(slots=True)
+class BatchResult:
+    stored: int = 0
+    duplicates: int = 0
+    dead: int = 0
+    ignored: int = 0
+    readings: int = 0
+    points: list[tuple[str, str, str, float, int]] = field(default_factory=list)  # site, device, metric, v, ts
+
+
+class Store:
+    """Writes decoded batches. Thread-safe for use by several workers in one process."""
+
+    def __init__(self, engine: Engine, metrics: Metrics | None = None, auto_register: bool = False) -> None:
+        self.engine = engine
+        self.metrics = metrics or Metrics()
+        self.auto_register = auto_register
+        self._devices: dict[str, str] = {}  # device id → site id
+        self._lock = threading.Lock()
+        dialect = engine.dialect.name
+        self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+    # --- device registry cache ---------------------------------------------------------------------
+
+    def _known(self, conn: Any, ids: set[str]) -> dict[str, str]:
+        with self._lock:
+            missing = ids - self._devices.keys()
+        if missing:
+            rows = conn.execute(select(t.devices.c.id, t.devices.c.site_id).where(t.devices.c.id.in_(missing)))
+            with self._lock:
+                self._devices.update({r.id: r.site_id for r in rows})
+        with self._lock:
+            return {i: self._devices[i] for i in ids if i in self._devices}
+
+    def forget_device(self, device_id: str) -> None:
+        with self._lock:
+            self._devices.pop(device_id, None)
+
+    # --- the batch ---------------------------------------------------------------------------------
+
+    def write_batch(self, items: list[Inbound]) -> BatchResult:
+        res = BatchResult()
+        decoded: list[tuple[Inbound, Topic, Envelope]] = []
+        dead: list[dict[str, Any]] = []
+
+        def reject(item: Inbound, reason: Reason, detail: str, device: str | None = None) -> None:
+            dead.append(
+                {
+                    "received_ms": item.received_ms,
+                    "topic": item.topic[:300],
+                    "reason": reason.value,
+                    "detail": detail[:2000],
+                    "device_id": device,
+                    "payload": item.payload[:MAX_DEAD_PAYLOAD],
+                    "size": len(item.payload),
+                }
+            )
+
+        for item in items:
+            try:
+                top = parse(item.topic)
+            except ProtocolError as exc:
+                reject(item, exc.reason, exc.detail)
+                continue
+            if top.channel not in UPLINK:
+                res.ignored += 1  # cloud → device traffic seen on the wildcard
+                continue
+            try:
+                env = decode(item.payload, top)
+            except ProtocolError as exc:
+                reject(item, exc.reason, exc.detail, top.device)
+                continue
+            decoded.append((item, top, env))
+
+        with self.engine.begin() as conn:
+            if decoded:
+                known = self._known(conn, {top.device for _i, top, _e in decoded})
+                ok: list[tuple[Inbound, Topic, Envelope]] = []
+                for item, top, env in decoded:
+                    site = known.get(top.device)
+                    if site is None and self.auto_register:
+                        self._register(conn, top)
+                        site = known[top.device] = top.site
+                    if site is None:
+                        reject(item, Reason.UNKNOWN_DEVICE, f"device {top.device!r} is not registered", top.device)
+                    elif site != top.site:
+                        reject(
+                            item,
+                            Reason.SPOOFED_DEVICE,
+                            f"device {top.device!r} belongs to site {site!r}, not {top.site!r}",
+                            top.device,
+                        )
+                    else:
+                        ok.append((item, top, env))
+                if ok:
+                    self._store(conn, ok, res)
+            if dead:
+                conn.execute(t.dead_letters.insert(), dead)
+        res.dead = len(dead)
+        mt = self.metrics
+        mt.inc("ce_ingest_messages_total", len(items), "messages taken from the broker")
+        mt.inc("ce_ingest_stored_total", res.stored, "messages stored (new)")
+        mt.inc("ce_ingest_duplicates_total", res.duplicates, "duplicate messages dropped by id")
+        mt.inc("ce_ingest_readings_total", res.readings, "telemetry readings stored")
+        for d in dead:
+            mt.inc("ce_dead_letters_total", 1, "messages dead-lettered", reason=d["reason"])
+        return res
+
+    def _register(self, conn: Any, top: Topic) -> None:
+        ins = self._insert
+        conn.execute(ins(t.sites).values(id=top.site, name=top.site, created_ms=now_ms()).on_conflict_do_nothing())
+        conn.execute(
+            ins(t.devices)
+            .values(
+                id=top.device, site_id=top.site, kind="gateway", name=top.device, status="unknown", created_ms=now_ms()
+            )
+            .on_conflict_do_nothing()
+        )
+
+    def _store(self, conn: Any, ok: list[tuple[Inbound, Topic, Envelope]], res: BatchResult) -> None:
+        rows = []
+        for item, top, env in ok:
+            body = env.body.model_dump(mode="json", exclude_none=True)
+            if isinstance(env.body, m.TelemetryBatch):
+                body = {"readings": len(env.body.readings)}
+            rows.append(
+                {
+                    "msg_id": env.id,
+                    "site_id": top.site,
+                    "device_id": top.device,
+                    "type": env.type,
+                    "channel": top.channel.value,
+                    "seq": env.seq,
+                    "device_ts": env.ts,
+                    "received_ms": item.received_ms,
+                    "body": body,
+                }
+            )
+        stmt = self._insert(t.messages).on_conflict_do_nothing(index_elements=["msg_id"]).returning(t.messages.c.msg_id)
+        new_ids = {r[0] for r in conn.execute(stmt, rows)}
+        res.stored = len(new_ids)
+        res.duplicates = len(ok) - len(new_ids)
+        readings: list[dict[str, Any]] = []
+        last_seen: dict[str, int] = {}
+        for item, top, env in ok:
+            last_seen[top.device] = max(last_seen.get(top.device, 0), item.received_ms)
+            if env.id not in new_ids:
+                continue
+            new_ids.discard(env.id)  # the same id twice in one batch is stored once
+            self._apply(conn, top, env, item, readings, res)
+        if readings:
+            conn.execute(t.telemetry.insert(), readings)
+            res.readings = len(readings)
+        for dev, seen in last_seen.items():
+            conn.execute(
+                update(t.devices)
+                .where(t.devices.c.id == dev)
+                .where((t.devices.c.last_seen_ms.is_(None)) | (t.devices.c.last_seen_ms < seen))
+                .values(last_seen_ms=seen)
+            )
+
+    def _apply(
+        self, conn: Any, top: Topic, env: Envelope, item: Inbound, readings: list[dict[str, Any]], res: BatchResult
+    ) -> None:
+        b = env.body
+        dev = top.device
+
+        def reading(metric: str, value: float, ts: int, unit: str | None = None) -> None:
+            readings.append(
+                {"device_id": dev, "metric": metric, "ts": ts, "value": float(value), "unit": unit, "msg_id": env.id}
+            )
+            res.points.append((top.site, dev, metric, float(value), ts))
+
+        if isinstance(b, m.TelemetryBatch):
+            for r in b.readings:
+                reading(r.metric, r.value, r.ts, r.unit)
+        elif isinstance(b, m.Health):
+            for name in _HEALTH_METRICS:
+                v = getattr(b, name)
+                if v is not None:
+                    reading(name, v, env.ts)
+            for lane, depth in b.outbox_depth.items():
+                reading(f"outbox_{lane}", depth, env.ts)
+            conn.execute(
+                update(t.devices)
+                .where(t.devices.c.id == dev)
+                .values(
+                    health=b.model_dump(mode="json", exclude_none=True),
+                    health_ms=item.received_ms,
+                    agent_version=b.agent_version,
+                )
+            )
+        elif isinstance(b, m.ManholeReading):
+            for name in _MANHOLE_METRICS:
+                v = getattr(b, name)
+                if v is not None:
+                    reading(name, v, env.ts)
+        elif isinstance(b, m.DeviceState):
+            vals: dict[str, Any] = {"status": b.status}
+            if b.agent_version:
+                vals["agent_version"] = b.agent_version
+            conn.execute(update(t.devices).where(t.devices.c.id == dev).values(**vals))
+        elif isinstance(b, m.AlarmRaise):
+            self._raise(conn, dev, b.key, b.code, b.severity, b.message, b.details, env, item)
+        elif isinstance(b, m.AlarmClear):
+            self._clear(conn, dev, b.key, item)
+        elif isinstance(b, m.ManholeAlarm):
+            key = f"manhole.{b.kind}"
+            if b.active:
+                sev = "critical" if b.kind in ("gas", "overturn", "flood") else "major"
+                self._raise(
+                    conn,
+                    dev,
+                    key,
+                    b.kind,
+                    sev,
+                    f"{b.kind}: {b.value:g} (threshold {b.threshold:g})",
+                    {"value": b.value, "threshold": b.threshold},
+                    env,
+                    item,
+                )
+            else:
+                self._clear(conn, dev, key, item)
+        elif isinstance(b, m.ElevatorFault):
+            key = f"elevator.{b.car}.{b.code}"
+            if b.active:
+                self._raise(
+                    conn,
+                    dev,
+                    key,
+                    b.code,
+                    b.severity,
+                    b.description or b.code,
+                    {"car": b.car, "entrapment": b.entrapment, "floor": b.floor},
+                    env,
+                    item,
+                )
+            else:
+                self._clear(conn, dev, key, item)
+        elif isinstance(b, m.CommandAck):
+            conn.execute(
+                update(t.commands)
+                .where(t.commands.c.cid == b.cid)
+                .where(t.commands.c.device_id == dev)
+                .values(status=b.status, reason=b.reason, result=b.result, acked_ms=item.received_ms)
+            )
+
+    def _raise(
+        self,
+        conn: Any,
+        dev: str,
+        key: str,
+        code: str,
+        severity: str,
+        message: str,
+        details: dict[str, Any],
+        env: Envelope,
+        item: Inbound,
+    ) -> None:
+        active = conn.execute(
+            select(t.alarms.c.id).where(
+                t.alarms.c.device_id == dev, t.alarms.c.key == key, t.alarms.c.state == "active"
+            )
+        ).first()
+        if active is None:
+            conn.execute(
+                t.alarms.insert().values(
+                    device_id=dev,
+                    key=key,
+                    code=code,
+                    severity=severity,
+                    message=message,
+                    details=details,
+                    state="active",
+                    raised_ms=item.received_ms,
+                    msg_id=env.id,
+                )
+            )
+        else:
+            conn.execute(
+                update(t.alarms)
+                .where(t.alarms.c.id == active.id)
+                .values(severity=severity, message=message, details=details)
+            )
+
+    def _clear(self, conn: Any, dev: str, key: str, item: Inbound) -> None:
+        conn.execute(
+            update(t.alarms)
+            .where(t.alarms.c.device_id == dev, t.alarms.c.key == key, t.alarms.c.state == "active")
+            .values(state="cleared", cleared_ms=item.received_ms)
+        )

@@ -1,0 +1,92 @@
+"""The running cloud node: engine, store, ingestion workers, TSDB exporter, command publisher, metrics."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from sqlalchemy import Engine, delete
+
+from cloud.commands import CommandPublisher, load_or_create_key
+from cloud.db import schema as t
+from cloud.db.engine import make_engine, migrate
+from cloud.ingest.store import BatchResult, Store, now_ms
+from cloud.ingest.worker import IngestWorker
+from cloud.metrics import Metrics
+from cloud.settings import Settings
+from cloud.tsdb import TsdbExporter
+
+log = logging.getLogger("civicedge.cloud")
+
+
+class CloudService:
+    def __init__(self, settings: Settings, engine: Engine | None = None, start_mqtt: bool = True) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.engine = engine or make_engine(settings.database_url)
+        self.store = Store(self.engine, self.metrics, auto_register=settings.auto_register)
+        self.workers: list[IngestWorker] = []
+        self.tsdb: TsdbExporter | None = None
+        self.commands: CommandPublisher | None = None
+        self.start_mqtt = start_mqtt
+
+    def start(self) -> None:
+        migrate(self.engine)
+        s = self.settings
+        host, port, user, password = s.broker
+        if s.influx_url:
+            self.tsdb = TsdbExporter(
+                s.influx_url, s.influx_token, s.influx_org, s.influx_bucket, self.metrics, s.tsdb_queue_max
+            )
+            self.tsdb.start()
+        if not self.start_mqtt:
+            return
+        for i in range(s.ingest_workers):
+            w = IngestWorker(
+                self.store,
+                host,
+                port,
+                client_id=f"ingest-{os.uname().nodename}-{i}",
+                group=s.ingest_share_group,
+                batch_rows=s.ingest_batch_rows,
+                batch_ms=s.ingest_batch_ms,
+                username=user,
+                password=password,
+                on_batch=self._on_batch,
+            )
+            w.start()
+            self.workers.append(w)
+        self.commands = CommandPublisher(
+            self.engine, load_or_create_key(s.command_key_file), host, port, user, password
+        )
+        self.commands.start()
+
+    def _on_batch(self, res: BatchResult) -> None:
+        if self.tsdb is not None:
+            self.tsdb.submit(res.points)
+        res.points.clear()
+
+    def stop(self) -> None:
+        for w in self.workers:
+            w.stop()
+        if self.commands:
+            self.commands.stop()
+        if self.tsdb:
+            self.tsdb.stop()
+
+    def apply_retention(self) -> int:
+        """Delete telemetry older than the retention window; return rows deleted."""
+        cutoff = now_ms() - int(self.settings.telemetry_retention_days * 86_400_000)
+        with self.engine.begin() as conn:
+            return int(conn.execute(delete(t.telemetry).where(t.telemetry.c.ts < cutoff)).rowcount or 0)
+
+    def gauges(self) -> dict[str, Any]:
+        depth = sum(w.q.qsize() for w in self.workers)
+        self.metrics.set("ce_ingest_queue_depth", depth, "messages received, not yet stored")
+        self.metrics.set(
+            "ce_ingest_workers_connected",
+            sum(w.connected.is_set() for w in self.workers),
+            "ingestion workers connected to the broker",
+        )
+        return {"ingest_queue_depth": depth}

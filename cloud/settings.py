@@ -1,0 +1,48 @@
+"""Cloud settings (pydantic-settings): environment variables ``CE_…`` or a ``.env`` file.
+
+Secrets (API tokens, the command-signing key) are read when the app starts, never at import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CE_", env_file=".env", extra="ignore")
+
+    database_url: str = Field(default="sqlite:///var/civicedge.db", description="SQLAlchemy URL (sqlite or postgresql)")
+    broker_url: str = Field(default="mqtt://127.0.0.1:1883", description="mqtt://[user:pass@]host:port")
+    ingest_workers: int = Field(default=1, ge=0, le=64, description="ingestion workers started by `cloud run`")
+    ingest_batch_rows: int = Field(default=500, ge=1, le=50_000)
+    ingest_batch_ms: int = Field(default=50, ge=1, le=10_000)
+    ingest_share_group: str = "ingest"
+    auto_register: bool = Field(default=False, description="accept unknown devices (demo only)")
+    influx_url: str | None = Field(default=None, description="InfluxDB 2/3 or VictoriaMetrics base URL")
+    influx_token: str = ""
+    influx_org: str = "civicedge"
+    influx_bucket: str = "telemetry"
+    tsdb_queue_max: int = Field(default=200_000, ge=1000, description="points buffered for the TSDB before dropping")
+    telemetry_retention_days: float = Field(default=30, gt=0)
+    api_tokens: list[str] = Field(default_factory=list, description="bearer tokens for /api (comma-separated)")
+    command_key_file: Path = Field(default=Path("var/command-key.pem"), description="Ed25519 private key (PEM)")
+    command_ttl_s: float = Field(default=60, gt=0, le=86_400)
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    @field_validator("api_tokens", mode="before")
+    @classmethod
+    def _split(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [t.strip() for t in v.split(",") if t.strip()]
+        return v
+
+    @property
+    def broker(self) -> tuple[str, int, str | None, str | None]:
+        from urllib.parse import urlparse
+
+        u = urlparse(self.broker_url)
+        return u.hostname or "127.0.0.1", u.port or 1883, u.username, u.password
