@@ -60,7 +60,11 @@ def ingest(
     signal.signal(signal.SIGTERM, lambda *_a: stop.set())
     signal.signal(signal.SIGINT, lambda *_a: stop.set())
     worker.start()
-    typer.echo(f"ingest worker {worker.client_id} → {host}:{port}", err=True)
+    if not worker.connected.wait(30):
+        typer.echo(f"error: cannot reach the broker at {host}:{port}; check CE_BROKER_URL", err=True)
+        worker.stop()
+        raise typer.Exit(1)
+    typer.echo(f"ingest worker {worker.client_id} subscribed to {worker.topic} at {host}:{port}", err=True)
     stop.wait()
     worker.stop()
     svc.stop()

@@ -9,6 +9,7 @@ turns any that were already stored into counted duplicates.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -23,6 +24,7 @@ from protocol.topics import shared, subscription
 
 log = logging.getLogger("civicedge.cloud.ingest")
 _STOP = object()
+FAULT_EXIT_ENV = "CE_FAULT_EXIT_AFTER_BATCHES"
 
 
 class IngestWorker:
@@ -52,6 +54,8 @@ class IngestWorker:
         self.batches = 0
         self.errors = 0
         self._thread: threading.Thread | None = None
+        fault = os.environ.get(FAULT_EXIT_ENV)  # fault injection for tests: die after a commit, before acks
+        self._fault_exit_after = int(fault) if fault else None
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False, manual_ack=True)
         if username:
             c.username_pw_set(username, password)
@@ -61,6 +65,7 @@ class IngestWorker:
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
+        c.on_subscribe = lambda *_a: self.connected.set()
         self.client = c
 
     # paho callbacks (network thread) ------------------------------------------------------------
@@ -70,7 +75,6 @@ class IngestWorker:
             log.warning("ingest connect refused", extra={"rc": str(rc)})
             return
         c.subscribe(self.topic, qos=1)
-        self.connected.set()
 
     def _on_disconnect(self, *_a: object) -> None:
         self.connected.clear()
@@ -124,6 +128,8 @@ class IngestWorker:
                 log.exception("batch write failed; retrying")
                 time.sleep(min(5.0, 0.2 * self.errors))
         self.batches += 1
+        if self._fault_exit_after is not None and self.batches >= self._fault_exit_after:
+            os._exit(137)  # stored, not acknowledged: the broker must redeliver, the cloud must dedup
         for _inb, mid, qos in batch:
             if qos > 0:
                 self.client.ack(mid, qos)

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+
+from cloud.api.app import create_app
+from cloud.service import CloudService
+from cloud.settings import Settings
+from simulators.services import Mosquitto
+from tests.conftest import PG_ADMIN_URL
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh empty database per test, on SQLite and on the machine's PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'cloud.db'}"
+        return
+    name = f"ce_cloud_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    try:
+        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL not reachable at {PG_ADMIN_URL}: {exc} (make test starts it)", pytrace=False)
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+MakeCloud = Callable[..., tuple[CloudService, TestClient]]
+
+
+@pytest.fixture
+def make_cloud(db_url: str, mosquitto: Mosquitto, tmp_path: Path) -> Iterator[MakeCloud]:
+    """A running cloud node (API through TestClient, ingestion worker on the test broker)."""
+    clients: list[TestClient] = []
+
+    def make(**overrides: Any) -> tuple[CloudService, TestClient]:
+        settings = Settings(
+            database_url=db_url,
+            broker_url=f"mqtt://{mosquitto.host}:{mosquitto.port}",
+            command_key_file=tmp_path / "key.pem",
+            ingest_batch_ms=20,
+            _env_file=None,  # type: ignore[call-arg]
+            **overrides,
+        )
+        svc = CloudService(settings)
+        client = TestClient(create_app(service=svc))
+        client.__enter__()
+        clients.append(client)
+        assert svc.workers[0].connected.wait(10) if svc.workers else True
+        return svc, client
+
+    yield make
+    for c in clients:
+        c.__exit__(None, None, None)
+
+
+def register(client: TestClient, site: str = "riverside", *devices: str) -> None:
+    assert client.post("/api/sites", json={"id": site, "name": site.title()}).status_code == 201
+    for d in devices:
+        r = client.post("/api/devices", json={"id": d, "site_id": site, "kind": "gate"})
+        assert r.status_code == 201, r.text

@@ -1,0 +1,172 @@
+"""Ingestion against a real Mosquitto, on SQLite and PostgreSQL: end to end, dedup, dead letters, faults."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import aiomqtt
+import orjson
+from sqlalchemy import func, select
+
+from cloud.db import schema as t
+from cloud.service import CloudService
+from edge.agent import Agent
+from protocol import encode, envelope, topic
+from protocol.examples import example
+from protocol.limits import MAX_PAYLOAD_BYTES
+from protocol.messages import AlarmClear, AlarmRaise, DeviceEvent, Reading, TelemetryBatch
+from protocol.signing import public_key_b64
+from simulators.services import Mosquitto
+from tests.cloud.conftest import MakeCloud, register
+from tests.edge.conftest import RunAgent
+
+
+def count(svc: CloudService, table: t.Table, *where: object) -> int:
+    with svc.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(table).where(*where)).scalar_one())  # type: ignore[arg-type]
+
+
+async def until(cond: Callable[[], bool], timeout: float = 20) -> None:
+    """Wait for a condition on stored state (the store is polled; nothing else signals it)."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+async def publish(broker: Mosquitto, items: list[tuple[str, bytes]]) -> None:
+    async with aiomqtt.Client(broker.host, broker.port) as c:
+        for top, payload in items:
+            await c.publish(top, payload, qos=1)
+
+
+async def test_end_to_end_agent_to_rest(make_cloud: MakeCloud, run_agent: RunAgent) -> None:
+    svc, api = make_cloud()
+    register(api, "riverside", "gate-01")
+    agent: Agent = await run_agent(health={"interval_s": 3600})
+    for i in range(25):
+        await agent.outbox.put_reading("water_level_cm", 10.0 + i, ts=1_795_000_000_000 + i * 1000)
+    await agent.outbox.put(AlarmRaise(key="flood:a", code="flood", severity="critical", message="water"))
+    await agent.outbox.put(DeviceEvent(code="door.opened"))
+    await until(lambda: count(svc, t.telemetry, t.telemetry.c.metric == "water_level_cm") == 25)
+    await until(lambda: api.get("/api/devices/gate-01").json()["status"] == "online")
+    dev = api.get("/api/devices/gate-01").json()
+    assert dev["agent_version"] and dev["last_seen_ms"] and dev["health"]["outbox_depth"] is not None
+    q = api.get(
+        "/api/devices/gate-01/telemetry",
+        params={"metric": "water_level_cm", "since": 1_795_000_000_000, "until": 1_795_000_100_000},
+    )
+    assert [p["value"] for p in q.json()["points"]] == [10.0 + i for i in range(25)]
+    ds = api.get(
+        "/api/devices/gate-01/telemetry",
+        params={"metric": "water_level_cm", "since": 1_795_000_000_000, "until": 1_795_000_100_000, "bucket_s": 10},
+    ).json()
+    assert [p["count"] for p in ds["points"]] == [10, 10, 5] and ds["points"][0]["avg"] == 14.5
+    await until(lambda: api.get("/api/alarms", params={"state": "active"}).json()["total"] == 1)
+    await agent.outbox.put(AlarmClear(key="flood:a", code="flood"))
+    await until(lambda: api.get("/api/alarms", params={"state": "cleared"}).json()["total"] == 1)
+    ev = api.get("/api/events", params={"device": "gate-01", "type": "event", "limit": 1}).json()
+    assert ev["total"] >= 2 and len(ev["items"]) == 1 and ev["next_offset"] == 1
+
+
+async def test_duplicate_delivery_stored_once(make_cloud: MakeCloud, mosquitto: Mosquitto) -> None:
+    svc, api = make_cloud()
+    register(api, "riverside", "gate-01")
+    batch = TelemetryBatch(readings=[Reading(metric="t", value=float(i), ts=1000 + i) for i in range(10)])
+    env = envelope(batch, dev="gate-01", seq=1)
+    top = topic("riverside", "gate-01", "tele")
+    await publish(mosquitto, [(top, encode(env))] * 3)
+    await until(lambda: svc.metrics.get("ce_ingest_messages_total") >= 3)
+    assert count(svc, t.messages, t.messages.c.msg_id == env.id) == 1
+    assert count(svc, t.telemetry, t.telemetry.c.msg_id == env.id) == 10
+    assert svc.metrics.get("ce_ingest_duplicates_total") == 2
+
+
+async def test_every_dead_letter_reason(make_cloud: MakeCloud, mosquitto: Mosquitto) -> None:
+    svc, api = make_cloud()
+    register(api, "riverside", "gate-01")
+    register(api, "hillside", "gate-99")
+    _, good = example("gate.decision")
+    ok = orjson.loads(encode(good))
+
+    def mutate(**kw: object) -> bytes:
+        return orjson.dumps({**ok, **kw})
+
+    evt = topic("riverside", "gate-01", "evt")
+    cases = {
+        "malformed_json": (evt, encode(good)[:-9]),
+        "schema": (evt, mutate(seq="1")),
+        "too_large": (evt, mutate(pad="x" * MAX_PAYLOAD_BYTES)),
+        "unknown_type": (evt, mutate(type="gate.levitate")),
+        "unsupported_version": (evt, mutate(v=9)),
+        "bad_topic": ("ce/v1/riverside/GATE-01/evt", encode(good)),
+        "wrong_channel": (topic("riverside", "gate-01", "tele"), encode(good)),
+        "spoofed_device": (topic("riverside", "gate-02", "evt"), encode(good)),
+        "unknown_device": (topic("riverside", "gate-77", "evt"), mutate(dev="gate-77")),
+    }
+    cross_site = (topic("riverside", "gate-99", "evt"), mutate(dev="gate-99"))  # registered in hillside
+    await publish(mosquitto, [*cases.values(), cross_site, (evt, encode(good))])
+    await until(lambda: count(svc, t.dead_letters) == len(cases) + 1)
+    summary = api.get("/api/dead-letters/summary").json()
+    assert summary == {**dict.fromkeys(cases, 1), "spoofed_device": 2}
+    assert count(svc, t.messages, t.messages.c.type == "gate.decision") == 1  # the good one still stored
+    page = api.get("/api/dead-letters", params={"reason": "spoofed_device"}).json()
+    assert {i["topic"] for i in page["items"]} == {cases["spoofed_device"][0], cross_site[0]}
+    metrics = api.get("/metrics").text
+    assert 'ce_dead_letters_total{reason="too_large"} 1' in metrics
+
+
+async def test_worker_killed_mid_batch_loses_nothing(
+    db_url: str, mosquitto: Mosquitto, tmp_path: Path, make_cloud: MakeCloud
+) -> None:
+    svc, api = make_cloud(ingest_workers=0)  # the API only; the worker runs as its own process
+    register(api, "riverside", "gate-01")
+    env_vars = {
+        "CE_DATABASE_URL": db_url,
+        "CE_BROKER_URL": f"mqtt://{mosquitto.host}:{mosquitto.port}",
+        "CE_INGEST_BATCH_ROWS": "50",
+        "CE_INGEST_BATCH_MS": "20",
+        "PATH": "/usr/bin:/bin",
+    }
+    cmd = [sys.executable, "-m", "civicedge_cli", "cloud", "ingest", "--worker-id", "w1"]
+    first = subprocess.Popen(
+        cmd, env={**env_vars, "CE_FAULT_EXIT_AFTER_BATCHES": "3"}, cwd=tmp_path, stderr=subprocess.PIPE
+    )
+    evts = [envelope(DeviceEvent(code="n", details={"i": i}), dev="gate-01", seq=i + 1) for i in range(400)]
+    assert first.stderr is not None
+    ready = await asyncio.to_thread(first.stderr.readline)  # printed once subscribed
+    assert b"subscribed" in ready, ready
+    await publish(mosquitto, [(topic("riverside", "gate-01", "evt"), encode(e)) for e in evts])
+    assert await asyncio.to_thread(first.wait, 30) == 137
+    stored_before = count(svc, t.messages)
+    assert 0 < stored_before < 400
+    second = subprocess.Popen(cmd, env=env_vars, cwd=tmp_path, stderr=subprocess.DEVNULL)
+    try:
+        await until(lambda: count(svc, t.messages) == 400, 60)
+    finally:
+        second.terminate()
+        second.wait(30)
+    assert count(svc, t.messages) == 400  # nothing lost, nothing stored twice
+
+
+async def test_command_round_trip(make_cloud: MakeCloud, run_agent: RunAgent, tmp_path: Path) -> None:
+    svc, api = make_cloud()
+    register(api, "riverside", "gate-01")
+    assert svc.commands is not None
+    agent: Agent = await run_agent(public_key=public_key_b64(svc.commands.key))
+    assert agent.uplink is not None
+    await agent.uplink.connected.wait()
+    r = api.post("/api/devices/gate-01/commands", json={"name": "ping"})
+    assert r.status_code == 202, r.text
+    cid = r.json()["cid"]
+    await until(lambda: api.get(f"/api/commands/{cid}").json()["status"] == "ok")
+    assert api.get(f"/api/commands/{cid}").json()["result"]["pong"] is True
+    bad = api.post("/api/devices/gate-01/commands", json={"name": "teleport"})
+    await until(lambda: api.get(f"/api/commands/{bad.json()['cid']}").json()["status"] == "error")
+    assert api.post("/api/devices/nope/commands", json={"name": "ping"}).status_code == 404
+    assert api.post("/api/devices/gate-01/commands", json={"name": "Bad Name"}).status_code == 422
