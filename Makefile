@@ -37,5 +37,8 @@ check: venv
 bench: venv services
 	@bash bench/run.sh
 
+demo: venv
+	$(BIN)/civicedge sim demo
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -9,6 +9,7 @@ from cloud.cli import app as cloud_app
 from edge.cli import app as edge_app
 from protocol.cli import app as protocol_app
 from simulators.cli import app as chaos_app
+from simulators.cli import sim_app
 
 app = typer.Typer(
     help="CivicEdge: edge-first software for smart communities.", no_args_is_help=True, pretty_exceptions_enable=False
@@ -17,6 +18,7 @@ app.add_typer(protocol_app, name="protocol")
 app.add_typer(edge_app, name="edge")
 app.add_typer(cloud_app, name="cloud")
 app.add_typer(chaos_app, name="chaos")
+app.add_typer(sim_app, name="sim")
 app.add_typer(bench_app, name="bench")
 
 

@@ -45,3 +45,17 @@ def budget(
     report = asyncio.run(budget_scenario(alarms, readings, budget_bytes, progress=_progress(False)))  # type: ignore[arg-type]
     print(json.dumps(report, indent=None if json_out else 2))
     raise typer.Exit(0 if report["alarms_lost"] == 0 and report["accounted"] else 1)
+
+
+sim_app = typer.Typer(help="Simulators: the demo, fleets of devices.", no_args_is_help=True)
+
+
+@sim_app.command()
+def demo(
+    port: Annotated[int, typer.Option(help="cloud HTTP port (a free one is picked if busy)")] = 8000,
+    gateways: Annotated[int, typer.Option(help="simulated gateways")] = 2,
+) -> None:
+    """Broker + cloud + simulated gateways on this machine, until Ctrl-C."""
+    from simulators.demo import run_demo
+
+    run_demo(port=port, gateways=gateways)

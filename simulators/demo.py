@@ -1,0 +1,149 @@
+"""``civicedge sim demo``: a broker, the cloud on http://127.0.0.1:8000 and a few simulated gateways.
+
+Mosquitto is used when installed (started on its own port); otherwise the in-process ``amqtt`` broker.
+Everything stops cleanly on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from simulators.services import Mosquitto, free_port, wait_port
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+class AmqttBroker:
+    """The embedded fallback broker, on its own thread and event loop (paho clients may block)."""
+
+    def __init__(self, port: int) -> None:
+        self.host, self.port = "127.0.0.1", port
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="amqtt", daemon=True)
+        self._broker: Any = None
+
+    def start(self) -> None:
+        from amqtt.broker import Broker
+
+        self._thread.start()
+        config = {
+            "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
+            "auth": {"allow-anonymous": True, "plugins": ["auth_anonymous"]},
+            "topic-check": {"enabled": False},
+        }
+
+        async def boot() -> None:
+            self._broker = Broker(config)
+            await self._broker.start()
+
+        asyncio.run_coroutine_threadsafe(boot(), self._loop).result(15)
+        wait_port(self.host, self.port)
+
+    def close(self) -> None:
+        if self._broker is not None:
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(self._broker.shutdown(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+def run_demo(workdir: Path = Path("var/demo"), port: int = 8000, gateways: int = 2) -> None:
+    import uvicorn
+
+    from cloud.api.app import create_app
+    from cloud.settings import Settings
+    from protocol.signing import public_key_b64
+    from simulators.fleet import InProcessAgents, agent_config
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    broker: Mosquitto | AmqttBroker
+    if shutil.which("mosquitto") or os.path.exists("/usr/sbin/mosquitto"):
+        broker = Mosquitto(workdir=workdir / "mosquitto")
+        kind = "Mosquitto"
+    else:
+        broker = AmqttBroker(free_port())
+        kind = "embedded amqtt"
+    broker.start()
+    if not _port_free(port):
+        port = free_port()
+    settings = Settings(
+        database_url=f"sqlite:///{workdir / 'civicedge.db'}",
+        broker_url=f"mqtt://127.0.0.1:{broker.port}",
+        command_key_file=workdir / "command-key.pem",
+        port=port,
+        _env_file=None,
+    )  # type: ignore[call-arg]
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the cloud service did not start; see the messages above")
+        time.sleep(0.05)
+
+    devices = [f"gate-{i + 1:02d}" for i in range(gateways)]
+    with httpx.Client(base_url=base, timeout=10) as api:
+        api.post("/api/sites", json={"id": "riverside", "name": "Riverside Gardens"})
+        for d in devices:
+            api.post("/api/devices", json={"id": d, "site_id": "riverside", "kind": "gate", "name": d})
+    pub = public_key_b64(server.config.app.state.service.commands.key)  # type: ignore[attr-defined]
+    docs = [
+        agent_config(
+            workdir / "agents",
+            device=d,
+            port=broker.port,
+            public_key=pub,
+            health={"interval_s": 10},
+            units=[{"type": "ticker", "rate_per_s": 0.5, "readings": True}],
+        )
+        for d in devices
+    ]
+
+    print(f"\nCivicEdge demo running ({kind} on 127.0.0.1:{broker.port}, cloud at {base})\n")
+    print(f"  API and its docs   {base}/docs")
+    print(f"  devices            {base}/api/devices")
+    print(f"  telemetry          {base}/api/devices/gate-01/telemetry?metric=tick")
+    print(f"  health / metrics   {base}/healthz   {base}/metrics")
+    print(
+        f"  send a command     curl -X POST {base}/api/devices/gate-01/commands -H 'content-type: application/json' "
+        '-d \'{"name": "ping"}\''
+    )
+    print("\nCtrl-C stops everything.\n", flush=True)
+
+    async def agents() -> None:
+        fleet = InProcessAgents(docs)
+        await fleet.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        print("stopping…", flush=True)
+        await fleet.stop()
+
+    try:
+        asyncio.run(agents())
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        broker.close()
+        print("stopped.")

@@ -1,0 +1,60 @@
+"""``civicedge sim demo`` starts, serves live devices, and stops cleanly on Ctrl-C; the amqtt fallback works."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiomqtt
+import httpx
+
+from simulators.demo import AmqttBroker
+from simulators.services import free_port
+
+
+def test_demo_runs_and_stops_cleanly(tmp_path: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "civicedge_cli", "sim", "demo", "--port", str(port)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    try:
+        for line in proc.stdout:
+            if "Ctrl-C stops everything" in line:
+                break
+        deadline = time.monotonic() + 30
+        while True:
+            devs = httpx.get(f"http://127.0.0.1:{port}/api/devices", timeout=5).json()["items"]
+            if devs and all(d["status"] == "online" for d in devs):
+                break
+            assert time.monotonic() < deadline, devs
+            time.sleep(0.1)
+        assert {d["id"] for d in devs} == {"gate-01", "gate-02"}
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 0, out
+    assert "stopped." in out and "Traceback" not in out
+
+
+async def test_embedded_amqtt_broker_fallback() -> None:
+    broker = AmqttBroker(free_port())
+    broker.start()
+    try:
+        async with aiomqtt.Client(broker.host, broker.port) as sub:
+            await sub.subscribe("ce/v1/s/d/evt", qos=1)
+            async with aiomqtt.Client(broker.host, broker.port) as pub:
+                await pub.publish("ce/v1/s/d/evt", b"hello", qos=1)
+            async with asyncio.timeout(10):
+                msg = await anext(aiter(sub.messages))
+        assert msg.payload == b"hello"
+    finally:
+        broker.close()
