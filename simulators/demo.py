@@ -14,6 +14,7 @@ import signal
 import socket
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +52,10 @@ class AmqttBroker:
         }
 
         async def boot() -> None:
-            self._broker = Broker(config)
-            await self._broker.start()
+            with warnings.catch_warnings():  # amqtt's own deprecation notices about its config format
+                warnings.simplefilter("ignore", DeprecationWarning)
+                self._broker = Broker(config)
+                await self._broker.start()
 
         asyncio.run_coroutine_threadsafe(boot(), self._loop).result(15)
         wait_port(self.host, self.port)
@@ -90,7 +93,8 @@ def run_demo(workdir: Path = Path("var/demo"), port: int = 8000, gateways: int =
         port=port,
         _env_file=None,
     )  # type: ignore[call-arg]
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    app = create_app(settings)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"
@@ -105,7 +109,7 @@ def run_demo(workdir: Path = Path("var/demo"), port: int = 8000, gateways: int =
         api.post("/api/sites", json={"id": "riverside", "name": "Riverside Gardens"})
         for d in devices:
             api.post("/api/devices", json={"id": d, "site_id": "riverside", "kind": "gate", "name": d})
-    pub = public_key_b64(server.config.app.state.service.commands.key)  # type: ignore[attr-defined]
+    pub = public_key_b64(app.state.service.commands.key)
     docs = [
         agent_config(
             workdir / "agents",
