@@ -24,3 +24,17 @@ def outbox(
 
     report = asyncio.run(run(messages, producers, drain_messages, rounds=rounds))
     print(json.dumps(report, indent=None if json_out else 2))
+
+
+@app.command()
+def ingest(
+    messages: Annotated[int, typer.Option(help="telemetry messages in all")] = 2000,
+    readings: Annotated[int, typer.Option("--readings-per-message", help="readings per message")] = 100,
+    publishers: Annotated[int, typer.Option(help="publisher processes")] = 2,
+    json_out: Annotated[bool, typer.Option("--json", help="compact JSON")] = False,
+) -> None:
+    """Broker → durable store: readings/s with one and two workers, ratio to a do-nothing subscriber."""
+    from bench.ingest import run
+
+    report = run(messages, readings, publishers)
+    print(json.dumps(report, indent=None if json_out else 2))

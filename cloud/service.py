@@ -40,6 +40,7 @@ class CloudService:
                 s.influx_url, s.influx_token, s.influx_org, s.influx_bucket, self.metrics, s.tsdb_queue_max
             )
             self.tsdb.start()
+            self.store.collect_points = True
         if not self.start_mqtt:
             return
         for i in range(s.ingest_workers):

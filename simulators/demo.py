@@ -92,7 +92,7 @@ def run_demo(workdir: Path = Path("var/demo"), port: int = 8000, gateways: int =
         command_key_file=workdir / "command-key.pem",
         port=port,
         _env_file=None,
-    )  # type: ignore[call-arg]
+    )
     app = create_app(settings)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)

@@ -52,6 +52,14 @@ class Store:
 
     def __init__(self, engine: Engine, metrics: Metrics | None = None, auto_register: bool = False) -> None:
         self.engine = engine
+        #: collect time-series points for an exporter (set by the service when one is configured)
+        self.collect_points = False
+        mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
+        # readings go straight to the driver's executemany: building SQLAlchemy parameters for each of tens of
+        # thousands of rows per second costs more than the insert itself
+        self._telemetry_sql = (
+            f"INSERT INTO telemetry (device_id, metric, ts, value, unit, msg_id) VALUES ({', '.join([mark] * 6)})"
+        )
         self.metrics = metrics or Metrics()
         self.auto_register = auto_register
         self._devices: dict[str, str] = {}  # device id → site id
@@ -159,9 +167,10 @@ class Store:
     def _store(self, conn: Any, ok: list[tuple[Inbound, Topic, Envelope]], res: BatchResult) -> None:
         rows = []
         for item, top, env in ok:
-            body = env.body.model_dump(mode="json", exclude_none=True)
             if isinstance(env.body, m.TelemetryBatch):
-                body = {"readings": len(env.body.readings)}
+                body: dict[str, Any] = {"readings": len(env.body.readings)}  # the readings go to telemetry
+            else:
+                body = env.body.model_dump(mode="json", exclude_none=True)
             rows.append(
                 {
                     "msg_id": env.id,
@@ -179,7 +188,7 @@ class Store:
         new_ids = {r[0] for r in conn.execute(stmt, rows)}
         res.stored = len(new_ids)
         res.duplicates = len(ok) - len(new_ids)
-        readings: list[dict[str, Any]] = []
+        readings: list[tuple[str, str, int, float, str | None, str]] = []
         last_seen: dict[str, int] = {}
         for item, top, env in ok:
             last_seen[top.device] = max(last_seen.get(top.device, 0), item.received_ms)
@@ -188,8 +197,11 @@ class Store:
             new_ids.discard(env.id)  # the same id twice in one batch is stored once
             self._apply(conn, top, env, item, readings, res)
         if readings:
-            conn.execute(t.telemetry.insert(), readings)
+            conn.exec_driver_sql(self._telemetry_sql, readings)
             res.readings = len(readings)
+            if self.collect_points:
+                sites = {top.device: top.site for _i, top, _e in ok}
+                res.points.extend((sites[r[0]], r[0], r[1], r[3], r[2]) for r in readings)
         for dev, seen in last_seen.items():
             conn.execute(
                 update(t.devices)
@@ -199,20 +211,23 @@ class Store:
             )
 
     def _apply(
-        self, conn: Any, top: Topic, env: Envelope, item: Inbound, readings: list[dict[str, Any]], res: BatchResult
+        self,
+        conn: Any,
+        top: Topic,
+        env: Envelope,
+        item: Inbound,
+        readings: list[tuple[str, str, int, float, str | None, str]],
+        res: BatchResult,
     ) -> None:
         b = env.body
         dev = top.device
 
         def reading(metric: str, value: float, ts: int, unit: str | None = None) -> None:
-            readings.append(
-                {"device_id": dev, "metric": metric, "ts": ts, "value": float(value), "unit": unit, "msg_id": env.id}
-            )
-            res.points.append((top.site, dev, metric, float(value), ts))
+            readings.append((dev, metric, ts, float(value), unit, env.id))
 
         if isinstance(b, m.TelemetryBatch):
-            for r in b.readings:
-                reading(r.metric, r.value, r.ts, r.unit)
+            mid = env.id
+            readings.extend([(dev, r.metric, r.ts, r.value, r.unit, mid) for r in b.readings])
         elif isinstance(b, m.Health):
             for name in _HEALTH_METRICS:
                 v = getattr(b, name)
