@@ -71,8 +71,15 @@ RAW_SUBSCRIBER = textwrap.dedent(
 
 
 def _start_publishers(port: int, devices: list[str], n: int, per: int) -> list[subprocess.Popen[str]]:
-    procs = [subprocess.Popen([sys.executable, "-c", PUBLISHER, str(port), d, str(n), str(per)],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for d in devices]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", PUBLISHER, str(port), d, str(n), str(per)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for d in devices
+    ]
     for p in procs:
         assert p.stdout is not None and p.stdout.readline().strip() == "ready"
     return procs
@@ -89,8 +96,9 @@ def _go(procs: list[subprocess.Popen[str]]) -> float:
 
 def raw_rate(port: int, devices: list[str], n: int, per: int) -> float:
     total = n * len(devices)
-    sub = subprocess.Popen([sys.executable, "-c", RAW_SUBSCRIBER, str(port), str(total)], stdout=subprocess.PIPE,
-                           text=True)
+    sub = subprocess.Popen(
+        [sys.executable, "-c", RAW_SUBSCRIBER, str(port), str(total)], stdout=subprocess.PIPE, text=True
+    )
     assert sub.stdout is not None and sub.stdout.readline().strip() == "subscribed"
     pubs = _start_publishers(port, devices, n, per)
     t0 = _go(pubs)
@@ -108,16 +116,31 @@ def ingest_rate(port: int, devices: list[str], n: int, per: int, workers: int, w
     migrate(engine)
     with engine.begin() as conn:
         conn.execute(t.sites.insert().values(id="bench", name="bench", created_ms=0))
-        conn.execute(t.devices.insert(), [{"id": d, "site_id": "bench", "kind": "bench", "name": d,
-                                           "status": "unknown", "created_ms": 0} for d in devices])
-    env = {**os.environ, "CE_DATABASE_URL": url, "CE_BROKER_URL": f"mqtt://127.0.0.1:{port}",
-           "CE_INGEST_BATCH_ROWS": "200", "CE_INGEST_BATCH_MS": "50",
-           # a group per run: persistent sessions of earlier runs' workers would keep receiving a share
-           "CE_INGEST_SHARE_GROUP": f"bench{workers}{os.getpid()}"}
+        conn.execute(
+            t.devices.insert(),
+            [
+                {"id": d, "site_id": "bench", "kind": "bench", "name": d, "status": "unknown", "created_ms": 0}
+                for d in devices
+            ],
+        )
+    env = {
+        **os.environ,
+        "CE_DATABASE_URL": url,
+        "CE_BROKER_URL": f"mqtt://127.0.0.1:{port}",
+        "CE_INGEST_BATCH_ROWS": "200",
+        "CE_INGEST_BATCH_MS": "50",
+        # a group per run: persistent sessions of earlier runs' workers would keep receiving a share
+        "CE_INGEST_SHARE_GROUP": f"bench{workers}{os.getpid()}",
+    }
     procs = []
     for i in range(workers):
-        p = subprocess.Popen([sys.executable, "-m", "civicedge_cli", "cloud", "ingest", "--worker-id",
-                              f"bench{workers}-{i}"], env=env, stderr=subprocess.PIPE, text=True, cwd=work)
+        p = subprocess.Popen(
+            [sys.executable, "-m", "civicedge_cli", "cloud", "ingest", "--worker-id", f"bench{workers}-{i}"],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=work,
+        )
         assert p.stderr is not None and "subscribed" in p.stderr.readline()
         procs.append(p)
     total = n * len(devices)
@@ -140,8 +163,13 @@ def ingest_rate(port: int, devices: list[str], n: int, per: int, workers: int, w
         rows = conn.execute(select(func.count()).select_from(t.messages)).scalar_one()
         distinct = conn.execute(select(func.count(func.distinct(t.messages.c.msg_id)))).scalar_one()
         readings = conn.execute(select(func.count()).select_from(t.telemetry)).scalar_one()
-    return {"msgs_per_s": total / dt, "readings_per_s": readings / dt, "lost": total - distinct,
-            "duplicates_stored": rows - distinct, "readings": readings}
+    return {
+        "msgs_per_s": total / dt,
+        "readings_per_s": readings / dt,
+        "lost": total - distinct,
+        "duplicates_stored": rows - distinct,
+        "readings": readings,
+    }
 
 
 def run(messages: int = 2000, readings_per_message: int = 100, publishers: int = 2) -> dict[str, Any]:

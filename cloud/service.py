@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from typing import Any
 
 from sqlalchemy import Engine, delete
@@ -18,6 +19,7 @@ from cloud.settings import Settings
 from cloud.tsdb import TsdbExporter
 
 log = logging.getLogger("civicedge.cloud")
+RETENTION_EVERY_S = 3600.0
 
 
 class CloudService:
@@ -30,6 +32,8 @@ class CloudService:
         self.tsdb: TsdbExporter | None = None
         self.commands: CommandPublisher | None = None
         self.start_mqtt = start_mqtt
+        self._retention_stop = threading.Event()
+        self._retention: threading.Thread | None = None
 
     def start(self) -> None:
         migrate(self.engine)
@@ -41,6 +45,9 @@ class CloudService:
             )
             self.tsdb.start()
             self.store.collect_points = True
+        self._retention_stop.clear()
+        self._retention = threading.Thread(target=self._retention_loop, name="retention", daemon=True)
+        self._retention.start()
         if not self.start_mqtt:
             return
         for i in range(s.ingest_workers):
@@ -68,7 +75,16 @@ class CloudService:
             self.tsdb.submit(res.points)
         res.points.clear()
 
+    def _retention_loop(self) -> None:
+        while not self._retention_stop.wait(RETENTION_EVERY_S):
+            try:
+                n = self.apply_retention()
+                self.metrics.inc("ce_retention_deleted_total", n, "telemetry rows deleted by retention")
+            except Exception:
+                log.exception("retention pass failed")
+
     def stop(self) -> None:
+        self._retention_stop.set()
         for w in self.workers:
             w.stop()
         if self.commands:

@@ -73,3 +73,21 @@ async def test_readings_reach_victoriametrics(
         rows = [json.loads(x) for x in r.read().splitlines() if x]
     assert sorted(v for row in rows for v in row["values"]) == [float(i) for i in range(20)]
     assert rows[0]["metric"]["site"] == "riverside"
+
+
+def test_retention_deletes_old_telemetry_only(make_cloud: MakeCloud) -> None:
+    from sqlalchemy import func, select
+
+    from cloud.db import schema as t
+
+    svc, _ = make_cloud(ingest_workers=0, telemetry_retention_days=1)
+    now = time.time_ns() // 1_000_000
+    rows = [
+        {"device_id": "d", "metric": "m", "ts": ts, "value": 1.0, "unit": None, "msg_id": "x"}
+        for ts in (now - 3 * 86_400_000, now - 2 * 86_400_000, now - 3_600_000, now)
+    ]
+    with svc.engine.begin() as conn:
+        conn.execute(t.telemetry.insert(), rows)
+    assert svc.apply_retention() == 2
+    with svc.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(t.telemetry)).scalar_one() == 2
