@@ -162,8 +162,10 @@ class Outbox:
         self._next_seq[lane] = seq + 1
         return seq
 
-    async def put(self, body: Body, *, ts: int | None = None, lane: Lane | None = None) -> int:
-        """Commit ``body`` (wrapped in its envelope) to the outbox; return its seq once it is on disk."""
+    def put(self, body: Body, *, ts: int | None = None, lane: Lane | None = None) -> asyncio.Future[int]:
+        """Commit ``body`` (wrapped in its envelope) to the outbox. Await the result: it is the message's seq,
+        delivered once the message is on disk. (A plain function returning a future, not a coroutine: this
+        is the hot path of every producer.)"""
         cls = type(body)
         channel = _channel_cache.get(cls)
         if channel is None:
@@ -178,9 +180,9 @@ class Outbox:
         if not self._flushing:
             self._flushing = True
             asyncio.get_running_loop().call_soon(self._start_flush)
-        return await fut
+        return fut
 
-    async def put_reading(
+    def put_reading(
         self,
         metric: str,
         value: float,
@@ -188,8 +190,8 @@ class Outbox:
         ts: int | None = None,
         unit: str | None = None,
         tags: dict[str, str] | None = None,
-    ) -> int:
-        """Commit one telemetry reading; it goes out packed with others in a ``telemetry`` batch."""
+    ) -> asyncio.Future[int]:
+        """Commit one telemetry reading (await the result); it goes out packed with others in a batch."""
         reading: dict[str, Any] = {
             "metric": metric,
             "value": float(value),
@@ -204,7 +206,7 @@ class Outbox:
         if not self._flushing:
             self._flushing = True
             asyncio.get_running_loop().call_soon(self._start_flush)
-        return await fut
+        return fut
 
     def _start_flush(self) -> None:
         asyncio.get_running_loop().create_task(self._flush(), name="outbox-commit")
