@@ -20,7 +20,7 @@ def test_chaos_edge_loses_nothing(tmp_path: Path) -> None:
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert out.returncode == 0, out.stderr[-2000:]
     assert report["lost"] == 0
-    assert report["sent"] >= 500 and report["received_unique"] == report["sent"]
+    assert report["sent"] >= 300 and report["received_unique"] == report["sent"]
     kinds = [f["fault"] for f in report["faults"]]
     assert sum("broker restarted" in k for k in kinds) == 2
     assert any("killed -9" in k for k in kinds) and any("network cut" in k for k in kinds)
