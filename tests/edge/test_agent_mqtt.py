@@ -127,3 +127,38 @@ async def test_unknown_inbound_topics_do_not_crash(mosquitto: Mosquitto, run_age
     assert agent.uplink.unhandled.get("gallery") == 1
     assert agent.commands.counters.get("rejected_malformed_json") == 1
     assert sys.exc_info() == (None, None, None)
+
+
+async def test_live_alarm_overtakes_a_paced_backlog(mosquitto: Mosquitto, run_agent: RunAgent) -> None:
+    mosquitto.stop()
+    agent: Agent = await run_agent(mqtt={"drain_rate_per_s": 50})
+    await asyncio.gather(*(agent.outbox.put(DeviceEvent(code="tick", details={"n": i})) for i in range(300)))
+    mosquitto.start()
+    async with Collector(mosquitto.host, mosquitto.port) as col:
+        await col.wait_for(lambda c: len(c.events("tick")) >= 10)
+        await agent.outbox.put(AlarmRaise(key="gas:1", code="gas", severity="critical", message="gas 30 %LEL"))
+        await col.wait_for(lambda c: c.of_type("alarm.raise"))
+        ticks_when_alarm_arrived = len(col.events("tick"))
+    # paced at 50/s the backlog takes ~6 s; the alarm went out at once, ahead of it
+    assert ticks_when_alarm_arrived < 150
+
+
+async def test_resubscribes_after_broker_restart(mosquitto: Mosquitto, run_agent: RunAgent) -> None:
+    from protocol import encode, envelope, sign_command, topic
+    from protocol.signing import generate_key, public_key_b64
+
+    key = generate_key()
+    agent: Agent = await run_agent(public_key=public_key_b64(key))
+    assert agent.uplink is not None
+    await agent.uplink.connected.wait()
+    mosquitto.restart()
+    async with Collector(mosquitto.host, mosquitto.port, filt="ce/v1/+/+/ack") as col:
+        async with asyncio.timeout(20):  # agent state, not a message: poll it
+            while agent.uplink.connects < 2 or not agent.uplink.connected.is_set():
+                await asyncio.sleep(0.02)
+        cmd = sign_command(key, device="gate-01", name="ping")
+        async with aiomqtt.Client(mosquitto.host, mosquitto.port) as c:
+            await c.publish(
+                topic("riverside", "gate-01", "cmd", "ping"), encode(envelope(cmd, dev="gate-01", seq=0)), qos=1
+            )
+        await col.wait_for(lambda c: any(e.body.cid == cmd.cid for e in c.of_type("command.ack")))  # type: ignore[attr-defined]
