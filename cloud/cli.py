@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from edge.log import setup_logging
+
 app = typer.Typer(help="The cloud service.", no_args_is_help=True)
 
 
@@ -28,6 +30,7 @@ def run(
     if workers is not None:
         overrides["ingest_workers"] = workers
     settings = Settings(**overrides)  # type: ignore[arg-type]
+    setup_logging(settings.log_level)
     uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port, log_level=log_level)
 
 
@@ -41,6 +44,7 @@ def ingest(
     from cloud.settings import Settings
 
     settings = Settings(ingest_workers=0)
+    setup_logging(settings.log_level)
     svc = CloudService(settings, start_mqtt=False)
     svc.start()
     host, port, user, password = settings.broker
