@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -94,3 +95,56 @@ def public_key() -> None:
     from protocol.signing import public_key_b64
 
     typer.echo(public_key_b64(load_or_create_key(Settings().command_key_file)))
+
+
+@app.command("import-assets")
+def import_assets_cmd(
+    file: Annotated[
+        Path,
+        typer.Argument(help="CSV: id,kind,subtype,department_id,grid_cell_id,lat,lon,device_id,install_date,notes"),
+    ],
+    strict: Annotated[bool, typer.Option("--strict", help="reject the whole file if any row is bad")] = False,
+) -> None:
+    """Import or update assets from a CSV file; bad rows are listed with their line numbers."""
+    from rich.progress import Progress
+
+    from cloud.db.engine import make_engine
+    from cloud.db.engine import migrate as do_migrate
+    from cloud.registry.csvio import import_assets
+    from cloud.settings import Settings
+
+    try:
+        lines = file.read_text(encoding="utf-8-sig").splitlines()
+    except OSError as exc:
+        typer.echo(f"error: cannot read {file}: {exc.strerror}", err=True)
+        raise typer.Exit(2) from None
+    except UnicodeDecodeError:
+        typer.echo(f"error: {file} is not UTF-8; save it as UTF-8 CSV", err=True)
+        raise typer.Exit(2) from None
+    engine = make_engine(Settings().database_url)
+    do_migrate(engine)
+    with Progress(transient=True) as bar:
+        task = bar.add_task("importing", total=max(0, len(lines) - 1))
+        report = import_assets(engine, lines, strict=strict, progress=lambda n: bar.advance(task, n))
+    for line, reason in report.errors[:200]:
+        typer.echo(f"{file}:{line}: {reason}", err=True)
+    if len(report.errors) > 200:
+        typer.echo(f"… and {len(report.errors) - 200} more bad rows", err=True)
+    if report.rejected:
+        typer.echo(f"rejected: nothing imported ({len(report.errors)} problem(s))", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"imported {report.imported} of {report.rows} rows; {len(report.errors)} bad row(s) skipped")
+    raise typer.Exit(1 if report.errors else 0)
+
+
+@app.command("export-assets")
+def export_assets_cmd(file: Annotated[Path, typer.Argument(help="where to write the CSV")]) -> None:
+    """Write the asset registry as CSV (the same columns import-assets reads)."""
+    from cloud.db.engine import make_engine
+    from cloud.registry.csvio import export_assets
+    from cloud.settings import Settings
+
+    with file.open("w", encoding="utf-8", newline="") as f:
+        for chunk in export_assets(make_engine(Settings().database_url)):
+            f.write(chunk)
+    typer.echo(f"wrote {file}")

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from cloud.api.registry import router as registry_router
 from cloud.api.resources import router
 from cloud.service import CloudService
 from cloud.settings import Settings
@@ -35,6 +36,7 @@ def create_app(settings: Settings | None = None, service: CloudService | None = 
         description="Devices, telemetry, events, alarms, dead letters and commands.",
     )
     app.include_router(router)
+    app.include_router(registry_router)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_r: Request, exc: StarletteHTTPException) -> JSONResponse:

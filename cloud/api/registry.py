@@ -1,0 +1,126 @@
+"""Departments, grid cells and assets; CSV import/export."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from cloud.api.deps import Conn, Page, Paging, Service, require_token
+from cloud.api.resources import _rows
+from cloud.db.schema_registry import assets, departments, grid_cells
+from cloud.ingest.store import now_ms
+from cloud.registry.catalog import ASSET_KINDS, COVER_SUBTYPES
+from cloud.registry.csvio import export_assets, import_assets
+
+router = APIRouter(prefix="/api", dependencies=[Depends(require_token)], tags=["registry"])
+Key = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]
+MAX_CSV_BYTES = 32 * 1024 * 1024
+
+
+class DepartmentIn(BaseModel):
+    id: Key
+    name: str = Field(min_length=1, max_length=200)
+    contact: str = Field(default="", max_length=200)
+
+
+class GridCellIn(BaseModel):
+    id: Key
+    name: str = Field(default="", max_length=200)
+    worker_name: str = Field(default="", max_length=200)
+    worker_contact: str = Field(default="", max_length=200)
+
+
+@router.get("/registry/catalog")
+def catalog() -> dict[str, Any]:
+    return {"kinds": list(ASSET_KINDS), "cover_subtypes": list(COVER_SUBTYPES)}
+
+
+@router.get("/departments", response_model=Page)
+def list_departments(conn: Conn, p: Paging) -> Page:
+    return _rows(conn, select(departments).order_by(departments.c.id), p)
+
+
+@router.post("/departments", status_code=201)
+def create_department(body: DepartmentIn, svc: Service) -> dict[str, Any]:
+    with svc.engine.begin() as conn:
+        if conn.execute(select(departments.c.id).where(departments.c.id == body.id)).first():
+            raise HTTPException(409, detail=f"department {body.id!r} exists")
+        conn.execute(departments.insert().values(**body.model_dump(), created_ms=now_ms()))
+    return body.model_dump()
+
+
+@router.get("/grid-cells", response_model=Page)
+def list_grid_cells(conn: Conn, p: Paging) -> Page:
+    return _rows(conn, select(grid_cells).order_by(grid_cells.c.id), p)
+
+
+@router.post("/grid-cells", status_code=201)
+def create_grid_cell(body: GridCellIn, svc: Service) -> dict[str, Any]:
+    with svc.engine.begin() as conn:
+        if conn.execute(select(grid_cells.c.id).where(grid_cells.c.id == body.id)).first():
+            raise HTTPException(409, detail=f"grid cell {body.id!r} exists")
+        conn.execute(grid_cells.insert().values(**body.model_dump(), created_ms=now_ms()))
+    return body.model_dump()
+
+
+@router.get("/assets", response_model=Page)
+def list_assets(
+    conn: Conn,
+    p: Paging,
+    kind: str | None = None,
+    subtype: str | None = None,
+    department: str | None = None,
+    grid_cell: str | None = None,
+    device: str | None = None,
+) -> Page:
+    c = assets.c
+    q = select(assets).order_by(c.id)
+    for col, value in (
+        (c.kind, kind),
+        (c.subtype, subtype),
+        (c.department_id, department),
+        (c.grid_cell_id, grid_cell),
+        (c.device_id, device),
+    ):
+        if value:
+            q = q.where(col == value)
+    return _rows(conn, q, p)
+
+
+@router.get("/assets/{asset_id}")
+def get_asset(asset_id: str, conn: Conn) -> dict[str, Any]:
+    row = conn.execute(select(assets).where(assets.c.id == asset_id)).first()
+    if row is None:
+        raise HTTPException(404, detail=f"no asset {asset_id!r}")
+    return dict(row._mapping)
+
+
+@router.post("/assets/import")
+async def import_csv(
+    request: Request,
+    svc: Service,
+    strict: Annotated[bool, Query(description="reject the whole file if any row is bad")] = False,
+) -> dict[str, Any]:
+    """Upload the CSV as the request body (``Content-Type: text/csv``)."""
+    raw = await request.body()
+    if len(raw) > MAX_CSV_BYTES:
+        raise HTTPException(413, detail=f"CSV larger than {MAX_CSV_BYTES} bytes; split the file")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise HTTPException(422, detail="the CSV must be UTF-8") from None
+    report = import_assets(svc.engine, text.splitlines(), strict=strict)
+    return report.as_dict()
+
+
+@router.get("/assets.csv", response_class=StreamingResponse)
+def export_csv(svc: Service) -> StreamingResponse:
+    return StreamingResponse(
+        export_assets(svc.engine),
+        media_type="text/csv",
+        headers={"Content-Disposition": 'attachment; filename="assets.csv"'},
+    )

@@ -1,0 +1,47 @@
+"""Registry tables (migration 0002)."""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, Float, ForeignKey, Index, String, Table, Text
+
+from cloud.db.schema import metadata
+
+departments = Table(
+    "departments",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("contact", String(200), nullable=False, default=""),
+    Column("created_ms", BigInteger, nullable=False),
+)
+
+grid_cells = Table(
+    "grid_cells",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False, default=""),
+    Column("worker_name", String(200), nullable=False, default=""),
+    Column("worker_contact", String(200), nullable=False, default=""),
+    Column("created_ms", BigInteger, nullable=False),
+)
+
+assets = Table(
+    "assets",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("subtype", String(48), nullable=False, default=""),
+    Column("department_id", String(64), ForeignKey("departments.id"), nullable=True),
+    Column("grid_cell_id", String(64), ForeignKey("grid_cells.id"), nullable=True),
+    Column("lat", Float),
+    Column("lon", Float),
+    Column("device_id", String(64)),
+    Column("install_date", String(10)),
+    Column("notes", Text, nullable=False, default=""),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+    Index("ix_assets_department", "department_id"),
+    Index("ix_assets_grid_cell", "grid_cell_id"),
+    Index("ix_assets_kind_subtype", "kind", "subtype"),
+    Index("ix_assets_device", "device_id"),
+)

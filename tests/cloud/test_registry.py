@@ -1,0 +1,126 @@
+"""Asset registry on SQLite and PostgreSQL: departments, grid cells, CSV import with bad rows, export."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from cloud.registry.catalog import COVER_SUBTYPES
+from tests.cloud.conftest import MakeCloud
+
+HEADER = "id,kind,subtype,department_id,grid_cell_id,lat,lon,device_id,install_date,notes"
+
+
+def setup_records(api: TestClient) -> None:
+    assert api.post("/api/departments", json={"id": "water", "name": "Water Authority"}).status_code == 201
+    assert api.post("/api/departments", json={"id": "power", "name": "Power Grid Co."}).status_code == 201
+    assert api.post("/api/grid-cells", json={"id": "g-0001", "worker_name": "Li Wei"}).status_code == 201
+    assert api.post("/api/departments", json={"id": "water", "name": "again"}).status_code == 409
+
+
+def test_catalog_has_20_plus_cover_subtypes(make_cloud: MakeCloud) -> None:
+    _, api = make_cloud(ingest_workers=0)
+    cat = api.get("/api/registry/catalog").json()
+    assert len(cat["cover_subtypes"]) >= 20 and "unknown" in cat["cover_subtypes"]
+    assert "manhole_cover" in cat["kinds"]
+
+
+def test_import_reports_bad_rows_and_keeps_good_ones(make_cloud: MakeCloud) -> None:
+    _, api = make_cloud(ingest_workers=0)
+    setup_records(api)
+    body = "\n".join(
+        [
+            HEADER,
+            "mh-1,manhole_cover,sewage,water,g-0001,31.2304,121.4737,,2019-05-01,",
+            "mh-2,manhole_cover,power,power,g-0001,31.2310,121.4740,mh-node-2,,under the bus stop",
+            "mh-3,manhole_cover,lava,water,g-0001,31.2,121.4,,,",  # line 4: unknown subtype
+            "mh-4,manhole_cover,gas,nobody,g-0001,31.2,121.4,,,",  # line 5: unknown department
+            "mh-5,manhole_cover,gas,water,g-0001,95,121.4,,,",  # line 6: latitude out of range
+            "mh-6,manhole_cover,gas,water,g-0001,31.2,121.4,,2019-13-01,",  # line 7: bad date
+            "mh-1,manhole_cover,sewage,water,g-0001,31.2,121.4,,,",  # line 8: duplicate id in file
+            "gate-a,gate,,water,,31.2,121.4,gate-01,,",
+        ]
+    )
+    r = api.post("/api/assets/import", content=body, headers={"content-type": "text/csv"}).json()
+    assert r["imported"] == 3 and r["rows"] == 8
+    lines = {e["line"]: e["reason"] for e in r["errors"]}
+    assert set(lines) == {4, 5, 6, 7, 8}
+    assert "unknown cover subtype 'lava'" in lines[4]
+    assert "no department 'nobody'" in lines[5]
+    assert lines[6].startswith("lat:")
+    assert lines[7].startswith("install_date:")
+    assert "appears twice" in lines[8]
+    page = api.get("/api/assets", params={"department": "water"}).json()
+    assert {a["id"] for a in page["items"]} == {"mh-1", "gate-a"}
+    assert api.get("/api/assets/mh-2").json()["device_id"] == "mh-node-2"
+
+
+def test_strict_rejects_the_whole_file_and_reimport_updates(make_cloud: MakeCloud) -> None:
+    _, api = make_cloud(ingest_workers=0)
+    setup_records(api)
+    good = f"{HEADER}\nmh-1,manhole_cover,sewage,water,g-0001,31.2,121.4,,,first\n"
+    bad = good + "mh-2,manhole_cover,lava,water,,1,1,,,\n"
+    r = api.post("/api/assets/import", params={"strict": True}, content=bad).json()
+    assert r["rejected_file"] and r["imported"] == 0
+    assert api.get("/api/assets").json()["total"] == 0
+    assert api.post("/api/assets/import", content=good).json()["imported"] == 1
+    updated = good.replace("first", "second").replace("sewage", "storm_water")
+    assert api.post("/api/assets/import", content=updated).json()["imported"] == 1
+    a = api.get("/api/assets/mh-1").json()
+    assert (a["notes"], a["subtype"]) == ("second", "storm_water")
+    bad_header = "id,colour\nx,red\n"
+    r = api.post("/api/assets/import", content=bad_header).json()
+    assert r["rejected_file"] and "header lacks column(s) kind" in r["errors"][0]["reason"]
+
+
+def test_export_round_trips_and_bulk_import(make_cloud: MakeCloud) -> None:
+    _, api = make_cloud(ingest_workers=0)
+    setup_records(api)
+    rows = [HEADER] + [
+        f"mh-{i:05d},manhole_cover,{COVER_SUBTYPES[i % len(COVER_SUBTYPES)]},{'water' if i % 2 else 'power'},"
+        f"g-0001,{31 + i / 1e5:.5f},{121 + i / 1e5:.5f},,,"
+        for i in range(3000)
+    ]
+    r = api.post("/api/assets/import", content="\n".join(rows)).json()
+    assert r["imported"] == 3000 and not r["errors"]
+    exported = api.get("/api/assets.csv").text
+    back = list(csv.DictReader(io.StringIO(exported)))
+    assert len(back) == 3000 and back[0]["id"] == "mh-00000" and back[1]["department_id"] == "water"
+    assert api.get("/api/assets", params={"subtype": "gas"}).json()["total"] == sum(
+        1 for i in range(3000) if COVER_SUBTYPES[i % len(COVER_SUBTYPES)] == "gas"
+    )
+
+
+def test_cli_import_lists_bad_lines(make_cloud: MakeCloud, db_url: str, tmp_path: Path) -> None:
+    _, api = make_cloud(ingest_workers=0)
+    setup_records(api)
+    f = tmp_path / "assets.csv"
+    f.write_text(f"{HEADER}\nmh-1,manhole_cover,sewage,water,,1,1,,,\nmh-2,manhole_cover,lava,water,,1,1,,,\n")
+    env = {**os.environ, "CE_DATABASE_URL": db_url}
+    out = subprocess.run(
+        [sys.executable, "-m", "civicedge_cli", "cloud", "import-assets", str(f)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 1  # some rows were bad
+    assert f"{f}:3: subtype" in out.stderr or f"{f}:3: unknown cover subtype" in out.stderr, out.stderr
+    assert "imported 1 of 2 rows" in out.stdout
+    strict = subprocess.run(
+        [sys.executable, "-m", "civicedge_cli", "cloud", "import-assets", str(f), "--strict"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert strict.returncode == 1 and "rejected: nothing imported" in strict.stderr
+    assert api.get("/api/assets").json()["total"] == 1
