@@ -201,8 +201,9 @@ class Uplink:
                     break
                 await _first(self.outbox.new_data.wait(), self._stop.wait(), timeout=1.0)
                 continue
+            paced = bucket.rate > 0
             for msg in batch:
-                if msg.lane is not Lane.ALARM:
+                if paced and msg.lane is not Lane.ALARM:
                     await bucket.take()
                 await window.acquire()
                 after[msg.lane] = msg.row
