@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel, Field
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, func, select, update
 
 from cloud.api.deps import Conn, Page, Paging, Service, page, require_token
 from cloud.commands import CommandUnknownDevice
@@ -104,7 +104,7 @@ def get_device(device_id: str, conn: Conn) -> dict[str, Any]:
     d["open_alarms"] = conn.execute(
         select(func.count())
         .select_from(t.alarms)
-        .where(t.alarms.c.device_id == device_id, t.alarms.c.state == "active")
+        .where(t.alarms.c.device_id == device_id, t.alarms.c.state != "cleared")
     ).scalar_one()
     return d
 
@@ -167,14 +167,71 @@ def events(conn: Conn, p: Paging, device: str | None = None, type: str | None = 
 
 
 @router.get("/alarms", response_model=Page, tags=["alarms"])
-def alarms(conn: Conn, p: Paging, state: Literal["active", "cleared"] | None = None, device: str | None = None) -> Page:
+def alarms(
+    conn: Conn,
+    p: Paging,
+    state: Literal["open", "active", "acknowledged", "cleared"] | None = None,
+    device: str | None = None,
+) -> Page:
+    """Alarms, newest first; ``open`` = active or acknowledged."""
     c = t.alarms.c
-    q = select(t.alarms).order_by(c.raised_ms.desc())
-    if state:
+    q = select(t.alarms).order_by(c.raised_ms.desc(), c.id.desc())
+    if state == "open":
+        q = q.where(c.state != "cleared")
+    elif state:
         q = q.where(c.state == state)
     if device:
         q = q.where(c.device_id == device)
     return _rows(conn, q, p)
+
+
+class AlarmAction(BaseModel):
+    by: str = Field(min_length=1, max_length=100, description="who (operator name)")
+    note: str = Field(default="", max_length=1000)
+
+
+def _alarm_action(svc: Service, alarm_id: int, action: str, body: AlarmAction) -> dict[str, Any]:
+    c = t.alarms.c
+    with svc.engine.begin() as conn:
+        row = conn.execute(select(t.alarms).where(c.id == alarm_id)).first()
+        if row is None:
+            raise HTTPException(404, detail=f"no alarm {alarm_id}")
+        if row.state == "cleared":
+            raise HTTPException(409, detail=f"alarm {alarm_id} is already cleared")
+        at = now_ms()
+        if action == "acknowledged":
+            if row.state == "acknowledged":
+                raise HTTPException(409, detail=f"alarm {alarm_id} was acknowledged by {row.acked_by}")
+            conn.execute(
+                update(t.alarms).where(c.id == alarm_id).values(state="acknowledged", acked_ms=at, acked_by=body.by)
+            )
+        else:
+            conn.execute(
+                update(t.alarms).where(c.id == alarm_id).values(state="cleared", cleared_ms=at, cleared_by=body.by)
+            )
+        conn.execute(
+            t.alarm_history.insert().values(alarm_id=alarm_id, at_ms=at, action=action, by=body.by, note=body.note)
+        )
+        return dict(conn.execute(select(t.alarms).where(c.id == alarm_id)).one()._mapping)
+
+
+@router.post("/alarms/{alarm_id}/ack", tags=["alarms"])
+def ack_alarm(alarm_id: int, body: AlarmAction, svc: Service) -> dict[str, Any]:
+    """Acknowledge: an operator has seen it and owns it; it stays open until cleared."""
+    return _alarm_action(svc, alarm_id, "acknowledged", body)
+
+
+@router.post("/alarms/{alarm_id}/clear", tags=["alarms"])
+def clear_alarm(alarm_id: int, body: AlarmAction, svc: Service) -> dict[str, Any]:
+    """Clear by hand (devices clear their own alarms with ``alarm.clear``)."""
+    return _alarm_action(svc, alarm_id, "cleared", body)
+
+
+@router.get("/alarms/{alarm_id}/history", tags=["alarms"])
+def alarm_history(alarm_id: int, conn: Conn) -> list[dict[str, Any]]:
+    h = t.alarm_history.c
+    rows = conn.execute(select(t.alarm_history).where(h.alarm_id == alarm_id).order_by(h.at_ms, h.id))
+    return [dict(r._mapping) for r in rows]
 
 
 @router.get("/dead-letters", response_model=Page, tags=["dead letters"])

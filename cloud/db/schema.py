@@ -87,8 +87,24 @@ alarms = Table(
     Column("raised_ms", BigInteger, nullable=False),
     Column("cleared_ms", BigInteger),
     Column("msg_id", String(26), nullable=False),
+    Column("occurrences", Integer, nullable=False, server_default="1"),
+    Column("last_seen_ms", BigInteger),
+    Column("acked_ms", BigInteger),
+    Column("acked_by", String(100)),
+    Column("cleared_by", String(100)),
     Index("ix_alarms_device_key", "device_id", "key", "state"),
     Index("ix_alarms_state", "state", "raised_ms"),
+)
+
+alarm_history = Table(
+    "alarm_history",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("alarm_id", BigInteger, nullable=False, index=True),
+    Column("at_ms", BigInteger, nullable=False),
+    Column("action", String(16), nullable=False),  # raised / repeated / acknowledged / cleared
+    Column("by", String(100), nullable=False),  # "device" or the operator
+    Column("note", Text, nullable=False, default=""),
 )
 
 commands = Table(

@@ -311,14 +311,13 @@ class Store:
         env: Envelope,
         item: Inbound,
     ) -> None:
-        active = conn.execute(
-            select(t.alarms.c.id).where(
-                t.alarms.c.device_id == dev, t.alarms.c.key == key, t.alarms.c.state == "active"
-            )
-        ).first()
-        if active is None:
-            conn.execute(
-                t.alarms.insert().values(
+        """One open alarm per (device, key): a repeat counts an occurrence instead of opening another."""
+        a = t.alarms.c
+        open_ = conn.execute(select(a.id).where(a.device_id == dev, a.key == key, a.state != "cleared")).first()
+        if open_ is None:
+            alarm_id = conn.execute(
+                t.alarms.insert()
+                .values(
                     device_id=dev,
                     key=key,
                     code=code,
@@ -327,19 +326,44 @@ class Store:
                     details=details,
                     state="active",
                     raised_ms=item.received_ms,
+                    last_seen_ms=item.received_ms,
                     msg_id=env.id,
+                    occurrences=1,
                 )
-            )
+                .returning(a.id)
+            ).scalar_one()
+            action = "raised"
         else:
+            alarm_id = open_.id
             conn.execute(
                 update(t.alarms)
-                .where(t.alarms.c.id == active.id)
-                .values(severity=severity, message=message, details=details)
+                .where(a.id == alarm_id)
+                .values(
+                    severity=severity,
+                    message=message,
+                    details=details,
+                    last_seen_ms=item.received_ms,
+                    occurrences=a.occurrences + 1,
+                )
             )
+            action = "repeated"
+        conn.execute(
+            t.alarm_history.insert().values(
+                alarm_id=alarm_id, at_ms=item.received_ms, action=action, by="device", note=message[:500]
+            )
+        )
 
     def _clear(self, conn: Any, dev: str, key: str, item: Inbound) -> None:
+        a = t.alarms.c
+        ids = [r.id for r in conn.execute(select(a.id).where(a.device_id == dev, a.key == key, a.state != "cleared"))]
+        if not ids:
+            return
         conn.execute(
             update(t.alarms)
-            .where(t.alarms.c.device_id == dev, t.alarms.c.key == key, t.alarms.c.state == "active")
-            .values(state="cleared", cleared_ms=item.received_ms)
+            .where(a.id.in_(ids))
+            .values(state="cleared", cleared_ms=item.received_ms, cleared_by="device")
+        )
+        conn.execute(
+            t.alarm_history.insert(),
+            [{"alarm_id": i, "at_ms": item.received_ms, "action": "cleared", "by": "device", "note": ""} for i in ids],
         )
