@@ -14,7 +14,7 @@ from tests.cloud.test_ingest import until
 async def test_repeats_count_one_open_alarm_and_lifecycle_is_recorded(
     make_cloud: MakeCloud, mosquitto: Mosquitto
 ) -> None:
-    svc, api = make_cloud()
+    _, api = make_cloud()
     register(api, "riverside", "mh-001")
     alm = topic("riverside", "mh-001", "alm")
     raise_ = [
@@ -63,7 +63,7 @@ async def test_repeats_count_one_open_alarm_and_lifecycle_is_recorded(
 async def test_raise_after_clear_opens_a_new_alarm_and_manual_clear(
     make_cloud: MakeCloud, mosquitto: Mosquitto
 ) -> None:
-    svc, api = make_cloud()
+    _, api = make_cloud()
     register(api, "riverside", "gate-01")
     alm = topic("riverside", "gate-01", "alm")
     body = AlarmRaise(key="door_held:a1", code="door_held", severity="major", message="door held open")
