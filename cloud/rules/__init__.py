@@ -1,0 +1,1 @@
+"""Rules: declarative YAML conditions over readings, events and silence, with alarm/command/webhook actions."""

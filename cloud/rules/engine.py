@@ -1,0 +1,266 @@
+"""Rule evaluation: pure state machines fed with observations and clock ticks; no I/O here.
+
+The ingestion path feeds readings and messages in (``observe_*``), a timer calls ``tick`` (absence and
+minimum durations fire even when nothing arrives), and the caller executes the returned transitions' actions.
+Time comes from the observations and the ticks, so tests drive it with a fake clock.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from cloud.rules.model import Absence, Change, Combination, Rate, Rule, RuleSet, Threshold
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    rule: Rule
+    device: str
+    site: str
+    active: bool
+    at_ms: int
+    value: Any = None
+    reason: str = ""
+
+
+@dataclass(slots=True)
+class _State:
+    active: bool = False
+    since_ms: int = 0
+    pending_ms: int | None = None
+    last_value: float | None = None
+    window: deque[tuple[int, float]] = field(default_factory=deque)
+
+
+def _dig(body: dict[str, Any], path: str) -> Any:
+    cur: Any = body
+    for part in path.split("."):
+        if not isinstance(cur, dict):
+            return None
+        cur = cur.get(part)
+    return cur
+
+
+class RuleEngine:
+    def __init__(self, rules: RuleSet) -> None:
+        self.load(rules)
+        self.evaluations = 0
+
+    def load(self, rules: RuleSet) -> None:
+        """Replace the rule set (reload); state of rules that still exist is kept."""
+        old = getattr(self, "_state", {})
+        self.rules = [r for r in rules.rules if r.enabled]
+        ids = {r.id for r in self.rules}
+        self._state: dict[tuple[str, str], _State] = {k: v for k, v in old.items() if k[0] in ids}
+        self._by_metric: dict[str, list[Rule]] = {}
+        self._by_type: dict[str, list[Rule]] = {}
+        self._absence = [r for r in self.rules if isinstance(r.when, Absence)]
+        self._combos = [r for r in self.rules if isinstance(r.when, Combination)]
+        for r in self.rules:
+            if isinstance(r.when, Threshold | Rate):
+                self._by_metric.setdefault(r.when.metric, []).append(r)
+            elif isinstance(r.when, Change):
+                self._by_type.setdefault(r.when.message_type, []).append(r)
+        self._seen: dict[str, tuple[str, str]] = getattr(self, "_seen", {})  # device → (site, kind)
+        self._last: dict[tuple[str, str | None], int] = getattr(self, "_last", {})
+
+    @staticmethod
+    def matches(rule: Rule, site: str, kind: str, device: str) -> bool:
+        m = rule.match
+        return (
+            (not m.sites or site in m.sites)
+            and (not m.kinds or kind in m.kinds)
+            and (not m.devices or device in m.devices)
+        )
+
+    def _st(self, rule: Rule, device: str) -> _State:
+        key = (rule.id, device)
+        st = self._state.get(key)
+        if st is None:
+            st = self._state[key] = _State()
+        return st
+
+    def _flip(
+        self,
+        out: list[Transition],
+        rule: Rule,
+        device: str,
+        site: str,
+        st: _State,
+        active: bool,
+        at: int,
+        value: Any,
+        reason: str,
+    ) -> None:
+        st.active = active
+        st.since_ms = at
+        st.pending_ms = None
+        out.append(Transition(rule, device, site, active, at, value, reason))
+
+    # --- observations ------------------------------------------------------------------------------
+
+    def observe_reading(
+        self, site: str, kind: str, device: str, metric: str, value: float, at: int
+    ) -> list[Transition]:
+        self._seen[device] = (site, kind)
+        out: list[Transition] = []
+        for rule in self._by_metric.get(metric, ()):
+            if not self.matches(rule, site, kind, device):
+                continue
+            self.evaluations += 1
+            st = self._st(rule, device)
+            if isinstance(rule.when, Threshold):
+                self._threshold(out, rule, rule.when, device, site, st, value, at)
+            elif isinstance(rule.when, Rate):
+                self._rate(out, rule, rule.when, device, site, st, value, at)
+        if out:
+            out += self._combine(device, site, kind, at)
+        return out
+
+    def observe_message(
+        self, site: str, kind: str, device: str, type_: str, body: dict[str, Any], at: int
+    ) -> list[Transition]:
+        self._seen[device] = (site, kind)
+        self._last[(device, None)] = at
+        self._last[(device, type_)] = at
+        out: list[Transition] = []
+        for rule in self._absence:  # anything from the device ends its silence
+            a = rule.when
+            assert isinstance(a, Absence)
+            if a.message_type in (None, type_) and self.matches(rule, site, kind, device):
+                st = self._st(rule, device)
+                if st.active:
+                    self._flip(out, rule, device, site, st, False, at, None, f"{type_} received")
+        for rule in self._by_type.get(type_, ()):
+            c = rule.when
+            assert isinstance(c, Change)
+            if not self.matches(rule, site, kind, device):
+                continue
+            self.evaluations += 1
+            st = self._st(rule, device)
+            value = _dig(body, c.field)
+            if not st.active and value == c.to:
+                self._flip(out, rule, device, site, st, True, at, value, f"{c.field} became {value!r}")
+            elif st.active and (value == c.clear_on if c.clear_on is not None else value != c.to):
+                self._flip(out, rule, device, site, st, False, at, value, f"{c.field} is {value!r}")
+        if out:
+            out += self._combine(device, site, kind, at)
+        return out
+
+    def tick(self, now: int, devices: Iterable[tuple[str, str, str]] = ()) -> list[Transition]:
+        """Timer: absence, and threshold durations that elapsed with no new reading.
+        ``devices`` (device, site, kind) adds registered devices never heard from."""
+        for d, s, k in devices:
+            self._seen.setdefault(d, (s, k))
+            self._last.setdefault((d, None), now)
+        out: list[Transition] = []
+        for rule in self._absence:
+            a = rule.when
+            assert isinstance(a, Absence)
+            for device, (site, kind) in self._seen.items():
+                if not self.matches(rule, site, kind, device):
+                    continue
+                last = self._last.get((device, a.message_type), self._last.get((device, None), now))
+                st = self._st(rule, device)
+                if not st.active and now - last >= a.after_s * 1000:
+                    self._flip(
+                        out,
+                        rule,
+                        device,
+                        site,
+                        st,
+                        True,
+                        now,
+                        (now - last) / 1000,
+                        f"nothing for {(now - last) / 1000:.0f} s",
+                    )
+        for (rule_id, device), st in list(self._state.items()):
+            if st.pending_ms is None or st.active:
+                continue
+            pending_rule = next((r for r in self.rules if r.id == rule_id), None)
+            if (
+                pending_rule is not None
+                and isinstance(pending_rule.when, Threshold)
+                and now - st.pending_ms >= pending_rule.when.for_s * 1000
+            ):
+                th = pending_rule.when
+                site, _kind = self._seen.get(device, ("", ""))
+                self._flip(
+                    out,
+                    pending_rule,
+                    device,
+                    site,
+                    st,
+                    True,
+                    now,
+                    st.last_value,
+                    f"{th.metric} beyond the limit for {th.for_s:g} s",
+                )
+        for device, (site, kind) in {t.device: self._seen[t.device] for t in out if t.device in self._seen}.items():
+            out += self._combine(device, site, kind, now)
+        return out
+
+    # --- kinds -------------------------------------------------------------------------------------
+
+    def _threshold(
+        self, out: list[Transition], rule: Rule, c: Threshold, device: str, site: str, st: _State, v: float, at: int
+    ) -> None:
+        st.last_value = v
+        if c.above is not None:
+            breach, clear = v > c.above, v <= (c.clear_at if c.clear_at is not None else c.above)
+        else:
+            assert c.below is not None
+            breach, clear = v < c.below, v >= (c.clear_at if c.clear_at is not None else c.below)
+        if st.active:
+            if clear:
+                self._flip(out, rule, device, site, st, False, at, v, f"{c.metric} {v:g} back within limits")
+            return
+        if not breach:
+            st.pending_ms = None
+            return
+        if st.pending_ms is None:
+            st.pending_ms = at
+        if at - st.pending_ms >= c.for_s * 1000:
+            limit = c.above if c.above is not None else c.below
+            self._flip(out, rule, device, site, st, True, at, v, f"{c.metric} {v:g} beyond {limit:g}")
+
+    def _rate(
+        self, out: list[Transition], rule: Rule, c: Rate, device: str, site: str, st: _State, v: float, at: int
+    ) -> None:
+        w = st.window
+        w.append((at, v))
+        while w and at - w[0][0] > c.window_s * 1000:
+            w.popleft()
+        if len(w) < 2 or w[-1][0] == w[0][0]:
+            return
+        per_min = (w[-1][1] - w[0][1]) / ((w[-1][0] - w[0][0]) / 60_000)
+        fast = per_min > c.rise_per_min if c.rise_per_min is not None else per_min < -(c.fall_per_min or 0)
+        if fast and not st.active:
+            self._flip(out, rule, device, site, st, True, at, per_min, f"{c.metric} changing {per_min:+.2f}/min")
+        elif not fast and st.active:
+            self._flip(out, rule, device, site, st, False, at, per_min, f"{c.metric} rate back to {per_min:+.2f}/min")
+
+    def _combine(self, device: str, site: str, kind: str, at: int) -> list[Transition]:
+        out: list[Transition] = []
+        for rule in self._combos:
+            c = rule.when
+            assert isinstance(c, Combination)
+            if not self.matches(rule, site, kind, device):
+                continue
+            parts = [self._state.get((rid, device)) for rid in c.all_of]
+            st = self._st(rule, device)
+            together = all(p is not None and p.active for p in parts)
+            if together:
+                times = [p.since_ms for p in parts if p is not None]
+                together = max(times) - min(times) <= c.window_s * 1000
+            if together and not st.active:
+                self._flip(out, rule, device, site, st, True, at, None, f"{' and '.join(c.all_of)} together")
+            elif not together and st.active:
+                self._flip(out, rule, device, site, st, False, at, None, "no longer together")
+        return out
+
+    def active(self) -> list[tuple[str, str]]:
+        return [k for k, st in self._state.items() if st.active]

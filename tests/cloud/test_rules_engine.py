@@ -1,0 +1,158 @@
+"""Each rule kind firing and not firing at its edges, with a controllable clock (no I/O)."""
+
+from __future__ import annotations
+
+import pytest
+
+from cloud.rules.engine import RuleEngine, Transition
+from cloud.rules.model import RulesError, load_rules
+
+S = 1000  # ms per second
+
+
+def engine(yaml_text: str) -> RuleEngine:
+    return RuleEngine(load_rules(yaml_text))
+
+
+def states(ts: list[Transition]) -> list[tuple[str, bool]]:
+    return [(t.rule.id, t.active) for t in ts]
+
+
+TILT = """
+rules:
+  - id: cover-tilt
+    match: {kinds: [manhole]}
+    when: {type: threshold, metric: tilt_deg, above: 5, clear_at: 4, for_s: 10}
+    actions: [{alarm: {severity: major, code: cover_tilt}}]
+"""
+
+
+def test_threshold_needs_the_duration_and_has_hysteresis() -> None:
+    e = engine(TILT)
+    r = lambda v, t: states(e.observe_reading("s", "manhole", "mh-1", "tilt_deg", v, t * S))  # noqa: E731
+    assert r(5.0, 0) == []  # at the limit is not above it
+    assert r(5.1, 1) == []  # breach starts, not yet 10 s
+    assert r(6.0, 10) == []  # 9 s
+    assert r(6.0, 11) == [("cover-tilt", True)]  # 10 s of breach
+    assert r(4.5, 12) == []  # below the limit but above clear_at: stays active
+    assert r(4.0, 13) == [("cover-tilt", False)]
+    assert r(9.0, 14) == [] and r(3.0, 15) == [] and r(9.0, 16) == []  # a dip restarts the duration
+    assert r(9.0, 25) == []
+    assert r(9.0, 26) == [("cover-tilt", True)]
+
+
+def test_threshold_duration_fires_on_the_timer_without_new_readings() -> None:
+    e = engine(TILT)
+    assert e.observe_reading("s", "manhole", "mh-1", "tilt_deg", 7, 0) == []
+    assert e.tick(9 * S) == []
+    assert states(e.tick(10 * S)) == [("cover-tilt", True)]
+
+
+def test_match_filters_kinds_sites_devices() -> None:
+    e = engine(TILT)
+    assert e.observe_reading("s", "elevator", "el-1", "tilt_deg", 90, 0) == []
+    assert e.observe_reading("s", "elevator", "el-1", "tilt_deg", 90, 60 * S) == []
+
+
+def test_change_of_state() -> None:
+    e = engine("""
+rules:
+  - id: elevator-fire-mode
+    when: {type: change, message_type: elevator.status, field: state, to: fire}
+""")
+    m = lambda st, t: states(e.observe_message("s", "elevator", "el-1", "elevator.status", {"state": st}, t))  # noqa: E731
+    assert m("normal", 0) == []
+    assert m("fire", 1) == [("elevator-fire-mode", True)]
+    assert m("fire", 2) == []  # no repeat while active
+    assert m("normal", 3) == [("elevator-fire-mode", False)]
+
+
+def test_rate_of_change() -> None:
+    e = engine("""
+rules:
+  - id: water-rising
+    when: {type: rate, metric: water_level_cm, rise_per_min: 10, window_s: 120}
+""")
+    r = lambda v, t: states(e.observe_reading("s", "manhole", "mh-1", "water_level_cm", v, t * S))  # noqa: E731
+    assert r(20, 0) == []
+    assert r(29, 60) == []  # 9 cm/min: not faster than 10
+    assert r(45, 120) == [("water-rising", True)]  # (45-20)/2 min = 12.5 cm/min
+    assert r(46, 240) == [("water-rising", False)]  # window now 120..240: 0.5 cm/min
+
+
+def test_absence_on_the_timer_and_recovery() -> None:
+    e = engine("""
+rules:
+  - id: gateway-silent
+    match: {kinds: [gateway]}
+    when: {type: absence, after_s: 300}
+""")
+    assert e.observe_message("s", "gateway", "gw-1", "health", {}, 0) == []
+    assert e.tick(299 * S) == []
+    assert states(e.tick(300 * S)) == [("gateway-silent", True)]
+    assert e.tick(400 * S) == []  # already active: no repeat
+    assert states(e.observe_message("s", "gateway", "gw-1", "health", {}, 401 * S)) == [("gateway-silent", False)]
+    # a registered device that never spoke counts from when the engine first learned of it
+    assert e.tick(500 * S, devices=[("gw-2", "s", "gateway")]) == []
+    assert ("gateway-silent", True) in states(e.tick(800 * S))
+
+
+def test_combination_within_a_window() -> None:
+    e = engine("""
+rules:
+  - id: tilt
+    when: {type: threshold, metric: tilt_deg, above: 5}
+  - id: water
+    when: {type: threshold, metric: water_level_cm, above: 80}
+  - id: displaced-flooding
+    when: {type: combination, all_of: [tilt, water], window_s: 600}
+    actions: [{alarm: {severity: critical, code: cover_displaced_flooding}}]
+""")
+    assert states(e.observe_reading("s", "manhole", "mh-1", "tilt_deg", 9, 0)) == [("tilt", True)]
+    out = states(e.observe_reading("s", "manhole", "mh-1", "water_level_cm", 90, 100 * S))
+    assert out == [("water", True), ("displaced-flooding", True)]
+    out = states(e.observe_reading("s", "manhole", "mh-1", "tilt_deg", 1, 200 * S))
+    assert out == [("tilt", False), ("displaced-flooding", False)]
+    # too far apart: water first, tilt 20 min later
+    e2 = engine(e_text := """
+rules:
+  - id: tilt
+    when: {type: threshold, metric: tilt_deg, above: 5}
+  - id: water
+    when: {type: threshold, metric: water_level_cm, above: 80}
+  - id: both
+    when: {type: combination, all_of: [tilt, water], window_s: 600}
+""")
+    assert e_text
+    e2.observe_reading("s", "manhole", "mh-2", "water_level_cm", 90, 0)
+    assert states(e2.observe_reading("s", "manhole", "mh-2", "tilt_deg", 9, 1200 * S)) == [("tilt", True)]
+
+
+@pytest.mark.parametrize(
+    ("text", "expect"),
+    [
+        ("rules: [{id: a, when: {type: threshold, metric: m}}]", "exactly one of above / below"),
+        ("rules: [{id: a, when: {type: threshold, metric: m, above: 5, clear_at: 6}}]", "hysteresis"),
+        ("rules: [{id: a, when: {type: combination, all_of: [x, y]}}]", "unknown rule(s) x, y"),
+        ("rules: [{id: a, when: {type: absence, after_s: 5}}, {id: a, when: {type: absence, after_s: 6}}]",
+         "duplicate rule id(s): a"),
+        ("rules: [{id: a, when: {type: teleport}}]", "rules.0.when"),
+        ("rules: [{id: a, when: {type: absence, after_s: 5}, actions: [{alarm: {severity: huge}}]}]", "severity"),
+        ("rules: [{id: a, when: {type: absence, after_s: 5}, colour: red}]", "rules.0.colour"),
+    ],
+)
+def test_bad_rules_are_refused_with_the_path(text: str, expect: str) -> None:
+    with pytest.raises(RulesError) as exc:
+        load_rules(text, "rules.yaml")
+    assert expect in str(exc.value)
+
+
+def test_reload_keeps_state_of_remaining_rules() -> None:
+    e = engine(TILT)
+    e.observe_reading("s", "manhole", "mh-1", "tilt_deg", 9, 0)
+    e.observe_reading("s", "manhole", "mh-1", "tilt_deg", 9, 10 * S)
+    assert e.active() == [("cover-tilt", "mh-1")]
+    e.load(load_rules(TILT.replace("for_s: 10", "for_s: 20")))
+    assert e.active() == [("cover-tilt", "mh-1")]
+    e.load(load_rules("rules: []"))
+    assert e.active() == []
