@@ -15,6 +15,8 @@ from cloud.db.engine import make_engine, migrate
 from cloud.ingest.store import BatchResult, Store, now_ms
 from cloud.ingest.worker import IngestWorker
 from cloud.metrics import Metrics
+from cloud.rules.model import load_rules_file
+from cloud.rules.runner import RuleRunner
 from cloud.settings import Settings
 from cloud.tsdb import TsdbExporter
 
@@ -32,6 +34,7 @@ class CloudService:
         self.tsdb: TsdbExporter | None = None
         self.commands: CommandPublisher | None = None
         self.start_mqtt = start_mqtt
+        self.rules: RuleRunner | None = None
         self._retention_stop = threading.Event()
         self._retention: threading.Thread | None = None
 
@@ -45,6 +48,10 @@ class CloudService:
             )
             self.tsdb.start()
             self.store.collect_points = True
+        if s.rules_file is not None:
+            self.rules = RuleRunner(self, load_rules_file(s.rules_file))
+            self.store.collect_messages = True
+            self.rules.start()
         self._retention_stop.clear()
         self._retention = threading.Thread(target=self._retention_loop, name="retention", daemon=True)
         self._retention.start()
@@ -74,6 +81,8 @@ class CloudService:
         if self.tsdb is not None:
             self.tsdb.submit(res.points)
         res.points.clear()
+        if self.rules is not None:
+            self.rules.on_batch(res)
 
     def _retention_loop(self) -> None:
         while not self._retention_stop.wait(RETENTION_EVERY_S):
@@ -85,6 +94,8 @@ class CloudService:
 
     def stop(self) -> None:
         self._retention_stop.set()
+        if self.rules is not None:
+            self.rules.stop()
         for w in self.workers:
             w.stop()
         if self.commands:

@@ -292,3 +292,32 @@ def list_commands(conn: Conn, p: Paging, device: str | None = None) -> Page:
     if device:
         q = q.where(t.commands.c.device_id == device)
     return _rows(conn, q, p)
+
+
+# --- rules -----------------------------------------------------------------------------------------
+
+
+@router.get("/rules", tags=["rules"])
+def list_rules(svc: Service) -> dict[str, Any]:
+    if svc.rules is None:
+        return {"file": None, "rules": [], "active": []}
+    return {
+        "file": str(svc.settings.rules_file),
+        "rules": [r.model_dump(mode="json") for r in svc.rules.engine.rules],
+        "active": [{"rule": r, "device": d} for r, d in svc.rules.engine.active()],
+    }
+
+
+@router.post("/rules/reload", tags=["rules"])
+def reload_rules(svc: Service) -> dict[str, Any]:
+    """Re-read the rules file; a bad file is refused with the reasons and the running rules stay."""
+    from cloud.rules.model import RulesError, load_rules_file
+
+    if svc.rules is None or svc.settings.rules_file is None:
+        raise HTTPException(409, detail="no rules file configured (CE_RULES_FILE)")
+    try:
+        rules = load_rules_file(svc.settings.rules_file)
+    except RulesError as exc:
+        raise HTTPException(422, detail=str(exc)) from None
+    svc.rules.reload(rules)
+    return {"loaded": len(rules.rules)}

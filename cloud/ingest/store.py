@@ -45,6 +45,9 @@ class BatchResult:
     ignored: int = 0
     readings: int = 0
     points: list[tuple[str, str, str, float, int]] = field(default_factory=list)  # site, device, metric, v, ts
+    #: new messages for the rules engine: (site, device, type, body, received_ms), when collect_messages is on
+    messages: list[tuple[str, str, str, dict[str, Any], int]] = field(default_factory=list)
+    readings_rows: list[tuple[str, str, int, float, str | None, str]] = field(default_factory=list)
 
 
 class Store:
@@ -54,6 +57,9 @@ class Store:
         self.engine = engine
         #: collect time-series points for an exporter (set by the service when one is configured)
         self.collect_points = False
+        #: collect new messages for the rules engine (set by the service when rules are loaded)
+        self.collect_messages = False
+        self.kinds: dict[str, str] = {}  # device id → kind, for rule matching
         mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
         # readings go straight to the driver's executemany: building SQLAlchemy parameters for each of tens of
         # thousands of rows per second costs more than the insert itself
@@ -73,9 +79,14 @@ class Store:
         with self._lock:
             missing = ids - self._devices.keys()
         if missing:
-            rows = conn.execute(select(t.devices.c.id, t.devices.c.site_id).where(t.devices.c.id.in_(missing)))
+            rows = list(
+                conn.execute(
+                    select(t.devices.c.id, t.devices.c.site_id, t.devices.c.kind).where(t.devices.c.id.in_(missing))
+                )
+            )
             with self._lock:
                 self._devices.update({r.id: r.site_id for r in rows})
+                self.kinds.update({r.id: r.kind for r in rows})
         with self._lock:
             return {i: self._devices[i] for i in ids if i in self._devices}
 
@@ -196,12 +207,17 @@ class Store:
                 continue
             new_ids.discard(env.id)  # the same id twice in one batch is stored once
             self._apply(conn, top, env, item, readings, res)
+            if self.collect_messages and not isinstance(env.body, m.TelemetryBatch):
+                res.messages.append(
+                    (top.site, top.device, env.type, env.body.model_dump(mode="json"), item.received_ms)
+                )
         if readings:
             conn.exec_driver_sql(self._telemetry_sql, readings)
             res.readings = len(readings)
             if self.collect_points:
                 sites = {top.device: top.site for _i, top, _e in ok}
                 res.points.extend((sites[r[0]], r[0], r[1], r[3], r[2]) for r in readings)
+        res.readings_rows = readings
         for dev, seen in last_seen.items():
             conn.execute(
                 update(t.devices)

@@ -114,7 +114,8 @@ rules:
     out = states(e.observe_reading("s", "manhole", "mh-1", "tilt_deg", 1, 200 * S))
     assert out == [("tilt", False), ("displaced-flooding", False)]
     # too far apart: water first, tilt 20 min later
-    e2 = engine(e_text := """
+    e2 = engine(
+        e_text := """
 rules:
   - id: tilt
     when: {type: threshold, metric: tilt_deg, above: 5}
@@ -122,7 +123,8 @@ rules:
     when: {type: threshold, metric: water_level_cm, above: 80}
   - id: both
     when: {type: combination, all_of: [tilt, water], window_s: 600}
-""")
+"""
+    )
     assert e_text
     e2.observe_reading("s", "manhole", "mh-2", "water_level_cm", 90, 0)
     assert states(e2.observe_reading("s", "manhole", "mh-2", "tilt_deg", 9, 1200 * S)) == [("tilt", True)]
@@ -134,8 +136,10 @@ rules:
         ("rules: [{id: a, when: {type: threshold, metric: m}}]", "exactly one of above / below"),
         ("rules: [{id: a, when: {type: threshold, metric: m, above: 5, clear_at: 6}}]", "hysteresis"),
         ("rules: [{id: a, when: {type: combination, all_of: [x, y]}}]", "unknown rule(s) x, y"),
-        ("rules: [{id: a, when: {type: absence, after_s: 5}}, {id: a, when: {type: absence, after_s: 6}}]",
-         "duplicate rule id(s): a"),
+        (
+            "rules: [{id: a, when: {type: absence, after_s: 5}}, {id: a, when: {type: absence, after_s: 6}}]",
+            "duplicate rule id(s): a",
+        ),
         ("rules: [{id: a, when: {type: teleport}}]", "rules.0.when"),
         ("rules: [{id: a, when: {type: absence, after_s: 5}, actions: [{alarm: {severity: huge}}]}]", "severity"),
         ("rules: [{id: a, when: {type: absence, after_s: 5}, colour: red}]", "rules.0.colour"),

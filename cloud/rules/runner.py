@@ -1,0 +1,206 @@
+"""Runs the rule engine beside ingestion: feeds it each stored batch, ticks it on a timer, and carries out
+the actions of its transitions. Alarms are written in their own small transaction; commands and webhooks
+run on a thread pool with timeouts, so a slow webhook never holds up ingestion."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from sqlalchemy import select, update
+
+from cloud.db import schema as t
+from cloud.ingest.store import BatchResult, now_ms
+from cloud.metrics import Metrics
+from cloud.rules.engine import RuleEngine, Transition
+from cloud.rules.model import AlarmAction, CommandAction, RuleSet, WebhookAction
+
+if TYPE_CHECKING:
+    from cloud.service import CloudService
+
+log = logging.getLogger("civicedge.cloud.rules")
+DEVICES_REFRESH_S = 5.0  # how often the timer re-reads the registered devices (absence of never-seen ones)
+
+
+class RuleRunner:
+    def __init__(self, svc: CloudService, rules: RuleSet, tick_s: float = 1.0) -> None:
+        self.svc = svc
+        self.engine = RuleEngine(rules)
+        self.metrics: Metrics = svc.metrics
+        self.lock = threading.Lock()
+        self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="rule-action")
+        self.tick_s = tick_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._timer, name="rules-timer", daemon=True)
+        self._devices_at = 0.0
+        self._devices: list[tuple[str, str, str]] = []
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def reload(self, rules: RuleSet) -> None:
+        with self.lock:
+            self.engine.load(rules)
+
+    # --- feeding -----------------------------------------------------------------------------------
+
+    def on_batch(self, res: BatchResult) -> None:
+        kinds = self.svc.store.kinds
+        sites = self.svc.store._devices
+        t0 = time.perf_counter()
+        out: list[Transition] = []
+        with self.lock:
+            for dev, metric, ts, value, _unit, _mid in res.readings_rows:
+                out += self.engine.observe_reading(sites.get(dev, ""), kinds.get(dev, ""), dev, metric, value, ts)
+            for site, dev, type_, body, at in res.messages:
+                out += self.engine.observe_message(site, kinds.get(dev, ""), dev, type_, body, at)
+        n = len(res.readings_rows) + len(res.messages)
+        if n:
+            dt = time.perf_counter() - t0
+            self.metrics.inc("ce_rules_eval_seconds_total", dt, "time spent evaluating rules")
+            self.metrics.inc("ce_rules_observations_total", n, "readings and messages seen by the rules")
+        self.execute(out)
+
+    def _timer(self) -> None:
+        while not self._stop.wait(self.tick_s):
+            try:
+                if time.monotonic() - self._devices_at > DEVICES_REFRESH_S:
+                    with self.svc.engine.connect() as conn:
+                        self._devices = [
+                            (r.id, r.site_id, r.kind)
+                            for r in conn.execute(select(t.devices.c.id, t.devices.c.site_id, t.devices.c.kind))
+                        ]
+                    self._devices_at = time.monotonic()
+                with self.lock:
+                    out = self.engine.tick(now_ms(), self._devices)
+                self.execute(out)
+            except Exception:
+                log.exception("rule timer failed")
+
+    # --- actions -----------------------------------------------------------------------------------
+
+    def execute(self, transitions: list[Transition]) -> None:
+        for tr in transitions:
+            self.metrics.inc(
+                "ce_rules_transitions_total",
+                1,
+                "rule activations and clears",
+                rule=tr.rule.id,
+                active=str(tr.active).lower(),
+            )
+            for action in tr.rule.actions:
+                try:
+                    if isinstance(action, AlarmAction):
+                        self._alarm(tr, action)
+                    elif isinstance(action, CommandAction) and tr.active:
+                        self.pool.submit(self._command, tr, action)
+                    elif isinstance(action, WebhookAction):
+                        self.pool.submit(self._webhook, tr, action)
+                except Exception:
+                    log.exception("rule action failed", extra={"rule": tr.rule.id})
+
+    def _alarm(self, tr: Transition, action: AlarmAction) -> None:
+        a = t.alarms.c
+        key = f"rule:{tr.rule.id}"
+        spec = action.alarm
+        with self.svc.engine.begin() as conn:
+            open_ = conn.execute(
+                select(a.id).where(a.device_id == tr.device, a.key == key, a.state != "cleared")
+            ).first()
+            if tr.active and open_ is None:
+                alarm_id = conn.execute(
+                    t.alarms.insert()
+                    .values(
+                        device_id=tr.device,
+                        key=key,
+                        code=spec.get("code", tr.rule.id),
+                        severity=spec.get("severity", "major"),
+                        message=spec.get("message", tr.reason) or tr.reason,
+                        details={"rule": tr.rule.id, "value": tr.value, "reason": tr.reason},
+                        state="active",
+                        raised_ms=tr.at_ms,
+                        last_seen_ms=tr.at_ms,
+                        msg_id="rule",
+                        occurrences=1,
+                    )
+                    .returning(a.id)
+                ).scalar_one()
+                conn.execute(
+                    t.alarm_history.insert().values(
+                        alarm_id=alarm_id,
+                        at_ms=tr.at_ms,
+                        action="raised",
+                        by=f"rule:{tr.rule.id}",
+                        note=tr.reason[:500],
+                    )
+                )
+            elif tr.active and open_ is not None:
+                conn.execute(
+                    update(t.alarms)
+                    .where(a.id == open_.id)
+                    .values(occurrences=a.occurrences + 1, last_seen_ms=tr.at_ms)
+                )
+            elif not tr.active and open_ is not None:
+                conn.execute(
+                    update(t.alarms)
+                    .where(a.id == open_.id)
+                    .values(state="cleared", cleared_ms=tr.at_ms, cleared_by=f"rule:{tr.rule.id}")
+                )
+                conn.execute(
+                    t.alarm_history.insert().values(
+                        alarm_id=open_.id,
+                        at_ms=tr.at_ms,
+                        action="cleared",
+                        by=f"rule:{tr.rule.id}",
+                        note=tr.reason[:500],
+                    )
+                )
+
+    def _command(self, tr: Transition, action: CommandAction) -> None:
+        if self.svc.commands is None:
+            return
+        spec = action.command
+        self.svc.commands.send(
+            tr.device, str(spec["name"]), dict(spec.get("args", {})), self.svc.settings.command_ttl_s
+        )
+
+    def _webhook(self, tr: Transition, action: WebhookAction) -> None:
+        spec: dict[str, Any] = action.webhook
+        body = orjson.dumps(
+            {
+                "rule": tr.rule.id,
+                "device": tr.device,
+                "site": tr.site,
+                "active": tr.active,
+                "at_ms": tr.at_ms,
+                "value": tr.value,
+                "reason": tr.reason,
+            }
+        )
+        retries = int(spec.get("retries", 3))
+        for attempt in range(retries + 1):
+            try:
+                req = urllib.request.Request(
+                    str(spec["url"]), data=body, method="POST", headers={"content-type": "application/json"}
+                )
+                with urllib.request.urlopen(req, timeout=float(spec.get("timeout_s", 5))) as r:
+                    if r.status < 300:
+                        self.metrics.inc("ce_rules_webhooks_total", 1, "webhook calls", outcome="ok")
+                        return
+            except (urllib.error.URLError, OSError, TimeoutError):
+                pass
+            if self._stop.wait(min(30.0, 0.5 * 2**attempt)):
+                return
+        self.metrics.inc("ce_rules_webhooks_total", 1, "webhook calls", outcome="failed")
+        log.warning("webhook failed", extra={"rule": tr.rule.id, "url": spec.get("url")})
