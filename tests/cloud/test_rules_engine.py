@@ -160,3 +160,18 @@ def test_reload_keeps_state_of_remaining_rules() -> None:
     assert e.active() == [("cover-tilt", "mh-1")]
     e.load(load_rules("rules: []"))
     assert e.active() == []
+
+
+def test_default_rule_set_loads_and_covers_every_unit_kind() -> None:
+    from pathlib import Path
+
+    import cloud.rules
+
+    text = (Path(cloud.rules.__file__).parent / "default.yaml").read_text()
+    rules = load_rules(text, "default.yaml")
+    kinds = {k for r in rules.rules for k in r.match.kinds}
+    assert {"manhole", "gate", "barrier", "parking_lift", "elevator", "gateway"} <= kinds
+    assert {type(r.when).__name__ for r in rules.rules} == {"Threshold", "Change", "Rate", "Absence", "Combination"}
+    e = RuleEngine(rules)
+    out = states(e.observe_message("s", "elevator", "el-1", "elevator.status", {"state": "fire"}, 0))
+    assert out == [("elevator-fire-mode", True)]

@@ -50,7 +50,7 @@ async def test_rules_raise_and_clear_alarms_without_slowing_ingestion(
     threading.Thread(target=hook.serve_forever, daemon=True).start()
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES.replace("PORT", str(hook.server_address[1])))
-    svc, api = make_cloud(rules_file=rules)
+    _, api = make_cloud(rules_file=rules)
     api.post("/api/sites", json={"id": "riverside"})
     api.post("/api/devices", json={"id": "mh-001", "site_id": "riverside", "kind": "manhole"})
     api.post("/api/devices", json={"id": "gw-01", "site_id": "riverside", "kind": "gateway"})
