@@ -38,3 +38,14 @@ def ingest(
 
     report = run(messages, readings, publishers)
     print(json.dumps(report, indent=None if json_out else 2))
+
+
+@app.command()
+def rules(
+    rounds: Annotated[int, typer.Option(help="rounds; medians are reported")] = 3,
+    json_out: Annotated[bool, typer.Option("--json", help="compact JSON")] = False,
+) -> None:
+    """Ingestion with the default rules on vs off, and per-observation cost at 1,000 rules."""
+    from bench.rules import run
+
+    print(json.dumps(run(rounds), indent=None if json_out else 2))

@@ -176,12 +176,14 @@ class Store:
         )
 
     def _store(self, conn: Any, ok: list[tuple[Inbound, Topic, Envelope]], res: BatchResult) -> None:
-        rows = []
+        rows: list[dict[str, Any]] = []
+        bodies: dict[str, dict[str, Any]] = {}
         for item, top, env in ok:
             if isinstance(env.body, m.TelemetryBatch):
                 body: dict[str, Any] = {"readings": len(env.body.readings)}  # the readings go to telemetry
             else:
                 body = env.body.model_dump(mode="json", exclude_none=True)
+            bodies[env.id] = body
             rows.append(
                 {
                     "msg_id": env.id,
@@ -208,9 +210,7 @@ class Store:
             new_ids.discard(env.id)  # the same id twice in one batch is stored once
             self._apply(conn, top, env, item, readings, res)
             if self.collect_messages and not isinstance(env.body, m.TelemetryBatch):
-                res.messages.append(
-                    (top.site, top.device, env.type, env.body.model_dump(mode="json"), item.received_ms)
-                )
+                res.messages.append((top.site, top.device, env.type, bodies[env.id], item.received_ms))
         if readings:
             conn.exec_driver_sql(self._telemetry_sql, readings)
             res.readings = len(readings)
