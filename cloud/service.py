@@ -19,6 +19,7 @@ from cloud.rules.model import load_rules_file
 from cloud.rules.runner import RuleRunner
 from cloud.settings import Settings
 from cloud.tsdb import TsdbExporter
+from cloud.workorders.service import WorkOrders
 
 log = logging.getLogger("civicedge.cloud")
 RETENTION_EVERY_S = 3600.0
@@ -35,6 +36,7 @@ class CloudService:
         self.commands: CommandPublisher | None = None
         self.start_mqtt = start_mqtt
         self.rules: RuleRunner | None = None
+        self.work_orders = WorkOrders(self.engine, settings.media_dir)
         self._retention_stop = threading.Event()
         self._retention: threading.Thread | None = None
 

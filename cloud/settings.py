@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     api_tokens: list[str] = Field(default_factory=list, description="bearer tokens for /api (comma-separated)")
     command_key_file: Path = Field(default=Path("var/command-key.pem"), description="Ed25519 private key (PEM)")
     command_ttl_s: float = Field(default=60, gt=0, le=86_400)
+    media_dir: Path = Field(default=Path("var/media"), description="work-order photos and thumbnails")
     rules_file: Path | None = Field(default=None, description="YAML rule set (see docs/rules.md)")
     log_level: str = Field(default="warning", description="debug, info, warning, error (key=value lines)")
     host: str = "127.0.0.1"

@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cloud.api.registry import router as registry_router
 from cloud.api.resources import router
+from cloud.api.workorders import router as work_orders_router
 from cloud.service import CloudService
 from cloud.settings import Settings
 from edge import __version__
@@ -37,6 +38,7 @@ def create_app(settings: Settings | None = None, service: CloudService | None = 
     )
     app.include_router(router)
     app.include_router(registry_router)
+    app.include_router(work_orders_router)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_r: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -8,7 +8,7 @@ Time comes from the observations and the ticks, so tests drive it with a fake cl
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,7 +45,9 @@ def _dig(body: dict[str, Any], path: str) -> Any:
 
 
 class RuleEngine:
-    def __init__(self, rules: RuleSet) -> None:
+    def __init__(self, rules: RuleSet, subtype_of: Callable[[str], str] | None = None) -> None:
+        #: the subtype of a device's asset in the registry (for ``match.subtypes``)
+        self.subtype_of = subtype_of or (lambda _device: "")
         self.load(rules)
         self.evaluations = 0
 
@@ -67,13 +69,13 @@ class RuleEngine:
         self._seen: dict[str, tuple[str, str]] = getattr(self, "_seen", {})  # device → (site, kind)
         self._last: dict[tuple[str, str | None], int] = getattr(self, "_last", {})
 
-    @staticmethod
-    def matches(rule: Rule, site: str, kind: str, device: str) -> bool:
+    def matches(self, rule: Rule, site: str, kind: str, device: str) -> bool:
         m = rule.match
         return (
             (not m.sites or site in m.sites)
             and (not m.kinds or kind in m.kinds)
             and (not m.devices or device in m.devices)
+            and (not m.subtypes or self.subtype_of(device) in m.subtypes)
         )
 
     def _st(self, rule: Rule, device: str) -> _State:

@@ -17,6 +17,7 @@ class Match(_M):
     """Which devices a rule applies to (all when empty)."""
 
     sites: list[str] = Field(default_factory=list)
+    subtypes: list[str] = Field(default_factory=list, description="subtype of the device's asset (registry)")
     kinds: list[str] = Field(default_factory=list, description="device kinds: gate, manhole, elevator, …")
     devices: list[str] = Field(default_factory=list)
 
@@ -108,7 +109,19 @@ class WebhookAction(_M):
     webhook: dict[str, Any] = Field(description="url, timeout_s (default 5), retries (default 3)")
 
 
-Action = AlarmAction | CommandAction | WebhookAction
+class WorkOrderAction(_M):
+    work_order: dict[str, str] = Field(
+        description="title, priority (urgent/high/normal/low); routed to the owner of the device's asset"
+    )
+
+    @model_validator(mode="after")
+    def _prio(self) -> WorkOrderAction:
+        if self.work_order.get("priority", "normal") not in ("urgent", "high", "normal", "low"):
+            raise ValueError("work_order priority must be urgent, high, normal or low")
+        return self
+
+
+Action = AlarmAction | CommandAction | WebhookAction | WorkOrderAction
 
 
 class Rule(_M):

@@ -16,10 +16,11 @@ import orjson
 from sqlalchemy import select, update
 
 from cloud.db import schema as t
+from cloud.db.schema_registry import assets
 from cloud.ingest.store import BatchResult, now_ms
 from cloud.metrics import Metrics
 from cloud.rules.engine import RuleEngine, Transition
-from cloud.rules.model import AlarmAction, CommandAction, RuleSet, WebhookAction
+from cloud.rules.model import AlarmAction, CommandAction, RuleSet, WebhookAction, WorkOrderAction
 
 if TYPE_CHECKING:
     from cloud.service import CloudService
@@ -31,7 +32,8 @@ DEVICES_REFRESH_S = 5.0  # how often the timer re-reads the registered devices (
 class RuleRunner:
     def __init__(self, svc: CloudService, rules: RuleSet, tick_s: float = 1.0) -> None:
         self.svc = svc
-        self.engine = RuleEngine(rules)
+        self.subtypes: dict[str, str] = {}  # device id → subtype of its asset
+        self.engine = RuleEngine(rules, lambda device: self.subtypes.get(device, ""))
         self.metrics: Metrics = svc.metrics
         self.lock = threading.Lock()
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="rule-action")
@@ -77,6 +79,12 @@ class RuleRunner:
             try:
                 if time.monotonic() - self._devices_at > DEVICES_REFRESH_S:
                     with self.svc.engine.connect() as conn:
+                        self.subtypes = {
+                            r.device_id: r.subtype
+                            for r in conn.execute(
+                                select(assets.c.device_id, assets.c.subtype).where(assets.c.device_id.is_not(None))
+                            )
+                        }
                         self._devices = [
                             (r.id, r.site_id, r.kind)
                             for r in conn.execute(select(t.devices.c.id, t.devices.c.site_id, t.devices.c.kind))
@@ -107,6 +115,8 @@ class RuleRunner:
                         self.pool.submit(self._command, tr, action)
                     elif isinstance(action, WebhookAction):
                         self.pool.submit(self._webhook, tr, action)
+                    elif isinstance(action, WorkOrderAction) and tr.active:
+                        self._work_order(tr, action)
                 except Exception:
                     log.exception("rule action failed", extra={"rule": tr.rule.id})
 
@@ -166,6 +176,22 @@ class RuleRunner:
                         note=tr.reason[:500],
                     )
                 )
+
+    def _work_order(self, tr: Transition, action: WorkOrderAction) -> None:
+        """One open order per (rule, device), routed by the registry to the asset's owner."""
+        wos = self.svc.work_orders
+        if wos.open_for(tr.rule.id, tr.device) is not None:
+            return
+        spec = action.work_order
+        wos.create(
+            title=spec.get("title", tr.rule.description or tr.rule.id),
+            source="rule",
+            rule_id=tr.rule.id,
+            priority=spec.get("priority", "normal"),
+            device_id=tr.device,
+            description=tr.reason,
+            reporter=f"rule:{tr.rule.id}",
+        )
 
     def _command(self, tr: Transition, action: CommandAction) -> None:
         if self.svc.commands is None:

@@ -1,0 +1,1 @@
+"""Work orders: reported → dispatched (to the asset's owning department) → accepted → resolved → closed."""

@@ -1,0 +1,213 @@
+"""Work-order lifecycle, department routing from the asset registry, SLA due times, photos."""
+
+from __future__ import annotations
+
+import io
+import uuid
+from pathlib import Path
+from typing import Any, Final
+
+from PIL import Image, UnidentifiedImageError
+from sqlalchemy import Engine, select, update
+
+from cloud.db.schema_registry import assets
+from cloud.db.schema_workorders import work_order_history, work_order_photos, work_orders
+from cloud.ingest.store import now_ms
+
+#: hours to resolve, by priority (the SLA clock starts when the order is created)
+SLA_HOURS: Final = {"urgent": 4, "high": 24, "normal": 72, "low": 168}
+MAX_PHOTO_BYTES: Final = 10 * 1024 * 1024
+THUMB_PX: Final = 256
+#: allowed transitions: state → {action: new state}
+FLOW: Final = {
+    "reported": {"dispatch": "dispatched"},
+    "dispatched": {"dispatch": "dispatched", "accept": "accepted"},
+    "accepted": {"resolve": "resolved"},
+    "resolved": {"close": "closed", "reopen": "dispatched"},
+    "closed": {"reopen": "dispatched"},
+}
+
+
+class WorkOrderError(ValueError):
+    """A request the lifecycle does not allow; the message says why and what would work."""
+
+
+class WorkOrders:
+    def __init__(self, engine: Engine, media_dir: Path) -> None:
+        self.engine = engine
+        self.media_dir = media_dir
+
+    def create(
+        self,
+        *,
+        title: str,
+        source: str,
+        priority: str = "normal",
+        description: str = "",
+        asset_id: str | None = None,
+        device_id: str | None = None,
+        alarm_id: int | None = None,
+        rule_id: str | None = None,
+        reporter: str = "",
+        lat: float | None = None,
+        lon: float | None = None,
+    ) -> dict[str, Any]:
+        """Open an order; if the asset (given, or linked to the device) has an owner, dispatch it there."""
+        if priority not in SLA_HOURS:
+            raise WorkOrderError(f"priority must be one of {', '.join(SLA_HOURS)}")
+        t = now_ms()
+        with self.engine.begin() as conn:
+            asset = None
+            if asset_id:
+                asset = conn.execute(select(assets).where(assets.c.id == asset_id)).first()
+                if asset is None:
+                    raise WorkOrderError(f"no asset {asset_id!r}")
+            elif device_id:
+                asset = conn.execute(select(assets).where(assets.c.device_id == device_id)).first()
+            dept = asset.department_id if asset is not None else None
+            values = {
+                "title": title,
+                "description": description,
+                "source": source,
+                "rule_id": rule_id,
+                "asset_id": asset.id if asset is not None else None,
+                "device_id": device_id,
+                "alarm_id": alarm_id,
+                "department_id": dept,
+                "grid_cell_id": asset.grid_cell_id if asset is not None else None,
+                "priority": priority,
+                "state": "dispatched" if dept else "reported",
+                "reporter": reporter,
+                "lat": lat if lat is not None else (asset.lat if asset is not None else None),
+                "lon": lon if lon is not None else (asset.lon if asset is not None else None),
+                "created_ms": t,
+                "due_ms": t + SLA_HOURS[priority] * 3_600_000,
+                "updated_ms": t,
+                "resolution_note": "",
+            }
+            wo_id = conn.execute(work_orders.insert().values(**values).returning(work_orders.c.id)).scalar_one()
+            self._history(conn, wo_id, "reported", reporter or source, description[:500])
+            if dept:
+                self._history(conn, wo_id, "dispatched", "registry", f"owner of {asset.id}: {dept}")  # type: ignore[union-attr]
+        return self.get(wo_id)
+
+    def open_for(self, rule_id: str, device_id: str) -> int | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(work_orders.c.id).where(
+                    work_orders.c.rule_id == rule_id,
+                    work_orders.c.device_id == device_id,
+                    work_orders.c.state != "closed",
+                )
+            ).first()
+        return None if row is None else int(row.id)
+
+    def _history(self, conn: Any, wo_id: int, action: str, by: str, note: str = "") -> None:
+        conn.execute(
+            work_order_history.insert().values(work_order_id=wo_id, at_ms=now_ms(), action=action, by=by, note=note)
+        )
+
+    def get(self, wo_id: int) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(work_orders).where(work_orders.c.id == wo_id)).first()
+            if row is None:
+                raise LookupError(f"no work order {wo_id}")
+            d = dict(row._mapping)
+            d["overdue"] = d["state"] not in ("resolved", "closed") and d["due_ms"] < now_ms()
+            d["photos"] = [
+                dict(p._mapping)
+                for p in conn.execute(
+                    select(
+                        work_order_photos.c.id,
+                        work_order_photos.c.stage,
+                        work_order_photos.c.width,
+                        work_order_photos.c.height,
+                        work_order_photos.c.by,
+                        work_order_photos.c.created_ms,
+                    )
+                    .where(work_order_photos.c.work_order_id == wo_id)
+                    .order_by(work_order_photos.c.id)
+                )
+            ]
+            d["history"] = [
+                dict(h._mapping)
+                for h in conn.execute(
+                    select(work_order_history)
+                    .where(work_order_history.c.work_order_id == wo_id)
+                    .order_by(work_order_history.c.id)
+                )
+            ]
+        return d
+
+    def act(self, wo_id: int, action: str, by: str, note: str = "", department_id: str | None = None) -> dict[str, Any]:
+        wo = self.get(wo_id)
+        nxt = FLOW.get(wo["state"], {}).get(action)
+        if nxt is None:
+            allowed = ", ".join(FLOW.get(wo["state"], {})) or "none"
+            raise WorkOrderError(f"cannot {action} a {wo['state']} work order (allowed: {allowed})")
+        vals: dict[str, Any] = {"state": nxt, "updated_ms": now_ms()}
+        if action == "dispatch":
+            if not (department_id or wo["department_id"]):
+                raise WorkOrderError("dispatch needs a department_id (the asset has no owner in the registry)")
+            vals["department_id"] = department_id or wo["department_id"]
+        if action == "resolve":
+            if not any(p["stage"] == "after" for p in wo["photos"]):
+                raise WorkOrderError("resolve needs at least one 'after' photo (POST …/photos?stage=after)")
+            vals["resolution_note"] = note
+        with self.engine.begin() as conn:
+            conn.execute(update(work_orders).where(work_orders.c.id == wo_id).values(**vals))
+            self._history(conn, wo_id, nxt if action != "reopen" else "reopened", by, note)
+        return self.get(wo_id)
+
+    def add_photo(self, wo_id: int, stage: str, data: bytes, by: str) -> dict[str, Any]:
+        """Store a photo re-encoded as JPEG (which drops EXIF, GPS included) with a thumbnail."""
+        if stage not in ("before", "after"):
+            raise WorkOrderError("stage must be 'before' or 'after'")
+        if len(data) > MAX_PHOTO_BYTES:
+            raise WorkOrderError(f"photo larger than {MAX_PHOTO_BYTES // (1024 * 1024)} MB")
+        self.get(wo_id)
+        try:
+            img = Image.open(io.BytesIO(data))
+            if img.format not in ("JPEG", "PNG", "WEBP"):
+                raise WorkOrderError(f"photo must be JPEG, PNG or WebP, not {img.format}")
+            img.load()
+        except (UnidentifiedImageError, OSError):
+            raise WorkOrderError("not an image (JPEG, PNG or WebP expected)") from None
+        rgb = img.convert("RGB")
+        folder = self.media_dir / "work-orders" / str(wo_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        name = uuid.uuid4().hex
+        path, thumb = folder / f"{name}.jpg", folder / f"{name}.thumb.jpg"
+        rgb.save(path, "JPEG", quality=88)  # a fresh file: no EXIF carried over
+        small = rgb.copy()
+        small.thumbnail((THUMB_PX, THUMB_PX))
+        small.save(thumb, "JPEG", quality=80)
+        with self.engine.begin() as conn:
+            pid = conn.execute(
+                work_order_photos.insert()
+                .values(
+                    work_order_id=wo_id,
+                    stage=stage,
+                    path=str(path),
+                    thumb_path=str(thumb),
+                    width=img.width,
+                    height=img.height,
+                    size=path.stat().st_size,
+                    created_ms=now_ms(),
+                    by=by,
+                )
+                .returning(work_order_photos.c.id)
+            ).scalar_one()
+            self._history(conn, wo_id, f"photo_{stage}", by)
+        return {"id": pid, "stage": stage, "width": rgb.width, "height": rgb.height}
+
+    def photo_path(self, wo_id: int, photo_id: int, thumb: bool) -> Path:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(work_order_photos).where(
+                    work_order_photos.c.id == photo_id, work_order_photos.c.work_order_id == wo_id
+                )
+            ).first()
+        if row is None:
+            raise LookupError(f"no photo {photo_id} on work order {wo_id}")
+        return Path(row.thumb_path if thumb else row.path)
