@@ -59,8 +59,9 @@ async def test_tilt_to_closed_work_order(make_cloud: MakeCloud, mosquitto: Mosqu
 
     async with aiomqtt.Client(mosquitto.host, mosquitto.port) as c:
         reading = ManholeReading(tilt_deg=12.0, battery_v=3.6)
-        await c.publish(topic("riverside", "mh-node-1", "tele"), encode(envelope(reading, dev="mh-node-1", seq=1)),
-                        qos=1)
+        await c.publish(
+            topic("riverside", "mh-node-1", "tele"), encode(envelope(reading, dev="mh-node-1", seq=1)), qos=1
+        )
     await until(lambda: api.get("/api/work-orders").json()["total"] == 1)
     wo = api.get("/api/work-orders").json()["items"][0]
     assert (wo["state"], wo["department_id"], wo["asset_id"], wo["priority"]) == ("dispatched", "power", "mh-A", "high")
@@ -72,20 +73,28 @@ async def test_tilt_to_closed_work_order(make_cloud: MakeCloud, mosquitto: Mosqu
     assert api.post(f"/api/work-orders/{wid}/accept", json={"by": "power-crew-3"}).json()["state"] == "accepted"
     r = api.post(f"/api/work-orders/{wid}/resolve", json={"by": "power-crew-3", "note": "cover reseated"})
     assert r.status_code == 409 and "'after' photo" in r.json()["error"]
-    photo = api.post(f"/api/work-orders/{wid}/photos", params={"stage": "after", "by": "power-crew-3"},
-                     content=jpeg_with_exif())
+    photo = api.post(
+        f"/api/work-orders/{wid}/photos", params={"stage": "after", "by": "power-crew-3"}, content=jpeg_with_exif()
+    )
     assert photo.status_code == 201, photo.text
     stored = Image.open(io.BytesIO(api.get(f"/api/work-orders/{wid}/photos/{photo.json()['id']}").content))
     assert stored.size == (800, 600) and not stored.getexif()  # EXIF (maker, GPS) gone
-    thumb = Image.open(io.BytesIO(api.get(f"/api/work-orders/{wid}/photos/{photo.json()['id']}",
-                                          params={"thumb": True}).content))
+    thumb = Image.open(
+        io.BytesIO(api.get(f"/api/work-orders/{wid}/photos/{photo.json()['id']}", params={"thumb": True}).content)
+    )
     assert max(thumb.size) == 256
     r = api.post(f"/api/work-orders/{wid}/resolve", json={"by": "power-crew-3", "note": "cover reseated"})
     assert r.json()["state"] == "resolved" and r.json()["resolution_note"] == "cover reseated"
     closed = api.post(f"/api/work-orders/{wid}/close", json={"by": "operator-zhang"}).json()
     assert closed["state"] == "closed"
-    assert [h["action"] for h in closed["history"]] == ["reported", "dispatched", "accepted", "photo_after",
-                                                        "resolved", "closed"]
+    assert [h["action"] for h in closed["history"]] == [
+        "reported",
+        "dispatched",
+        "accepted",
+        "photo_after",
+        "resolved",
+        "closed",
+    ]
     again = api.post(f"/api/work-orders/{wid}/accept", json={"by": "x"})
     assert again.status_code == 409 and "allowed: reopen" in again.json()["error"]
 
@@ -93,15 +102,27 @@ async def test_tilt_to_closed_work_order(make_cloud: MakeCloud, mosquitto: Mosqu
 def test_grid_worker_report_dispatch_limits_and_overdue(make_cloud: MakeCloud, tmp_path: Path) -> None:
     svc, api = make_cloud(ingest_workers=0, media_dir=tmp_path / "media")
     api.post("/api/departments", json={"id": "roads", "name": "Roads"})
-    r = api.post("/api/work-orders", json={"title": "Broken cover on Elm St", "source": "grid_worker",
-                                           "reporter": "grid-worker-17", "lat": 31.23, "lon": 121.47,
-                                           "priority": "urgent"})
+    r = api.post(
+        "/api/work-orders",
+        json={
+            "title": "Broken cover on Elm St",
+            "source": "grid_worker",
+            "reporter": "grid-worker-17",
+            "lat": 31.23,
+            "lon": 121.47,
+            "priority": "urgent",
+        },
+    )
     assert r.status_code == 201 and r.json()["state"] == "reported" and r.json()["department_id"] is None
     wid = r.json()["id"]
     png = io.BytesIO()
     Image.new("RGB", (64, 48)).save(png, "PNG")
-    assert api.post(f"/api/work-orders/{wid}/photos", params={"stage": "before", "by": "grid-worker-17"},
-                    content=png.getvalue()).status_code == 201
+    assert (
+        api.post(
+            f"/api/work-orders/{wid}/photos", params={"stage": "before", "by": "grid-worker-17"}, content=png.getvalue()
+        ).status_code
+        == 201
+    )
     bad = api.post(f"/api/work-orders/{wid}/photos", params={"stage": "before", "by": "x"}, content=b"GIF89a...")
     assert bad.status_code == 422 and "not an image" in bad.json()["error"]
     big = api.post(f"/api/work-orders/{wid}/photos", params={"stage": "before", "by": "x"}, content=b"0" * (11 << 20))
