@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
@@ -25,6 +25,9 @@ class DepartmentIn(BaseModel):
     id: Key
     name: str = Field(min_length=1, max_length=200)
     contact: str = Field(default="", max_length=200)
+    sla_hours: dict[Literal["urgent", "high", "normal", "low"], float] | None = Field(
+        default=None, description="hours to resolve per priority, overriding the defaults (4/24/72/168)"
+    )
 
 
 class GridCellIn(BaseModel):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Float, ForeignKey, Index, String, Table, Text
+from sqlalchemy import JSON, BigInteger, Column, Float, ForeignKey, Index, String, Table, Text
 
 from cloud.db.schema import metadata
 
@@ -13,6 +13,7 @@ departments = Table(
     Column("name", String(200), nullable=False),
     Column("contact", String(200), nullable=False, default=""),
     Column("created_ms", BigInteger, nullable=False),
+    Column("sla_hours", JSON),  # priority → hours to resolve, overriding the defaults
 )
 
 grid_cells = Table(

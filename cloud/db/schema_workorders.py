@@ -28,6 +28,8 @@ work_orders = Table(
     Column("due_ms", BigInteger, nullable=False),
     Column("updated_ms", BigInteger, nullable=False),
     Column("resolution_note", Text, nullable=False, default=""),
+    Column("suggested_asset_id", String(64)),
+    Column("suggested_distance_m", Float),
     Index("ix_work_orders_state", "state", "due_ms"),
     Index("ix_work_orders_department", "department_id", "state"),
     Index("ix_work_orders_rule_device", "rule_id", "device_id", "state"),

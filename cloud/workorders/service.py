@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import uuid
 from pathlib import Path
 from typing import Any, Final
@@ -10,7 +11,7 @@ from typing import Any, Final
 from PIL import Image, UnidentifiedImageError
 from sqlalchemy import Engine, select, update
 
-from cloud.db.schema_registry import assets
+from cloud.db.schema_registry import assets, departments
 from cloud.db.schema_workorders import work_order_history, work_order_photos, work_orders
 from cloud.ingest.store import now_ms
 
@@ -26,6 +27,17 @@ FLOW: Final = {
     "resolved": {"close": "closed", "reopen": "dispatched"},
     "closed": {"reopen": "dispatched"},
 }
+
+
+NEAREST_MAX_M: Final = 300.0  # a grid worker's report is matched to an asset at most this far away
+
+
+def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Great-circle distance (haversine), metres."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * 6_371_000 * math.asin(math.sqrt(a))
 
 
 class WorkOrderError(ValueError):
@@ -65,6 +77,9 @@ class WorkOrders:
             elif device_id:
                 asset = conn.execute(select(assets).where(assets.c.device_id == device_id)).first()
             dept = asset.department_id if asset is not None else None
+            suggested: tuple[str, float] | None = None
+            if asset is None and lat is not None and lon is not None:
+                suggested = self._nearest(conn, lat, lon)
             values = {
                 "title": title,
                 "description": description,
@@ -81,15 +96,37 @@ class WorkOrders:
                 "lat": lat if lat is not None else (asset.lat if asset is not None else None),
                 "lon": lon if lon is not None else (asset.lon if asset is not None else None),
                 "created_ms": t,
-                "due_ms": t + SLA_HOURS[priority] * 3_600_000,
+                "due_ms": t + int(self._sla_hours(conn, dept, priority) * 3_600_000),
                 "updated_ms": t,
                 "resolution_note": "",
+                "suggested_asset_id": suggested[0] if suggested else None,
+                "suggested_distance_m": round(suggested[1], 1) if suggested else None,
             }
             wo_id = conn.execute(work_orders.insert().values(**values).returning(work_orders.c.id)).scalar_one()
             self._history(conn, wo_id, "reported", reporter or source, description[:500])
             if dept:
                 self._history(conn, wo_id, "dispatched", "registry", f"owner of {asset.id}: {dept}")  # type: ignore[union-attr]
         return self.get(wo_id)
+
+    def _sla_hours(self, conn: Any, department_id: str | None, priority: str) -> float:
+        """The department's own SLA for this priority if it has one, else the default."""
+        if department_id:
+            row = conn.execute(select(departments.c.sla_hours).where(departments.c.id == department_id)).first()
+            if row is not None and row.sla_hours and priority in row.sla_hours:
+                return float(row.sla_hours[priority])
+        return float(SLA_HOURS[priority])
+
+    def _nearest(self, conn: Any, lat: float, lon: float) -> tuple[str, float] | None:
+        """The closest registered asset within NEAREST_MAX_M (a bounding box first, then exact distance)."""
+        d_lat = NEAREST_MAX_M / 111_000
+        d_lon = d_lat / max(0.1, math.cos(math.radians(lat)))
+        rows = conn.execute(
+            select(assets.c.id, assets.c.lat, assets.c.lon).where(
+                assets.c.lat.between(lat - d_lat, lat + d_lat), assets.c.lon.between(lon - d_lon, lon + d_lon)
+            )
+        )
+        best = min(((r.id, distance_m(lat, lon, r.lat, r.lon)) for r in rows), key=lambda x: x[1], default=None)
+        return best if best is not None and best[1] <= NEAREST_MAX_M else None
 
     def open_for(self, rule_id: str, device_id: str) -> int | None:
         with self.engine.connect() as conn:
@@ -150,6 +187,12 @@ class WorkOrders:
             if not (department_id or wo["department_id"]):
                 raise WorkOrderError("dispatch needs a department_id (the asset has no owner in the registry)")
             vals["department_id"] = department_id or wo["department_id"]
+            with self.engine.connect() as conn:
+                if not conn.execute(select(departments.c.id).where(departments.c.id == vals["department_id"])).first():
+                    raise WorkOrderError(f"no department {vals['department_id']!r}")
+                vals["due_ms"] = wo["created_ms"] + int(
+                    self._sla_hours(conn, vals["department_id"], wo["priority"]) * 3_600_000
+                )
         if action == "resolve":
             if not any(p["stage"] == "after" for p in wo["photos"]):
                 raise WorkOrderError("resolve needs at least one 'after' photo (POST …/photos?stage=after)")

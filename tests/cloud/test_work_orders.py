@@ -150,3 +150,32 @@ rules:
     e = RuleEngine(rules, lambda d: subtype.get(d, ""))
     assert e.observe_reading("s", "manhole", "node-sewer", "gas_lel", 30, 0) == []
     assert [t.rule.id for t in e.observe_reading("s", "manhole", "node-gas", "gas_lel", 30, 0)] == ["gas-covers"]
+
+
+def test_report_suggests_the_nearest_asset_and_department_sla(make_cloud: MakeCloud, tmp_path: Path) -> None:
+    _, api = make_cloud(ingest_workers=0, media_dir=tmp_path / "media")
+    api.post("/api/departments", json={"id": "power", "name": "Power", "sla_hours": {"high": 2}})
+    api.post("/api/departments", json={"id": "water", "name": "Water"})
+    api.post("/api/grid-cells", json={"id": "g-0001"})
+    api.post("/api/assets/import", content=CSV)
+    # ~50 m from mh-B, ~160 m from mh-A
+    r = api.post(
+        "/api/work-orders",
+        json={
+            "title": "Cover rattles",
+            "source": "grid_worker",
+            "reporter": "gw-17",
+            "lat": 31.23065,
+            "lon": 121.4702,
+            "priority": "high",
+        },
+    ).json()
+    assert r["suggested_asset_id"] == "mh-B" and 40 < r["suggested_distance_m"] < 60
+    assert r["state"] == "reported"
+    far = api.post("/api/work-orders", json={"title": "x", "lat": 31.3, "lon": 121.5}).json()
+    assert far["suggested_asset_id"] is None
+    # dispatching to power applies its 2 h SLA for high priority instead of the default 24 h
+    d = api.post(f"/api/work-orders/{r['id']}/dispatch", json={"by": "op", "department_id": "power"}).json()
+    assert d["due_ms"] - d["created_ms"] == 2 * 3_600_000
+    unknown = api.post(f"/api/work-orders/{far['id']}/dispatch", json={"by": "op", "department_id": "nope"})
+    assert unknown.status_code == 409 and "no department 'nope'" in unknown.json()["error"]
