@@ -1,0 +1,1 @@
+"""Gate vision: LiteRT face detection (BlazeFace), alignment and embedding (SFace), 1:N gallery."""

@@ -1,0 +1,41 @@
+"""A thin wrapper over the LiteRT interpreter: load once, fixed threads, named outputs by shape."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+MODELS = Path(__file__).resolve().parent / "models"
+
+
+def _interpreter_class() -> Any:
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:  # platforms without a LiteRT wheel
+        from tflite_runtime.interpreter import Interpreter
+    return Interpreter
+
+
+class Model:
+    """One loaded model. ``run`` is thread-safe (one inference at a time per model)."""
+
+    def __init__(self, path: Path, threads: int = 2) -> None:
+        if not path.exists():
+            raise FileNotFoundError(f"model file {path} is missing; reinstall the package (it ships the models)")
+        self.path = path
+        self._it = _interpreter_class()(model_path=str(path), num_threads=threads)
+        self._it.allocate_tensors()
+        self._input = self._it.get_input_details()[0]
+        self.input_shape: tuple[int, ...] = tuple(int(x) for x in self._input["shape"])
+        self._outputs = self._it.get_output_details()
+        self._lock = threading.Lock()
+
+    def run(self, x: npt.NDArray[np.float32]) -> list[npt.NDArray[np.float32]]:
+        with self._lock:
+            self._it.set_tensor(self._input["index"], x)
+            self._it.invoke()
+            return [np.array(self._it.get_tensor(o["index"])) for o in self._outputs]
