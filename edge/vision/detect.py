@@ -91,7 +91,7 @@ class FaceDetector:
         v = VARIANTS[variant]
         self.model = Model(MODELS / str(v["file"]), threads)
         self.size = int(v["size"])  # type: ignore[call-overload]
-        self.anchors = anchors(self.size, list(v["strides"]), int(v["per"]))  # type: ignore[call-overload,arg-type]
+        self.anchors = anchors(self.size, list(v["strides"]), int(v["per"]))  # type: ignore[call-overload]
         self.min_score = min_score
         self.iou = iou
 

@@ -34,7 +34,7 @@ def test_astronaut_found_in_the_right_place(short: FaceDetector) -> None:
     faces = short.detect(data.astronaut())
     assert len(faces) == 1 and faces[0].score > 0.8
     assert overlap(faces[0].box, FACE) > 0.7
-    (rx, ry), (lx, ly), (nx, ny), (mx, my) = faces[0].keypoints[:4]
+    (rx, ry), (lx, ly), (nx, ny), (_mx, my) = faces[0].keypoints[:4]
     assert rx < nx < lx  # the subject's right eye is on the image's left
     assert max(ry, ly) < ny < my  # eyes above the nose, nose above the mouth
 
