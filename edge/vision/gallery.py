@@ -1,0 +1,156 @@
+"""Residents' face embeddings: 1:N search as one matrix product, threshold plus a margin over the second-best
+identity, persisted in SQLite encrypted at rest (AES-GCM, key derived from the device secret). No face images
+are stored."""
+
+from __future__ import annotations
+
+import base64
+import os
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from protocol.limits import EMBEDDING_DIM
+from protocol.messages import GalleryDelta
+
+F32 = npt.NDArray[np.float32]
+
+
+class GalleryLocked(RuntimeError):
+    """The stored gallery cannot be decrypted with this device secret."""
+
+
+def derive_key(device_secret: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=b"civicedge", info=b"gallery v1").derive(device_secret)
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    resident_id: str | None  # None: no decision for a resident
+    score: float
+    second: float  # best score of any other identity
+    reason: str  # match / below_threshold / ambiguous / empty
+
+
+class Gallery:
+    def __init__(self, path: Path, device_secret: bytes, threshold: float = 0.363, margin: float = 0.08) -> None:
+        self.path = path
+        self.threshold = threshold
+        self.margin = margin
+        self._aead = AESGCM(derive_key(device_secret))
+        self._lock = threading.Lock()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS gallery (resident_id TEXT PRIMARY KEY, unit TEXT, "
+            "nonce BLOB NOT NULL, blob BLOB NOT NULL)"
+        )
+        self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+        self._ids: list[str] = []
+        self._units: dict[str, str | None] = {}
+        self._matrix: F32 = np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
+        self._load()
+
+    def close(self) -> None:
+        self._db.close()
+
+    @property
+    def revision(self) -> int:
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'revision'").fetchone()
+        return int(row[0]) if row else 0
+
+    def __len__(self) -> int:
+        return len(self._units)
+
+    def _load(self) -> None:
+        ids: list[str] = []
+        rows: list[F32] = []
+        for rid, unit, nonce, blob in self._db.execute("SELECT resident_id, unit, nonce, blob FROM gallery"):
+            try:
+                raw = self._aead.decrypt(nonce, blob, rid.encode())
+            except InvalidTag:
+                raise GalleryLocked(f"{self.path}: the gallery was written with another device secret") from None
+            embs = np.frombuffer(raw, dtype="<f4").reshape(-1, EMBEDDING_DIM)
+            rows.append(embs)
+            ids.extend([rid] * len(embs))
+            self._units[rid] = unit
+        self._ids = ids
+        starts = [k for k in range(len(ids)) if k == 0 or ids[k] != ids[k - 1]]  # one resident's rows are contiguous
+        self._names = [ids[k] for k in starts]
+        self._starts = np.array(starts, dtype=np.intp)
+        self._matrix = np.vstack(rows).astype(np.float32) if rows else np.zeros((0, EMBEDDING_DIM), np.float32)
+
+    def enroll(self, resident_id: str, embeddings: list[F32] | F32, unit: str | None = None) -> None:
+        """Store (replacing) a resident's embeddings, several per person is best (lighting, glasses)."""
+        embs = np.asarray(embeddings, dtype=np.float32).reshape(-1, EMBEDDING_DIM)
+        embs = embs / np.maximum(np.linalg.norm(embs, axis=1, keepdims=True), 1e-12)
+        nonce = os.urandom(12)
+        blob = self._aead.encrypt(nonce, embs.astype("<f4").tobytes(), resident_id.encode())
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO gallery VALUES (?, ?, ?, ?) ON CONFLICT(resident_id) DO UPDATE SET "
+                "unit = excluded.unit, nonce = excluded.nonce, blob = excluded.blob",
+                (resident_id, unit, nonce, blob),
+            )
+            self._load()
+
+    def remove(self, resident_id: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM gallery WHERE resident_id = ?", (resident_id,))
+            self._units.pop(resident_id, None)
+            self._load()
+
+    def apply_delta(self, delta: GalleryDelta) -> None:
+        """Apply a cloud gallery delta (``base_revision`` None: a full snapshot)."""
+        grouped: dict[str, tuple[str | None, list[F32]]] = {}
+        for e in delta.upserts:
+            vec = np.frombuffer(base64.b64decode(e.embedding_b64), dtype="<f4")
+            grouped.setdefault(e.resident_id, (e.unit, []))[1].append(vec)
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                if delta.base_revision is None:
+                    self._db.execute("DELETE FROM gallery")
+                for rid in delta.deletes:
+                    self._db.execute("DELETE FROM gallery WHERE resident_id = ?", (rid,))
+                for rid, (unit, vecs) in grouped.items():
+                    embs = np.vstack(vecs).astype(np.float32)
+                    embs /= np.maximum(np.linalg.norm(embs, axis=1, keepdims=True), 1e-12)
+                    nonce = os.urandom(12)
+                    blob = self._aead.encrypt(nonce, embs.astype("<f4").tobytes(), rid.encode())
+                    self._db.execute("INSERT OR REPLACE INTO gallery VALUES (?, ?, ?, ?)", (rid, unit, nonce, blob))
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('revision', ?)", (str(delta.revision),))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._units.clear()
+            self._load()
+
+    def search(self, emb: F32) -> Match:
+        """Best identity by cosine similarity: one matrix product, then the best per identity (rows of one
+        resident are contiguous) and the top two; threshold and margin decide."""
+        if not len(self._ids):
+            return Match(None, 0.0, 0.0, "empty")
+        scores = self._matrix @ emb.astype(np.float32)
+        per_id = np.maximum.reduceat(scores, self._starts)
+        if len(per_id) > 1:
+            top2 = np.argpartition(-per_id, 1)[:2]
+            i, j = (top2 if per_id[top2[0]] >= per_id[top2[1]] else top2[::-1]).tolist()
+            top, second = float(per_id[i]), float(per_id[j])
+        else:
+            i, top, second = 0, float(per_id[0]), -1.0
+        if top < self.threshold:
+            return Match(None, top, second, "below_threshold")
+        if top - second < self.margin:
+            return Match(None, top, second, "ambiguous")
+        return Match(self._names[i], top, second, "match")
