@@ -7,6 +7,7 @@ import typer
 from bench.cli import app as bench_app
 from cloud.cli import app as cloud_app
 from edge.cli import app as edge_app
+from edge.vision.cli import app as vision_app
 from protocol.cli import app as protocol_app
 from simulators.cli import app as chaos_app
 from simulators.cli import sim_app
@@ -16,6 +17,7 @@ app = typer.Typer(
 )
 app.add_typer(protocol_app, name="protocol")
 app.add_typer(edge_app, name="edge")
+app.add_typer(vision_app, name="vision")
 app.add_typer(cloud_app, name="cloud")
 app.add_typer(chaos_app, name="chaos")
 app.add_typer(sim_app, name="sim")
