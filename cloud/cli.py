@@ -40,7 +40,6 @@ def ingest(
     worker_id: Annotated[str, typer.Option(help="stable id: a restarted worker gets its unacked messages back")] = "0",
 ) -> None:
     """Run one standalone ingestion worker (scale out by starting more, on any machine)."""
-    from cloud.ingest.worker import IngestWorker
     from cloud.service import CloudService
     from cloud.settings import Settings
 
@@ -48,19 +47,8 @@ def ingest(
     setup_logging(settings.log_level)
     svc = CloudService(settings, start_mqtt=False)
     svc.start()
-    host, port, user, password = settings.broker
-    worker = IngestWorker(
-        svc.store,
-        host,
-        port,
-        client_id=f"ingest-{worker_id}",
-        group=settings.ingest_share_group,
-        batch_rows=settings.ingest_batch_rows,
-        batch_ms=settings.ingest_batch_ms,
-        username=user,
-        password=password,
-        on_batch=svc._on_batch,
-    )
+    host, port, _user, _password = settings.broker
+    worker = svc.new_worker(worker_id)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_a: stop.set())
     signal.signal(signal.SIGINT, lambda *_a: stop.set())

@@ -60,24 +60,30 @@ class CloudService:
         if not self.start_mqtt:
             return
         for i in range(s.ingest_workers):
-            w = IngestWorker(
-                self.store,
-                host,
-                port,
-                client_id=f"ingest-{os.uname().nodename}-{i}",
-                group=s.ingest_share_group,
-                batch_rows=s.ingest_batch_rows,
-                batch_ms=s.ingest_batch_ms,
-                username=user,
-                password=password,
-                on_batch=self._on_batch,
-            )
+            w = self.new_worker(f"{os.uname().nodename}-{i}")
             w.start()
             self.workers.append(w)
         self.commands = CommandPublisher(
             self.engine, load_or_create_key(s.command_key_file), host, port, user, password
         )
         self.commands.start()
+
+    def new_worker(self, worker_id: str) -> IngestWorker:
+        """An ingestion worker on this node's store; a stable ``worker_id`` keeps its broker session."""
+        s = self.settings
+        host, port, user, password = s.broker
+        return IngestWorker(
+            self.store,
+            host,
+            port,
+            client_id=f"ingest-{worker_id}",
+            group=s.ingest_share_group,
+            batch_rows=s.ingest_batch_rows,
+            batch_ms=s.ingest_batch_ms,
+            username=user,
+            password=password,
+            on_batch=self._on_batch,
+        )
 
     def _on_batch(self, res: BatchResult) -> None:
         if self.tsdb is not None:

@@ -6,8 +6,9 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel, Field
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import Select, func, select
 
+from cloud.alarms import AlarmStateError, operator_action
 from cloud.api.deps import Conn, Page, Paging, Service, page, require_token
 from cloud.commands import CommandUnknownDevice
 from cloud.db import schema as t
@@ -191,28 +192,13 @@ class AlarmAction(BaseModel):
 
 
 def _alarm_action(svc: Service, alarm_id: int, action: str, body: AlarmAction) -> dict[str, Any]:
-    c = t.alarms.c
-    with svc.engine.begin() as conn:
-        row = conn.execute(select(t.alarms).where(c.id == alarm_id)).first()
-        if row is None:
-            raise HTTPException(404, detail=f"no alarm {alarm_id}")
-        if row.state == "cleared":
-            raise HTTPException(409, detail=f"alarm {alarm_id} is already cleared")
-        at = now_ms()
-        if action == "acknowledged":
-            if row.state == "acknowledged":
-                raise HTTPException(409, detail=f"alarm {alarm_id} was acknowledged by {row.acked_by}")
-            conn.execute(
-                update(t.alarms).where(c.id == alarm_id).values(state="acknowledged", acked_ms=at, acked_by=body.by)
-            )
-        else:
-            conn.execute(
-                update(t.alarms).where(c.id == alarm_id).values(state="cleared", cleared_ms=at, cleared_by=body.by)
-            )
-        conn.execute(
-            t.alarm_history.insert().values(alarm_id=alarm_id, at_ms=at, action=action, by=body.by, note=body.note)
-        )
-        return dict(conn.execute(select(t.alarms).where(c.id == alarm_id)).one()._mapping)
+    try:
+        with svc.engine.begin() as conn:
+            return operator_action(conn, alarm_id, action, body.by, body.note, now_ms())
+    except LookupError as exc:
+        raise HTTPException(404, detail=str(exc)) from None
+    except AlarmStateError as exc:
+        raise HTTPException(409, detail=str(exc)) from None
 
 
 @router.post("/alarms/{alarm_id}/ack", tags=["alarms"])

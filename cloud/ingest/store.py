@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Engine, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from cloud.alarms import clear_alarm, raise_alarm
 from cloud.db import schema as t
 from cloud.metrics import Metrics
 from protocol import messages as m
@@ -238,6 +239,23 @@ class Store:
         b = env.body
         dev = top.device
 
+        def raise_(key: str, code: str, severity: str, message: str, details: dict[str, Any]) -> None:
+            raise_alarm(
+                conn,
+                device=dev,
+                key=key,
+                code=code,
+                severity=severity,
+                message=message,
+                details=details,
+                at=item.received_ms,
+                msg_id=env.id,
+                by="device",
+            )
+
+        def clear(key: str) -> None:
+            clear_alarm(conn, device=dev, key=key, at=item.received_ms, by="device")
+
         def reading(metric: str, value: float, ts: int, unit: str | None = None) -> None:
             readings.append((dev, metric, ts, float(value), unit, env.id))
 
@@ -271,42 +289,34 @@ class Store:
                 vals["agent_version"] = b.agent_version
             conn.execute(update(t.devices).where(t.devices.c.id == dev).values(**vals))
         elif isinstance(b, m.AlarmRaise):
-            self._raise(conn, dev, b.key, b.code, b.severity, b.message, b.details, env, item)
+            raise_(b.key, b.code, b.severity, b.message, b.details)
         elif isinstance(b, m.AlarmClear):
-            self._clear(conn, dev, b.key, item)
+            clear(b.key)
         elif isinstance(b, m.ManholeAlarm):
             key = f"manhole.{b.kind}"
             if b.active:
                 sev = "critical" if b.kind in ("gas", "overturn", "flood") else "major"
-                self._raise(
-                    conn,
-                    dev,
+                raise_(
                     key,
                     b.kind,
                     sev,
                     f"{b.kind}: {b.value:g} (threshold {b.threshold:g})",
                     {"value": b.value, "threshold": b.threshold},
-                    env,
-                    item,
                 )
             else:
-                self._clear(conn, dev, key, item)
+                clear(key)
         elif isinstance(b, m.ElevatorFault):
             key = f"elevator.{b.car}.{b.code}"
             if b.active:
-                self._raise(
-                    conn,
-                    dev,
+                raise_(
                     key,
                     b.code,
                     b.severity,
                     b.description or b.code,
                     {"car": b.car, "entrapment": b.entrapment, "floor": b.floor},
-                    env,
-                    item,
                 )
             else:
-                self._clear(conn, dev, key, item)
+                clear(key)
         elif isinstance(b, m.CommandAck):
             conn.execute(
                 update(t.commands)
@@ -314,72 +324,3 @@ class Store:
                 .where(t.commands.c.device_id == dev)
                 .values(status=b.status, reason=b.reason, result=b.result, acked_ms=item.received_ms)
             )
-
-    def _raise(
-        self,
-        conn: Any,
-        dev: str,
-        key: str,
-        code: str,
-        severity: str,
-        message: str,
-        details: dict[str, Any],
-        env: Envelope,
-        item: Inbound,
-    ) -> None:
-        """One open alarm per (device, key): a repeat counts an occurrence instead of opening another."""
-        a = t.alarms.c
-        open_ = conn.execute(select(a.id).where(a.device_id == dev, a.key == key, a.state != "cleared")).first()
-        if open_ is None:
-            alarm_id = conn.execute(
-                t.alarms.insert()
-                .values(
-                    device_id=dev,
-                    key=key,
-                    code=code,
-                    severity=severity,
-                    message=message,
-                    details=details,
-                    state="active",
-                    raised_ms=item.received_ms,
-                    last_seen_ms=item.received_ms,
-                    msg_id=env.id,
-                    occurrences=1,
-                )
-                .returning(a.id)
-            ).scalar_one()
-            action = "raised"
-        else:
-            alarm_id = open_.id
-            conn.execute(
-                update(t.alarms)
-                .where(a.id == alarm_id)
-                .values(
-                    severity=severity,
-                    message=message,
-                    details=details,
-                    last_seen_ms=item.received_ms,
-                    occurrences=a.occurrences + 1,
-                )
-            )
-            action = "repeated"
-        conn.execute(
-            t.alarm_history.insert().values(
-                alarm_id=alarm_id, at_ms=item.received_ms, action=action, by="device", note=message[:500]
-            )
-        )
-
-    def _clear(self, conn: Any, dev: str, key: str, item: Inbound) -> None:
-        a = t.alarms.c
-        ids = [r.id for r in conn.execute(select(a.id).where(a.device_id == dev, a.key == key, a.state != "cleared"))]
-        if not ids:
-            return
-        conn.execute(
-            update(t.alarms)
-            .where(a.id.in_(ids))
-            .values(state="cleared", cleared_ms=item.received_ms, cleared_by="device")
-        )
-        conn.execute(
-            t.alarm_history.insert(),
-            [{"alarm_id": i, "at_ms": item.received_ms, "action": "cleared", "by": "device", "note": ""} for i in ids],
-        )

@@ -13,8 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from sqlalchemy import select, update
+from sqlalchemy import select
 
+from cloud.alarms import clear_alarm, raise_alarm
 from cloud.db import schema as t
 from cloud.db.schema_registry import assets
 from cloud.ingest.store import BatchResult, now_ms
@@ -121,61 +122,23 @@ class RuleRunner:
                     log.exception("rule action failed", extra={"rule": tr.rule.id})
 
     def _alarm(self, tr: Transition, action: AlarmAction) -> None:
-        a = t.alarms.c
-        key = f"rule:{tr.rule.id}"
-        spec = action.alarm
+        key, by, spec = f"rule:{tr.rule.id}", f"rule:{tr.rule.id}", action.alarm
         with self.svc.engine.begin() as conn:
-            open_ = conn.execute(
-                select(a.id).where(a.device_id == tr.device, a.key == key, a.state != "cleared")
-            ).first()
-            if tr.active and open_ is None:
-                alarm_id = conn.execute(
-                    t.alarms.insert()
-                    .values(
-                        device_id=tr.device,
-                        key=key,
-                        code=spec.get("code", tr.rule.id),
-                        severity=spec.get("severity", "major"),
-                        message=spec.get("message", tr.reason) or tr.reason,
-                        details={"rule": tr.rule.id, "value": tr.value, "reason": tr.reason},
-                        state="active",
-                        raised_ms=tr.at_ms,
-                        last_seen_ms=tr.at_ms,
-                        msg_id="rule",
-                        occurrences=1,
-                    )
-                    .returning(a.id)
-                ).scalar_one()
-                conn.execute(
-                    t.alarm_history.insert().values(
-                        alarm_id=alarm_id,
-                        at_ms=tr.at_ms,
-                        action="raised",
-                        by=f"rule:{tr.rule.id}",
-                        note=tr.reason[:500],
-                    )
+            if tr.active:
+                raise_alarm(
+                    conn,
+                    device=tr.device,
+                    key=key,
+                    code=spec.get("code", tr.rule.id),
+                    severity=spec.get("severity", "major"),
+                    message=spec.get("message", tr.reason) or tr.reason,
+                    details={"rule": tr.rule.id, "value": tr.value, "reason": tr.reason},
+                    at=tr.at_ms,
+                    msg_id="rule",
+                    by=by,
                 )
-            elif tr.active and open_ is not None:
-                conn.execute(
-                    update(t.alarms)
-                    .where(a.id == open_.id)
-                    .values(occurrences=a.occurrences + 1, last_seen_ms=tr.at_ms)
-                )
-            elif not tr.active and open_ is not None:
-                conn.execute(
-                    update(t.alarms)
-                    .where(a.id == open_.id)
-                    .values(state="cleared", cleared_ms=tr.at_ms, cleared_by=f"rule:{tr.rule.id}")
-                )
-                conn.execute(
-                    t.alarm_history.insert().values(
-                        alarm_id=open_.id,
-                        at_ms=tr.at_ms,
-                        action="cleared",
-                        by=f"rule:{tr.rule.id}",
-                        note=tr.reason[:500],
-                    )
-                )
+            else:
+                clear_alarm(conn, device=tr.device, key=key, at=tr.at_ms, by=by, note=tr.reason)
 
     def _work_order(self, tr: Transition, action: WorkOrderAction) -> None:
         """One open order per (rule, device), routed by the registry to the asset's owner."""
