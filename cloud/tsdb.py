@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import deque
 from typing import Any
 
@@ -42,6 +41,7 @@ class TsdbExporter:
         self.max_queue = max_queue
         self._cv = threading.Condition()
         self._stop = False
+        self._stopped = threading.Event()
         self.written = 0
         self.dropped = 0
         self._thread = threading.Thread(target=self._run, name="tsdb-export", daemon=True)
@@ -50,6 +50,7 @@ class TsdbExporter:
         self._thread.start()
 
     def stop(self, timeout: float = 10) -> None:
+        self._stopped.set()
         with self._cv:
             self._stop = True
             self._cv.notify()
@@ -91,4 +92,4 @@ class TsdbExporter:
                     self.q.extendleft(reversed(chunk))  # retry in order
                     if self._stop:
                         return
-                time.sleep(min(10.0, 0.2 * 2**failures))
+                self._stopped.wait(min(10.0, 0.2 * 2**failures))  # backoff that a stop cuts short

@@ -35,7 +35,6 @@ def _require(factory):  # type: ignore[no-untyped-def]
 def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     """A real Mosquitto per test on a free port; ``stop()``, ``start()``, ``restart()`` for fault tests."""
     broker = _require(lambda: Mosquitto(workdir=tmp_path / "mosquitto"))
-    broker.workdir.mkdir(parents=True, exist_ok=True)
     broker.start()
     try:
         yield broker

@@ -9,8 +9,9 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Select, Table, func, select
 
+from cloud.ingest.store import now_ms
 from cloud.service import CloudService
 
 _bearer = HTTPBearer(auto_error=False)
@@ -70,3 +71,18 @@ class Page(BaseModel):
 def page(items: list[dict[str, Any]], total: int, p: PageParams) -> Page:
     nxt = p.offset + len(items)
     return Page(items=items, total=total, limit=p.limit, offset=p.offset, next_offset=nxt if nxt < total else None)
+
+
+def paged(conn: Connection, q: Select[Any], p: PageParams) -> Page:
+    """Run a listing query one page at a time, with the total count."""
+    total = conn.execute(select(func.count()).select_from(q.order_by(None).subquery())).scalar_one()
+    items = [dict(r._mapping) for r in conn.execute(q.limit(p.limit).offset(p.offset))]
+    return page(items, total, p)
+
+
+def insert_new(svc: CloudService, table: Table, row: dict[str, Any], what: str) -> None:
+    """Insert a record keyed by ``id``, or answer 409 if one already exists."""
+    with svc.engine.begin() as conn:
+        if conn.execute(select(table.c.id).where(table.c.id == row["id"])).first():
+            raise HTTPException(409, detail=f"{what} {row['id']!r} exists")
+        conn.execute(table.insert().values(**row, created_ms=now_ms()))

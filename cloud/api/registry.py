@@ -9,10 +9,8 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from cloud.api.deps import Conn, Page, Paging, Service, require_token
-from cloud.api.resources import _rows
+from cloud.api.deps import Conn, Page, Paging, Service, insert_new, paged, require_token
 from cloud.db.schema_registry import assets, departments, grid_cells
-from cloud.ingest.store import now_ms
 from cloud.registry.catalog import ASSET_KINDS, COVER_SUBTYPES
 from cloud.registry.csvio import export_assets, import_assets
 
@@ -44,29 +42,23 @@ def catalog() -> dict[str, Any]:
 
 @router.get("/departments", response_model=Page)
 def list_departments(conn: Conn, p: Paging) -> Page:
-    return _rows(conn, select(departments).order_by(departments.c.id), p)
+    return paged(conn, select(departments).order_by(departments.c.id), p)
 
 
 @router.post("/departments", status_code=201)
 def create_department(body: DepartmentIn, svc: Service) -> dict[str, Any]:
-    with svc.engine.begin() as conn:
-        if conn.execute(select(departments.c.id).where(departments.c.id == body.id)).first():
-            raise HTTPException(409, detail=f"department {body.id!r} exists")
-        conn.execute(departments.insert().values(**body.model_dump(), created_ms=now_ms()))
+    insert_new(svc, departments, body.model_dump(), "department")
     return body.model_dump()
 
 
 @router.get("/grid-cells", response_model=Page)
 def list_grid_cells(conn: Conn, p: Paging) -> Page:
-    return _rows(conn, select(grid_cells).order_by(grid_cells.c.id), p)
+    return paged(conn, select(grid_cells).order_by(grid_cells.c.id), p)
 
 
 @router.post("/grid-cells", status_code=201)
 def create_grid_cell(body: GridCellIn, svc: Service) -> dict[str, Any]:
-    with svc.engine.begin() as conn:
-        if conn.execute(select(grid_cells.c.id).where(grid_cells.c.id == body.id)).first():
-            raise HTTPException(409, detail=f"grid cell {body.id!r} exists")
-        conn.execute(grid_cells.insert().values(**body.model_dump(), created_ms=now_ms()))
+    insert_new(svc, grid_cells, body.model_dump(), "grid cell")
     return body.model_dump()
 
 
@@ -91,7 +83,7 @@ def list_assets(
     ):
         if value:
             q = q.where(col == value)
-    return _rows(conn, q, p)
+    return paged(conn, q, p)
 
 
 @router.get("/assets/{asset_id}")

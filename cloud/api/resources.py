@@ -6,10 +6,10 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel, Field
-from sqlalchemy import Select, func, select
+from sqlalchemy import func, select
 
 from cloud.alarms import AlarmStateError, operator_action
-from cloud.api.deps import Conn, Page, Paging, Service, page, require_token
+from cloud.api.deps import Conn, Page, Paging, Service, insert_new, paged, require_token
 from cloud.commands import CommandUnknownDevice
 from cloud.db import schema as t
 from cloud.ingest.store import now_ms
@@ -17,12 +17,6 @@ from protocol.topics import validate_id, validate_name
 
 router = APIRouter(prefix="/api", dependencies=[Depends(require_token)])
 IdStr = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
-
-
-def _rows(conn: Conn, q: Select[Any], p: Paging) -> Page:
-    total = conn.execute(select(func.count()).select_from(q.order_by(None).subquery())).scalar_one()
-    items = [dict(r._mapping) for r in conn.execute(q.limit(p.limit).offset(p.offset))]
-    return page(items, total, p)
 
 
 # --- sites -----------------------------------------------------------------------------------------
@@ -35,15 +29,12 @@ class SiteIn(BaseModel):
 
 @router.get("/sites", response_model=Page, tags=["sites"])
 def list_sites(conn: Conn, p: Paging) -> Page:
-    return _rows(conn, select(t.sites).order_by(t.sites.c.id), p)
+    return paged(conn, select(t.sites).order_by(t.sites.c.id), p)
 
 
 @router.post("/sites", status_code=201, tags=["sites"])
 def create_site(body: SiteIn, svc: Service) -> dict[str, Any]:
-    with svc.engine.begin() as conn:
-        if conn.execute(select(t.sites.c.id).where(t.sites.c.id == body.id)).first():
-            raise HTTPException(409, detail=f"site {body.id!r} exists")
-        conn.execute(t.sites.insert().values(id=body.id, name=body.name or body.id, created_ms=now_ms()))
+    insert_new(svc, t.sites, {"id": body.id, "name": body.name or body.id}, "site")
     return {"id": body.id, "name": body.name or body.id}
 
 
@@ -72,7 +63,7 @@ def list_devices(
         q = q.where(t.devices.c.kind == kind)
     if status:
         q = q.where(t.devices.c.status == status)
-    return _rows(conn, q, p)
+    return paged(conn, q, p)
 
 
 @router.post("/devices", status_code=201, tags=["devices"])
@@ -164,7 +155,7 @@ def events(conn: Conn, p: Paging, device: str | None = None, type: str | None = 
         q = q.where(c.type == type)
     if since is not None:
         q = q.where(c.received_ms >= since)
-    return _rows(conn, q, p)
+    return paged(conn, q, p)
 
 
 @router.get("/alarms", response_model=Page, tags=["alarms"])
@@ -183,7 +174,7 @@ def alarms(
         q = q.where(c.state == state)
     if device:
         q = q.where(c.device_id == device)
-    return _rows(conn, q, p)
+    return paged(conn, q, p)
 
 
 class AlarmAction(BaseModel):
@@ -226,7 +217,7 @@ def dead_letters(conn: Conn, p: Paging, reason: str | None = None) -> Page:
     q = select(c.id, c.received_ms, c.topic, c.reason, c.detail, c.device_id, c.size).order_by(c.id.desc())
     if reason:
         q = q.where(c.reason == reason)
-    return _rows(conn, q, p)
+    return paged(conn, q, p)
 
 
 @router.get("/dead-letters/summary", tags=["dead letters"])
@@ -277,7 +268,7 @@ def list_commands(conn: Conn, p: Paging, device: str | None = None) -> Page:
     q = select(t.commands).order_by(t.commands.c.created_ms.desc())
     if device:
         q = q.where(t.commands.c.device_id == device)
-    return _rows(conn, q, p)
+    return paged(conn, q, p)
 
 
 # --- rules -----------------------------------------------------------------------------------------

@@ -9,8 +9,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from cloud.api.deps import Conn, Page, Paging, Service, require_token
-from cloud.api.resources import _rows
+from cloud.api.deps import Conn, Page, Paging, Service, paged, require_token
 from cloud.db.schema_workorders import work_orders
 from cloud.ingest.store import now_ms
 from cloud.workorders.service import WorkOrderError
@@ -69,7 +68,7 @@ def list_work_orders(
         q = q.where(c.department_id == department)
     if overdue:
         q = q.where(c.due_ms < now_ms(), c.state.not_in(["resolved", "closed"]))
-    page = _rows(conn, q, p)
+    page = paged(conn, q, p)
     t = now_ms()
     for item in page.items:
         item["overdue"] = item["state"] not in ("resolved", "closed") and item["due_ms"] < t

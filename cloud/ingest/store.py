@@ -69,7 +69,7 @@ class Store:
         )
         self.metrics = metrics or Metrics()
         self.auto_register = auto_register
-        self._devices: dict[str, str] = {}  # device id → site id
+        self.sites: dict[str, str] = {}  # device id → site id (known devices)
         self._lock = threading.Lock()
         dialect = engine.dialect.name
         self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
@@ -78,7 +78,7 @@ class Store:
 
     def _known(self, conn: Any, ids: set[str]) -> dict[str, str]:
         with self._lock:
-            missing = ids - self._devices.keys()
+            missing = ids - self.sites.keys()
         if missing:
             rows = list(
                 conn.execute(
@@ -86,14 +86,14 @@ class Store:
                 )
             )
             with self._lock:
-                self._devices.update({r.id: r.site_id for r in rows})
+                self.sites.update({r.id: r.site_id for r in rows})
                 self.kinds.update({r.id: r.kind for r in rows})
         with self._lock:
-            return {i: self._devices[i] for i in ids if i in self._devices}
+            return {i: self.sites[i] for i in ids if i in self.sites}
 
     def forget_device(self, device_id: str) -> None:
         with self._lock:
-            self._devices.pop(device_id, None)
+            self.sites.pop(device_id, None)
 
     # --- the batch ---------------------------------------------------------------------------------
 

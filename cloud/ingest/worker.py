@@ -54,6 +54,7 @@ class IngestWorker:
         self.batches = 0
         self.errors = 0
         self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
         fault = os.environ.get(FAULT_EXIT_ENV)  # fault injection for tests: die after a commit, before acks
         self._fault_exit_after = int(fault) if fault else None
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False, manual_ack=True)
@@ -92,6 +93,7 @@ class IngestWorker:
 
     def stop(self, timeout: float = 10) -> None:
         """Store and acknowledge what was received, then disconnect."""
+        self._stopping.set()
         self.q.put(_STOP)
         if self._thread:
             self._thread.join(timeout)
@@ -126,7 +128,9 @@ class IngestWorker:
                 # database down or locked: keep the batch (unacknowledged) and retry; never drop it
                 self.errors += 1
                 log.exception("batch write failed; retrying")
-                time.sleep(min(5.0, 0.2 * self.errors))
+                if self._stopping.wait(min(5.0, 0.2 * self.errors)):
+                    return  # stopping with the database still away: unacknowledged, the broker redelivers
+
         self.batches += 1
         if self._fault_exit_after is not None and self.batches >= self._fault_exit_after:
             os._exit(137)  # stored, not acknowledged: the broker must redeliver, the cloud must dedup

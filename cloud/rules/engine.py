@@ -48,15 +48,17 @@ class RuleEngine:
     def __init__(self, rules: RuleSet, subtype_of: Callable[[str], str] | None = None) -> None:
         #: the subtype of a device's asset in the registry (for ``match.subtypes``)
         self.subtype_of = subtype_of or (lambda _device: "")
+        self._state: dict[tuple[str, str], _State] = {}
+        self._seen: dict[str, tuple[str, str]] = {}  # device → (site, kind)
+        self._last: dict[tuple[str, str | None], int] = {}  # (device, message type or None) → last seen
         self.load(rules)
         self.evaluations = 0
 
     def load(self, rules: RuleSet) -> None:
         """Replace the rule set (reload); state of rules that still exist is kept."""
-        old = getattr(self, "_state", {})
         self.rules = [r for r in rules.rules if r.enabled]
         ids = {r.id for r in self.rules}
-        self._state: dict[tuple[str, str], _State] = {k: v for k, v in old.items() if k[0] in ids}
+        self._state = {k: v for k, v in self._state.items() if k[0] in ids}
         self._by_metric: dict[str, list[Rule]] = {}
         self._by_type: dict[str, list[Rule]] = {}
         self._absence = [r for r in self.rules if isinstance(r.when, Absence)]
@@ -66,8 +68,6 @@ class RuleEngine:
                 self._by_metric.setdefault(r.when.metric, []).append(r)
             elif isinstance(r.when, Change):
                 self._by_type.setdefault(r.when.message_type, []).append(r)
-        self._seen: dict[str, tuple[str, str]] = getattr(self, "_seen", {})  # device → (site, kind)
-        self._last: dict[tuple[str, str | None], int] = getattr(self, "_last", {})
 
     def matches(self, rule: Rule, site: str, kind: str, device: str) -> bool:
         m = rule.match

@@ -60,7 +60,7 @@ class RuleRunner:
 
     def on_batch(self, res: BatchResult) -> None:
         kinds = self.svc.store.kinds
-        sites = self.svc.store._devices
+        sites = self.svc.store.sites
         t0 = time.perf_counter()
         out: list[Transition] = []
         with self.lock:

@@ -23,7 +23,7 @@ from protocol.messages import AlarmClear, AlarmRaise, DeviceEvent, Reading, Tele
 from protocol.signing import public_key_b64
 from simulators.services import Mosquitto
 from tests.cloud.conftest import MakeCloud, register
-from tests.edge.conftest import RunAgent
+from tests.conftest import RunAgent
 
 
 def count(svc: CloudService, table: t.Table, *where: object) -> int:

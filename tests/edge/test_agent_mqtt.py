@@ -13,7 +13,7 @@ from protocol import Envelope, Lane
 from protocol.messages import AlarmRaise, DeviceEvent
 from simulators.fleet import AgentProcess, agent_config, write_config
 from simulators.services import Mosquitto
-from tests.edge.conftest import RunAgent
+from tests.conftest import RunAgent
 from tests.mqtt_helpers import Collector
 
 

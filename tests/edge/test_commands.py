@@ -14,7 +14,7 @@ from protocol import encode, envelope, now_ms, sign_command, topic
 from protocol.messages import Command
 from protocol.signing import generate_key, public_key_b64
 from simulators.services import Mosquitto
-from tests.edge.conftest import RunAgent
+from tests.conftest import RunAgent
 from tests.mqtt_helpers import Collector
 
 KEY = generate_key()

@@ -1,5 +1,0 @@
-"""Edge fixtures live in tests/conftest.py (shared with the cloud tests)."""
-
-from tests.conftest import RunAgent
-
-__all__ = ["RunAgent"]
