@@ -103,6 +103,20 @@ class Gallery:
             )
             self._load()
 
+    def enroll_many(self, items: list[tuple[str, F32, str | None]]) -> None:
+        """Store many residents in one transaction: (resident id, embeddings (k, 128), unit)."""
+        rows = []
+        for rid, embeddings, unit in items:
+            embs = np.asarray(embeddings, dtype=np.float32).reshape(-1, EMBEDDING_DIM)
+            embs = embs / np.maximum(np.linalg.norm(embs, axis=1, keepdims=True), 1e-12)
+            nonce = os.urandom(12)
+            rows.append((rid, unit, nonce, self._aead.encrypt(nonce, embs.astype("<f4").tobytes(), rid.encode())))
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany("INSERT OR REPLACE INTO gallery VALUES (?, ?, ?, ?)", rows)
+            self._db.execute("COMMIT")
+            self._load()
+
     def remove(self, resident_id: str) -> None:
         with self._lock:
             self._db.execute("DELETE FROM gallery WHERE resident_id = ?", (resident_id,))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +34,15 @@ class Model:
         self.input_shape: tuple[int, ...] = tuple(int(x) for x in self._input["shape"])
         self._outputs = self._it.get_output_details()
         self._lock = threading.Lock()
+        self.last_ms = 0.0  # duration of the latest inference (set tensor, invoke, read outputs)
+        self.total_ms = 0.0  # all inferences so far
 
     def run(self, x: npt.NDArray[np.float32]) -> list[npt.NDArray[np.float32]]:
         with self._lock:
+            t0 = time.perf_counter()
             self._it.set_tensor(self._input["index"], x)
             self._it.invoke()
-            return [np.array(self._it.get_tensor(o["index"])) for o in self._outputs]
+            out = [np.array(self._it.get_tensor(o["index"])) for o in self._outputs]
+            self.last_ms = (time.perf_counter() - t0) * 1000
+            self.total_ms += self.last_ms
+            return out

@@ -1,0 +1,1 @@
+"""Thermal screening at the gate: frames, RGB→thermal registration, calibrated body-temperature estimate."""

@@ -1,0 +1,159 @@
+"""The gate's vision pipeline: one camera frame (plus a thermal burst) in, one decision out.
+
+detect → largest face (others counted) → refine its keypoints on a crop → align → quality gate → thermal
+screening → liveness → embed → 1:N search → decision. Precedence: no face, then "retry" prompts (quality or
+thermal), then spoof, fever, resident match, unknown face (the visitor flow). A spoof is still embedded so the alarm can name whose photo
+was presented. Models are loaded once; ``adecide`` runs the work on one dedicated thread so the agent's event
+loop never waits on inference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel
+
+from edge.thermal.frame import ThermalFrame
+from edge.thermal.screen import Reading, ThermalConfig, ThermalScreen
+from edge.vision import liveness as live
+from edge.vision.detect import FaceDetector
+from edge.vision.embed import Embedder, align
+from edge.vision.gallery import Gallery
+from edge.vision.quality import Quality, QualityConfig, assess
+
+Outcome = Literal["no_face", "retry", "spoof", "fever", "match", "unknown"]
+PROMPTS: dict[Outcome, str] = {
+    "no_face": "",
+    "retry": "please look at the camera",
+    "spoof": "please see the attendant",
+    "fever": "please see the attendant",
+    "match": "welcome",
+    "unknown": "visitor? please enter the flat number",
+}
+
+
+class VisionConfig(BaseModel):
+    detector: Literal["short", "full"] = "short"
+    threads: int = 2
+    quality: QualityConfig = QualityConfig()
+    thermal: ThermalConfig | None = ThermalConfig()  # None: no thermal camera at this door
+    liveness: bool = True
+
+
+@dataclass(slots=True)
+class Decision:
+    outcome: Outcome
+    prompt: str
+    resident_id: str | None = None
+    score: float = 0.0
+    second: float = 0.0
+    match_reason: str = ""
+    faces: int = 0  # faces in the frame; the decision is about the largest
+    quality: Quality | None = None
+    thermal: Reading | None = None
+    liveness: live.Liveness | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, object]:
+        d = asdict(self)
+        d["thermal"] = self.thermal.as_dict() if self.thermal else None
+        return d
+
+
+class GateVision:
+    def __init__(self, gallery: Gallery, config: VisionConfig | None = None) -> None:
+        self.config = config or VisionConfig()
+        self.gallery = gallery
+        self.detector = FaceDetector(self.config.detector, self.config.threads)
+        self.embedder = Embedder(self.config.threads)
+        self.thermal = ThermalScreen(self.config.thermal) if self.config.thermal else None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vision")
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+
+    def decide(
+        self,
+        rgb: npt.NDArray[np.uint8],
+        thermal: list[ThermalFrame] | None = None,
+        ambient_c: float | None = None,
+    ) -> Decision:
+        t: dict[str, float] = {}
+        models_before = self._model_ms()
+        t0 = time.perf_counter()
+        faces = self.detector.detect(rgb)
+        t1 = time.perf_counter()
+        t["detect_ms"] = (t1 - t0) * 1000
+        if not faces:
+            return self._done(Decision("no_face", PROMPTS["no_face"]), t, models_before, t0)
+        face = self.detector.refine(rgb, faces[0])
+        crop = align(rgb, face)
+        quality = assess(face, crop, self.config.quality)
+        t2 = time.perf_counter()
+        t["align_quality_ms"] = (t2 - t1) * 1000
+        d = Decision("retry", quality.prompt, faces=len(faces), quality=quality)
+        if not quality.ok:
+            return self._done(d, t, models_before, t0)
+        liveness_features = None
+        if self.thermal is not None:
+            if not thermal:
+                d.prompt = "please look at the camera"
+                return self._done(d, t, models_before, t0)
+            d.thermal = self.thermal.screen(thermal, face.box, face.keypoints, ambient_c)
+            liveness_features = d.thermal.features
+        t3 = time.perf_counter()
+        t["thermal_ms"] = (t3 - t2) * 1000
+        if self.config.liveness:
+            d.liveness = live.assess(liveness_features, crop)
+        t3 = time.perf_counter()
+        th = d.thermal
+        if th is not None and th.verdict == "retry":
+            # an unsure reading (too far, unstable, out of view) proves nothing either way: ask again; a sure
+            # reading that is no body temperature goes on to liveness, which names the spoof
+            unsure = th.features is None or th.confidence < self.thermal.config.min_confidence  # type: ignore[union-attr]
+            if unsure or d.liveness is None or d.liveness.live:
+                d.prompt = th.reason if th.reason.startswith("please") else PROMPTS["retry"]
+                return self._done(d, t, models_before, t0)
+        emb = self.embedder.embed_aligned(crop)
+        t4 = time.perf_counter()
+        t["embed_ms"] = (t4 - t3) * 1000
+        m = self.gallery.search(emb)
+        t["search_ms"] = (time.perf_counter() - t4) * 1000
+        d.resident_id, d.score, d.second, d.match_reason = (
+            m.resident_id,
+            round(m.score, 4),
+            round(m.second, 4),
+            m.reason,
+        )
+        if d.liveness is not None and not d.liveness.live:
+            d.outcome = "spoof"
+        elif d.thermal is not None and d.thermal.verdict == "fever":
+            d.outcome = "fever"
+        elif m.resident_id is not None:
+            d.outcome = "match"
+        else:
+            d.outcome = "unknown"
+        d.prompt = PROMPTS[d.outcome]
+        return self._done(d, t, models_before, t0)
+
+    def _model_ms(self) -> float:
+        models = [self.detector.model, self.embedder.model] + ([self.thermal.model] if self.thermal else [])
+        return sum(m.total_ms for m in models)
+
+    def _done(self, d: Decision, t: dict[str, float], models_before: float, t0: float) -> Decision:
+        t["inference_ms"] = self._model_ms() - models_before
+        t["total_ms"] = (time.perf_counter() - t0) * 1000
+        d.timings_ms = {k: round(v, 3) for k, v in t.items()}
+        return d
+
+    async def adecide(
+        self, rgb: npt.NDArray[np.uint8], thermal: list[ThermalFrame] | None = None, ambient_c: float | None = None
+    ) -> Decision:
+        """``decide`` on the vision thread; the event loop stays free."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self.decide, rgb, thermal, ambient_c)
