@@ -1,10 +1,10 @@
 """The gate's vision pipeline: one camera frame (plus a thermal burst) in, one decision out.
 
 detect → largest face (others counted) → refine its keypoints on a crop → align → quality gate → thermal
-screening → liveness → embed → 1:N search → decision. Precedence: no face, then "retry" prompts (quality or
-thermal), then spoof, fever, resident match, unknown face (the visitor flow). A spoof is still embedded so the alarm can name whose photo
-was presented. Models are loaded once; ``adecide`` runs the work on one dedicated thread so the agent's event
-loop never waits on inference.
+screening → liveness → embed → 1:N search → decision. Precedence: no face, then "retry" prompts (quality or an
+unsure thermal reading), then spoof, fever, resident match, unknown face (the visitor flow). A spoof is still
+embedded so the alarm can name whose photo was presented. Models are loaded once; ``adecide`` runs the work on
+one dedicated thread so the agent's event loop never waits on inference.
 """
 
 from __future__ import annotations
