@@ -49,3 +49,16 @@ def rules(
     from bench.rules import run
 
     print(json.dumps(run(rounds), indent=None if json_out else 2))
+
+
+@app.command()
+def gate(
+    arrivals: Annotated[int, typer.Option(help="simulated arrivals (after 10 warm-up)")] = 300,
+    residents: Annotated[int, typer.Option(help="synthetic residents in the gallery besides the real face")] = 2000,
+    threads: Annotated[int, typer.Option(help="inference threads per model")] = 2,
+    json_out: Annotated[bool, typer.Option("--json", help="compact JSON")] = False,
+) -> None:
+    """Gate vision on simulated arrivals: decision latency, model time, search over 50k, temperature error."""
+    from bench.gate import run
+
+    print(json.dumps(run(arrivals, residents, threads), indent=None if json_out else 2))

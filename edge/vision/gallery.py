@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from edge.vision.runtime import trim_heap
 from protocol.limits import EMBEDDING_DIM
 from protocol.messages import GalleryDelta
 
@@ -88,6 +89,7 @@ class Gallery:
         self._names = [ids[k] for k in starts]
         self._starts = np.array(starts, dtype=np.intp)
         self._matrix = np.vstack(rows).astype(np.float32) if rows else np.zeros((0, EMBEDDING_DIM), np.float32)
+        trim_heap()
 
     def enroll(self, resident_id: str, embeddings: list[F32] | F32, unit: str | None = None) -> None:
         """Store (replacing) a resident's embeddings, several per person is best (lighting, glasses)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import threading
 import time
 from pathlib import Path
@@ -11,6 +13,13 @@ import numpy as np
 import numpy.typing as npt
 
 MODELS = Path(__file__).resolve().parent / "models"
+
+
+def trim_heap() -> None:
+    """Hand freed heap pages back to the OS (glibc keeps them otherwise). Worth it after one-off bulk work
+    such as loading models or a gallery in a process that then runs for months on a small board."""
+    with contextlib.suppress(OSError, AttributeError):  # not glibc
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _interpreter_class() -> Any:
