@@ -49,7 +49,7 @@ def assess(features: Features | None, crop_rgb: npt.NDArray[np.uint8] | None = N
             profile = lift / max(features.t_hot - features.t_amb, 0.5)
             cues["heat"] = round(heat, 3)
             cues["profile"] = round(profile, 3)
-            reasons.append((_clip01(heat / 0.6), "no body heat (a photo or a print)"))
+            reasons.append((_clip01((heat - 0.3) / 0.4), "no body heat (a photo or a print)"))
             reasons.append((_clip01((profile - 0.03) / 0.04), "flat heat profile (a screen)"))
         else:
             reasons.append((0.6, "thermal cues inconclusive: ambient close to body temperature"))
