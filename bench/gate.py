@@ -107,6 +107,7 @@ def run(n_arrivals: int = 300, residents: int = 2000, threads: int = 2, seed: in
         decision, inference, temp_err = [], [], []
         phases: dict[str, list[float]] = {}
         outcomes: Counter[str] = Counter()
+        mistakes: Counter[str] = Counter()
         correct = 0
         # render first, then stream back-to-back as a camera at full frame rate would (the gate stays busy;
         # an idle process pays a wake-up on every frame that belongs to the VM, not to the pipeline)
@@ -121,7 +122,10 @@ def run(n_arrivals: int = 300, residents: int = 2000, threads: int = 2, seed: in
             spoof = arr.scene.kind != "person"
             fever = fever_c is not None and arr.scene.core_c >= fever_c
             want = "spoof" if spoof else "fever" if fever else "match" if arr.person == "astronaut" else "unknown"
-            correct += outcome == want and (want != "match" or resident == "res-astronaut")
+            right = outcome == want and (want != "match" or resident == "res-astronaut")
+            correct += right
+            if not right:
+                mistakes[f"{want}->{outcome}"] += 1
             if outcome in ("spoof", "fever", "match", "unknown"):
                 decision.append(timings["total_ms"])
                 inference.append(timings["inference_ms"])
@@ -148,5 +152,6 @@ def run(n_arrivals: int = 300, residents: int = 2000, threads: int = 2, seed: in
             "temp_abs_err_p95_c": round(_pct(temp_err, 95), 3),
             "decisions_correct": round(correct / n_arrivals, 4),
             "outcomes": dict(outcomes),
+            "mistakes": dict(mistakes),
             "rss_mb": round(rss, 1),
         }

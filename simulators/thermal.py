@@ -174,3 +174,18 @@ class ThermalSimulator:
         x0, y0 = g.project(s.x_m - FACE_W / 2, s.y_m - FACE_H / 2 + 0.02, s.distance_m)
         x1, y1 = g.project(s.x_m + FACE_W / 2, s.y_m + FACE_H / 2, s.distance_m)
         return (x0, y0, x1, y1), kps
+
+
+class SimulatedThermalArray:
+    """A thermal array driver (``edge.thermal.frame.ThermalSource``) looking at whatever scene is set."""
+
+    def __init__(self, sim: ThermalSimulator | None = None, hz: float = 8.0) -> None:
+        self.sim = sim or ThermalSimulator()
+        self.scene = Scene(kind="empty")
+        self.hz = hz
+        self._n = 0
+
+    def read(self) -> ThermalFrame:
+        frame = self.sim.frames(self.scene, 1, t0=self._n / self.hz, hz=self.hz)[0]
+        self._n += 1
+        return frame

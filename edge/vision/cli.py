@@ -42,7 +42,7 @@ def _faces(paths: list[Path]):  # type: ignore[no-untyped-def]
             typer.echo(f"error: {p} is not a readable image", err=True)
             raise typer.Exit(2) from None
         faces = det.detect(rgb)
-        yield p, (emb.embed(rgb, faces[0]) if faces else None), len(faces)
+        yield p, (emb.embed(rgb, det.refine(rgb, faces[0])) if faces else None), len(faces)
 
 
 @app.command()
