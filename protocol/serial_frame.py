@@ -185,3 +185,23 @@ class FrameReader:
             self._buf = bytearray()
             self._overflow = False
         return out
+
+
+# --- I/O board payloads (big-endian; bit n of a 16-bit map is channel n) -------------------------
+# read inputs     REQ ()                          RSP inputs:u16 outputs:u16
+# set outputs     REQ mask:u16 values:u16         RSP outputs:u16
+# pulse output    REQ channel:u8 ms:u16           RSP outputs:u16   (on now, off after ms)
+# watchdog config REQ timeout_ms:u16 safe:u16     RSP ()            (0 = off; safe = outputs on timeout)
+# watchdog kick   REQ ()                          RSP ()
+# input changed   EVT inputs:u16 changed:u16
+# safe state      EVT outputs:u16
+
+
+def u16(value: int) -> bytes:
+    return bytes(((value >> 8) & 0xFF, value & 0xFF))
+
+
+def get_u16(payload: bytes, offset: int = 0) -> int:
+    if len(payload) < offset + 2:
+        raise FrameError("short", "payload needs " + str(offset + 2) + " bytes")
+    return (payload[offset] << 8) | payload[offset + 1]

@@ -1,0 +1,1 @@
+"""Hardware drivers behind small interfaces; the config's ``type`` picks the implementation."""

@@ -1,0 +1,111 @@
+"""Digital I/O for site units: named outputs (locks, barrier motors, relays) and inputs (door contact, fire
+alarm, exit button, vehicle loop). One interface, three back-ends chosen by ``type`` in the config:
+
+* ``gpio``: the gateway's own pins through gpiozero (``GPIOZERO_PIN_FACTORY=mock`` on a desk);
+* ``ioboard``: the project's I/O board over USB serial, speaking ``protocol.serial_frame``;
+* ``modbus``: a Modbus RTU relay module (coils = outputs, discrete inputs = inputs).
+
+A controller that does not answer raises ``DriverError``: units treat that as "cannot open" (fail secure).
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import logging
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+log = logging.getLogger("civicedge.edge.drivers")
+
+
+class DriverError(RuntimeError):
+    """The controller did not answer or refused; the reason is for logs and alarms."""
+
+
+class _Cfg(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    outputs: dict[str, int] = Field(default_factory=dict, description="name → pin / channel / coil")
+    inputs: dict[str, int] = Field(default_factory=dict, description="name → pin / channel / discrete input")
+    invert: list[str] = Field(default_factory=list, description="inputs that are active when the line is low")
+
+
+class GpioConfig(_Cfg):
+    type: Literal["gpio"]
+    pull_up: bool = True
+
+
+class IOBoardConfig(_Cfg):
+    type: Literal["ioboard"]
+    port: str
+    baud: int = 115200
+    timeout_s: float = Field(0.5, gt=0, le=10)
+    watchdog_s: float | None = Field(5.0, gt=0, le=60, description="board drops outputs if not kicked")
+
+
+class ModbusConfig(_Cfg):
+    type: Literal["modbus"]
+    port: str
+    baud: int = 9600
+    unit_id: int = Field(1, ge=1, le=247)
+    timeout_s: float = Field(0.5, gt=0, le=10)
+
+
+IOConfig = Annotated[GpioConfig | IOBoardConfig | ModbusConfig, Field(discriminator="type")]
+
+
+class IO(abc.ABC):
+    def __init__(self, cfg: _Cfg) -> None:
+        self.cfg = cfg
+        self.changes: asyncio.Queue[tuple[str, bool]] = asyncio.Queue()
+        self._inputs: dict[str, bool] = dict.fromkeys(cfg.inputs, False)
+        self._outputs: dict[str, bool] = dict.fromkeys(cfg.outputs, False)
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Open the device and read the current input state."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the device."""
+
+    @abc.abstractmethod
+    async def set(self, output: str, on: bool) -> None: ...
+
+    @abc.abstractmethod
+    async def pulse(self, output: str, seconds: float) -> None:
+        """Switch an output on now and off after ``seconds`` (timed by the controller where it can)."""
+
+    def input(self, name: str) -> bool:
+        return self._inputs[name]
+
+    def output(self, name: str) -> bool:
+        return self._outputs[name]
+
+    def _out(self, name: str) -> int:
+        if name not in self.cfg.outputs:
+            raise DriverError(f"no output named {name!r}; configured: {sorted(self.cfg.outputs)}")
+        return self.cfg.outputs[name]
+
+    def _update_inputs(self, raw: dict[int, bool]) -> None:
+        """Raw line levels by channel → named, inverted where configured; queue the changes."""
+        for name, ch in self.cfg.inputs.items():
+            if ch not in raw:
+                continue
+            value = raw[ch] != (name in self.cfg.invert)
+            if value != self._inputs[name]:
+                self._inputs[name] = value
+                self.changes.put_nowait((name, value))
+
+
+def build_io(cfg: GpioConfig | IOBoardConfig | ModbusConfig) -> IO:
+    if isinstance(cfg, GpioConfig):
+        from edge.drivers.gpio import GpioIO
+
+        return GpioIO(cfg)
+    if isinstance(cfg, IOBoardConfig):
+        from edge.drivers.ioboard import IOBoardIO
+
+        return IOBoardIO(cfg)
+    from edge.drivers.modbus import ModbusIO
+
+    return ModbusIO(cfg)

@@ -1,0 +1,91 @@
+"""A Modbus RTU relay module: coils are outputs, discrete inputs are inputs (polled: Modbus has no events).
+Pulses are timed here (most modules have no pulse command); a module that stops answering is a DriverError."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from edge.drivers.io import IO, DriverError, ModbusConfig
+
+POLL_S = 0.1
+
+
+class ModbusIO(IO):
+    cfg: ModbusConfig
+
+    def __init__(self, cfg: ModbusConfig) -> None:
+        super().__init__(cfg)
+        self._client: Any = None
+        self._poller: asyncio.Task[None] | None = None
+        self._offs: dict[str, asyncio.TimerHandle] = {}
+        self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Future[None]] = set()
+
+    async def start(self) -> None:
+        from pymodbus.client import AsyncModbusSerialClient
+
+        self._client = AsyncModbusSerialClient(
+            self.cfg.port, baudrate=self.cfg.baud, timeout=self.cfg.timeout_s, retries=1, reconnect_delay=0.5
+        )
+        if not await self._client.connect():
+            raise DriverError(f"Modbus module at {self.cfg.port}: cannot open the port")
+        if self.cfg.inputs:
+            await self._poll_once()
+            self._poller = asyncio.create_task(self._poll())
+
+    async def close(self) -> None:
+        if self._poller:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+        for h in self._offs.values():
+            h.cancel()
+        if self._client is not None:
+            self._client.close()
+
+    async def _call(self, what: str, fn: Any, *args: Any, **kw: Any) -> Any:
+        from pymodbus.exceptions import ModbusException
+
+        async with self._lock:
+            try:
+                rr = await fn(*args, device_id=self.cfg.unit_id, **kw)
+            except ModbusException as exc:
+                raise DriverError(f"Modbus module {self.cfg.unit_id} at {self.cfg.port}: {what}: {exc}") from None
+        if rr.isError():
+            raise DriverError(f"Modbus module {self.cfg.unit_id}: {what} refused: {rr}")
+        return rr
+
+    async def _poll_once(self) -> None:
+        lo, hi = min(self.cfg.inputs.values()), max(self.cfg.inputs.values())
+        rr = await self._call("read inputs", self._client.read_discrete_inputs, lo, count=hi - lo + 1)
+        self._update_inputs({lo + i: bool(b) for i, b in enumerate(rr.bits[: hi - lo + 1])})
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(POLL_S)
+            with contextlib.suppress(DriverError):
+                await self._poll_once()
+
+    async def set(self, output: str, on: bool) -> None:
+        coil = self._out(output)
+        if output in self._offs:
+            self._offs.pop(output).cancel()
+        await self._call("write coil", self._client.write_coil, coil, on)
+        self._outputs[output] = on
+
+    async def pulse(self, output: str, seconds: float) -> None:
+        await self.set(output, True)
+
+        def off() -> None:
+            self._offs.pop(output, None)
+            task = asyncio.ensure_future(self._off_quietly(output))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        self._offs[output] = asyncio.get_running_loop().call_later(seconds, off)
+
+    async def _off_quietly(self, output: str) -> None:
+        with contextlib.suppress(DriverError):
+            await self.set(output, False)
