@@ -40,8 +40,9 @@ def _gate(conn: Connection, work: str, threads: int) -> None:
     """The gate process: open the gallery from disk, then decide on every frame that arrives until None."""
     import psutil
 
+    from edge.vision.config import VisionConfig
     from edge.vision.gallery import Gallery
-    from edge.vision.pipeline import GateVision, VisionConfig
+    from edge.vision.pipeline import GateVision
 
     gallery = Gallery(Path(work) / "gallery.db", b"bench-secret")
     vision = GateVision(gallery, VisionConfig(threads=threads))

@@ -24,7 +24,7 @@ from edge.commands import CommandError, CommandProcessor
 from edge.config import AgentConfig, ConfigError, expand_env, parse_config
 from edge.health import snapshot
 from edge.outbox import Outbox
-from edge.units.base import CommandHandler, UnitContext
+from edge.units.base import ChannelHandler, CommandHandler, UnitContext
 from edge.units.registry import build_unit
 from edge.uplink import Uplink
 from protocol.codec import decode
@@ -77,6 +77,7 @@ class Agent:
         self._stop = asyncio.Event()
         self.exit_code = EXIT_OK
         self._health_wakeup = asyncio.Event()
+        self._channel_handlers: dict[Channel, list[ChannelHandler]] = {}
         for name, handler in (
             ("ping", self._cmd_ping),
             ("reboot-agent", self._cmd_reboot),
@@ -102,7 +103,15 @@ class Agent:
         try:
             self.uplink = Uplink(self.config, self.outbox, self._on_message, self.version)
             await self.outbox.put(DeviceEvent(code="agent.started", message=f"agent {self.version} started"))
-            ctx = UnitContext(self.config.device.id, self.outbox, self.commands.register)
+            uplink = self.uplink
+            ctx = UnitContext(
+                self.config.device.id,
+                self.outbox,
+                self.commands.register,
+                online=uplink.connected.is_set,
+                subscribe=self._subscribe,
+                on_connect=uplink.connect_hooks.append,
+            )
             self.ready.set()
             async with asyncio.TaskGroup() as tg:
                 uplink_task = tg.create_task(self.uplink.run(), name="uplink")
@@ -139,11 +148,17 @@ class Agent:
 
     # --- inbound ---------------------------------------------------------------------------------
 
+    def _subscribe(self, channel: Channel, handler: ChannelHandler) -> None:
+        self._channel_handlers.setdefault(channel, []).append(handler)
+
     async def _on_message(self, topic: Topic, payload: bytes) -> None:
         if topic.channel is Channel.CMD:
             await self.commands.handle(topic, payload)
         elif topic.channel is Channel.CFG:
             await self._on_desired_config(topic, payload)
+        elif topic.channel in self._channel_handlers:
+            for handler in self._channel_handlers[topic.channel]:
+                await handler(topic, payload)
         else:
             assert self.uplink is not None
             key = topic.channel.value

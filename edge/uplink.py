@@ -71,6 +71,7 @@ class Uplink:
         self.connects = 0
         self.last_publish_ms: int | None = None
         self.unhandled: dict[str, int] = {}
+        self.connect_hooks: list[Callable[[], Awaitable[None]]] = []
         fault = os.environ.get(FAULT_EXIT_ENV)
         self._fault_exit_after = int(fault) if fault else None
 
@@ -145,6 +146,11 @@ class Uplink:
             await client.subscribe(subscription(d.site, d.id, channel), qos=1)
         self.connected.set()
         log.info("connected", extra={"host": self.config.mqtt.host, "port": self.config.mqtt.port})
+        for hook in self.connect_hooks:
+            try:
+                await hook()
+            except Exception:  # a unit's hook must not take the link down
+                log.exception("connect hook failed")
         async with asyncio.TaskGroup() as tg:
             receiver = tg.create_task(self._receive(client), name="uplink-receive")
             await self._drain(client, tg)

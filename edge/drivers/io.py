@@ -13,46 +13,15 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
-from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from edge.drivers.config import GpioConfig, IOBoardConfig, IOConfig, ModbusConfig, _Cfg
 
 log = logging.getLogger("civicedge.edge.drivers")
+__all__ = ["IO", "DriverError", "GpioConfig", "IOBoardConfig", "IOConfig", "ModbusConfig", "build_io"]
 
 
 class DriverError(RuntimeError):
     """The controller did not answer or refused; the reason is for logs and alarms."""
-
-
-class _Cfg(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    outputs: dict[str, int] = Field(default_factory=dict, description="name → pin / channel / coil")
-    inputs: dict[str, int] = Field(default_factory=dict, description="name → pin / channel / discrete input")
-    invert: list[str] = Field(default_factory=list, description="inputs that are active when the line is low")
-
-
-class GpioConfig(_Cfg):
-    type: Literal["gpio"]
-    pull_up: bool = True
-
-
-class IOBoardConfig(_Cfg):
-    type: Literal["ioboard"]
-    port: str
-    baud: int = 115200
-    timeout_s: float = Field(0.5, gt=0, le=10)
-    watchdog_s: float | None = Field(5.0, gt=0, le=60, description="board drops outputs if not kicked")
-
-
-class ModbusConfig(_Cfg):
-    type: Literal["modbus"]
-    port: str
-    baud: int = 9600
-    unit_id: int = Field(1, ge=1, le=247)
-    timeout_s: float = Field(0.5, gt=0, le=10)
-
-
-IOConfig = Annotated[GpioConfig | IOBoardConfig | ModbusConfig, Field(discriminator="type")]
 
 
 class IO(abc.ABC):

@@ -8,17 +8,34 @@ from dataclasses import dataclass
 from typing import Any
 
 from edge.outbox import Outbox
+from protocol.topics import Channel, Topic
 
 CommandHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any] | None]]
+ChannelHandler = Callable[[Topic, bytes], Awaitable[None]]
+
+
+def _always() -> bool:
+    return True
+
+
+def _ignore(_channel: Channel, _handler: ChannelHandler) -> None:
+    return None
+
+
+def _no_hook(_hook: Callable[[], Awaitable[None]]) -> None:
+    return None
 
 
 @dataclass(frozen=True, slots=True)
 class UnitContext:
-    """Handed to each unit: where to put messages and how to offer commands."""
+    """Handed to each unit: where to put messages, how to offer commands, and what it may know of the link."""
 
     device: str
     outbox: Outbox
     register_command: Callable[[str, CommandHandler], None]
+    online: Callable[[], bool] = _always  # is the cloud reachable right now (the broker connected)?
+    subscribe: Callable[[Channel, ChannelHandler], None] = _ignore  # cloud → device messages (gallery, …)
+    on_connect: Callable[[Callable[[], Awaitable[None]]], None] = _no_hook  # run after every (re)connect
 
 
 class Unit(abc.ABC):

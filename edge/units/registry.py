@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from edge.units.base import Unit
+from edge.units.gate_config import GateConfig
 from edge.units.ticker import Ticker, TickerConfig
 
 
-def build_unit(cfg: TickerConfig) -> Unit:
+def build_unit(cfg: Any) -> Unit:
     if isinstance(cfg, TickerConfig):
         return Ticker(cfg)
+    if isinstance(cfg, GateConfig):
+        from edge.units.gate import GateUnit  # loads the vision models' code only where a gate runs
+
+        return GateUnit(cfg)
     raise ValueError(f"no unit for config type {type(cfg).__name__}")

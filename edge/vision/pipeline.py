@@ -17,15 +17,15 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel
 
 from edge.thermal.frame import ThermalFrame
-from edge.thermal.screen import Reading, ThermalConfig, ThermalScreen
+from edge.thermal.screen import Reading, ThermalScreen
 from edge.vision import liveness as live
+from edge.vision.config import VisionConfig
 from edge.vision.detect import FaceDetector
 from edge.vision.embed import Embedder, align
 from edge.vision.gallery import Gallery
-from edge.vision.quality import Quality, QualityConfig, assess
+from edge.vision.quality import Quality, assess
 from edge.vision.runtime import trim_heap
 
 Outcome = Literal["no_face", "retry", "spoof", "fever", "match", "unknown"]
@@ -37,15 +37,6 @@ PROMPTS: dict[Outcome, str] = {
     "match": "welcome",
     "unknown": "visitor? please enter the flat number",
 }
-
-
-class VisionConfig(BaseModel):
-    detector: Literal["short", "full"] = "short"
-    threads: int = 2  # SFace: 2 threads take ~40 % off its time on a 2-core box
-    detector_threads: int = 1  # BlazeFace is small: one thread, no pool to wake between frames
-    quality: QualityConfig = QualityConfig()
-    thermal: ThermalConfig | None = ThermalConfig()  # None: no thermal camera at this door
-    liveness: bool = True
 
 
 @dataclass(slots=True)

@@ -15,8 +15,8 @@ from typing import Literal
 import cv2
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, Field
 
+from edge.vision.config import QualityConfig
 from edge.vision.detect import Face
 
 Issue = Literal["ok", "too_small", "off_axis", "too_dark", "too_bright", "blurred"]
@@ -28,16 +28,6 @@ PROMPTS: dict[Issue, str] = {
     "too_bright": "please look at the camera",
     "blurred": "please hold still",
 }
-
-
-class QualityConfig(BaseModel):
-    min_face_px: float = Field(60, description="face box width in image pixels")
-    max_yaw: float = Field(0.22, description="nose offset from the eye midpoint, in eye distances (≈ 25°)")
-    pitch_range: tuple[float, float] = (0.3, 0.7)  # nose between eye line (0) and mouth (1)
-    max_roll_deg: float = 40.0
-    min_brightness: float = 40.0
-    max_brightness: float = 225.0
-    min_sharpness: float = 0.12
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,479 @@
+"""The community gate: face (and temperature) at the door, visitors confirmed by a resident, the lock and the
+door contact watched, fail-safe on fire and fail-secure when the lock controller is gone.
+
+Decisions use local data only (gallery, visitor passes), so residents get in with the cloud down for a week;
+every decision is an event in the outbox and reaches the cloud when the link is back. Only the visitor
+confirmation needs the cloud, and it says so at once when the cloud is away instead of leaving anyone waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from typing import Any
+
+import cv2
+
+from edge.drivers.camera import Frame, FrameSource, OpenCVCamera
+from edge.drivers.io import IO, DriverError, build_io
+from edge.units.base import Unit, UnitContext
+from edge.units.gate_config import GateConfig
+from edge.units.passes import PassBook
+from edge.vision.gallery import Gallery
+from edge.vision.pipeline import Decision, GateVision
+from protocol import new_id
+from protocol.codec import decode
+from protocol.envelope import now_ms
+from protocol.errors import ProtocolError
+from protocol.messages import (
+    AlarmClear,
+    AlarmRaise,
+    Body,
+    DeviceEvent,
+    GalleryDelta,
+    GateDecision,
+    MediaSnapshot,
+    RelayState,
+    TemperatureScreening,
+    VisitorRequest,
+)
+from protocol.topics import Channel, Topic
+
+log = logging.getLogger("civicedge.edge.gate")
+
+
+class GateUnit(Unit):
+    name = "gate"
+
+    def __init__(self, cfg: GateConfig, camera: FrameSource | None = None, io: IO | None = None) -> None:
+        self.cfg = cfg
+        self.io = io or build_io(cfg.io)
+        self._camera = camera
+        self.gallery = Gallery(cfg.gallery, cfg.secret.encode())
+        self.passes = PassBook(cfg.gallery.with_name(cfg.gallery.stem + "-passes.db"))
+        self.vision: GateVision | None = None
+        self.fire_mode = False
+        self.grant_until = 0.0
+        self.door_open_since: float | None = None
+        self.prompts: list[str] = []  # what the screen showed, latest last (also sent as events)
+        self.decisions: list[GateDecision] = []
+        self._held_alarm = False
+        self._held_task: asyncio.Task[None] | None = None
+        self._last: dict[str, float] = {}  # subject → monotonic time of its last decision
+        self._visitor_until = 0.0
+        self._visitor_frame: Frame | None = None
+        self._answers: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._ctx: UnitContext | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.sim: Any = None
+
+    # --- wiring ------------------------------------------------------------------------------------
+
+    def _make_camera(self) -> FrameSource:
+        if self._camera is not None:
+            return self._camera
+        if self.cfg.camera.type == "opencv":
+            return OpenCVCamera(self.cfg.camera)
+        from simulators.gate_scene import SimulatedGateScene
+
+        self.sim = SimulatedGateScene(self.cfg.camera.fps, self.cfg.camera.seed)
+        return self.sim  # type: ignore[no-any-return]
+
+    async def run(self, ctx: UnitContext) -> None:
+        self._ctx = ctx
+        for name, handler in (
+            ("visitor-answer", self._cmd_visitor_answer),
+            ("visitor-pass", self._cmd_visitor_pass),
+            ("keypad", self._cmd_keypad),
+            ("open-door", self._cmd_open_door),
+            ("gate-status", self._cmd_status),
+        ):
+            ctx.register_command(name, handler)
+        ctx.subscribe(Channel.GALLERY, self._on_gallery)
+        ctx.on_connect(self._announce_gallery)
+        camera = self._make_camera()
+        if self.sim is not None:
+            ctx.register_command("sim-arrive", self._cmd_sim_arrive)
+        self.vision = await asyncio.to_thread(GateVision, self.gallery, self.cfg.vision)
+        try:
+            await self.io.start()
+            await self._lock(False, "startup")  # fail secure whatever the relay was doing before
+        except DriverError as exc:
+            await self._lock_fault(exc)
+        await self._announce_gallery()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._watch_inputs(), name="gate-inputs")
+                tg.create_task(self._watch_camera(camera), name="gate-camera")
+        finally:
+            for t in self._tasks:
+                t.cancel()
+            await camera.close()
+            await self.io.close()
+            self.vision.close()
+            self.gallery.close()
+            self.passes.close()
+
+    async def _put(self, body: Body) -> None:
+        assert self._ctx is not None
+        await self._ctx.outbox.put(body)
+
+    async def _prompt(self, text: str) -> None:
+        if text and (not self.prompts or self.prompts[-1] != text):
+            self.prompts.append(text)
+            await self._put(DeviceEvent(code="gate.prompt", message=text, details={"door": self.cfg.door}))
+
+    async def _alarm(self, what: str, severity: str, message: str, **details: Any) -> None:
+        await self._put(
+            AlarmRaise(
+                key=f"gate.{self.cfg.door}.{what}",
+                code=f"gate.{what}",
+                severity=severity,  # type: ignore[arg-type]
+                message=message,
+                details={"door": self.cfg.door, **details},
+            )
+        )
+
+    async def _clear(self, what: str, message: str = "") -> None:
+        await self._put(AlarmClear(key=f"gate.{self.cfg.door}.{what}", code=f"gate.{what}", message=message))
+
+    async def _decide(self, decision: str, reason: str, method: str, d: Decision | None = None, **kw: Any) -> None:
+        body = GateDecision(
+            door=self.cfg.door,
+            decision=decision,  # type: ignore[arg-type]
+            reason=reason,
+            method=method,  # type: ignore[arg-type]
+            subject_id=kw.get("subject") or (d.resident_id if d else None),
+            score=d.score if d and d.resident_id else None,
+            temperature_c=d.thermal.temperature_c if d and d.thermal and d.thermal.temperature_c else None,
+            liveness=d.liveness.score if d and d.liveness else None,
+            latency_ms=d.timings_ms.get("total_ms") if d else None,
+        )
+        self.decisions.append(body)
+        await self._put(body)
+
+    # --- the lock -----------------------------------------------------------------------------------
+
+    async def _lock(self, open_: bool, reason: str) -> None:
+        await self.io.set(self.cfg.lock, open_)
+        await self._put(RelayState(relay=self.cfg.lock, state="on" if open_ else "off", reason=reason))
+
+    async def _lock_fault(self, exc: Exception) -> None:
+        log.error("lock controller fault", extra={"door": self.cfg.door, "error": str(exc)})
+        await self._alarm("lock_fault", "major", f"lock controller not answering: {exc}"[:1000])
+
+    async def open_door(self, reason: str) -> bool:
+        """Release the lock for ``open_s``; False (door stays shut, alarm raised) if the controller fails."""
+        if self.fire_mode:
+            return True
+        try:
+            await self.io.pulse(self.cfg.lock, self.cfg.open_s)
+        except DriverError as exc:
+            await self._lock_fault(exc)
+            return False
+        self.grant_until = time.monotonic() + self.cfg.open_s + 2.0
+        await self._put(RelayState(relay=self.cfg.lock, state="on", reason=reason, pulse_s=self.cfg.open_s))
+        return True
+
+    # --- inputs: door contact, fire alarm, exit button --------------------------------------------------
+
+    async def _watch_inputs(self) -> None:
+        if self.cfg.fire and self.io.input(self.cfg.fire):
+            await self._fire(True)
+        while True:
+            name, active = await self.io.changes.get()
+            if name == self.cfg.fire:
+                await self._fire(active)
+            elif name == self.cfg.door_contact:
+                await self._contact(active)
+            elif name == self.cfg.exit_button and active:
+                await self.open_door("exit_button")
+                await self._decide("open", "exit_button", "manual")
+
+    async def _fire(self, active: bool) -> None:
+        if active == self.fire_mode:
+            return
+        self.fire_mode = active
+        try:
+            await self._lock(active, "fire_alarm" if active else "fire_alarm_cleared")
+        except DriverError as exc:
+            await self._lock_fault(exc)
+        if active:
+            await self._alarm("fire_mode", "critical", "fire alarm: door held open")
+            await self._decide("open", "fire_alarm", "fire")
+            await self._prompt("fire alarm: please leave the building")
+        else:
+            await self._clear("fire_mode", "fire alarm cleared: door locked again")
+
+    async def _contact(self, is_open: bool) -> None:
+        now = time.monotonic()
+        if is_open:
+            self.door_open_since = now
+            if not self.fire_mode and now > self.grant_until:
+                await self._alarm("door_forced", "critical", "door opened without a grant")
+            elif not self.fire_mode:
+                self._held_task = asyncio.create_task(self._held_watch(self.cfg.open_s + self.cfg.held_open_s))
+        else:
+            self.door_open_since = None
+            if self._held_task:
+                self._held_task.cancel()
+                self._held_task = None
+            if self._held_alarm:
+                self._held_alarm = False
+                await self._clear("door_held_open", "door closed")
+
+    async def _held_watch(self, after_s: float) -> None:
+        await asyncio.sleep(after_s)
+        self._held_alarm = True
+        await self._alarm("door_held_open", "major", f"door open for more than {after_s:.0f} s (tailgating?)")
+
+    # --- the camera -------------------------------------------------------------------------------------
+
+    async def _watch_camera(self, camera: FrameSource) -> None:
+        assert self.vision is not None
+        while True:
+            try:
+                frame = await camera.read()
+            except DriverError as exc:
+                log.warning("camera", extra={"error": str(exc)})
+                await asyncio.sleep(1.0)
+                continue
+            d = await self.vision.adecide(frame.rgb, frame.thermal or None, frame.ambient_c)
+            await self._act(d, frame)
+
+    def _cooling(self, subject: str) -> bool:
+        last = self._last.get(subject)
+        return last is not None and time.monotonic() - last < self.cfg.cooldown_s
+
+    async def _act(self, d: Decision, frame: Frame) -> None:
+        if d.outcome == "no_face":
+            return
+        if d.outcome == "retry":
+            await self._prompt(d.prompt)
+            return
+        subject = d.resident_id or f"face:{d.outcome}"
+        if self._cooling(subject):
+            return
+        previous = self._last.get(subject)
+        self._last[subject] = time.monotonic()
+        if d.outcome == "spoof":
+            await self._decide("deny", "spoof", "face", d)
+            await self._alarm(
+                "spoof",
+                "major",
+                f"presentation attack: {d.liveness.reason if d.liveness else 'spoof'}",
+                presented=d.resident_id,
+            )
+        elif d.outcome == "fever":
+            assert d.thermal is not None and d.thermal.temperature_c is not None and self.vision is not None
+            assert self.vision.thermal is not None
+            await self._decide("deny", "fever", "face", d)
+            await self._put(
+                TemperatureScreening(
+                    door=self.cfg.door,
+                    temperature_c=d.thermal.temperature_c,
+                    threshold_c=self.vision.thermal.config.fever_c,
+                    fever=True,
+                    subject_id=d.resident_id,
+                    ambient_c=d.thermal.features.t_amb if d.thermal.features else None,
+                )
+            )
+            await self._alarm("fever", "major", f"body temperature {d.thermal.temperature_c:.1f} °C at the door")
+        elif d.outcome == "match":
+            assert d.resident_id is not None
+            if (
+                self.cfg.anti_passback_s is not None
+                and previous is not None
+                and time.monotonic() - previous < self.cfg.anti_passback_s
+            ):
+                await self._decide("deny", "anti_passback", "face", d)
+                await self._prompt("already entered: please see the attendant")
+                return
+            if await self.open_door("resident_match"):
+                await self._decide("open", "resident_match", "face", d)
+            else:
+                await self._decide("deny", "lock_fault", "face", d)
+                await self._prompt("the door cannot open: please see the attendant")
+                return
+        else:  # unknown face: the visitor flow starts with a flat number
+            self._visitor_until = time.monotonic() + self.cfg.visitor_entry_s
+            self._visitor_frame = frame
+        await self._prompt(d.prompt)
+
+    # --- visitors ---------------------------------------------------------------------------------------
+
+    async def keypad(self, keys: str) -> dict[str, Any]:
+        """Keys typed at the terminal: ``*code#`` a visitor pass, ``1203#`` a flat number to call."""
+        keys = keys.strip().rstrip("#")
+        if keys.startswith("*"):
+            grant = self.passes.use(keys[1:])
+            if grant is None:
+                await self._decide("deny", "pass_invalid", "visitor")
+                await self._prompt("this code is not valid now")
+                return {"result": "pass_invalid"}
+            await self.open_door("visitor_pass")
+            await self._decide("open", "visitor_pass", "visitor", subject=grant)
+            await self._prompt("welcome")
+            return {"result": "open", "pass": grant}
+        if not keys.isalnum() or len(keys) > 16:
+            await self._prompt("please enter the flat number")
+            return {"result": "bad_input"}
+        return await self.visitor_call(keys)
+
+    async def visitor_call(self, unit: str) -> dict[str, Any]:
+        assert self._ctx is not None
+        if not self._ctx.online():
+            await self._decide("deny", "cloud_unreachable", "visitor")
+            await self._prompt("the resident cannot be reached right now: please call the flat or see the attendant")
+            return {"result": "offline"}
+        request_id = new_id()
+        expires = now_ms() + int(self.cfg.visitor_answer_s * 1000)
+        ref = await self._snapshot(request_id)
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._answers[request_id] = fut
+        await self._put(
+            VisitorRequest(request_id=request_id, door=self.cfg.door, unit=unit, snapshot_ref=ref, expires_ts=expires)
+        )
+        await self._decide("visitor", "visitor_waiting", "visitor")
+        await self._prompt(f"calling flat {unit}…")
+        try:
+            async with asyncio.timeout(self.cfg.visitor_answer_s):
+                answer = await fut
+        except TimeoutError:
+            await self._decide("deny", "visitor_no_answer", "visitor")
+            await self._prompt("no answer from the flat")
+            return {"result": "no_answer", "request_id": request_id}
+        finally:
+            self._answers.pop(request_id, None)
+        if answer.get("approved"):
+            ok = await self.open_door("visitor_approved")
+            await self._decide(
+                "open" if ok else "deny",
+                "visitor_approved" if ok else "lock_fault",
+                "visitor",
+                subject=str(answer.get("by") or "") or None,
+            )
+            await self._prompt("welcome" if ok else "the door cannot open: please see the attendant")
+            return {"result": "open" if ok else "lock_fault", "request_id": request_id}
+        await self._decide("deny", "visitor_denied", "visitor", subject=str(answer.get("by") or "") or None)
+        await self._prompt("the resident did not let you in")
+        return {"result": "denied", "request_id": request_id}
+
+    async def _snapshot(self, request_id: str) -> str | None:
+        """The visitor's face as a small JPEG, sent only for this request (bulk lane)."""
+        frame = self._visitor_frame
+        if frame is None:
+            return None
+        rgb = frame.rgb
+        for quality, scale in ((80, 1.0), (60, 0.6), (50, 0.35)):
+            img = rgb if scale == 1.0 else cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+            ok, buf = cv2.imencode(".jpg", img[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+            if ok and len(buf) <= self.cfg.snapshot_max_bytes:
+                ref = f"visitor-{request_id.lower()}"
+                await self._put(
+                    MediaSnapshot(
+                        ref=ref,
+                        content_type="image/jpeg",
+                        data_b64=base64.b64encode(buf.tobytes()).decode(),
+                        purpose="visitor_request",
+                    )
+                )
+                self._visitor_frame = None  # not kept after it is sent
+                return ref
+        return None
+
+    # --- commands ---------------------------------------------------------------------------------------
+
+    async def _cmd_visitor_answer(self, args: dict[str, Any]) -> dict[str, Any]:
+        rid = str(args.get("request_id", ""))
+        fut = self._answers.get(rid)
+        if fut is None or fut.done():
+            return {"result": "no_such_request"}
+        fut.set_result(args)
+        return {"result": "delivered"}
+
+    async def _cmd_visitor_pass(self, args: dict[str, Any]) -> dict[str, Any]:
+        code = str(args.get("code", ""))
+        if not code.isdigit() or not 4 <= len(code) <= 12:
+            from edge.commands import CommandError
+
+            raise CommandError("visitor-pass needs args.code: 4–12 digits, and valid_from_ms/valid_until_ms")
+        self.passes.add(
+            code,
+            str(args.get("issued_by", "resident")),
+            int(args.get("valid_from_ms", now_ms())),
+            int(args.get("valid_until_ms", now_ms() + 86_400_000)),
+            int(args.get("uses", 1)),
+        )
+        return {"stored": True}
+
+    async def _cmd_keypad(self, args: dict[str, Any]) -> dict[str, Any]:
+        task = asyncio.create_task(self.keypad(str(args.get("keys", ""))))  # a call may wait a minute
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return {"accepted": True}
+
+    async def _cmd_open_door(self, args: dict[str, Any]) -> dict[str, Any]:
+        ok = await self.open_door("remote")
+        await self._decide(
+            "open" if ok else "deny",
+            "remote" if ok else "lock_fault",
+            "remote",
+            subject=str(args.get("by") or "") or None,
+        )
+        return {"opened": ok}
+
+    async def _cmd_status(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "door": self.cfg.door,
+            "fire_mode": self.fire_mode,
+            "door_open": self.door_open_since is not None,
+            "gallery_revision": self.gallery.revision,
+            "residents": len(self.gallery),
+            "passes": self.passes.count(),
+        }
+
+    async def _cmd_sim_arrive(self, args: dict[str, Any]) -> dict[str, Any]:
+        from simulators.gate_scene import scene_from_args
+
+        person, scene, look, dwell = scene_from_args(args)
+        self.sim.arrive(person, scene, look, dwell)
+        return {"arriving": person}
+
+    # --- gallery sync -----------------------------------------------------------------------------------
+
+    async def _announce_gallery(self) -> None:
+        """Tell the cloud which revision this gate has, so it sends what is missing (or a full snapshot)."""
+        await self._put(
+            DeviceEvent(code="gallery.status", details={"door": self.cfg.door, "revision": self.gallery.revision})
+        )
+
+    async def _on_gallery(self, topic: Topic, payload: bytes) -> None:
+        try:
+            env = decode(payload, topic)
+        except ProtocolError as exc:
+            await self._put(DeviceEvent(code="gallery.rejected", message=f"{exc.reason.value}: {exc.detail}"[:1000]))
+            return
+        delta = env.body
+        assert isinstance(delta, GalleryDelta)
+        have = self.gallery.revision
+        if delta.revision <= have:
+            return  # already applied
+        if delta.base_revision is not None and delta.base_revision != have:
+            await self._put(
+                DeviceEvent(
+                    code="gallery.resync",
+                    message=f"delta from {delta.base_revision} but this gate has {have}",
+                    details={"door": self.cfg.door, "revision": have},
+                )
+            )
+            return
+        await asyncio.to_thread(self.gallery.apply_delta, delta)
+        await self._put(
+            DeviceEvent(
+                code="gallery.applied",
+                details={"door": self.cfg.door, "revision": delta.revision, "residents": len(self.gallery)},
+            )
+        )

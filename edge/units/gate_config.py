@@ -1,0 +1,33 @@
+"""Gate unit settings (cheap to import: the agent parses them before the unit loads its models)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from edge.drivers.config import CameraConfig, IOConfig, SimulatedCameraConfig
+from edge.vision.config import VisionConfig
+
+
+class GateConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["gate"]
+    door: str = "door-1"
+    io: IOConfig
+    lock: str = Field("lock", description="output that releases the lock (energised = open)")
+    door_contact: str | None = Field("door_contact", description="input: active = door open")
+    fire: str | None = Field("fire", description="input: active = fire alarm (all doors open)")
+    exit_button: str | None = None
+    open_s: float = Field(5.0, gt=0, le=60)
+    held_open_s: float = Field(20.0, gt=0, le=600, description="open this long past the pulse → alarm")
+    anti_passback_s: float | None = Field(None, gt=0, description="same face again within this → refused")
+    cooldown_s: float = Field(3.0, ge=0, description="no new decision for the same person within this")
+    camera: CameraConfig = SimulatedCameraConfig(type="simulated")
+    vision: VisionConfig = VisionConfig()
+    gallery: Path = Path("var/gallery.db")
+    secret: str = Field(description="device secret for the encrypted gallery; use ${CE_DEVICE_SECRET}")
+    visitor_entry_s: float = Field(30.0, gt=0, description="time to type a flat number after the prompt")
+    visitor_answer_s: float = Field(60.0, gt=0, le=600, description="time the resident has to answer")
+    snapshot_max_bytes: int = Field(60_000, ge=5_000, le=150_000)

@@ -1,0 +1,79 @@
+"""What stands in front of a simulated gate terminal: arrivals of real face photos with a thermal array.
+
+``arrive()`` puts a person (or a paper photo, or a screen) in front of the camera for ``dwell_s``; ``read()``
+returns frames at the configured rate — the person walking up over the first frames, then standing — and an
+empty corridor otherwise. Used by the gate unit when its camera is ``type: simulated`` (driven by the
+``sim-arrive`` command) and by tests directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import replace
+
+from edge.drivers.camera import Frame
+from simulators.camera import Look, SimulatedCamera
+from simulators.thermal import Scene, ThermalSimulator
+
+
+class SimulatedGateScene:
+    def __init__(self, fps: float = 10.0, seed: int = 0) -> None:
+        self.cam = SimulatedCamera(ThermalSimulator(seed=seed))
+        self.period = 1.0 / fps
+        self.person: str | None = None
+        self.scene = Scene(kind="empty")
+        self.look = Look()
+        self.until = 0.0
+        self.started = 0.0
+        self.approach_s = 0.4
+        self._next = time.monotonic()
+        self.frames = 0
+
+    def arrive(self, person: str, scene: Scene, look: Look = Look(), dwell_s: float = 3.0) -> None:
+        self.person, self.scene, self.look = person, scene, look
+        self.started = time.monotonic()
+        self.until = self.started + dwell_s
+
+    def leave(self) -> None:
+        self.until = 0.0
+
+    def _current(self) -> tuple[str | None, Scene]:
+        now = time.monotonic()
+        if self.person is None or now >= self.until:
+            return None, Scene(kind="empty", ambient_c=self.scene.ambient_c)
+        k = min(1.0, (now - self.started) / self.approach_s) if self.approach_s else 1.0
+        d = 1.05 + (self.scene.distance_m - 1.05) * k  # walking up from the edge of the detector's reach
+        return self.person, replace(self.scene, distance_m=d)
+
+    def render(self) -> Frame:
+        person, scene = self._current()
+        rgb = self.cam.background.copy() if person is None else self.cam.frame(person, scene, self.look)
+        thermal = self.cam.thermal.frames(scene, 4)
+        self.frames += 1
+        return Frame(rgb, thermal, None)
+
+    async def read(self) -> Frame:
+        self._next += self.period
+        delay = self._next - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        else:
+            self._next = time.monotonic()
+        return await asyncio.to_thread(self.render)
+
+    async def close(self) -> None:
+        return None
+
+
+def scene_from_args(args: dict[str, object]) -> tuple[str, Scene, Look, float]:
+    """The ``sim-arrive`` command's arguments: person, kind, core_c, ambient_c, distance_m, dwell_s, look."""
+    person = str(args.get("person", "astronaut"))
+    scene = Scene(
+        core_c=float(args.get("core_c", 36.8)),  # type: ignore[arg-type]
+        ambient_c=float(args.get("ambient_c", 22.0)),  # type: ignore[arg-type]
+        distance_m=float(args.get("distance_m", 0.6)),  # type: ignore[arg-type]
+        kind=str(args.get("kind", "person")),  # type: ignore[arg-type]
+    )
+    look = Look(brightness=float(args.get("brightness", 1.0)), mirror=bool(args.get("mirror", False)))  # type: ignore[arg-type]
+    return person, scene, look, float(args.get("dwell_s", 3.0))  # type: ignore[arg-type]
