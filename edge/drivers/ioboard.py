@@ -25,6 +25,7 @@ class IOBoardIO(IO):
         self._thread: threading.Thread | None = None
         self._kicker: asyncio.Task[None] | None = None
         self.errors: dict[str, int] = {}
+        self._input_events = 0
         self.info = ""
 
     async def start(self) -> None:
@@ -80,6 +81,7 @@ class IOBoardIO(IO):
             if fut is not None and not fut.done():
                 fut.set_result((kind, payload))
         elif kind == sf.KIND_EVT and op == sf.OP_INPUT_CHANGED:
+            self._input_events += 1
             self._inputs_from(sf.get_u16(payload))
         elif kind == sf.KIND_EVT and op == sf.OP_SAFE_STATE:
             log.warning("I/O board entered its safe state (watchdog)")
@@ -112,8 +114,10 @@ class IOBoardIO(IO):
         return data
 
     async def read_inputs(self) -> None:
+        events_before = self._input_events
         data = await self.request(sf.OP_READ_INPUTS)
-        self._inputs_from(sf.get_u16(data))
+        if self._input_events == events_before:  # else an input event overtook this snapshot: it is newer
+            self._inputs_from(sf.get_u16(data))
         self._outputs_from(sf.get_u16(data, 2))
 
     async def set(self, output: str, on: bool) -> None:

@@ -1,0 +1,302 @@
+"""The gate unit with the real vision models, a simulated camera and thermal array, and the I/O board
+simulator on a pty: the lock pulse is seen on the board's relay, alarms and decisions in the outbox."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+
+from edge.outbox import Outbox
+from edge.units.base import UnitContext
+from edge.units.gate import GateUnit
+from edge.units.gate_config import GateConfig
+from edge.vision.detect import FaceDetector
+from edge.vision.embed import Embedder
+from protocol import encode, envelope, topic
+from protocol.envelope import now_ms
+from protocol.messages import GalleryDelta, GalleryEntry
+from protocol.topics import Channel, parse
+from simulators.camera import photo
+from simulators.ioboard import IOBoardSim
+from simulators.thermal import Scene
+
+LOCK, CONTACT, FIRE = 0, 0, 1
+
+
+@pytest.fixture(scope="module")
+def astronaut_embedding() -> np.ndarray:
+    det, emb = FaceDetector(), Embedder(1)
+    a = photo("astronaut")
+    return emb.embed(a, det.refine(a, det.detect(a)[0]))
+
+
+async def until(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Wait for a condition the unit reaches on its own (polled; fails with what it waited for)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = cond()
+        if v:
+            return v
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@dataclass
+class Rig:
+    unit: GateUnit
+    board: IOBoardSim
+    outbox: Outbox
+    commands: dict[str, Any]
+    online: dict[str, bool] = field(default_factory=lambda: {"up": True})
+    channel_handlers: dict[Channel, Any] = field(default_factory=dict)
+
+    async def sent(self, type_: str | None = None) -> list[dict[str, Any]]:
+        msgs = await self.outbox.fetch(100_000, {})
+        out = [orjson.loads(m.payload) for m in msgs]
+        return [m for m in out if type_ is None or m["type"] == type_]
+
+    def reasons(self) -> list[str]:
+        return [d.reason for d in self.unit.decisions]
+
+    async def alarms(self) -> list[str]:
+        return [m["body"]["code"] for m in await self.sent("alarm.raise")]
+
+    def arrive(self, person: str = "astronaut", **scene: Any) -> None:
+        self.unit.sim.arrive(person, Scene(**{"distance_m": 0.6, **scene}), dwell_s=2.0)
+
+
+@pytest.fixture
+async def rig(tmp_path: Path, astronaut_embedding: np.ndarray) -> AsyncIterator[Rig]:
+    board = IOBoardSim()
+    cfg = GateConfig.model_validate(
+        {
+            "type": "gate",
+            "door": "door-1",
+            "io": {
+                "type": "ioboard",
+                "port": board.port,
+                "outputs": {"lock": LOCK},
+                "inputs": {"door_contact": CONTACT, "fire": FIRE},
+                "watchdog_s": None,
+            },
+            "secret": "device-secret",
+            "gallery": str(tmp_path / "gallery.db"),
+            "camera": {"type": "simulated", "fps": 15},
+            "open_s": 0.6,
+            "held_open_s": 0.6,
+            "cooldown_s": 5.0,
+            "visitor_answer_s": 2.0,
+        }
+    )
+    outbox = await Outbox(tmp_path / "outbox.db", "gate-01").open()
+    commands: dict[str, Any] = {}
+    unit = GateUnit(cfg)
+    unit.gallery.enroll("res-astronaut", [astronaut_embedding], unit="12-0304")
+    r = Rig(unit, board, outbox, commands)
+    ctx = UnitContext(
+        "gate-01",
+        outbox,
+        commands.__setitem__,
+        online=lambda: r.online["up"],
+        subscribe=r.channel_handlers.__setitem__,
+    )
+    task = asyncio.create_task(unit.run(ctx))
+    await until(lambda: unit.vision is not None and unit.sim is not None, 30, "the gate to load its models")
+    await until(lambda: board.requests >= 2, 5, "the gate to talk to its I/O board")
+    yield r
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await outbox.close()
+    board.close()
+
+
+async def test_resident_opens_the_door(rig: Rig) -> None:
+    rig.arrive("astronaut")
+    await until(lambda: "resident_match" in rig.reasons(), what="a resident match")
+    await until(lambda: rig.board.pulses(LOCK), 3, "the lock pulse to end")
+    assert rig.board.pulses(LOCK)[0] == pytest.approx(0.6, abs=0.15)
+    d = next(d for d in rig.unit.decisions if d.reason == "resident_match")
+    assert d.decision == "open" and d.subject_id == "res-astronaut" and d.temperature_c is not None
+    relays = await rig.sent("relay.state")
+    assert any(m["body"]["reason"] == "resident_match" and m["body"]["pulse_s"] == 0.6 for m in relays)
+    assert "welcome" in rig.unit.prompts
+
+
+@pytest.mark.parametrize(("scene", "reason"), [({"core_c": 38.6}, "fever"), ({"kind": "paper"}, "spoof")])
+async def test_fever_and_spoof_keep_the_door_shut_and_raise_alarms(
+    rig: Rig, scene: dict[str, Any], reason: str
+) -> None:
+    rig.arrive("astronaut", **scene)
+    await until(lambda: reason in rig.reasons(), what=reason)
+    await until_alarm(rig, f"gate.{reason}")
+    assert not rig.board.history, "the lock must never have moved"
+    assert "please see the attendant" in rig.unit.prompts
+    if reason == "fever":
+        (screening,) = await rig.sent("thermal.screening")
+        assert screening["body"]["fever"] and abs(screening["body"]["temperature_c"] - 38.6) < 0.3
+
+
+async def visitor_at_the_door(rig: Rig) -> None:
+    rig.arrive("grace_hopper")
+    await until(lambda: any("flat number" in p for p in rig.unit.prompts), what="the visitor prompt")
+
+
+async def test_visitor_approved_by_the_resident(rig: Rig) -> None:
+    await visitor_at_the_door(rig)
+    await rig.commands["keypad"]({"keys": "1203#"})
+    (req,) = await until(lambda: rig.unit._answers and list(rig.unit._answers), what="a visitor request")
+    sent = await rig.sent("visitor.request")
+    assert sent[0]["body"]["unit"] == "1203" and sent[0]["body"]["request_id"] == req
+    (snap,) = await rig.sent("media.snapshot")
+    jpeg = base64.b64decode(snap["body"]["data_b64"])
+    assert jpeg[:2] == b"\xff\xd8" and len(jpeg) <= 60_000 and snap["body"]["ref"] == sent[0]["body"]["snapshot_ref"]
+    assert (await rig.commands["visitor-answer"]({"request_id": req, "approved": True, "by": "res-1203"}))[
+        "result"
+    ] == "delivered"
+    await until(lambda: "visitor_approved" in rig.reasons(), what="the door to open for the visitor")
+    await until(lambda: rig.board.pulses(LOCK), 3, "the lock pulse")
+
+
+async def test_visitor_denied_and_unanswered(rig: Rig) -> None:
+    await visitor_at_the_door(rig)
+    await rig.commands["keypad"]({"keys": "1203#"})
+    (req,) = await until(lambda: list(rig.unit._answers), what="a visitor request")
+    await rig.commands["visitor-answer"]({"request_id": req, "approved": False, "by": "res-1203"})
+    await until(lambda: "visitor_denied" in rig.reasons(), what="the denial")
+    await rig.commands["keypad"]({"keys": "0101#"})  # nobody answers in that flat
+    await until(lambda: "no answer from the flat" in rig.unit.prompts, 5, "no answer")
+    assert "visitor_no_answer" in rig.reasons()
+    assert not rig.board.history
+
+
+async def test_visitor_with_the_cloud_down_is_told_at_once(rig: Rig) -> None:
+    rig.online["up"] = False
+    t0 = time.monotonic()
+    result = await rig.unit.keypad("1203#")
+    assert result == {"result": "offline"} and time.monotonic() - t0 < 0.5
+    assert "cloud_unreachable" in rig.reasons()
+    assert any("cannot be reached" in p for p in rig.unit.prompts)
+    assert not await rig.sent("visitor.request")
+
+
+async def test_visitor_pass_works_offline_once_and_only_in_its_window(rig: Rig) -> None:
+    rig.online["up"] = False
+    await rig.commands["visitor-pass"](
+        {
+            "code": "482913",
+            "issued_by": "res-1203",
+            "valid_from_ms": now_ms() - 1000,
+            "valid_until_ms": now_ms() + 60_000,
+        }
+    )
+    await rig.commands["visitor-pass"](
+        {"code": "111222", "valid_from_ms": now_ms() + 3_600_000, "valid_until_ms": now_ms() + 7_200_000}
+    )
+    assert (await rig.unit.keypad("*482913#"))["result"] == "open"
+    await until(lambda: rig.board.pulses(LOCK), 3, "the lock pulse")
+    assert (await rig.unit.keypad("*482913#"))["result"] == "pass_invalid"  # used up
+    assert (await rig.unit.keypad("*111222#"))["result"] == "pass_invalid"  # not yet valid
+    assert len(rig.board.pulses(LOCK)) == 1
+
+
+async def test_fire_alarm_opens_until_cleared(rig: Rig) -> None:
+    rig.board.set_input(FIRE, True)
+    await until(lambda: rig.board.output(LOCK), 3, "the lock to release")
+    await until_alarm(rig, "gate.fire_mode")
+    assert rig.unit.fire_mode, (rig.unit.decisions, await rig.sent("alarm.raise"), rig.board.history)
+    rig.board.set_input(CONTACT, True)  # people streaming out: not a forced door
+    await until(lambda: rig.unit.door_open_since is not None, 2, "the door contact")
+    rig.board.set_input(FIRE, False)
+    await until(lambda: not rig.board.output(LOCK), 3, "the lock to close again")
+    assert "gate.door_forced" not in await rig.alarms()
+    clears = await until_async(lambda: rig.sent("alarm.clear"), 3)
+    assert [m["body"]["code"] for m in clears] == ["gate.fire_mode"]
+
+
+async def test_door_forced_and_held_open(rig: Rig) -> None:
+    rig.board.set_input(CONTACT, True)  # nobody was let in
+    codes = await until_alarm(rig, "gate.door_forced")
+    assert "gate.door_held_open" not in codes
+    rig.board.set_input(CONTACT, False)
+    await rig.commands["open-door"]({"by": "operator-7"})
+    rig.board.set_input(CONTACT, True)
+    await until_alarm(rig, "gate.door_held_open", timeout=4)
+    rig.board.set_input(CONTACT, False)
+    await until(lambda: rig.unit.door_open_since is None, 2, "the door to close")
+    clears = await until_async(lambda: rig.sent("alarm.clear"), 3)
+    assert clears[-1]["body"]["code"] == "gate.door_held_open"
+
+
+async def until_async(fn: Callable[[], Any], timeout: float = 5.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = await fn()
+        if v:
+            return v
+        await asyncio.sleep(0.02)
+    raise AssertionError("timed out")
+
+
+async def until_alarm(rig: Rig, code: str, timeout: float = 3.0) -> list[str]:
+    async def check() -> list[str] | None:
+        codes = await rig.alarms()
+        return codes if code in codes else None
+
+    return await until_async(check, timeout)  # type: ignore[no-any-return]
+
+
+async def test_dead_lock_controller_fails_secure(rig: Rig) -> None:
+    rig.board.alive = False
+    result = await rig.commands["open-door"]({"by": "operator-7"})
+    assert result == {"opened": False}
+    assert "gate.lock_fault" in await rig.alarms()
+    assert rig.unit.decisions[-1].reason == "lock_fault"
+    assert not rig.board.history
+
+
+def delta(revision: int, base: int | None, upserts: dict[str, np.ndarray], deletes: list[str] = ()) -> bytes:  # type: ignore[assignment]
+    body = GalleryDelta(
+        revision=revision,
+        base_revision=base,
+        upserts=[
+            GalleryEntry(resident_id=k, embedding_b64=base64.b64encode(v.astype("<f4").tobytes()).decode())
+            for k, v in upserts.items()
+        ],
+        deletes=list(deletes),
+    )
+    return encode(envelope(body, dev="gate-01", seq=0))
+
+
+async def test_gallery_deltas_apply_in_order_and_ask_for_a_resync_when_behind(
+    rig: Rig, astronaut_embedding: np.ndarray
+) -> None:
+    async def announced() -> bool:
+        events = await rig.sent("event")
+        return any(m["body"]["code"] == "gallery.status" and m["body"]["details"]["revision"] == 0 for m in events)
+
+    assert await until_async(announced, 3)
+    handler = rig.channel_handlers[Channel.GALLERY]
+    t = parse(topic("riverside", "gate-01", "gallery"))
+    other = np.random.default_rng(1).normal(size=128).astype(np.float32)
+    await handler(t, delta(5, None, {"res-astronaut": astronaut_embedding, "res-other": other}))
+    assert rig.unit.gallery.revision == 5 and len(rig.unit.gallery) == 2
+    await handler(t, delta(7, 6, {"res-third": other}))  # missed revision 6
+    assert rig.unit.gallery.revision == 5
+    events = [m["body"] for m in await rig.sent("event")]
+    assert any(e["code"] == "gallery.resync" and e["details"]["revision"] == 5 for e in events)
+    await handler(t, delta(6, 5, {}, ["res-other"]))
+    assert rig.unit.gallery.revision == 6 and len(rig.unit.gallery) == 1
+    await handler(t, b"{not json")
+    assert any(e["code"] == "gallery.rejected" for e in [m["body"] for m in await rig.sent("event")])
+    rig.arrive("astronaut")  # still recognised after the deltas
+    await until(lambda: "resident_match" in rig.reasons(), what="a match after the deltas")
