@@ -29,11 +29,11 @@ class GpioIO(IO):
                 self._devs_in[name] = dev
 
                 def changed(_d: Any = None, ch: int = pin, d: Any = dev) -> None:
-                    loop.call_soon_threadsafe(self._update_inputs, {ch: bool(d.value)})
+                    loop.call_soon_threadsafe(self._update_inputs, {ch: bool(d.pin.state)})
 
                 dev.when_activated = changed
                 dev.when_deactivated = changed
-                self._update_inputs({pin: bool(dev.value)})
+                self._update_inputs({pin: bool(dev.pin.state)})  # line level; ``invert`` names active-low inputs
         except GPIOZeroError as exc:
             raise DriverError(f"GPIO: {exc}") from None
 
