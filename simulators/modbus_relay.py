@@ -64,7 +64,7 @@ class ModbusRelaySim:
             self._ready.set()
             self._stopped = asyncio.Event()
             await self._stopped.wait()
-            await self.server.shutdown()
+            await self.server.shutdown()  # type: ignore[no-untyped-call]
 
         self._loop.run_until_complete(main())
 
