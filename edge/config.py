@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from edge.units.barrier_config import BarrierConfig
 from edge.units.gate_config import GateConfig
 from edge.units.ticker import TickerConfig
 from protocol.topics import validate_id
@@ -100,7 +101,7 @@ class CommandsConfig(_Model):
         return self.public_key
 
 
-UnitConfig = Annotated[TickerConfig | GateConfig, Field(discriminator="type")]
+UnitConfig = Annotated[TickerConfig | GateConfig | BarrierConfig, Field(discriminator="type")]
 
 
 class AgentConfig(_Model):

@@ -175,6 +175,24 @@ EXAMPLES: dict[str, tuple[str, m.Body]] = {
             deletes=["res-0999"],
         ),
     ),
+    "allowlist.delta": (
+        "barrier-01",
+        m.AllowlistDelta(
+            revision=12,
+            base_revision=11,
+            upserts=[
+                m.PlateEntry(plate="京A12345", holder="res-1042"),
+                m.PlateEntry(
+                    plate="沪AD12345",
+                    holder="res-1203",
+                    kind="visitor",
+                    valid_from_ts=TS,
+                    valid_until_ts=TS + 86_400_000,
+                ),
+            ],
+            deletes=["粤B0000学"],
+        ),
+    ),
 }
 
 _CHANNEL_FOR_TYPE = {

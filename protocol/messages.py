@@ -429,6 +429,29 @@ class GalleryDelta(Body):
     deletes: list[Id] = Field(default_factory=list, max_length=MAX_GALLERY_ENTRIES)
 
 
+class PlateEntry(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    plate: Annotated[str, Field(min_length=7, max_length=16)] = Field(description="normalised (protocol.plates)")
+    holder: Id
+    kind: Literal["resident", "visitor", "staff", "service"] = "resident"
+    valid_from_ts: Ms | None = None
+    valid_until_ts: Ms | None = None
+
+
+class AllowlistDelta(Body):
+    """Vehicle allow-list changes for barriers since ``base_revision`` (None: a full snapshot)."""
+
+    TYPE = "allowlist.delta"
+    CHANNELS = frozenset({Channel.GALLERY})
+    LANE = Lane.EVENT
+    revision: int = Field(ge=0)
+    base_revision: int | None = Field(default=None, ge=0)
+    upserts: list[PlateEntry] = Field(default_factory=list, max_length=MAX_GALLERY_ENTRIES)
+    deletes: list[Annotated[str, Field(min_length=7, max_length=16)]] = Field(
+        default_factory=list, max_length=MAX_GALLERY_ENTRIES
+    )
+
+
 BODIES: tuple[type[Body], ...] = (
     Health,
     TelemetryBatch,
@@ -454,5 +477,6 @@ BODIES: tuple[type[Body], ...] = (
     CommandAck,
     ConfigDocument,
     GalleryDelta,
+    AllowlistDelta,
 )
 BODY_BY_TYPE: dict[str, type[Body]] = {b.TYPE: b for b in BODIES}

@@ -54,3 +54,20 @@ class SimulatedCameraConfig(BaseModel):
 
 
 CameraConfig = Annotated[OpenCVCameraConfig | SimulatedCameraConfig, Field(discriminator="type")]
+
+
+class SerialAnprConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["serial"]
+    port: str
+    baud: int = 9600
+
+
+class TcpAnprConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["tcp"]
+    host: str
+    port: int = Field(ge=1, le=65535)
+
+
+AnprConfig = Annotated[SerialAnprConfig | TcpAnprConfig, Field(discriminator="type")]

@@ -457,7 +457,8 @@ class GateUnit(Unit):
             await self._put(DeviceEvent(code="gallery.rejected", message=f"{exc.reason.value}: {exc.detail}"[:1000]))
             return
         delta = env.body
-        assert isinstance(delta, GalleryDelta)
+        if not isinstance(delta, GalleryDelta):
+            return  # vehicle allow-lists are for barriers
         have = self.gallery.revision
         if delta.revision <= have:
             return  # already applied

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from edge.units.barrier_config import BarrierConfig
 from edge.units.base import Unit
 from edge.units.gate_config import GateConfig
 from edge.units.ticker import Ticker, TickerConfig
@@ -16,4 +17,8 @@ def build_unit(cfg: Any) -> Unit:
         from edge.units.gate import GateUnit  # loads the vision models' code only where a gate runs
 
         return GateUnit(cfg)
+    if isinstance(cfg, BarrierConfig):
+        from edge.units.barrier import BarrierUnit
+
+        return BarrierUnit(cfg)
     raise ValueError(f"no unit for config type {type(cfg).__name__}")
