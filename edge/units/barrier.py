@@ -149,7 +149,7 @@ class BarrierUnit(Unit):
             if active:
                 self.vehicle_seen = True
             elif self.is_open and self.vehicle_seen:  # the car has passed: close soon
-                self.open_until = min(self.open_until, time.monotonic() + self.cfg.clear_s)
+                self.open_until = time.monotonic() + self.cfg.clear_s
             self._wake.set()
 
     async def _closer(self) -> None:
