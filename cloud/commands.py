@@ -15,6 +15,7 @@ from cloud.db import schema as t
 from cloud.ingest.store import now_ms
 from protocol.codec import encode
 from protocol.envelope import envelope
+from protocol.messages import Body
 from protocol.signing import generate_key, load_private_key, private_key_pem, sign_command
 from protocol.topics import topic
 
@@ -90,3 +91,12 @@ class CommandPublisher:
         )
         info.wait_for_publish(timeout=10)
         return {"cid": cmd.cid, "device_id": device_id, "name": name, "status": "sent", "deadline_ms": cmd.deadline_ms}
+
+    def publish(self, site_id: str, device_id: str, channel: str, body: Body) -> None:
+        """Publish a cloud → device message that is not a command (gallery and allow-list deltas)."""
+        if not self.connected.wait(5):
+            raise ConnectionError("broker not connected")
+        info = self.client.publish(
+            topic(site_id, device_id, channel), encode(envelope(body, dev=device_id, seq=0)), qos=1
+        )
+        info.wait_for_publish(timeout=10)

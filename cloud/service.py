@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from sqlalchemy import Engine, delete
@@ -12,6 +13,7 @@ from sqlalchemy import Engine, delete
 from cloud.commands import CommandPublisher, load_or_create_key
 from cloud.db import schema as t
 from cloud.db.engine import make_engine, migrate
+from cloud.gate.service import GateService
 from cloud.ingest.store import BatchResult, Store, now_ms
 from cloud.ingest.worker import IngestWorker
 from cloud.metrics import Metrics
@@ -37,6 +39,8 @@ class CloudService:
         self.start_mqtt = start_mqtt
         self.rules: RuleRunner | None = None
         self.work_orders = WorkOrders(self.engine, settings.media_dir)
+        self.gate = GateService(self.engine, lambda: self.commands)
+        self._sync = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gate-sync")
         self._retention_stop = threading.Event()
         self._retention: threading.Thread | None = None
 
@@ -86,6 +90,9 @@ class CloudService:
         )
 
     def _on_batch(self, res: BatchResult) -> None:
+        if res.sync_requests:  # publishing waits on the broker: not on the ingestion thread
+            self._sync.submit(self.gate.on_sync_requests, list(res.sync_requests))
+            res.sync_requests.clear()
         if self.tsdb is not None:
             self.tsdb.submit(res.points)
         res.points.clear()

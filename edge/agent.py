@@ -24,7 +24,7 @@ from edge.commands import CommandError, CommandProcessor
 from edge.config import AgentConfig, ConfigError, expand_env, parse_config
 from edge.health import snapshot
 from edge.outbox import Outbox
-from edge.units.base import ChannelHandler, CommandHandler, UnitContext
+from edge.units.base import ChannelHandler, CommandHandler, Unit, UnitContext
 from edge.units.registry import build_unit
 from edge.uplink import Uplink
 from protocol.codec import decode
@@ -78,6 +78,7 @@ class Agent:
         self.exit_code = EXIT_OK
         self._health_wakeup = asyncio.Event()
         self._channel_handlers: dict[Channel, list[ChannelHandler]] = {}
+        self.units: list[Unit] = []  # the running site units (for status and tests)
         for name, handler in (
             ("ping", self._cmd_ping),
             ("reboot-agent", self._cmd_reboot),
@@ -118,6 +119,7 @@ class Agent:
                 others = [tg.create_task(self._health_loop(), name="health")]
                 for i, ucfg in enumerate(self.config.units):
                     unit = build_unit(ucfg)
+                    self.units.append(unit)
                     others.append(tg.create_task(unit.run(ctx), name=f"unit:{unit.name}:{i}"))
                 await self._stop.wait()
                 for t in others:

@@ -3,6 +3,7 @@ dead-lettered with its reason. Used by every ingestion worker."""
 
 from __future__ import annotations
 
+import base64
 import logging
 import threading
 import time
@@ -14,6 +15,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from cloud.alarms import clear_alarm, raise_alarm
 from cloud.db import schema as t
+from cloud.db import schema_gate as g
 from cloud.metrics import Metrics
 from protocol import messages as m
 from protocol.codec import decode
@@ -25,6 +27,14 @@ log = logging.getLogger("civicedge.cloud.ingest")
 MAX_DEAD_PAYLOAD = 64 * 1024
 _HEALTH_METRICS = ("uptime_s", "cpu_load", "mem_rss_bytes", "disk_free_bytes", "outbox_bytes", "battery_v", "rssi_dbm")
 _MANHOLE_METRICS = ("tilt_deg", "battery_v", "water_level_cm", "gas_lel", "temperature_c", "rssi_dbm")
+
+
+_SYNC_EVENTS = {
+    "gallery.status": "gallery",
+    "gallery.resync": "gallery",
+    "allowlist.status": "allowlist",
+    "allowlist.resync": "allowlist",
+}
 
 
 def now_ms() -> int:
@@ -49,6 +59,8 @@ class BatchResult:
     #: new messages for the rules engine: (site, device, type, body, received_ms), when collect_messages is on
     messages: list[tuple[str, str, str, dict[str, Any], int]] = field(default_factory=list)
     readings_rows: list[tuple[str, str, int, float, str | None, str]] = field(default_factory=list)
+    #: gateways that reported their gallery / allow-list revision: (site, device, "gallery"|"allowlist", rev)
+    sync_requests: list[tuple[str, str, str, int]] = field(default_factory=list)
 
 
 class Store:
@@ -182,6 +194,8 @@ class Store:
         for item, top, env in ok:
             if isinstance(env.body, m.TelemetryBatch):
                 body: dict[str, Any] = {"readings": len(env.body.readings)}  # the readings go to telemetry
+            elif isinstance(env.body, m.MediaSnapshot):  # the image goes to the media table
+                body = env.body.model_dump(mode="json", exclude={"data_b64"})
             else:
                 body = env.body.model_dump(mode="json", exclude_none=True)
             bodies[env.id] = body
@@ -324,3 +338,37 @@ class Store:
                 .where(t.commands.c.device_id == dev)
                 .values(status=b.status, reason=b.reason, result=b.result, acked_ms=item.received_ms)
             )
+        elif isinstance(b, m.VisitorRequest):
+            conn.execute(
+                self._insert(g.visitor_requests)
+                .values(
+                    request_id=b.request_id,
+                    site_id=top.site,
+                    device_id=dev,
+                    door=b.door,
+                    unit=b.unit,
+                    snapshot_ref=b.snapshot_ref,
+                    status="pending",
+                    created_ms=item.received_ms,
+                    expires_ms=b.expires_ts,
+                )
+                .on_conflict_do_nothing(index_elements=["request_id"])
+            )
+        elif isinstance(b, m.MediaSnapshot):
+            conn.execute(
+                self._insert(g.media)
+                .values(
+                    ref=b.ref,
+                    device_id=dev,
+                    content_type=b.content_type,
+                    purpose=b.purpose,
+                    data=base64.b64decode(b.data_b64),
+                    received_ms=item.received_ms,
+                    note="",
+                )
+                .on_conflict_do_nothing(index_elements=["ref"])
+            )
+        elif isinstance(b, m.DeviceEvent) and b.code in _SYNC_EVENTS:
+            rev = b.details.get("revision")
+            if isinstance(rev, int):
+                res.sync_requests.append((top.site, dev, _SYNC_EVENTS[b.code], rev))

@@ -54,6 +54,7 @@ class BarrierUnit(Unit):
                 tg.create_task(self._watch_plates(), name="barrier-anpr")
                 tg.create_task(self._watch_loop(), name="barrier-loop")
                 tg.create_task(self._closer(), name="barrier-closer")
+                tg.create_task(self._sync_check(), name="barrier-sync-check")
         finally:
             await self.anpr.close()
             await self.io.close()
@@ -197,6 +198,11 @@ class BarrierUnit(Unit):
             "allowlist_revision": self.allowlist.revision,
             "plates": len(self.allowlist),
         }
+
+    async def _sync_check(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.sync_check_s)
+            await self._announce()
 
     async def _announce(self) -> None:
         await self._put(

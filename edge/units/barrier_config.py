@@ -22,3 +22,4 @@ class BarrierConfig(BaseModel):
     clear_s: float = Field(1.0, ge=0, le=30, description="close this long after the vehicle left the loop")
     min_confidence: float = Field(0.8, ge=0, le=1)
     allowlist: Path = Path("var/allowlist.db")
+    sync_check_s: float = Field(300.0, ge=1, le=86_400, description="report the allow-list revision this often")

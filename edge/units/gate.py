@@ -107,6 +107,7 @@ class GateUnit(Unit):
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._watch_inputs(), name="gate-inputs")
                 tg.create_task(self._watch_camera(camera), name="gate-camera")
+                tg.create_task(self._sync_check(), name="gate-sync-check")
         finally:
             for t in self._tasks:
                 t.cancel()
@@ -443,6 +444,13 @@ class GateUnit(Unit):
         return {"arriving": person}
 
     # --- gallery sync -----------------------------------------------------------------------------------
+
+    async def _sync_check(self) -> None:
+        """Report the gallery revision periodically: a report lost in a broker restart (or a delta lost with
+        it) is repaired within one period."""
+        while True:
+            await asyncio.sleep(self.cfg.sync_check_s)
+            await self._announce_gallery()
 
     async def _announce_gallery(self) -> None:
         """Tell the cloud which revision this gate has, so it sends what is missing (or a full snapshot)."""

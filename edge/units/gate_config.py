@@ -31,3 +31,4 @@ class GateConfig(BaseModel):
     visitor_entry_s: float = Field(30.0, gt=0, description="time to type a flat number after the prompt")
     visitor_answer_s: float = Field(60.0, gt=0, le=600, description="time the resident has to answer")
     snapshot_max_bytes: int = Field(60_000, ge=5_000, le=150_000)
+    sync_check_s: float = Field(300.0, ge=1, le=86_400, description="report the gallery revision this often")

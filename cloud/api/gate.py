@@ -1,0 +1,203 @@
+"""Community gates: residents and their faces, vehicle plates, visitor requests for the resident app, media,
+and the gate decision log."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from cloud.api.deps import Conn, Page, Paging, Service, page, paged, require_token
+from cloud.db import schema as t
+from cloud.db import schema_gate as g
+from cloud.gate.service import GateError
+from protocol.plates import PlateError
+
+router = APIRouter(prefix="/api", dependencies=[Depends(require_token)], tags=["gates"])
+MAX_PHOTO = 10 * 2**20
+
+
+def _call(fn: Any, *args: Any, **kw: Any) -> Any:
+    try:
+        return fn(*args, **kw)
+    except LookupError as exc:
+        raise HTTPException(404, detail=f"no {str(exc).strip(chr(39))}") from None
+    except (GateError, PlateError) as exc:
+        raise HTTPException(422, detail=str(exc)) from None
+    except ConnectionError as exc:
+        raise HTTPException(503, detail=f"{exc}; try again when the broker is back") from None
+
+
+class ResidentIn(BaseModel):
+    id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+    unit: str | None = Field(default=None, max_length=16)
+    name: str = Field(default="", max_length=200)
+
+
+@router.post("/sites/{site_id}/residents", status_code=201)
+def add_resident(site_id: str, body: ResidentIn, svc: Service) -> dict[str, Any]:
+    return _call(svc.gate.add_resident, site_id, body.id, body.unit, body.name)  # type: ignore[no-any-return]
+
+
+@router.get("/sites/{site_id}/residents", response_model=Page)
+def list_residents(site_id: str, conn: Conn, p: Paging, unit: str | None = None) -> Page:
+    q = select(g.residents).where(g.residents.c.site_id == site_id).order_by(g.residents.c.id)
+    if unit:
+        q = q.where(g.residents.c.unit == unit)
+    return paged(conn, q, p)
+
+
+@router.delete("/residents/{resident_id}")
+def remove_resident(resident_id: str, svc: Service) -> dict[str, Any]:
+    return _call(svc.gate.remove_resident, resident_id)  # type: ignore[no-any-return]
+
+
+def _embed_photo(data: bytes) -> np.ndarray:
+    """The same models as the gates (edge.vision), so cloud-made embeddings match gate-made ones."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    from edge.vision.detect import FaceDetector
+    from edge.vision.embed import Embedder
+
+    try:
+        rgb = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    except (UnidentifiedImageError, OSError):
+        raise GateError("the body is not a readable image (JPEG or PNG)") from None
+    det = FaceDetector()
+    faces = det.detect(rgb)
+    if not faces:
+        raise GateError("no face found in the photo: a frontal, well-lit face is needed")
+    return Embedder(1).embed(rgb, det.refine(rgb, faces[0]))
+
+
+@router.post("/residents/{resident_id}/faces", status_code=201)
+async def add_face_photo(resident_id: str, request: Request, svc: Service) -> dict[str, Any]:
+    """The photo is the request body (JPEG/PNG ≤ 10 MB); only its embedding is kept, never the image."""
+    data = await request.body()
+    if not data or len(data) > MAX_PHOTO:
+        raise HTTPException(422, detail="send one photo (JPEG or PNG, at most 10 MB) as the request body")
+    emb = await asyncio.to_thread(_call, _embed_photo, data)
+    return _call(svc.gate.add_faces, resident_id, [emb])  # type: ignore[no-any-return]
+
+
+class EmbeddingsIn(BaseModel):
+    embeddings_b64: list[str] = Field(min_length=1, max_length=10)
+
+
+@router.post("/residents/{resident_id}/embeddings", status_code=201)
+def add_embeddings(resident_id: str, body: EmbeddingsIn, svc: Service) -> dict[str, Any]:
+    """Embeddings made elsewhere with the same model (128 little-endian float32, base64)."""
+    try:
+        vecs = [np.frombuffer(base64.b64decode(e, validate=True), dtype="<f4") for e in body.embeddings_b64]
+    except (binascii.Error, ValueError):
+        raise HTTPException(422, detail="embeddings_b64 must be base64 of 128 little-endian float32") from None
+    return _call(svc.gate.add_faces, resident_id, vecs)  # type: ignore[no-any-return]
+
+
+class PlateIn(BaseModel):
+    plate: str = Field(min_length=2, max_length=32)
+    holder: str = Field(min_length=1, max_length=64)
+    kind: Literal["resident", "visitor", "staff", "service"] = "resident"
+    valid_from_ms: int | None = Field(default=None, ge=0)
+    valid_until_ms: int | None = Field(default=None, ge=0)
+
+
+@router.post("/sites/{site_id}/plates", status_code=201)
+def add_plate(site_id: str, body: PlateIn, svc: Service) -> dict[str, Any]:
+    return _call(  # type: ignore[no-any-return]
+        svc.gate.add_plate, site_id, body.plate, body.holder, body.kind, body.valid_from_ms, body.valid_until_ms
+    )
+
+
+@router.get("/sites/{site_id}/plates", response_model=Page)
+def list_plates(site_id: str, conn: Conn, p: Paging, holder: str | None = None) -> Page:
+    q = select(g.plates).where(g.plates.c.site_id == site_id).order_by(g.plates.c.plate)
+    if holder:
+        q = q.where(g.plates.c.holder == holder)
+    return paged(conn, q, p)
+
+
+@router.delete("/sites/{site_id}/plates/{plate}")
+def remove_plate(site_id: str, plate: str, svc: Service) -> dict[str, Any]:
+    return _call(svc.gate.remove_plate, site_id, plate)  # type: ignore[no-any-return]
+
+
+@router.get("/visitor-requests", response_model=Page)
+def list_visitor_requests(
+    conn: Conn,
+    svc: Service,
+    p: Paging,
+    site: str | None = None,
+    unit: str | None = None,
+    status: Literal["pending", "approved", "denied", "expired"] | None = None,
+) -> Page:
+    """For the resident app: a flat's pending requests (``?unit=1203&status=pending``), newest first."""
+    svc.gate.expire_requests()
+    c = g.visitor_requests.c
+    q = select(g.visitor_requests).order_by(c.created_ms.desc())
+    for col, v in ((c.site_id, site), (c.unit, unit), (c.status, status)):
+        if v is not None:
+            q = q.where(col == v)
+    return paged(conn, q, p)
+
+
+class AnswerIn(BaseModel):
+    approved: bool
+    by: str = Field(min_length=1, max_length=64)
+
+
+@router.post("/visitor-requests/{request_id}/answer")
+def answer_visitor(request_id: str, body: AnswerIn, svc: Service) -> dict[str, Any]:
+    """The resident's answer goes to the gate as a signed command that expires with the request."""
+    return _call(svc.gate.answer, request_id, body.approved, body.by)  # type: ignore[no-any-return]
+
+
+@router.get("/media/{ref}")
+def get_media(ref: str, conn: Conn) -> Response:
+    row = conn.execute(select(g.media.c.data, g.media.c.content_type).where(g.media.c.ref == ref)).first()
+    if row is None:
+        raise HTTPException(404, detail=f"no media {ref}")
+    return Response(row.data, media_type=row.content_type, headers={"Cache-Control": "private, max-age=3600"})
+
+
+@router.get("/gate/decisions", response_model=Page)
+def gate_decisions(
+    conn: Conn,
+    p: Paging,
+    site: str | None = None,
+    device: str | None = None,
+    decision: Literal["open", "deny", "visitor", "hold"] | None = None,
+    reason: str | None = None,
+    since_ms: Annotated[int | None, Query(ge=0)] = None,
+) -> Page:
+    """Gate and barrier decisions, newest first (no face images: decisions carry ids and scores only)."""
+    c = t.messages.c
+    q = (
+        select(c.device_id, c.site_id, c.received_ms, c.device_ts, c.body)
+        .where(c.type == "gate.decision")
+        .order_by(c.received_ms.desc(), c.id.desc())
+    )
+    for col, v in ((c.site_id, site), (c.device_id, device)):
+        if v is not None:
+            q = q.where(col == v)
+    if since_ms is not None:
+        q = q.where(c.received_ms >= since_ms)
+    if decision is None and reason is None:
+        return paged(conn, q, p)
+    rows = [dict(r._mapping) for r in conn.execute(q.limit(10_000))]
+    rows = [
+        r
+        for r in rows
+        if (decision is None or r["body"].get("decision") == decision)
+        and (reason is None or r["body"].get("reason") == reason)
+    ]
+    return page(rows[p.offset : p.offset + p.limit], len(rows), p)

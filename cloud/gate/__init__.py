@@ -1,0 +1,1 @@
+"""Community gates on the cloud side: residents, faces, plates, visitor requests, sync to gateways."""

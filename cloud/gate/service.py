@@ -1,0 +1,293 @@
+"""Residents, their face embeddings and vehicles; visitor requests; keeping every gateway's copy current.
+
+The cloud owns the data; gateways hold copies and decide alone. Every change appends to a per-site log, and a
+gateway that reports its revision (on each connect, or when a delta does not fit) gets exactly what it is
+missing — or a full snapshot when the log no longer reaches back that far.
+
+Wire revisions are log revisions × 1000. A full snapshot larger than one message is sent as a chain whose
+parts carry R×1000 − (n − i): a gateway that stops part-way reports a revision that is not a multiple of 1000
+and gets the whole snapshot again, so a partial copy is never mistaken for a consistent one.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Engine, delete, func, select, update
+
+from cloud.commands import CommandPublisher
+from cloud.db import schema as t
+from cloud.db import schema_gate as g
+from cloud.ingest.store import now_ms
+from protocol.limits import EMBEDDING_DIM
+from protocol.messages import AllowlistDelta, GalleryDelta, GalleryEntry, PlateEntry
+from protocol.plates import normalize
+
+log = logging.getLogger("civicedge.cloud.gate")
+STEP = 1000
+PART = 300  # entries per message (≈ 210 KB of base64 embeddings, under the payload limit)
+LOG_KEEP = 20_000  # log rows kept per site; older gateways get a full snapshot
+
+
+class GateError(ValueError):
+    """A request the data does not allow (unknown resident, bad plate, answered request, …)."""
+
+
+class GateService:
+    def __init__(self, engine: Engine, publisher: Callable[[], CommandPublisher | None]) -> None:
+        self.engine = engine
+        self._publisher = publisher
+
+    # --- residents and faces ---------------------------------------------------------------------------
+
+    def add_resident(self, site_id: str, resident_id: str, unit: str | None, name: str) -> dict[str, Any]:
+        with self.engine.begin() as conn:
+            if conn.execute(select(t.sites.c.id).where(t.sites.c.id == site_id)).first() is None:
+                raise LookupError(f"site {site_id}")
+            if conn.execute(select(g.residents.c.id).where(g.residents.c.id == resident_id)).first():
+                raise GateError(f"resident {resident_id} exists")
+            conn.execute(
+                g.residents.insert().values(id=resident_id, site_id=site_id, unit=unit, name=name, created_ms=now_ms())
+            )
+        return {"id": resident_id, "site_id": site_id, "unit": unit, "name": name, "faces": 0}
+
+    def add_faces(self, resident_id: str, embeddings: list[np.ndarray]) -> dict[str, Any]:
+        with self.engine.begin() as conn:
+            site = self._resident_site(conn, resident_id)
+            for e in embeddings:
+                v = np.asarray(e, dtype=np.float32).reshape(-1)
+                if v.size != EMBEDDING_DIM or not np.isfinite(v).all():
+                    raise GateError(f"an embedding has {EMBEDDING_DIM} finite values")
+                v = v / max(float(np.linalg.norm(v)), 1e-12)
+                conn.execute(
+                    g.resident_faces.insert().values(
+                        resident_id=resident_id, embedding=v.astype("<f4").tobytes(), created_ms=now_ms()
+                    )
+                )
+            rev = self._log(conn, g.gallery_log, site, resident_id=resident_id, op="upsert")
+            faces = conn.execute(
+                select(func.count()).select_from(g.resident_faces).where(g.resident_faces.c.resident_id == resident_id)
+            ).scalar_one()
+        self.push(site, "gallery")
+        return {"id": resident_id, "faces": int(faces), "revision": rev * STEP}
+
+    def remove_resident(self, resident_id: str) -> dict[str, Any]:
+        with self.engine.begin() as conn:
+            site = self._resident_site(conn, resident_id)
+            conn.execute(delete(g.resident_faces).where(g.resident_faces.c.resident_id == resident_id))
+            conn.execute(delete(g.residents).where(g.residents.c.id == resident_id))
+            rev = self._log(conn, g.gallery_log, site, resident_id=resident_id, op="delete")
+        self.push(site, "gallery")
+        return {"id": resident_id, "deleted": True, "revision": rev * STEP}
+
+    def _resident_site(self, conn: Any, resident_id: str) -> str:
+        row = conn.execute(select(g.residents.c.site_id).where(g.residents.c.id == resident_id)).first()
+        if row is None:
+            raise LookupError(f"resident {resident_id}")
+        return str(row.site_id)
+
+    # --- plates ----------------------------------------------------------------------------------------
+
+    def add_plate(
+        self, site_id: str, plate: str, holder: str, kind: str, valid_from_ms: int | None, valid_until_ms: int | None
+    ) -> dict[str, Any]:
+        p = normalize(plate)  # PlateError (a GateError for the API) says why
+        if valid_from_ms is not None and valid_until_ms is not None and valid_until_ms <= valid_from_ms:
+            raise GateError("valid_until_ms must be after valid_from_ms")
+        with self.engine.begin() as conn:
+            if conn.execute(select(t.sites.c.id).where(t.sites.c.id == site_id)).first() is None:
+                raise LookupError(f"site {site_id}")
+            conn.execute(delete(g.plates).where(g.plates.c.site_id == site_id, g.plates.c.plate == p))
+            conn.execute(
+                g.plates.insert().values(
+                    site_id=site_id,
+                    plate=p,
+                    holder=holder,
+                    kind=kind,
+                    valid_from_ms=valid_from_ms,
+                    valid_until_ms=valid_until_ms,
+                    created_ms=now_ms(),
+                )
+            )
+            rev = self._log(conn, g.allowlist_log, site_id, plate=p, op="upsert")
+        self.push(site_id, "allowlist")
+        return {"site_id": site_id, "plate": p, "holder": holder, "kind": kind, "revision": rev * STEP}
+
+    def remove_plate(self, site_id: str, plate: str) -> dict[str, Any]:
+        p = normalize(plate)
+        with self.engine.begin() as conn:
+            n = conn.execute(delete(g.plates).where(g.plates.c.site_id == site_id, g.plates.c.plate == p)).rowcount
+            if not n:
+                raise LookupError(f"plate {p} at {site_id}")
+            rev = self._log(conn, g.allowlist_log, site_id, plate=p, op="delete")
+        self.push(site_id, "allowlist")
+        return {"plate": p, "deleted": True, "revision": rev * STEP}
+
+    # --- the change logs and deltas --------------------------------------------------------------------
+
+    def _log(self, conn: Any, table: Any, site: str, **row: Any) -> int:
+        rev = int(conn.execute(table.insert().values(site_id=site, created_ms=now_ms(), **row)).inserted_primary_key[0])
+        conn.execute(delete(table).where(table.c.site_id == site, table.c.revision <= rev - LOG_KEEP))
+        return rev
+
+    def _head(self, conn: Any, table: Any, site: str) -> tuple[int, int]:
+        """(newest revision, oldest revision still in the log) for a site; (0, 0) when empty."""
+        row = conn.execute(
+            select(func.max(table.c.revision), func.min(table.c.revision)).where(table.c.site_id == site)
+        ).first()
+        return (int(row[0] or 0), int(row[1] or 0))
+
+    def deltas(self, site: str, what: str, have: int | None) -> list[GalleryDelta] | list[AllowlistDelta]:
+        """What a gateway at wire revision ``have`` needs (possibly nothing)."""
+        table = g.gallery_log if what == "gallery" else g.allowlist_log
+        with self.engine.connect() as conn:
+            head, oldest = self._head(conn, table, site)
+            if have is not None and have % STEP == 0 and have // STEP == head:
+                return []
+            incremental = have is not None and have % STEP == 0 and have // STEP >= oldest - 1 and head > 0
+            if incremental and have is not None:
+                rows = conn.execute(
+                    select(table)
+                    .where(table.c.site_id == site, table.c.revision > have // STEP)
+                    .order_by(table.c.revision)
+                ).all()
+                key = "resident_id" if what == "gallery" else "plate"
+                changed = list(dict.fromkeys(getattr(r, key) for r in rows))
+                return self._build(conn, what, site, changed, head, base=have)
+            if what == "gallery":
+                ids = [r.id for r in conn.execute(select(g.residents.c.id).where(g.residents.c.site_id == site))]
+            else:
+                ids = [r.plate for r in conn.execute(select(g.plates.c.plate).where(g.plates.c.site_id == site))]
+            return self._build(conn, what, site, ids, head, base=None)
+
+    def _build(self, conn: Any, what: str, site: str, keys: list[str], head: int, base: int | None) -> list[Any]:
+        upserts: list[Any] = []
+        deletes: list[str] = []
+        if what == "gallery":
+            units = dict(
+                conn.execute(select(g.residents.c.id, g.residents.c.unit).where(g.residents.c.id.in_(keys))).all()
+            )
+            faces: dict[str, list[bytes]] = {}
+            for r in conn.execute(select(g.resident_faces).where(g.resident_faces.c.resident_id.in_(keys))):
+                faces.setdefault(r.resident_id, []).append(r.embedding)
+            for k in keys:
+                if k not in units or not faces.get(k):
+                    deletes.append(k)
+                    continue
+                upserts += [
+                    GalleryEntry(resident_id=k, unit=units[k], embedding_b64=base64.b64encode(e).decode())
+                    for e in faces[k]
+                ]
+        else:
+            rows = {
+                r.plate: r
+                for r in conn.execute(select(g.plates).where(g.plates.c.site_id == site, g.plates.c.plate.in_(keys)))
+            }
+            for k in keys:
+                r = rows.get(k)
+                if r is None:
+                    deletes.append(k)
+                else:
+                    upserts.append(
+                        PlateEntry(
+                            plate=r.plate,
+                            holder=r.holder,
+                            kind=r.kind,
+                            valid_from_ts=r.valid_from_ms,
+                            valid_until_ts=r.valid_until_ms,
+                        )
+                    )
+        parts_up = [upserts[i : i + PART] for i in range(0, len(upserts), PART)] or [[]]
+        parts_del = [deletes[i : i + PART] for i in range(0, len(deletes), PART)]
+        n = max(len(parts_up), len(parts_del))
+        cls: Any = GalleryDelta if what == "gallery" else AllowlistDelta
+        out = []
+        prev = base
+        final = head * STEP
+        for i in range(n):
+            rev = final - (n - 1 - i)
+            up = parts_up[i] if i < len(parts_up) else []
+            dl = parts_del[i] if i < len(parts_del) else []
+            out.append(cls(revision=rev, base_revision=prev, upserts=up, deletes=dl))
+            prev = rev
+        return out
+
+    def push(
+        self, site: str, what: str, device: str | None = None, have: int | None = None, strict: bool = False
+    ) -> int:
+        """Send the deltas to the site's gates (gallery) or barriers (allow-list); return messages sent."""
+        pub = self._publisher()
+        if pub is None:
+            return 0
+        kind = "gate" if what == "gallery" else "barrier"
+        with self.engine.connect() as conn:
+            q = select(t.devices.c.id).where(t.devices.c.site_id == site, t.devices.c.kind == kind)
+            if device is not None:
+                q = q.where(t.devices.c.id == device)
+            devices = [r.id for r in conn.execute(q)]
+        sent = 0
+        for dev in devices:
+            since = have if device is not None else None
+            if device is None:  # a change: everyone gets the newest step on top of the previous head
+                with self.engine.connect() as conn:
+                    head, _ = self._head(conn, g.gallery_log if what == "gallery" else g.allowlist_log, site)
+                since = (head - 1) * STEP if head > 1 else None
+            for d in self.deltas(site, what, since):
+                try:
+                    pub.publish(site, dev, "gallery", d)
+                    sent += 1
+                except ConnectionError as exc:
+                    if strict:
+                        raise
+                    log.warning("delta not sent", extra={"device": dev, "error": str(exc)})
+                    break
+        return sent
+
+    def on_sync_requests(self, requests: list[tuple[str, str, str, int]], attempts: int = 6) -> None:
+        """Answer gateways that reported their revision; the broker may still be coming back (this runs
+        right after a gateway reconnects), so a failed send is retried with a backoff."""
+        for site, device, what, have in requests:
+            for attempt in range(attempts):
+                try:
+                    self.push(site, what, device=device, have=have, strict=True)
+                    break
+                except ConnectionError:
+                    time.sleep(min(2**attempt, 10))
+                except Exception:  # never take ingestion down with a sync
+                    log.exception("sync failed", extra={"device": device})
+                    break
+
+    # --- visitors --------------------------------------------------------------------------------------
+
+    def expire_requests(self) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(g.visitor_requests)
+                .where(g.visitor_requests.c.status == "pending", g.visitor_requests.c.expires_ms < now_ms())
+                .values(status="expired")
+            )
+
+    def answer(self, request_id: str, approved: bool, by: str) -> dict[str, Any]:
+        self.expire_requests()
+        with self.engine.begin() as conn:
+            r = conn.execute(select(g.visitor_requests).where(g.visitor_requests.c.request_id == request_id)).first()
+            if r is None:
+                raise LookupError(f"visitor request {request_id}")
+            if r.status != "pending":
+                raise GateError(f"visitor request {request_id} is {r.status}")
+            conn.execute(
+                update(g.visitor_requests)
+                .where(g.visitor_requests.c.request_id == request_id)
+                .values(status="approved" if approved else "denied", answered_by=by, answered_ms=now_ms())
+            )
+        pub = self._publisher()
+        if pub is None:
+            raise ConnectionError("no broker connection on this cloud node")
+        ttl_s = max(1.0, (r.expires_ms - now_ms()) / 1000)
+        cmd = pub.send(r.device_id, "visitor-answer", {"request_id": request_id, "approved": approved, "by": by}, ttl_s)
+        return {"request_id": request_id, "status": "approved" if approved else "denied", "command": cmd["cid"]}
