@@ -56,9 +56,15 @@ def gate(
     arrivals: Annotated[int, typer.Option(help="simulated arrivals (after 10 warm-up)")] = 300,
     residents: Annotated[int, typer.Option(help="synthetic residents in the gallery besides the real face")] = 2000,
     threads: Annotated[int, typer.Option(help="inference threads per model")] = 2,
+    opens: Annotated[int, typer.Option(help="resident frames for the frame → relay latency")] = 40,
+    calls: Annotated[int, typer.Option(help="visitor calls through broker and cloud")] = 15,
     json_out: Annotated[bool, typer.Option("--json", help="compact JSON")] = False,
 ) -> None:
-    """Gate vision on simulated arrivals: decision latency, model time, search over 50k, temperature error."""
+    """Gate vision on simulated arrivals (decision latency, model time, search over 50k, temperature error),
+    then the unit itself: frame → relay, and a visitor call through broker and cloud → relay."""
     from bench.gate import run
+    from bench.gate_unit import run as run_unit
 
-    print(json.dumps(run(arrivals, residents, threads), indent=None if json_out else 2))
+    report = run(arrivals, residents, threads)
+    report.update(run_unit(opens, calls))
+    print(json.dumps(report, indent=None if json_out else 2))
