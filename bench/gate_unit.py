@@ -124,7 +124,7 @@ async def visitor_roundtrip(work: Path, n: int = 15) -> dict[str, float]:
                 broker_url=broker.url,
                 command_key_file=work / "key.pem",
                 ingest_batch_ms=5,
-                _env_file=None,  # type: ignore[call-arg]
+                _env_file=None,
             )
         )
         svc.start()
