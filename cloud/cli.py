@@ -39,7 +39,8 @@ def run(
 def ingest(
     worker_id: Annotated[str, typer.Option(help="stable id: a restarted worker gets its unacked messages back")] = "0",
 ) -> None:
-    """Run one standalone ingestion worker (scale out by starting more, on any machine)."""
+    """Run one standalone ingestion worker (scale out by starting more, on any machine): the workers split the
+    stream through the shared subscription group CE_INGEST_SHARE_GROUP (default ``ingest``)."""
     from cloud.service import CloudService
     from cloud.settings import Settings
 
@@ -48,7 +49,7 @@ def ingest(
     svc = CloudService(settings, start_mqtt=False)
     svc.start()
     host, port, _user, _password = settings.broker
-    worker = svc.new_worker(worker_id)
+    worker = svc.new_worker(worker_id, shared=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_a: stop.set())
     signal.signal(signal.SIGINT, lambda *_a: stop.set())

@@ -72,16 +72,19 @@ class CloudService:
         )
         self.commands.start()
 
-    def new_worker(self, worker_id: str) -> IngestWorker:
-        """An ingestion worker on this node's store; a stable ``worker_id`` keeps its broker session."""
+    def new_worker(self, worker_id: str, shared: bool | None = None) -> IngestWorker:
+        """An ingestion worker on this node's store; a stable ``worker_id`` keeps its broker session.
+        ``shared`` (default: when this node runs several workers) joins the shared-subscription group."""
         s = self.settings
+        if shared is None:
+            shared = s.ingest_workers > 1
         host, port, user, password = s.broker
         return IngestWorker(
             self.store,
             host,
             port,
             client_id=f"ingest-{worker_id}",
-            group=s.ingest_share_group,
+            group=(s.ingest_share_group or "ingest") if shared or s.ingest_share_group else None,
             batch_rows=s.ingest_batch_rows,
             batch_ms=s.ingest_batch_ms,
             username=user,

@@ -19,7 +19,12 @@ class Settings(BaseSettings):
     ingest_workers: int = Field(default=1, ge=0, le=64, description="ingestion workers started by `cloud run`")
     ingest_batch_rows: int = Field(default=500, ge=1, le=50_000)
     ingest_batch_ms: int = Field(default=50, ge=1, le=10_000)
-    ingest_share_group: str = "ingest"
+    ingest_share_group: str | None = Field(
+        default=None,
+        description="MQTT shared-subscription group for several ingestion workers; unset: one worker takes a plain "
+        "persistent subscription. Mosquitto 2.0 does not restore shared subscriptions after a restart, so messages "
+        "published before the workers resubscribe are lost; a plain subscription loses nothing",
+    )
     auto_register: bool = Field(default=False, description="accept unknown devices (demo only)")
     influx_url: str | None = Field(default=None, description="InfluxDB 2/3 or VictoriaMetrics base URL")
     influx_token: str = ""

@@ -35,7 +35,7 @@ class IngestWorker:
         port: int,
         *,
         client_id: str = "ingest-0",
-        group: str = "ingest",
+        group: str | None = "ingest",
         batch_rows: int = 500,
         batch_ms: int = 50,
         username: str | None = None,
@@ -45,7 +45,9 @@ class IngestWorker:
         self.store = store
         self.host, self.port = host, port
         self.client_id = client_id
-        self.topic = shared(group, subscription())
+        # shared: several workers split the stream; plain: one worker whose persistent session survives a broker
+        # restart (Mosquitto 2.0 restores plain subscriptions from persistence, not shared ones)
+        self.topic = shared(group, subscription()) if group else subscription()
         self.batch_rows = batch_rows
         self.batch_s = batch_ms / 1000
         self.on_batch = on_batch
@@ -62,7 +64,7 @@ class IngestWorker:
             c.username_pw_set(username, password)
         c.max_inflight_messages_set(1000)
         c.max_queued_messages_set(0)
-        c.reconnect_delay_set(1, 10)
+        c.reconnect_delay_set(1, 5)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message

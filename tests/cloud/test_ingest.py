@@ -170,3 +170,42 @@ async def test_command_round_trip(make_cloud: MakeCloud, run_agent: RunAgent, tm
     await until(lambda: api.get(f"/api/commands/{bad.json()['cid']}").json()["status"] == "error")
     assert api.post("/api/devices/nope/commands", json={"name": "ping"}).status_code == 404
     assert api.post("/api/devices/gate-01/commands", json={"name": "Bad Name"}).status_code == 422
+
+
+def test_messages_published_before_the_worker_resubscribes_after_a_broker_restart_are_kept(
+    make_cloud: MakeCloud, mosquitto: Mosquitto
+) -> None:
+    """The default single worker keeps a plain persistent subscription: the broker restores it from persistence
+    and queues what devices publish before the worker is back (a shared subscription would drop those)."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    svc, _client = make_cloud(auto_register=True)
+    w = svc.workers[0]
+
+    def publish(code: str) -> None:
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"dev-{code}")
+        c.connect(mosquitto.host, mosquitto.port)
+        c.loop_start()
+        payload = encode(envelope(DeviceEvent(code=code), dev="gate-01", seq=1))
+        c.publish(topic("riverside", "gate-01", "evt"), payload, qos=1).wait_for_publish(5)
+        c.disconnect()
+        c.loop_stop()
+
+    def codes() -> list[str]:
+        with svc.engine.connect() as conn:
+            return [r.body["code"] for r in conn.execute(select(t.messages.c.body).where(t.messages.c.type == "event"))]
+
+    publish("before")
+    mosquitto.stop()
+    deadline = time.monotonic() + 10
+    while w.connected.is_set() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(3)  # the worker's reconnect backoff grows while the broker is away
+    mosquitto.start()
+    publish("during")
+    assert not w.connected.is_set(), "the worker must still be reconnecting for this test to mean anything"
+    deadline = time.monotonic() + 20
+    while "during" not in codes() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert codes() == ["before", "during"]
