@@ -93,6 +93,9 @@ class CloudService:
         )
 
     def _on_batch(self, res: BatchResult) -> None:
+        if res.enrolments:  # before the sync requests: a gate's report may follow its own enrolment
+            self._sync.submit(self.gate.on_enrolments, list(res.enrolments))
+            res.enrolments.clear()
         if res.sync_requests:  # publishing waits on the broker: not on the ingestion thread
             self._sync.submit(self.gate.on_sync_requests, list(res.sync_requests))
             res.sync_requests.clear()

@@ -262,6 +262,16 @@ class GateService:
                     log.exception("sync failed", extra={"device": device})
                     break
 
+    def on_enrolments(self, enrolments: list[tuple[str, str]]) -> None:
+        """Faces an operator enrolled at a gate become part of the resident's record (and reach the other
+        gates); an unknown resident is logged and skipped — residents are created in the cloud first."""
+        for rid, emb_b64 in enrolments:
+            try:
+                vec = np.frombuffer(base64.b64decode(emb_b64, validate=True), dtype="<f4")
+                self.add_faces(rid, [vec])
+            except (LookupError, GateError, ValueError) as exc:
+                log.warning("gate enrolment refused", extra={"resident": rid, "error": str(exc)})
+
     # --- visitors --------------------------------------------------------------------------------------
 
     def expire_requests(self) -> None:

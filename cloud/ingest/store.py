@@ -61,6 +61,8 @@ class BatchResult:
     readings_rows: list[tuple[str, str, int, float, str | None, str]] = field(default_factory=list)
     #: gateways that reported their gallery / allow-list revision: (site, device, "gallery"|"allowlist", rev)
     sync_requests: list[tuple[str, str, str, int]] = field(default_factory=list)
+    #: faces enrolled at a gate by an operator: (resident id, embedding base64)
+    enrolments: list[tuple[str, str]] = field(default_factory=list)
 
 
 class Store:
@@ -368,6 +370,10 @@ class Store:
                 )
                 .on_conflict_do_nothing(index_elements=["ref"])
             )
+        elif isinstance(b, m.DeviceEvent) and b.code == "gallery.enrolled":
+            rid, emb = b.details.get("resident_id"), b.details.get("embedding_b64")
+            if isinstance(rid, str) and isinstance(emb, str):
+                res.enrolments.append((rid, emb))
         elif isinstance(b, m.DeviceEvent) and b.code in _SYNC_EVENTS:
             rev = b.details.get("revision")
             if isinstance(rev, int):

@@ -68,6 +68,7 @@ class GateUnit(Unit):
         self._ctx: UnitContext | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.sim: Any = None
+        self.last_frame: Frame | None = None
 
     # --- wiring ------------------------------------------------------------------------------------
 
@@ -89,6 +90,7 @@ class GateUnit(Unit):
             ("keypad", self._cmd_keypad),
             ("open-door", self._cmd_open_door),
             ("gate-status", self._cmd_status),
+            ("enroll", self._cmd_enroll),
         ):
             ctx.register_command(name, handler)
         ctx.subscribe(Channel.GALLERY, self._on_gallery)
@@ -241,6 +243,7 @@ class GateUnit(Unit):
                 log.warning("camera", extra={"error": str(exc)})
                 await asyncio.sleep(1.0)
                 continue
+            self.last_frame = frame
             d = await self.vision.adecide(frame.rgb, frame.thermal or None, frame.ambient_c)
             await self._act(d, frame)
 
@@ -435,6 +438,43 @@ class GateUnit(Unit):
             "residents": len(self.gallery),
             "passes": self.passes.count(),
         }
+
+    async def _cmd_enroll(self, args: dict[str, Any]) -> dict[str, Any]:
+        """An operator enrols the person now in front of the camera: the embedding is added here at once and
+        sent to the cloud, which owns the gallery and passes it on to the site's other gates."""
+        from edge.commands import CommandError
+        from edge.vision.embed import align
+        from edge.vision.quality import assess
+
+        rid, unit = str(args.get("resident_id", "")), args.get("unit")
+        if not rid:
+            raise CommandError("enroll needs args.resident_id (and optionally args.unit)")
+        frame, vision = self.last_frame, self.vision
+        if frame is None or vision is None:
+            raise CommandError("the camera has no frame yet; try again in a second")
+
+        def embed() -> Any:
+            faces = vision.detector.detect(frame.rgb)
+            if not faces:
+                raise CommandError("no face in view: ask the resident to look at the camera")
+            face = vision.detector.refine(frame.rgb, faces[0])
+            crop = align(frame.rgb, face)
+            q = assess(face, crop, vision.config.quality)
+            if not q.ok:
+                raise CommandError(f"face not good enough ({q.issue}): {q.prompt}")
+            return vision.embedder.embed_aligned(crop)
+
+        emb = await asyncio.get_running_loop().run_in_executor(vision._executor, embed)
+        existing = self.gallery.embeddings(rid)
+        await asyncio.to_thread(self.gallery.enroll, rid, [*existing, emb], str(unit) if unit else None)
+        await self._put(
+            DeviceEvent(
+                code="gallery.enrolled",
+                message=f"{rid} enrolled at {self.cfg.door}",
+                details={"resident_id": rid, "embedding_b64": base64.b64encode(emb.astype("<f4").tobytes()).decode()},
+            )
+        )
+        return {"enrolled": rid, "embeddings": len(existing) + 1}
 
     async def _cmd_sim_arrive(self, args: dict[str, Any]) -> dict[str, Any]:
         from simulators.gate_scene import scene_from_args

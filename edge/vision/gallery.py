@@ -119,6 +119,12 @@ class Gallery:
             self._db.execute("COMMIT")
             self._load()
 
+    def embeddings(self, resident_id: str) -> list[F32]:
+        """A resident's stored embeddings (empty if not enrolled)."""
+        with self._lock:
+            rows = [i for i, r in enumerate(self._ids) if r == resident_id]
+            return [self._matrix[i].copy() for i in rows]
+
     def remove(self, resident_id: str) -> None:
         with self._lock:
             self._db.execute("DELETE FROM gallery WHERE resident_id = ?", (resident_id,))

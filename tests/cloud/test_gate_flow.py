@@ -97,6 +97,27 @@ async def test_resident_enrolled_in_the_cloud_and_a_visitor_confirmed_by_the_app
 
         items = await until(lambda: len(log()) >= 2 and log(), 15, "the decision log")
         assert {i["body"]["reason"] for i in items} >= {"resident_match", "visitor_approved"}
+        # an operator enrols the visitor, now a new resident, at the gate; the cloud takes the face over
+        assert client.post("/api/sites/riverside/residents", json={"id": "res-2001", "unit": "0202"}).status_code == 201
+        gate.sim.arrive("grace_hopper", Scene(distance_m=0.55), dwell_s=10)
+        await until(lambda: gate.last_frame is not None and gate.sim.person == "grace_hopper", 5, "the new resident")
+        await asyncio.sleep(0.6)  # she has walked up to the terminal
+        cmd = await asyncio.to_thread(svc.commands.send, "gate-01", "enroll", {"resident_id": "res-2001"}, 30)
+
+        def acked() -> str | None:
+            from sqlalchemy import select
+
+            from cloud.db import schema as t
+
+            with svc.engine.connect() as conn:
+                row = conn.execute(
+                    select(t.commands.c.status, t.commands.c.reason).where(t.commands.c.cid == cmd["cid"])
+                ).first()
+            return f"{row.status}:{row.reason}" if row and row.status != "sent" else None
+
+        assert (await until(acked, 15, "the enrol command's ack")).startswith("ok")
+        await until(lambda: gate.gallery.revision == 2000, 15, "the cloud's delta with the gate-made face")
+        assert set(gate.gallery._names) == {"res-1042", "res-2001"}
     finally:
         board.close()
 
