@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from edge.units.barrier_config import BarrierConfig
 from edge.units.gate_config import GateConfig
+from edge.units.parking_config import ParkingLiftConfig
 from edge.units.ticker import TickerConfig
 from protocol.topics import validate_id
 
@@ -101,7 +102,7 @@ class CommandsConfig(_Model):
         return self.public_key
 
 
-UnitConfig = Annotated[TickerConfig | GateConfig | BarrierConfig, Field(discriminator="type")]
+UnitConfig = Annotated[TickerConfig | GateConfig | BarrierConfig | ParkingLiftConfig, Field(discriminator="type")]
 
 
 class AgentConfig(_Model):

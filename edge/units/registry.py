@@ -7,6 +7,7 @@ from typing import Any
 from edge.units.barrier_config import BarrierConfig
 from edge.units.base import Unit
 from edge.units.gate_config import GateConfig
+from edge.units.parking_config import ParkingLiftConfig
 from edge.units.ticker import Ticker, TickerConfig
 
 
@@ -21,4 +22,8 @@ def build_unit(cfg: Any) -> Unit:
         from edge.units.barrier import BarrierUnit
 
         return BarrierUnit(cfg)
+    if isinstance(cfg, ParkingLiftConfig):
+        from edge.units.parking_lift import ParkingLiftUnit
+
+        return ParkingLiftUnit(cfg)
     raise ValueError(f"no unit for config type {type(cfg).__name__}")
