@@ -119,6 +119,7 @@ class Tower:
             raise RuntimeError("the tower's Modbus server did not start")
         self._last = self.now()
         self._last_gateway = time.monotonic()
+        self.gateway_watchdog_s = p.GATEWAY_WATCHDOG_S  # wall seconds of gateway silence before a safe stop
         self._sim_thread = threading.Thread(target=self._run, name="tower-sim", daemon=True)
         self._sim_thread.start()
 
@@ -306,7 +307,7 @@ class Tower:
                     self._step(lf, dt)
 
     def _step(self, lf: Lift, dt: float) -> None:
-        silent = time.monotonic() - self._last_gateway > p.GATEWAY_WATCHDOG_S
+        silent = time.monotonic() - self._last_gateway > self.gateway_watchdog_s
         if silent and not lf.stopped and lf.current is not None:
             lf.stopped, lf.state, lf.fault = True, p.STATE_FAULT, p.FAULTS.index("gateway_lost")
             self.events.append((self.now(), lf.index, "stopped:gateway_lost"))

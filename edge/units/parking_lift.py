@@ -88,7 +88,7 @@ class ParkingLiftUnit(Unit):
         self._client: Any = None
         self._ctx: UnitContext | None = None
         self._wake = asyncio.Event()
-        self._alarms: set[str] = set()
+        self._alarms: dict[str, str] = {}  # raised alarm key → code
         self.results: list[LiftResult] = []
         self.expected: dict[str, float] = {}  # subject → expected departure (tower clock)
         cfg.state.parent.mkdir(parents=True, exist_ok=True)
@@ -128,7 +128,7 @@ class ParkingLiftUnit(Unit):
     async def _alarm(self, key: str, code: str, severity: str, message: str, **details: Any) -> None:
         if key in self._alarms:
             return
-        self._alarms.add(key)
+        self._alarms[key] = code
         await self._put(
             AlarmRaise(
                 key=key,
@@ -140,9 +140,9 @@ class ParkingLiftUnit(Unit):
         )
 
     async def _clear(self, key: str, message: str) -> None:
-        if key in self._alarms:
-            self._alarms.discard(key)
-            await self._put(AlarmClear(key=key, code=key.split(".", 2)[-1].split(".")[0], message=message))
+        code = self._alarms.pop(key, None)
+        if code is not None:
+            await self._put(AlarmClear(key=key, code=code, message=message))
 
     async def run(self, ctx: UnitContext) -> None:
         self._ctx = ctx
