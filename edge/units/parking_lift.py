@@ -7,7 +7,8 @@ interlocks closed again. If the PLC stops answering for ``watchdog_s`` the unit 
 all work (the PLC, hearing nothing from the gateway, stops motion by itself).
 
 Scheduling (``policy``):
-* ``fifo`` — the baseline: jobs in arrival order, each car to the nearest free bay (lowest floor).
+* ``fifo`` — the baseline: jobs in arrival order, each car to the nearest free bay (lowest floor), no fetching
+  ahead.
 * ``smart`` — retrievals before stores (a driver waits at the exit; a stored car waits in the entrance bay)
   unless a store has waited ``store_patience_s``; among retrievals the earliest-requested first (no starvation)
   but a lift already near a requested car takes it; cars expected to leave soon go to low floors and long stays
@@ -91,6 +92,7 @@ class ParkingLiftUnit(Unit):
         self._alarms: dict[str, str] = {}  # raised alarm key → code
         self.results: list[LiftResult] = []
         self.expected: dict[str, float] = {}  # subject → expected departure (tower clock)
+        self.at_exit: dict[str, Job] = {}  # prefetched cars waiting in the exit area for their driver
         cfg.state.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(cfg.state, isolation_level=None, check_same_thread=False)
         self._db.execute(
@@ -101,6 +103,7 @@ class ParkingLiftUnit(Unit):
             s: (lf, fl, b) for lf, fl, b, s in self._db.execute("SELECT lift, floor, bay, subject FROM bays")
         }
         self._lock = asyncio.Lock()
+        self.ready = asyncio.Event()  # set after the first full read of the PLC
 
     def now(self) -> float:
         return time.monotonic() * self.cfg.clock_scale
@@ -195,6 +198,7 @@ class ParkingLiftUnit(Unit):
                     for lf in self.lifts:
                         await self._read(lf)
                 self._last_ok = time.monotonic()
+                self.ready.set()
                 if not self.comm_ok:
                     self.comm_ok = True
                     await self._clear(f"lift.{self.cfg.tower}.comm_lost", "PLC answering again")
@@ -262,6 +266,10 @@ class ParkingLiftUnit(Unit):
         elif ok and job.kind == "retrieve":
             self.cars.pop(job.subject, None)
             self._db.execute("DELETE FROM bays WHERE subject = ?", (job.subject,))
+        if ok and job.kind == "retrieve" and job.requested is None:  # prefetched, the driver has not asked yet
+            self.at_exit[job.subject] = job
+            self._wake.set()
+            return
         start = job.requested if job.requested is not None else job.created
         if job.kind != "move":
             res = LiftResult(
@@ -326,6 +334,22 @@ class ParkingLiftUnit(Unit):
                     if not prefetch and j.requested is None:
                         j.requested = self.now()
                     return j
+        if not prefetch and subject in self.at_exit:  # fetched ahead: the car is already waiting
+            job = self.at_exit.pop(subject)
+            job.requested = self.now()
+            res = LiftResult(
+                request_id=job.id,
+                kind="retrieve",
+                ok=True,
+                duration_s=0.0,
+                bay=f"{job.lift}-{job.floor}-{job.bay}",
+                reason="prefetched",
+            )
+            self.results.append(res)
+            await self._put(res)
+            job.done = asyncio.get_running_loop().create_future()
+            job.done.set_result(res)
+            return job
         if subject not in self.cars:
             raise ParkingError(f"no car for {subject} in this tower")
         lift, floor, bay = self.cars[subject]
@@ -378,10 +402,10 @@ class ParkingLiftUnit(Unit):
                 j for j in asked if abs(j.floor - lf.floor) <= 1 and (j.requested or 0) - (oldest.requested or 0) < 30
             ]
             return near[0] if near else oldest
-        if stores and lf.vehicle is not None:
-            return stores[0]
         prefetched = [j for j in lf.queue if j.kind == "retrieve"]
-        return prefetched[0] if prefetched else (stores[0] if stores else None)
+        if prefetched:  # a driver is on the way to the exit
+            return prefetched[0]
+        return stores[0] if stores else None
 
     async def _dispatch_loop(self) -> None:
         while True:
@@ -461,6 +485,8 @@ class ParkingLiftUnit(Unit):
         return {"request_id": job.id, "lift": job.lift, "eta_s": round(self.eta(job), 1)}
 
     async def _cmd_prefetch(self, args: dict[str, Any]) -> dict[str, Any]:
+        if self.cfg.policy != "smart":
+            return {"prefetch": False, "reason": "the fifo policy does not fetch ahead"}
         try:
             job = await self.retrieve(str(args["subject"]), str(args.get("by", "face")), prefetch=True)
         except (KeyError, ParkingError) as exc:
