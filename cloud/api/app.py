@@ -12,6 +12,7 @@ from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cloud.api.gate import router as gate_router
+from cloud.api.parking import router as parking_router
 from cloud.api.registry import router as registry_router
 from cloud.api.resources import router
 from cloud.api.workorders import router as work_orders_router
@@ -41,6 +42,7 @@ def create_app(settings: Settings | None = None, service: CloudService | None = 
     app.include_router(registry_router)
     app.include_router(work_orders_router)
     app.include_router(gate_router)
+    app.include_router(parking_router)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_r: Request, exc: StarletteHTTPException) -> JSONResponse:

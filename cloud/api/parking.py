@@ -1,0 +1,62 @@
+"""Parking towers: a driver's retrieve request (from a phone), tower status and request history."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from cloud.api.deps import Conn, Page, Paging, Service, paged, require_token
+from cloud.commands import CommandUnknownDevice
+from cloud.db import schema as t
+
+router = APIRouter(prefix="/api/parking", dependencies=[Depends(require_token)], tags=["parking"])
+
+
+class RetrieveIn(BaseModel):
+    subject: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+    by: Literal["face", "plate", "ticket"] = "ticket"
+
+
+@router.post("/{device_id}/retrieve", status_code=202)
+def retrieve(device_id: str, body: RetrieveIn, svc: Service) -> dict[str, Any]:
+    """Ask the tower for a car; the answer (request id, ETA) comes back as the command's acknowledgement and the
+    ``lift.request`` / ``lift.result`` events."""
+    if svc.commands is None:
+        raise HTTPException(503, detail="no broker connection on this cloud node")
+    try:
+        return svc.commands.send(device_id, "lift-retrieve", body.model_dump(), ttl_s=60)
+    except CommandUnknownDevice:
+        raise HTTPException(404, detail=f"no device {device_id}") from None
+    except ConnectionError as exc:
+        raise HTTPException(503, detail=f"{exc}; try again shortly") from None
+
+
+@router.get("/{device_id}/status")
+def status(device_id: str, conn: Conn) -> dict[str, Any]:
+    """The newest ``lift.status`` of each lift of the tower."""
+    c = t.messages.c
+    rows = conn.execute(
+        select(c.body, c.received_ms)
+        .where(c.device_id == device_id, c.type == "lift.status")
+        .order_by(c.received_ms.desc(), c.id.desc())
+        .limit(500)
+    ).all()
+    lifts: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        lifts.setdefault(r.body["lift"], {**r.body, "received_ms": r.received_ms})
+    return {"device_id": device_id, "lifts": sorted(lifts.values(), key=lambda x: x["lift"])}
+
+
+@router.get("/{device_id}/requests", response_model=Page)
+def requests(device_id: str, conn: Conn, p: Paging) -> Page:
+    """Requests and their results, newest first (``lift.request`` and ``lift.result`` events)."""
+    c = t.messages.c
+    q = (
+        select(c.type, c.body, c.received_ms)
+        .where(c.device_id == device_id, c.type.in_(["lift.request", "lift.result"]))
+        .order_by(c.received_ms.desc(), c.id.desc())
+    )
+    return paged(conn, q, p)
