@@ -40,3 +40,4 @@ class ParkingLiftConfig(BaseModel):
     state: Path = Path("var/parking.db")
     clock_scale: float = Field(1.0, gt=0, description="tower seconds per wall second (simulators only)")
     store_patience_s: float = Field(180.0, gt=0, description="a store waiting this long goes before retrievals")
+    telemetry_s: float = Field(60.0, gt=0, description="occupancy and queue readings this often")

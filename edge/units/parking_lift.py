@@ -162,10 +162,22 @@ class ParkingLiftUnit(Unit):
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._poll_loop(), name="parking-poll")
                 tg.create_task(self._dispatch_loop(), name="parking-dispatch")
+                tg.create_task(self._telemetry_loop(), name="parking-telemetry")
         finally:
             if self._client is not None:
                 self._client.close()
             self._db.close()
+
+    async def _telemetry_loop(self) -> None:
+        total = self.cfg.lifts * self.cfg.floors * self.cfg.bays
+        while True:
+            assert self._ctx is not None
+            ob = self._ctx.outbox
+            await ob.put_reading(f"{self.cfg.tower}.occupancy", len(self.cars) / total, unit="ratio")
+            await ob.put_reading(f"{self.cfg.tower}.parked", float(len(self.cars)))
+            for lf in self.lifts:
+                await ob.put_reading(f"{self.cfg.tower}.{lf.index}.queue", float(len(lf.queue)))
+            await asyncio.sleep(self.cfg.telemetry_s)
 
     # --- the PLC ---------------------------------------------------------------------------------------
 
