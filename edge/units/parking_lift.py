@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import sqlite3
 import time
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from protocol import parking as p
 from protocol.messages import AlarmClear, AlarmRaise, Body, DeviceEvent, LiftRequest, LiftResult, LiftStatus
 
 log = logging.getLogger("civicedge.edge.parking")
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 
 
 class ParkingError(Exception):
@@ -323,7 +325,15 @@ class ParkingLiftUnit(Unit):
         want = min(self.cfg.floors - 1, int(self.cfg.floors * min(stay_s, 4 * 3600) / (4 * 3600 + 1)))
         return min(free, key=lambda fb: (abs(fb[0] - want), fb[0], fb[1]))
 
+    @staticmethod
+    def _check_subject(subject: str) -> None:
+        if not _ID.match(subject) or len(subject) > 64:
+            raise ParkingError(f"{subject!r} is not a driver id (letters, digits, _ . : - ; a plate maps to its holder)")
+
     async def store(self, subject: str, lift: int, by: str = "plate", stay_s: float | None = None) -> Job:
+        self._check_subject(subject)
+        if not 0 <= lift < len(self.lifts):
+            raise ParkingError(f"no lift {lift} in this tower (0–{len(self.lifts) - 1})")
         if subject in self.cars or any(j.subject == subject for lf in self.lifts for j in lf.queue):
             raise ParkingError(f"{subject} is already parked")
         lf = self.lifts[lift]
@@ -340,6 +350,7 @@ class ParkingLiftUnit(Unit):
         return await self._enqueue(job)
 
     async def retrieve(self, subject: str, by: str = "plate", prefetch: bool = False) -> Job:
+        self._check_subject(subject)
         for lf in self.lifts:  # already on its way (prefetched): the driver's clock starts now
             for j in [lf.job, *lf.queue]:
                 if j is not None and j.kind == "retrieve" and j.subject == subject:

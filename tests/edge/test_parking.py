@@ -95,6 +95,8 @@ async def test_store_and_retrieve_end_to_end(rig: Rig) -> None:
     assert [r["body"]["kind"] for r in requests] == ["store", "retrieve"] and requests[1]["body"]["eta_s"] > 0
     with pytest.raises(ParkingError, match="no car"):
         await rig.unit.retrieve("res-1042")
+    with pytest.raises(ParkingError, match="not a driver id"):
+        await rig.unit.retrieve("京A12345")
     batches = await rig.sent("telemetry")
     metrics = {r["metric"] for b in batches for r in b["body"]["readings"]}
     assert {"west.occupancy", "west.parked", "west.0.queue", "west.1.queue"} <= metrics
