@@ -328,7 +328,7 @@ class ParkingLiftUnit(Unit):
     @staticmethod
     def _check_subject(subject: str) -> None:
         if not _ID.match(subject) or len(subject) > 64:
-            raise ParkingError(f"{subject!r} is not a driver id (letters, digits, _ . : - ; a plate maps to its holder)")
+            raise ParkingError(f"{subject!r} is not a driver id (letters, digits, _ . : -; a plate maps to a holder)")
 
     async def store(self, subject: str, lift: int, by: str = "plate", stay_s: float | None = None) -> Job:
         self._check_subject(subject)
