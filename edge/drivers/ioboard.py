@@ -26,6 +26,8 @@ class IOBoardIO(IO):
         self._kicker: asyncio.Task[None] | None = None
         self.errors: dict[str, int] = {}
         self._input_events = 0
+        self.safe_states = 0  # times the board reported its watchdog safe state
+        self.board_log: list[str] = []  # log lines the board sent
         self.info = ""
 
     async def start(self) -> None:
@@ -85,7 +87,12 @@ class IOBoardIO(IO):
             self._inputs_from(sf.get_u16(payload))
         elif kind == sf.KIND_EVT and op == sf.OP_SAFE_STATE:
             log.warning("I/O board entered its safe state (watchdog)")
+            self.safe_states += 1
             self._outputs_from(sf.get_u16(payload))
+        elif kind == sf.KIND_EVT and op == sf.OP_LOG:
+            line = payload.decode("utf-8", "replace")
+            self.board_log.append(line)
+            log.info("I/O board says", extra={"line": line})
 
     def _inputs_from(self, bits: int) -> None:
         self._update_inputs({ch: bool(bits & (1 << ch)) for ch in self.cfg.inputs.values()})

@@ -1,0 +1,1 @@
+../../protocol/serial_frame.py
