@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edge.units.barrier_config import BarrierConfig
+from edge.units.elevator_config import ElevatorConfig
 from edge.units.gate_config import GateConfig
 from edge.units.parking_config import ParkingLiftConfig
 from edge.units.ticker import TickerConfig
@@ -102,7 +103,9 @@ class CommandsConfig(_Model):
         return self.public_key
 
 
-UnitConfig = Annotated[TickerConfig | GateConfig | BarrierConfig | ParkingLiftConfig, Field(discriminator="type")]
+UnitConfig = Annotated[
+    TickerConfig | GateConfig | BarrierConfig | ParkingLiftConfig | ElevatorConfig, Field(discriminator="type")
+]
 
 
 class AgentConfig(_Model):

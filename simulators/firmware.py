@@ -37,6 +37,7 @@ class FirmwareBoard:
         self.state = Path(tempfile.mkdtemp(prefix=f"ce-fw-{name}-"))
         (self.state / "config.json").write_text(json.dumps(config or {}))
         self._inputs = [0] * inputs
+        self._sensors: dict[str, Any] = {}
         self._write_inputs()
         env = {**os.environ, "MICROPYPATH": f"{FIRMWARE / 'lib'}:{FIRMWARE / name}"}
         self.log_path = self.state / "console.log"
@@ -55,8 +56,13 @@ class FirmwareBoard:
 
     def _write_inputs(self) -> None:
         tmp = self.state / "inputs.json.tmp"
-        tmp.write_text(json.dumps({"inputs": self._inputs}))
+        tmp.write_text(json.dumps({"inputs": self._inputs, "sensors": self._sensors}))
         tmp.replace(self.state / "inputs.json")
+
+    def set_sensors(self, values: dict[str, Any]) -> None:
+        """What the board's sensors read now (the simulated world writes this)."""
+        self._sensors = dict(values)
+        self._write_inputs()
 
     def set_input(self, ch: int, on: bool) -> None:
         self._inputs[ch] = 1 if on else 0

@@ -6,6 +6,7 @@ from typing import Any
 
 from edge.units.barrier_config import BarrierConfig
 from edge.units.base import Unit
+from edge.units.elevator_config import ElevatorConfig
 from edge.units.gate_config import GateConfig
 from edge.units.parking_config import ParkingLiftConfig
 from edge.units.ticker import Ticker, TickerConfig
@@ -26,4 +27,8 @@ def build_unit(cfg: Any) -> Unit:
         from edge.units.parking_lift import ParkingLiftUnit
 
         return ParkingLiftUnit(cfg)
+    if isinstance(cfg, ElevatorConfig):
+        from edge.units.elevator import ElevatorUnit
+
+        return ElevatorUnit(cfg)
     raise ValueError(f"no unit for config type {type(cfg).__name__}")

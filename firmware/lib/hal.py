@@ -114,6 +114,26 @@ class UnixPins:
         os.rename(tmp, self._out_path)
 
 
+class UnixSensors:
+    """Sensor values from the rig's JSON file (``{"sensors": {...}}``), re-read at most every ``period_ms``."""
+
+    def __init__(self, path, period_ms=20):
+        self._path, self._period = path, period_ms
+        self._last = ticks_ms() - period_ms
+        self.values = {}
+
+    def read(self):
+        now = ticks_ms()
+        if ticks_diff(now, self._last) >= self._period:
+            self._last = now
+            try:
+                with open(self._path) as f:
+                    self.values = json.load(f).get("sensors", {})
+            except (OSError, ValueError):
+                pass
+        return self.values
+
+
 class BoardPins:
     def __init__(self, in_pins, out_pins):
         from machine import Pin
