@@ -36,7 +36,8 @@ check: venv
 	@rm -rf build/mpstubs && mkdir -p build/mpstubs
 	@SP=$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
 	  cp $$SP/*.pyi build/mpstubs/ && rm -f build/mpstubs/__builtins__.pyi && cp -r $$SP/_mpy_shed build/mpstubs/
-	MYPYPATH=build/mpstubs $(BIN)/mypy --config-file firmware/mypy.ini firmware
+	@# each board's main.py separately (they are all "main" on their boards)
+	for d in firmware/*/; do MYPYPATH=build/mpstubs:firmware/lib $(BIN)/mypy --config-file firmware/mypy.ini $$d || exit 1; done
 
 bench: venv services
 	@bash bench/run.sh
