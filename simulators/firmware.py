@@ -30,14 +30,16 @@ def micropython() -> str:
 
 
 class FirmwareBoard:
-    def __init__(self, name: str, config: dict[str, Any] | None = None, inputs: int = 8) -> None:
+    def __init__(
+        self, name: str, config: dict[str, Any] | None = None, inputs: int = 8, sensors: dict[str, Any] | None = None
+    ) -> None:
         self.name = name
         self.link = SerialLink()
         self.port = self.link.a
         self.state = Path(tempfile.mkdtemp(prefix=f"ce-fw-{name}-"))
         (self.state / "config.json").write_text(json.dumps(config or {}))
         self._inputs = [0] * inputs
-        self._sensors: dict[str, Any] = {}
+        self._sensors: dict[str, Any] = dict(sensors or {})  # what the sensors read when the board powers up
         self._write_inputs()
         env = {**os.environ, "MICROPYPATH": f"{FIRMWARE / 'lib'}:{FIRMWARE / name}"}
         self.log_path = self.state / "console.log"

@@ -1,0 +1,136 @@
+"""Manhole-cover sensor node: tilt / displacement / overturn (LIS3DH), water level (pressure sensor on an
+ADC), combustible gas (ADC), battery. Wakes every ``sample_s`` (or at once when the accelerometer's motion
+interrupt fires), raises an alarm immediately on a threshold crossing — with hysteresis, so a cover rocking
+around the threshold is one alarm, not a storm — and sends a reading every ``heartbeat_s`` (twice as rarely on
+a low battery). Everything goes through the store-and-forward ring, straight to the broker over MQTT.
+
+Under the unix port: ``micropython main.py <unused> <state dir>``; sensors come from ``inputs.json``.
+"""
+
+import json
+import math
+import sys
+
+import hal
+import simbus
+from envelope import Envelopes
+from lis3dh import LIS3DH
+from mqtt import MQTTClient
+from ringfile import RingFile
+from sender import Sender
+
+DEFAULTS = {
+    "site": "riverside",
+    "device": "mh-0001",
+    "broker_host": "127.0.0.1",
+    "broker_port": 1883,
+    "sample_s": 60,
+    "heartbeat_s": 900,
+    "tilt_deg": 5.0,
+    "tilt_clear_deg": 3.0,
+    "overturn_deg": 60.0,
+    "water_cm": 50.0,
+    "water_clear_cm": 40.0,
+    "gas_lel": 10.0,
+    "gas_clear_lel": 5.0,
+    "battery_low_v": 3.4,
+    "battery_ok_v": 3.6,
+    "water_cm_per_mv": 0.1,
+    "gas_lel_per_mv": 0.02,
+    "battery_divider": 2.0,
+    "flush_ms": 2000,
+}
+ALARMS = (
+    # kind, reading, raise at, clear at (below), alarm when above
+    ("tilt", "tilt_deg", "tilt_deg", "tilt_clear_deg", True),
+    ("overturn", "tilt_deg", "overturn_deg", "tilt_deg", True),
+    ("flood", "water_level_cm", "water_cm", "water_clear_cm", True),
+    ("gas", "gas_lel", "gas_lel", "gas_clear_lel", True),
+    ("battery_low", "battery_v", "battery_low_v", "battery_ok_v", False),
+)
+
+
+def angle_deg(a, b):
+    dot = a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
+    na = math.sqrt(a[0] ** 2 + a[1] ** 2 + a[2] ** 2)
+    nb = math.sqrt(b[0] ** 2 + b[1] ** 2 + b[2] ** 2)
+    if na == 0 or nb == 0:
+        return 0.0
+    return math.degrees(math.acos(max(-1.0, min(1.0, dot / (na * nb)))))
+
+
+class Node:
+    def __init__(self, cfg, accel, adcs, sender, env, state_dir):
+        self.cfg, self.accel, self.adcs, self.sender, self.env = cfg, accel, adcs, sender, env
+        self.active = {}
+        self.last_heartbeat = None
+        self.baseline_path = state_dir + "/baseline.json"
+        try:
+            with open(self.baseline_path) as f:
+                self.baseline = json.load(f)["g"]
+        except (OSError, ValueError, KeyError):
+            self.baseline = accel.read_g()  # installed level: this is "upright"
+            with open(self.baseline_path, "w") as f:
+                json.dump({"g": self.baseline}, f)
+        accel.motion_interrupt()
+
+    def read(self):
+        c = self.cfg
+        g = self.accel.read_g()
+        return {
+            "tilt_deg": round(angle_deg(g, self.baseline), 2),
+            "water_level_cm": round(self.adcs["water"].read_uv() / 1000 * c["water_cm_per_mv"], 1),
+            "gas_lel": round(self.adcs["gas"].read_uv() / 1000 * c["gas_lel_per_mv"], 2),
+            "battery_v": round(self.adcs["battery"].read_uv() / 1e6 * c["battery_divider"], 3),
+        }
+
+    def check_alarms(self, r):
+        c = self.cfg
+        for kind, key, raise_key, clear_key, above in ALARMS:
+            v, on, off = r[key], c[raise_key], c[clear_key]
+            was = self.active.get(kind, False)
+            now = (v > on if above else v < on) if not was else (v >= off if above else v <= off)
+            if now != was:
+                self.active[kind] = now
+                body = {"kind": kind, "active": now, "value": v, "threshold": on}
+                self.sender.send(self.env.topic("alm"), self.env.make("manhole.alarm", body))
+
+    def heartbeat_due(self, now_ms):
+        period = self.cfg["heartbeat_s"] * 1000
+        if self.active.get("battery_low"):
+            period *= 2  # battery-aware: report half as often
+        return self.last_heartbeat is None or hal.ticks_diff(now_ms, self.last_heartbeat) >= period
+
+    def cycle(self):
+        r = self.read()
+        self.check_alarms(r)
+        now = hal.ticks_ms()
+        if self.heartbeat_due(now):
+            self.last_heartbeat = now
+            self.sender.send(self.env.topic("tele"), self.env.make("manhole.reading", r))
+        return r
+
+
+def main(argv):
+    state = argv[2]
+    cfg = hal.load_config(state + "/config.json", DEFAULTS)
+    sensors = hal.UnixSensors(state + "/inputs.json", period_ms=5)
+    hal.UnixPins(0, 0, state + "/inputs.json", state + "/outputs.json")  # outputs.json says "started"
+    accel = LIS3DH(simbus.SimI2C(sensors))
+    adcs = {k: simbus.SimADC(sensors, k + "_mv") for k in ("water", "gas", "battery")}
+    client = MQTTClient(cfg["device"], cfg["broker_host"], cfg["broker_port"], keepalive=30)
+    env = Envelopes(cfg["site"], cfg["device"])
+    client.set_last_will(env.topic("state"), json.dumps({"v": 1, "id": "01KAB3C4D5E6F7G8H9JKMN0001", "dev": cfg["device"], "seq": 0, "ts": 0, "type": "state", "body": {"status": "offline"}}), retain=True)
+    sender = Sender(client, RingFile(state + "/ring", slots=128, slot=400), backoff_ms=(200, 2000))
+    node = Node(cfg, accel, adcs, sender, env, state)
+    while True:
+        node.cycle()
+        deadline = hal.ticks_add(hal.ticks_ms(), cfg["flush_ms"])
+        while len(sender.ring) and hal.ticks_diff(deadline, hal.ticks_ms()) > 0:
+            sender.service(5)  # a board powers the radio only for this
+        woke = simbus.deep_sleep(sensors, int(cfg["sample_s"] * 1000))
+        if woke:
+            accel.interrupt_source()
+
+
+main(sys.argv)
