@@ -4,6 +4,8 @@ interrupt fires), raises an alarm immediately on a threshold crossing — with h
 around the threshold is one alarm, not a storm — and sends a reading every ``heartbeat_s`` (twice as rarely on
 a low battery). Everything goes through the store-and-forward ring, straight to the broker over MQTT.
 
+Pins (ESP32): LIS3DH on I2C0 (SCL 22, SDA 21, INT1 → 33 for wake-up), water pressure sensor ADC 34, gas
+sensor ADC 35, battery divider ADC 36; state files under ``/data``.
 Under the unix port: ``micropython main.py <unused> <state dir>``; sensors come from ``inputs.json``.
 """
 
@@ -13,6 +15,7 @@ import sys
 
 import hal
 import simbus
+import envelope
 from envelope import Envelopes
 from lis3dh import LIS3DH
 from mqtt import MQTTClient
@@ -62,8 +65,14 @@ def angle_deg(a, b):
 class Node:
     def __init__(self, cfg, accel, adcs, sender, env, state_dir):
         self.cfg, self.accel, self.adcs, self.sender, self.env = cfg, accel, adcs, sender, env
-        self.active = {}
-        self.last_heartbeat = None
+        self.state_path = state_dir + "/node.json"  # survives deep sleep (a board wakes through a reset)
+        self.active, self.last_heartbeat = {}, None
+        try:
+            with open(self.state_path) as f:
+                st = json.load(f)
+            self.active, self.last_heartbeat = st["active"], st["heartbeat_ms"]
+        except (OSError, ValueError, KeyError):
+            pass
         self.baseline_path = state_dir + "/baseline.json"
         try:
             with open(self.baseline_path) as f:
@@ -94,30 +103,69 @@ class Node:
                 self.active[kind] = now
                 body = {"kind": kind, "active": now, "value": v, "threshold": on}
                 self.sender.send(self.env.topic("alm"), self.env.make("manhole.alarm", body))
+                self._save()
 
-    def heartbeat_due(self, now_ms):
+    def _save(self):
+        with open(self.state_path, "w") as f:
+            json.dump({"active": self.active, "heartbeat_ms": self.last_heartbeat}, f)
+
+    def heartbeat_due(self, now):
         period = self.cfg["heartbeat_s"] * 1000
         if self.active.get("battery_low"):
             period *= 2  # battery-aware: report half as often
-        return self.last_heartbeat is None or hal.ticks_diff(now_ms, self.last_heartbeat) >= period
+        return self.last_heartbeat is None or now - self.last_heartbeat >= period
 
     def cycle(self):
         r = self.read()
         self.check_alarms(r)
-        now = hal.ticks_ms()
+        now = envelope.now_ms()  # wall time: ticks restart with every wake from deep sleep
         if self.heartbeat_due(now):
             self.last_heartbeat = now
             self.sender.send(self.env.topic("tele"), self.env.make("manhole.reading", r))
+            self._save()
         return r
 
 
+class BoardADC:
+    def __init__(self, pin):
+        from machine import ADC, Pin
+
+        self._adc = ADC(Pin(pin))
+        self._adc.atten(ADC.ATTN_11DB)
+
+    def read_uv(self):
+        return self._adc.read_uv()
+
+
+def board_sleep(ms):
+    """Deep sleep; the LIS3DH's INT1 (pin 33) wakes the board early. The board resets on waking."""
+    import esp32
+    import machine
+
+    esp32.wake_on_ext0(machine.Pin(33, machine.Pin.IN), esp32.WAKEUP_ANY_HIGH)
+    machine.deepsleep(ms)
+
+
 def main(argv):
-    state = argv[2]
-    cfg = hal.load_config(state + "/config.json", DEFAULTS)
-    sensors = hal.UnixSensors(state + "/inputs.json", period_ms=5)
-    hal.UnixPins(0, 0, state + "/inputs.json", state + "/outputs.json")  # outputs.json says "started"
-    accel = LIS3DH(simbus.SimI2C(sensors))
-    adcs = {k: simbus.SimADC(sensors, k + "_mv") for k in ("water", "gas", "battery")}
+    if hal.UNIX:
+        state = argv[2]
+        cfg = hal.load_config(state + "/config.json", DEFAULTS)
+        sensors = hal.UnixSensors(state + "/inputs.json", period_ms=5)
+        hal.UnixPins(0, 0, state + "/inputs.json", state + "/outputs.json")  # outputs.json says "started"
+        accel = LIS3DH(simbus.SimI2C(sensors))
+        adcs = {k: simbus.SimADC(sensors, k + "_mv") for k in ("water", "gas", "battery")}
+
+        def sleep(ms):
+            if simbus.deep_sleep(sensors, ms):
+                accel.interrupt_source()
+    else:
+        from machine import I2C, Pin
+
+        state = "/data"
+        cfg = hal.load_config("config.json", DEFAULTS)
+        accel = LIS3DH(I2C(0, scl=Pin(22), sda=Pin(21), freq=400000))
+        adcs = {"water": BoardADC(34), "gas": BoardADC(35), "battery": BoardADC(36)}
+        sleep = board_sleep
     client = MQTTClient(cfg["device"], cfg["broker_host"], cfg["broker_port"], keepalive=30)
     env = Envelopes(cfg["site"], cfg["device"])
     client.set_last_will(env.topic("state"), json.dumps({"v": 1, "id": "01KAB3C4D5E6F7G8H9JKMN0001", "dev": cfg["device"], "seq": 0, "ts": 0, "type": "state", "body": {"status": "offline"}}), retain=True)
@@ -128,9 +176,7 @@ def main(argv):
         deadline = hal.ticks_add(hal.ticks_ms(), cfg["flush_ms"])
         while len(sender.ring) and hal.ticks_diff(deadline, hal.ticks_ms()) > 0:
             sender.service(5)  # a board powers the radio only for this
-        woke = simbus.deep_sleep(sensors, int(cfg["sample_s"] * 1000))
-        if woke:
-            accel.interrupt_source()
+        sleep(int(cfg["sample_s"] * 1000))
 
 
 main(sys.argv)
