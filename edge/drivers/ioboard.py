@@ -1,14 +1,13 @@
-"""The project's I/O board over USB serial (``protocol.serial_frame``): requests matched to responses by
-sequence number, unsolicited input-change events, and a watchdog the board enforces (if the gateway stops
-kicking it, the board drops its outputs to the safe state: locks shut)."""
+"""The project's I/O board over USB serial (``protocol.serial_frame``, through a ``BoardLink``): named relays
+and inputs, unsolicited input-change events, and a watchdog the board enforces (if the gateway stops kicking
+it, the board drops its outputs to their safe levels: locks shut) and reports when contact returns."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
-from typing import Any
 
+from edge.drivers.boardlink import BoardLink
 from edge.drivers.io import IO, DriverError, IOBoardConfig, log
 from protocol import serial_frame as sf
 
@@ -18,33 +17,24 @@ class IOBoardIO(IO):
 
     def __init__(self, cfg: IOBoardConfig) -> None:
         super().__init__(cfg)
-        self._ser: Any = None
-        self._seq = 0
-        self._pending: dict[int, asyncio.Future[tuple[int, bytes]]] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.link = BoardLink(cfg.port, cfg.baud, cfg.timeout_s, on_event=self._on_event)
         self._kicker: asyncio.Task[None] | None = None
-        self.errors: dict[str, int] = {}
         self._input_events = 0
         self.safe_states = 0  # times the board reported its watchdog safe state
         self.board_log: list[str] = []  # log lines the board sent
         self.info = ""
 
-    async def start(self) -> None:
-        import serial
+    @property
+    def errors(self) -> dict[str, int]:
+        return self.link.errors
 
-        try:
-            self._ser = serial.Serial(self.cfg.port, self.cfg.baud, timeout=0.05)
-        except serial.SerialException as exc:
-            raise DriverError(f"I/O board at {self.cfg.port}: {exc}") from None
-        self._loop = asyncio.get_running_loop()
-        self._thread = threading.Thread(target=self._reader, name="ioboard-reader", daemon=True)
-        self._thread.start()
+    async def start(self) -> None:
+        await self.link.open()
         self.info = (await self.request(sf.OP_INFO)).decode(errors="replace")
         await self.read_inputs()
         if self.cfg.watchdog_s:
             ms = int(self.cfg.watchdog_s * 1000)
-            await self.request(sf.OP_WATCHDOG_CONFIG, sf.u16(ms) + sf.u16(0))
+            await self.request(sf.OP_WATCHDOG_CONFIG, sf.u16(ms) + sf.u16(0))  # 0: the board's own safe levels
             self._kicker = asyncio.create_task(self._kick(self.cfg.watchdog_s / 3))
 
     async def close(self) -> None:
@@ -52,11 +42,7 @@ class IOBoardIO(IO):
             self._kicker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._kicker
-        self._stop.set()
-        if self._thread:
-            self._thread.join(1)
-        if self._ser is not None:
-            self._ser.close()
+        await self.link.close()
 
     async def _kick(self, period: float) -> None:
         while True:
@@ -64,32 +50,15 @@ class IOBoardIO(IO):
             with contextlib.suppress(DriverError):
                 await self.request(sf.OP_WATCHDOG_KICK)
 
-    def _reader(self) -> None:
-        reader = sf.FrameReader()
-        while not self._stop.is_set():
-            try:
-                chunk = self._ser.read(256)
-            except Exception as exc:
-                log.warning("I/O board read failed", extra={"error": str(exc)})
-                return
-            if chunk:
-                for frame in reader.feed(chunk):
-                    self._loop.call_soon_threadsafe(self._on_frame, *frame)
-                self.errors = dict(reader.errors)
-
-    def _on_frame(self, kind: int, seq: int, op: int, payload: bytes) -> None:
-        if kind in (sf.KIND_RSP, sf.KIND_NAK):
-            fut = self._pending.pop(seq, None)
-            if fut is not None and not fut.done():
-                fut.set_result((kind, payload))
-        elif kind == sf.KIND_EVT and op == sf.OP_INPUT_CHANGED:
+    def _on_event(self, op: int, payload: bytes) -> None:
+        if op == sf.OP_INPUT_CHANGED:
             self._input_events += 1
             self._inputs_from(sf.get_u16(payload))
-        elif kind == sf.KIND_EVT and op == sf.OP_SAFE_STATE:
+        elif op == sf.OP_SAFE_STATE:
             log.warning("I/O board entered its safe state (watchdog)")
             self.safe_states += 1
             self._outputs_from(sf.get_u16(payload))
-        elif kind == sf.KIND_EVT and op == sf.OP_LOG:
+        elif op == sf.OP_LOG:
             line = payload.decode("utf-8", "replace")
             self.board_log.append(line)
             log.info("I/O board says", extra={"line": line})
@@ -102,23 +71,7 @@ class IOBoardIO(IO):
             self._outputs[name] = bool(bits & (1 << ch))
 
     async def request(self, op: int, payload: bytes = b"") -> bytes:
-        self._seq = (self._seq + 1) & 0xFF
-        seq = self._seq
-        fut: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
-        self._pending[seq] = fut
-        try:
-            self._ser.write(sf.encode_frame(sf.KIND_REQ, seq, op, payload))
-            async with asyncio.timeout(self.cfg.timeout_s):
-                kind, data = await fut
-        except TimeoutError:
-            raise DriverError(f"I/O board at {self.cfg.port} did not answer op 0x{op:02x}") from None
-        except OSError as exc:
-            raise DriverError(f"I/O board at {self.cfg.port}: {exc}") from None
-        finally:
-            self._pending.pop(seq, None)
-        if kind == sf.KIND_NAK:
-            raise DriverError(f"I/O board refused op 0x{op:02x} (code {data[0] if data else '?'})")
-        return data
+        return await self.link.request(op, payload)
 
     async def read_inputs(self) -> None:
         events_before = self._input_events
