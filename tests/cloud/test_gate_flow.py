@@ -5,7 +5,6 @@ a visitor is confirmed from the resident app API; a gate that was offline catche
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,16 +14,7 @@ from simulators.camera import FACES
 from simulators.ioboard import IOBoardSim
 from simulators.thermal import Scene
 from tests.cloud.conftest import MakeCloud, register
-
-
-async def until(cond: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = await asyncio.to_thread(cond)
-        if v:
-            return v
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+from tests.waits import until as _until
 
 
 def gate_units(tmp_path: Path, board: IOBoardSim) -> list[dict[str, Any]]:
@@ -47,6 +37,10 @@ def gate_units(tmp_path: Path, board: IOBoardSim) -> list[dict[str, Any]]:
             "sync_check_s": 2,
         }
     ]
+
+
+async def until(cond: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
+    return await _until(cond, timeout, what, thread=True)
 
 
 async def test_resident_enrolled_in_the_cloud_and_a_visitor_confirmed_by_the_app(

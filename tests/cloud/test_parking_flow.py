@@ -4,7 +4,6 @@ through Mosquitto, the lift fetches the car over Modbus, and the result comes ba
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,16 +11,11 @@ from typing import Any
 from protocol.signing import public_key_b64
 from simulators.parking_tower import Tower
 from tests.cloud.conftest import MakeCloud, register
+from tests.waits import until as _until
 
 
 async def until(cond: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = await asyncio.to_thread(cond)
-        if v:
-            return v
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    return await _until(cond, timeout, what, thread=True)
 
 
 async def test_retrieve_request_from_the_api_reaches_the_lift_and_completes(

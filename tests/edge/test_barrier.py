@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,18 +23,9 @@ from protocol.messages import AllowlistDelta, PlateEntry
 from protocol.topics import Channel, parse
 from simulators.anpr import SerialAnpr, TcpAnpr
 from simulators.modbus_relay import ModbusRelaySim
+from tests.waits import until
 
 BARRIER, LOOP = 0, 0
-
-
-async def until(cond: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @dataclass

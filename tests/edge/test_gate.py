@@ -28,6 +28,7 @@ from protocol.topics import Channel, parse
 from simulators.camera import photo
 from simulators.ioboard import IOBoardSim
 from simulators.thermal import Scene
+from tests.waits import until
 
 LOCK, CONTACT, FIRE = 0, 0, 1
 
@@ -37,17 +38,6 @@ def astronaut_embedding() -> np.ndarray:
     det, emb = FaceDetector(), Embedder(1)
     a = photo("astronaut")
     return emb.embed(a, det.refine(a, det.detect(a)[0]))
-
-
-async def until(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    """Wait for a condition the unit reaches on its own (polled; fails with what it waited for)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @dataclass

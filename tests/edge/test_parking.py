@@ -4,8 +4,7 @@ store and retrieve, interlocks stop motion until reset, PLC silence, over-size v
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,18 +18,9 @@ from edge.units.parking_config import ParkingLiftConfig
 from edge.units.parking_lift import ParkingError, ParkingLiftUnit
 from protocol import parking as p
 from simulators.parking_tower import Tower
+from tests.waits import until
 
 SPEED = 20.0
-
-
-async def until(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @dataclass

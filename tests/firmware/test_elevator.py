@@ -2,6 +2,7 @@
 nothing; each fault is detected with its evidence, and clears when it ends."""
 
 from __future__ import annotations
+from tests.waits import until
 
 import asyncio
 import time
@@ -19,15 +20,6 @@ from edge.units.elevator_config import ElevatorConfig
 from simulators.elevator import ElevatorWorld
 from simulators.firmware import FirmwareBoard
 
-
-async def until(cond: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

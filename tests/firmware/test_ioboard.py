@@ -2,6 +2,7 @@
 driver over a serial link — exactly as with the board on USB serial."""
 
 from __future__ import annotations
+from tests.waits import until
 
 import asyncio
 import time
@@ -14,15 +15,6 @@ from edge.drivers.config import IOBoardConfig
 from edge.drivers.io import build_io
 from simulators.firmware import FirmwareBoard
 
-
-async def until(cond: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
