@@ -137,3 +137,34 @@ def export_assets_cmd(file: Annotated[Path, typer.Argument(help="where to write 
         for chunk in export_assets(make_engine(Settings().database_url)):
             f.write(chunk)
     typer.echo(f"wrote {file}")
+
+
+@app.command("create-user")
+def create_user(
+    username: Annotated[str, typer.Argument(help="login name")],
+    role: Annotated[str, typer.Option(help="admin, operator, department, grid_worker or resident")] = "admin",
+    department: Annotated[str | None, typer.Option(help="for department users")] = None,
+    resident: Annotated[str | None, typer.Option(help="for resident users: their resident id")] = None,
+    language: Annotated[str, typer.Option(help="en or zh-CN")] = "en",
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="read the password from stdin")] = False,
+) -> None:
+    """Create a console account (the first admin, typically). The password is asked for, or read from stdin."""
+    import sys
+
+    from cloud.auth.service import Auth
+    from cloud.db.engine import make_engine, migrate
+    from cloud.settings import Settings
+
+    password = (
+        sys.stdin.readline().rstrip("\n")
+        if password_stdin
+        else typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    )
+    engine = make_engine(Settings().database_url)
+    migrate(engine)
+    try:
+        Auth(engine).create_user(username, password, role, department, resident, language, by="cli")
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"user {username} ({role}) created")

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import Engine, delete
 
+from cloud.auth.service import Auth
 from cloud.commands import CommandPublisher, load_or_create_key
 from cloud.db import schema as t
 from cloud.db.engine import make_engine, migrate
@@ -40,6 +41,7 @@ class CloudService:
         self.rules: RuleRunner | None = None
         self.work_orders = WorkOrders(self.engine, settings.media_dir)
         self.gate = GateService(self.engine, lambda: self.commands)
+        self.auth = Auth(self.engine)
         self._sync = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gate-sync")
         self._retention_stop = threading.Event()
         self._retention: threading.Thread | None = None

@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     influx_bucket: str = "telemetry"
     tsdb_queue_max: int = Field(default=200_000, ge=1000, description="points buffered for the TSDB before dropping")
     telemetry_retention_days: float = Field(default=30, gt=0)
+    secure_cookies: bool = Field(default=False, description="mark session cookies Secure (serve over HTTPS)")
     api_tokens: list[str] = Field(default_factory=list, description="bearer tokens for /api (comma-separated)")
     command_key_file: Path = Field(default=Path("var/command-key.pem"), description="Ed25519 private key (PEM)")
     command_ttl_s: float = Field(default=60, gt=0, le=86_400)

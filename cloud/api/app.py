@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from cloud.api.auth import router as auth_router
 from cloud.api.gate import router as gate_router
 from cloud.api.parking import router as parking_router
 from cloud.api.registry import router as registry_router
@@ -38,6 +39,7 @@ def create_app(settings: Settings | None = None, service: CloudService | None = 
         lifespan=lifespan,
         description="Devices, telemetry, events, alarms, dead letters and commands.",
     )
+    app.include_router(auth_router)
     app.include_router(router)
     app.include_router(registry_router)
     app.include_router(work_orders_router)

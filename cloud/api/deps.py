@@ -11,6 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 from sqlalchemy import Connection, Select, Table, func, select
 
+from cloud.auth.service import User
 from cloud.ingest.store import now_ms
 from cloud.service import CloudService
 
@@ -33,16 +34,53 @@ def get_conn(svc: Service) -> Iterator[Connection]:
 Conn = Annotated[Connection, Depends(get_conn)]
 
 
-def require_token(svc: Service, cred: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
+COOKIE = "ce_session"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+SERVICE_USER = User(0, "api-token", "admin", None, None, "en")  # machines with a bearer token
+OPEN_USER = User(0, "local", "admin", None, None, "en")  # no tokens configured: a local demo, wide open
+
+
+def current_user(
+    request: Request, svc: Service, cred: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> User:
+    """Who is asking: a browser session (cookie; unsafe methods must echo its CSRF token in ``X-CSRF-Token``),
+    a machine with a bearer token, or — while neither tokens nor accounts exist — the local demo user."""
+    token = request.cookies.get(COOKIE)
+    if token:
+        s = svc.auth.session(token)
+        if s is None:
+            raise HTTPException(401, detail="session expired or unknown: log in again")
+        if request.method not in SAFE_METHODS and not secrets.compare_digest(
+            request.headers.get("X-CSRF-Token", ""), s.csrf
+        ):
+            raise HTTPException(403, detail="missing or wrong CSRF token (send X-CSRF-Token from /auth/me)")
+        return s.user
     tokens = svc.settings.api_tokens
-    if not tokens:
-        return  # no tokens configured: open (local demo); set CE_API_TOKENS in production
-    if cred is None or not any(secrets.compare_digest(cred.credentials, t) for t in tokens):
-        raise HTTPException(
-            401,
-            detail="missing or invalid bearer token (Authorization: Bearer <token>)",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+    if cred is not None and any(secrets.compare_digest(cred.credentials, t) for t in tokens):
+        return SERVICE_USER
+    if not tokens and cred is None and not svc.auth.has_users():
+        return OPEN_USER  # a fresh local demo: nothing configured yet
+    raise HTTPException(
+        401,
+        detail="missing or invalid bearer token (Authorization: Bearer <token>); people log in at POST /auth/login",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+CurrentUser = Annotated[User, Depends(current_user)]
+
+
+def require_token(user: CurrentUser) -> None:
+    """Any authenticated caller (kept under its old name for the machine API routers)."""
+
+
+def require_role(*roles: str) -> Any:
+    def check(user: CurrentUser) -> User:
+        if user.role not in roles:
+            raise HTTPException(403, detail=f"this needs the role {' or '.join(roles)}; you are {user.role}")
+        return user
+
+    return check
 
 
 class PageParams(BaseModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
-from cloud.db import schema_gate, schema_registry, schema_workorders  # noqa: F401 - register their tables
+from cloud.db import schema_auth, schema_gate, schema_registry, schema_workorders  # noqa: F401 - register their tables
 from cloud.db.schema import metadata
 
 config = context.config

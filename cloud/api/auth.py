@@ -1,0 +1,102 @@
+"""Log in and out (session cookie + CSRF token), who am I, users (admin), the audit log (admin)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from cloud.api.deps import COOKIE, Conn, CurrentUser, Page, Paging, Service, paged, require_role
+from cloud.auth.service import AuthError, RateLimited, User
+from cloud.db import schema_auth as a
+
+router = APIRouter(tags=["auth"])
+
+
+class LoginIn(BaseModel):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=200)
+
+
+def _me(u: User, csrf: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "username": u.username,
+        "role": u.role,
+        "department_id": u.department_id,
+        "resident_id": u.resident_id,
+        "language": u.language,
+    }
+    if csrf:
+        out["csrf"] = csrf
+    return out
+
+
+@router.post("/auth/login")
+def login(body: LoginIn, request: Request, response: Response, svc: Service) -> dict[str, Any]:
+    client = request.client.host if request.client else "?"
+    try:
+        token, s = svc.auth.login(body.username, body.password, client)
+    except RateLimited as exc:
+        raise HTTPException(429, detail=str(exc), headers={"Retry-After": str(exc.retry_after_s)}) from None
+    except AuthError as exc:
+        raise HTTPException(401, detail=str(exc)) from None
+    response.set_cookie(
+        COOKIE, token, httponly=True, samesite="lax", secure=svc.settings.secure_cookies, max_age=12 * 3600, path="/"
+    )
+    return _me(s.user, s.csrf)
+
+
+@router.post("/auth/logout")
+def logout(request: Request, response: Response, svc: Service, user: CurrentUser) -> dict[str, Any]:
+    token = request.cookies.get(COOKIE)
+    if token:
+        svc.auth.logout(token)
+    response.delete_cookie(COOKIE, path="/")
+    return {"logged_out": user.username}
+
+
+@router.get("/auth/me")
+def me(request: Request, user: CurrentUser, svc: Service) -> dict[str, Any]:
+    token = request.cookies.get(COOKIE)
+    s = svc.auth.session(token) if token else None
+    return _me(user, s.csrf if s else None)
+
+
+class UserIn(BaseModel):
+    username: str = Field(min_length=2, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$")
+    password: str = Field(min_length=10, max_length=200)
+    role: Literal["admin", "operator", "department", "grid_worker", "resident"]
+    department_id: str | None = None
+    resident_id: str | None = None
+    language: Literal["en", "zh-CN"] = "en"
+
+
+@router.post("/api/users", status_code=201, dependencies=[Depends(require_role("admin"))])
+def create_user(body: UserIn, svc: Service, user: CurrentUser) -> dict[str, Any]:
+    try:
+        u = svc.auth.create_user(**body.model_dump(), by=user.username)
+    except ValueError as exc:
+        raise HTTPException(409 if "exists" in str(exc) else 422, detail=str(exc)) from None
+    return _me(u)
+
+
+@router.get("/api/users", response_model=Page, dependencies=[Depends(require_role("admin"))])
+def list_users(conn: Conn, p: Paging) -> Page:
+    c = a.users.c
+    return paged(
+        conn,
+        select(c.id, c.username, c.role, c.department_id, c.resident_id, c.language, c.disabled, c.created_ms).order_by(
+            c.username
+        ),
+        p,
+    )
+
+
+@router.get("/api/audit", response_model=Page, dependencies=[Depends(require_role("admin"))])
+def audit(conn: Conn, p: Paging, username: Annotated[str | None, "filter"] = None) -> Page:
+    q = select(a.audit_log).order_by(a.audit_log.c.at_ms.desc(), a.audit_log.c.id.desc())
+    if username:
+        q = q.where(a.audit_log.c.username == username)
+    return paged(conn, q, p)

@@ -1,0 +1,1 @@
+"""Operator, department, grid-worker and resident accounts: passwords, sessions, CSRF, rate limits, audit."""

@@ -1,0 +1,184 @@
+"""Accounts and sessions.
+
+* Passwords are hashed with Argon2id (pwdlib's recommended parameters); a login is checked in constant time
+  whether or not the user exists.
+* A session is a random 32-byte token in an HttpOnly, SameSite=Lax cookie; the database keeps only its sha256,
+  with a per-session CSRF token that unsafe requests must echo in ``X-CSRF-Token``.
+* Logins are rate limited per user name and per client address (``MAX_FAILURES`` failures in
+  ``WINDOW_S``), answered with 429 and the time to wait.
+* Every account change and login is written to the audit log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from pwdlib import PasswordHash
+from sqlalchemy import Engine, delete, select
+
+from cloud.db import schema_auth as a
+from cloud.ingest.store import now_ms
+
+MAX_FAILURES = 5
+WINDOW_S = 300.0
+SESSION_S = 12 * 3600
+_hasher = PasswordHash.recommended()
+_DUMMY = _hasher.hash("not a password")
+
+
+class AuthError(Exception):
+    """Wrong credentials (the message never says which part was wrong)."""
+
+
+class RateLimited(Exception):
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(f"too many failed logins: try again in {retry_after_s} s")
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: int
+    username: str
+    role: str
+    department_id: str | None
+    resident_id: str | None
+    language: str
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    user: User
+    csrf: str
+    expires_ms: int
+
+
+def _h(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Auth:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._failures: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+        self._has_users: tuple[bool, float] | None = None
+
+    def has_users(self) -> bool:
+        """Whether any console account exists (cached briefly: asked on every unauthenticated request)."""
+        now = time.monotonic()
+        if self._has_users is None or now - self._has_users[1] > 5.0:
+            with self.engine.connect() as conn:
+                exists = conn.execute(select(a.users.c.id).limit(1)).first() is not None
+            self._has_users = (exists, now)
+        return self._has_users[0]
+
+    def create_user(
+        self,
+        username: str,
+        password: str,
+        role: str,
+        department_id: str | None = None,
+        resident_id: str | None = None,
+        language: str = "en",
+        by: str = "system",
+    ) -> User:
+        if role not in a.ROLES:
+            raise ValueError(f"role must be one of {', '.join(a.ROLES)}")
+        if len(password) < 10:
+            raise ValueError("a password has at least 10 characters")
+        with self.engine.begin() as conn:
+            if conn.execute(select(a.users.c.id).where(a.users.c.username == username)).first():
+                raise ValueError(f"user {username} exists")
+            res = conn.execute(
+                a.users.insert().values(
+                    username=username,
+                    password_hash=_hasher.hash(password),
+                    role=role,
+                    department_id=department_id,
+                    resident_id=resident_id,
+                    language=language,
+                    disabled=False,
+                    created_ms=now_ms(),
+                )
+            )
+            uid = res.inserted_primary_key[0]  # type: ignore[index]
+        self._has_users = (True, time.monotonic())
+        self.audit(by, "user.create", username, {"role": role, "department_id": department_id})
+        return User(int(uid), username, role, department_id, resident_id, language)
+
+    def _limited(self, keys: list[str]) -> int:
+        now = time.monotonic()
+        worst = 0
+        with self._lock:
+            for k in keys:
+                q = self._failures.get(k)
+                while q and now - q[0] > WINDOW_S:
+                    q.popleft()
+                if q and len(q) >= MAX_FAILURES:
+                    worst = max(worst, int(WINDOW_S - (now - q[0])) + 1)
+        return worst
+
+    def _fail(self, keys: list[str]) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for k in keys:
+                self._failures.setdefault(k, deque()).append(now)
+
+    def login(self, username: str, password: str, client: str) -> tuple[str, Session]:
+        keys = [f"user:{username.lower()}", f"ip:{client}"]
+        wait = self._limited(keys)
+        if wait:
+            raise RateLimited(wait)
+        with self.engine.connect() as conn:
+            row = conn.execute(select(a.users).where(a.users.c.username == username)).first()
+        ok = _hasher.verify(password, row.password_hash if row else _DUMMY)
+        if row is None or not ok or row.disabled:
+            self._fail(keys)
+            self.audit(username, "login.failed", client)
+            raise AuthError("wrong user name or password")
+        token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
+        expires = now_ms() + SESSION_S * 1000
+        with self.engine.begin() as conn:
+            conn.execute(
+                a.sessions.insert().values(
+                    token_hash=_h(token), user_id=row.id, csrf=csrf, created_ms=now_ms(), expires_ms=expires
+                )
+            )
+            conn.execute(delete(a.sessions).where(a.sessions.c.expires_ms < now_ms()))
+        self.audit(username, "login", client)
+        user = User(row.id, row.username, row.role, row.department_id, row.resident_id, row.language)
+        return token, Session(user, csrf, expires)
+
+    def session(self, token: str) -> Session | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(a.sessions.c.csrf, a.sessions.c.expires_ms, a.users)
+                .join(a.users, a.users.c.id == a.sessions.c.user_id)
+                .where(a.sessions.c.token_hash == _h(token))
+            ).first()
+        if row is None or row.expires_ms < now_ms() or row.disabled:
+            return None
+        return Session(
+            User(row.id, row.username, row.role, row.department_id, row.resident_id, row.language),
+            row.csrf,
+            row.expires_ms,
+        )
+
+    def logout(self, token: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(a.sessions).where(a.sessions.c.token_hash == _h(token)))
+
+    def audit(self, username: str, action: str, target: str = "", detail: dict[str, Any] | None = None) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                a.audit_log.insert().values(
+                    at_ms=now_ms(), username=username, action=action, target=target[:200], detail=detail or {}
+                )
+            )
