@@ -39,6 +39,7 @@ class BarrierUnit(Unit):
         self.decisions: list[GateDecision] = []
         self._ctx: UnitContext | None = None
         self._wake = asyncio.Event()
+        self.closed = False
 
     async def run(self, ctx: UnitContext) -> None:
         self._ctx = ctx
@@ -56,6 +57,7 @@ class BarrierUnit(Unit):
                 tg.create_task(self._closer(), name="barrier-closer")
                 tg.create_task(self._sync_check(), name="barrier-sync-check")
         finally:
+            self.closed = True
             await self.anpr.close()
             await self.io.close()
             self.allowlist.close()
@@ -210,6 +212,8 @@ class BarrierUnit(Unit):
         )
 
     async def _on_delta(self, topic: Topic, payload: bytes) -> None:
+        if self.closed:
+            return
         try:
             env = decode(payload, topic)
         except ProtocolError as exc:

@@ -69,6 +69,7 @@ class GateUnit(Unit):
         self._tasks: set[asyncio.Task[Any]] = set()
         self.sim: Any = None
         self.last_frame: Frame | None = None
+        self.closed = False
 
     # --- wiring ------------------------------------------------------------------------------------
 
@@ -111,6 +112,7 @@ class GateUnit(Unit):
                 tg.create_task(self._watch_camera(camera), name="gate-camera")
                 tg.create_task(self._sync_check(), name="gate-sync-check")
         finally:
+            self.closed = True  # the uplink may still hand over a gallery message: it is not for a closed gallery
             for t in self._tasks:
                 t.cancel()
             await camera.close()
@@ -499,6 +501,8 @@ class GateUnit(Unit):
         )
 
     async def _on_gallery(self, topic: Topic, payload: bytes) -> None:
+        if self.closed:
+            return
         try:
             env = decode(payload, topic)
         except ProtocolError as exc:

@@ -41,6 +41,20 @@ class Match:
     reason: str  # match / below_threshold / ambiguous / empty
 
 
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    """One consistent view of the gallery, swapped in whole: a search never sees half a reload."""
+
+    ids: list[str]
+    names: list[str]
+    starts: npt.NDArray[np.intp]
+    matrix: F32
+    units: dict[str, str | None]
+
+
+_EMPTY = _Snapshot([], [], np.zeros(0, dtype=np.intp), np.zeros((0, EMBEDDING_DIM), np.float32), {})
+
+
 class Gallery:
     def __init__(self, path: Path, device_secret: bytes, threshold: float = 0.363, margin: float = 0.08) -> None:
         self.path = path
@@ -56,9 +70,7 @@ class Gallery:
             "nonce BLOB NOT NULL, blob BLOB NOT NULL)"
         )
         self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
-        self._ids: list[str] = []
-        self._units: dict[str, str | None] = {}
-        self._matrix: F32 = np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
+        self._snap = _EMPTY
         self._load()
 
     def close(self) -> None:
@@ -66,15 +78,21 @@ class Gallery:
 
     @property
     def revision(self) -> int:
-        row = self._db.execute("SELECT value FROM meta WHERE key = 'revision'").fetchone()
+        with self._lock:  # one connection, used from the loop and from worker threads
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'revision'").fetchone()
         return int(row[0]) if row else 0
 
+    @property
+    def residents(self) -> list[str]:
+        return list(self._snap.names)
+
     def __len__(self) -> int:
-        return len(self._units)
+        return len(self._snap.units)
 
     def _load(self) -> None:
         ids: list[str] = []
         rows: list[F32] = []
+        units: dict[str, str | None] = {}
         for rid, unit, nonce, blob in self._db.execute("SELECT resident_id, unit, nonce, blob FROM gallery"):
             try:
                 raw = self._aead.decrypt(nonce, blob, rid.encode())
@@ -83,12 +101,10 @@ class Gallery:
             embs = np.frombuffer(raw, dtype="<f4").reshape(-1, EMBEDDING_DIM)
             rows.append(embs)
             ids.extend([rid] * len(embs))
-            self._units[rid] = unit
-        self._ids = ids
+            units[rid] = unit
         starts = [k for k in range(len(ids)) if k == 0 or ids[k] != ids[k - 1]]  # one resident's rows are contiguous
-        self._names = [ids[k] for k in starts]
-        self._starts = np.array(starts, dtype=np.intp)
-        self._matrix = np.vstack(rows).astype(np.float32) if rows else np.zeros((0, EMBEDDING_DIM), np.float32)
+        matrix = np.vstack(rows).astype(np.float32) if rows else np.zeros((0, EMBEDDING_DIM), np.float32)
+        self._snap = _Snapshot(ids, [ids[k] for k in starts], np.array(starts, dtype=np.intp), matrix, units)
         trim_heap()
 
     def enroll(self, resident_id: str, embeddings: list[F32] | F32, unit: str | None = None) -> None:
@@ -122,13 +138,12 @@ class Gallery:
     def embeddings(self, resident_id: str) -> list[F32]:
         """A resident's stored embeddings (empty if not enrolled)."""
         with self._lock:
-            rows = [i for i, r in enumerate(self._ids) if r == resident_id]
-            return [self._matrix[i].copy() for i in rows]
+            snap = self._snap
+            return [snap.matrix[i].copy() for i, r in enumerate(snap.ids) if r == resident_id]
 
     def remove(self, resident_id: str) -> None:
         with self._lock:
             self._db.execute("DELETE FROM gallery WHERE resident_id = ?", (resident_id,))
-            self._units.pop(resident_id, None)
             self._load()
 
     def apply_delta(self, delta: GalleryDelta) -> None:
@@ -155,16 +170,16 @@ class Gallery:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-            self._units.clear()
             self._load()
 
     def search(self, emb: F32) -> Match:
         """Best identity by cosine similarity: one matrix product, then the best per identity (rows of one
         resident are contiguous) and the top two; threshold and margin decide."""
-        if not len(self._ids):
+        snap = self._snap  # one consistent view, whatever a delta does meanwhile
+        if not len(snap.ids):
             return Match(None, 0.0, 0.0, "empty")
-        scores = self._matrix @ emb.astype(np.float32)
-        per_id = np.maximum.reduceat(scores, self._starts)
+        scores = snap.matrix @ emb.astype(np.float32)
+        per_id = np.maximum.reduceat(scores, snap.starts)
         if len(per_id) > 1:
             top2 = np.argpartition(-per_id, 1)[:2]
             i, j = (top2 if per_id[top2[0]] >= per_id[top2[1]] else top2[::-1]).tolist()
@@ -175,4 +190,4 @@ class Gallery:
             return Match(None, top, second, "below_threshold")
         if top - second < self.margin:
             return Match(None, top, second, "ambiguous")
-        return Match(self._names[i], top, second, "match")
+        return Match(snap.names[i], top, second, "match")

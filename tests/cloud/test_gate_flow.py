@@ -111,7 +111,7 @@ async def test_resident_enrolled_in_the_cloud_and_a_visitor_confirmed_by_the_app
 
         assert (await until(acked, 15, "the enrol command's ack")).startswith("ok")
         await until(lambda: gate.gallery.revision == 2000, 15, "the cloud's delta with the gate-made face")
-        assert set(gate.gallery._names) == {"res-1042", "res-2001"}
+        assert set(gate.gallery.residents) == {"res-1042", "res-2001"}
     finally:
         board.close()
 
