@@ -42,12 +42,14 @@ class CloudService:
         self.work_orders = WorkOrders(self.engine, settings.media_dir)
         self.gate = GateService(self.engine, lambda: self.commands)
         self.auth = Auth(self.engine)
-        self._sync = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gate-sync")
+        self._sync: ThreadPoolExecutor | None = None
         self._retention_stop = threading.Event()
         self._retention: threading.Thread | None = None
 
     def start(self) -> None:
         migrate(self.engine)
+        self.gate.stopping.clear()
+        self._sync = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gate-sync")
         s = self.settings
         host, port, user, password = s.broker
         if s.influx_url:
@@ -95,10 +97,10 @@ class CloudService:
         )
 
     def _on_batch(self, res: BatchResult) -> None:
-        if res.enrolments:  # before the sync requests: a gate's report may follow its own enrolment
+        if res.enrolments and self._sync is not None:  # first: a gate's report may follow its own enrolment
             self._sync.submit(self.gate.on_enrolments, list(res.enrolments))
             res.enrolments.clear()
-        if res.sync_requests:  # publishing waits on the broker: not on the ingestion thread
+        if res.sync_requests and self._sync is not None:  # publishing waits on the broker: not on ingestion
             self._sync.submit(self.gate.on_sync_requests, list(res.sync_requests))
             res.sync_requests.clear()
         if self.tsdb is not None:
@@ -117,6 +119,9 @@ class CloudService:
 
     def stop(self) -> None:
         self._retention_stop.set()
+        self.gate.stopping.set()
+        if self._sync is not None:
+            self._sync.shutdown(wait=True, cancel_futures=True)
         if self.rules is not None:
             self.rules.stop()
         for w in self.workers:

@@ -43,13 +43,20 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
 ]
 
 
-def connect(path: Path, durability: str = "power_loss") -> sqlite3.Connection:
-    """Open (creating if needed) the agent database and bring its schema up to date."""
+def open_sqlite(path: Path) -> sqlite3.Connection:
+    """An edge SQLite file (created with its folder if needed): autocommit (explicit BEGIN where a change spans
+    statements), WAL, a busy timeout, usable from worker threads (callers serialise use with a lock)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute(f"PRAGMA synchronous={'FULL' if durability == 'power_loss' else 'NORMAL'}")
     conn.execute("PRAGMA busy_timeout=5000")
+    return conn
+
+
+def connect(path: Path, durability: str = "power_loss") -> sqlite3.Connection:
+    """Open (creating if needed) the agent database and bring its schema up to date."""
+    conn = open_sqlite(path)
+    conn.execute(f"PRAGMA synchronous={'FULL' if durability == 'power_loss' else 'NORMAL'}")
     conn.execute("PRAGMA wal_autocheckpoint=4000")
     migrate(conn)
     return conn

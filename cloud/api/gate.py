@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-from typing import Annotated, Any, Literal
+import functools
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -18,6 +19,10 @@ from cloud.api.deps import Conn, Page, Paging, Service, page, paged, require_tok
 from cloud.db import schema as t
 from cloud.db import schema_gate as g
 from cloud.gate.service import GateError
+
+if TYPE_CHECKING:
+    from edge.vision.detect import FaceDetector
+    from edge.vision.embed import Embedder
 from protocol.plates import PlateError
 
 router = APIRouter(prefix="/api", dependencies=[Depends(require_token)], tags=["gates"])
@@ -59,24 +64,30 @@ def remove_resident(resident_id: str, svc: Service) -> dict[str, Any]:
     return _call(svc.gate.remove_resident, resident_id)  # type: ignore[no-any-return]
 
 
+@functools.cache
+def _face_models() -> tuple[FaceDetector, Embedder]:
+    """Loaded once per process, on the first enrolment photo (the models are thread-safe)."""
+    from edge.vision.detect import FaceDetector
+    from edge.vision.embed import Embedder
+
+    return FaceDetector(), Embedder(1)
+
+
 def _embed_photo(data: bytes) -> np.ndarray:
     """The same models as the gates (edge.vision), so cloud-made embeddings match gate-made ones."""
     import io
 
     from PIL import Image, UnidentifiedImageError
 
-    from edge.vision.detect import FaceDetector
-    from edge.vision.embed import Embedder
-
     try:
         rgb = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
     except (UnidentifiedImageError, OSError):
         raise GateError("the body is not a readable image (JPEG or PNG)") from None
-    det = FaceDetector()
+    det, emb = _face_models()
     faces = det.detect(rgb)
     if not faces:
         raise GateError("no face found in the photo: a frontal, well-lit face is needed")
-    return Embedder(1).embed(rgb, det.refine(rgb, faces[0]))
+    return emb.embed(rgb, det.refine(rgb, faces[0]))
 
 
 @router.post("/residents/{resident_id}/faces", status_code=201)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import base64
 import logging
-import time
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -42,6 +42,7 @@ class GateService:
     def __init__(self, engine: Engine, publisher: Callable[[], CommandPublisher | None]) -> None:
         self.engine = engine
         self._publisher = publisher
+        self.stopping = threading.Event()  # set on shutdown: a sync waiting for the broker gives up
 
     # --- residents and faces ---------------------------------------------------------------------------
 
@@ -230,14 +231,16 @@ class GateService:
             if device is not None:
                 q = q.where(t.devices.c.id == device)
             devices = [r.id for r in conn.execute(q)]
+        if device is not None:
+            since = have  # a gateway that reported its revision: exactly what it lacks
+        else:  # a change: everyone gets the newest step on top of the previous head
+            with self.engine.connect() as conn:
+                head, _ = self._head(conn, g.gallery_log if what == "gallery" else g.allowlist_log, site)
+            since = (head - 1) * STEP if head > 1 else None
+        deltas = self.deltas(site, what, since) if devices else []
         sent = 0
         for dev in devices:
-            since = have if device is not None else None
-            if device is None:  # a change: everyone gets the newest step on top of the previous head
-                with self.engine.connect() as conn:
-                    head, _ = self._head(conn, g.gallery_log if what == "gallery" else g.allowlist_log, site)
-                since = (head - 1) * STEP if head > 1 else None
-            for d in self.deltas(site, what, since):
+            for d in deltas:
                 try:
                     pub.publish(site, dev, "gallery", d)
                     sent += 1
@@ -257,7 +260,8 @@ class GateService:
                     self.push(site, what, device=device, have=have, strict=True)
                     break
                 except ConnectionError:
-                    time.sleep(min(2**attempt, 10))
+                    if self.stopping.wait(min(2**attempt, 10)):  # on the sync thread, never the event loop
+                        return
                 except Exception:  # never take ingestion down with a sync
                     log.exception("sync failed", extra={"device": device})
                     break

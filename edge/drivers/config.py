@@ -27,6 +27,24 @@ class IOBoardConfig(_Cfg):
     watchdog_s: float | None = Field(5.0, gt=0, le=60, description="board drops outputs if not kicked")
 
 
+class ModbusRtu(BaseModel):
+    """How to reach a Modbus RTU device (a serial port or RS-485 adapter)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["rtu"]
+    port: str
+    baud: int = 115200
+
+
+class ModbusTcp(BaseModel):
+    """How to reach a Modbus TCP device (or an RTU-over-TCP gateway)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["tcp"]
+    host: str
+    port: int = Field(502, ge=1, le=65535)
+
+
 class ModbusConfig(_Cfg):
     type: Literal["modbus"]
     port: str

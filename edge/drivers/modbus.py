@@ -7,9 +7,23 @@ import asyncio
 import contextlib
 from typing import Any
 
+from edge.drivers.config import ModbusRtu, ModbusTcp
 from edge.drivers.io import IO, DriverError, ModbusConfig
 
 POLL_S = 0.1
+
+
+def modbus_client(transport: ModbusRtu | ModbusTcp, timeout_s: float, retries: int = 0) -> Any:
+    """A pymodbus asyncio client for either transport (a poller leaves retries to its next poll)."""
+    from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+
+    if isinstance(transport, ModbusRtu):
+        return AsyncModbusSerialClient(
+            transport.port, baudrate=transport.baud, timeout=timeout_s, retries=retries, reconnect_delay=0.2
+        )
+    return AsyncModbusTcpClient(
+        transport.host, port=transport.port, timeout=timeout_s, retries=retries, reconnect_delay=0.2
+    )
 
 
 class ModbusIO(IO):
@@ -24,11 +38,8 @@ class ModbusIO(IO):
         self._tasks: set[asyncio.Future[None]] = set()
 
     async def start(self) -> None:
-        from pymodbus.client import AsyncModbusSerialClient
-
-        self._client = AsyncModbusSerialClient(
-            self.cfg.port, baudrate=self.cfg.baud, timeout=self.cfg.timeout_s, retries=1, reconnect_delay=0.5
-        )
+        rtu = ModbusRtu(type="rtu", port=self.cfg.port, baud=self.cfg.baud)
+        self._client = modbus_client(rtu, self.cfg.timeout_s, retries=1)  # a relay write is worth one retry
         if not await self._client.connect():
             raise DriverError(f"Modbus module at {self.cfg.port}: cannot open the port")
         if self.cfg.inputs:

@@ -3,11 +3,11 @@ and updated by cloud deltas in one transaction per delta (revision recorded)."""
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge.store import open_sqlite
 from protocol.messages import AllowlistDelta
 
 
@@ -27,9 +27,7 @@ class Entry:
 
 class Allowlist:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db = open_sqlite(path)
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS plates (plate TEXT PRIMARY KEY, holder TEXT NOT NULL, kind TEXT NOT NULL, "
             "valid_from_ts INTEGER, valid_until_ts INTEGER)"

@@ -75,6 +75,7 @@ class ElevatorUnit(Unit):
         self.last: Sample | None = None
         self._stopped_since: float | None = None
         self._reopens = 0
+        self._door_closed_at_this_stop = False  # the doors have cycled at the current stop
         self._ctx: UnitContext | None = None
         self._last_rx = time.monotonic()
         self.bad_samples = 0
@@ -236,8 +237,6 @@ class ElevatorUnit(Unit):
                     occupied=s.person,
                 )
             )
-
-    _door_closed_at_this_stop = False
 
     def _arrived_shut(self, s: Sample) -> bool:
         """In the door zone with the doors shut: a trap only if they never opened at this stop."""

@@ -7,19 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-
-class ModbusRtu(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    type: Literal["rtu"]
-    port: str
-    baud: int = 115200
-
-
-class ModbusTcp(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    type: Literal["tcp"]
-    host: str
-    port: int = Field(502, ge=1, le=65535)
+from edge.drivers.config import ModbusRtu, ModbusTcp
 
 
 class ParkingLiftConfig(BaseModel):

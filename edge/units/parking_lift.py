@@ -23,13 +23,13 @@ import asyncio
 import contextlib
 import logging
 import re
-import sqlite3
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from edge.store import open_sqlite
 from edge.units.base import Unit, UnitContext
-from edge.units.parking_config import ModbusRtu, ParkingLiftConfig
+from edge.units.parking_config import ParkingLiftConfig
 from protocol import new_id
 from protocol import parking as p
 from protocol.messages import AlarmClear, AlarmRaise, Body, DeviceEvent, LiftRequest, LiftResult, LiftStatus
@@ -74,6 +74,7 @@ class LiftView:
     seq: int = 0  # last sequence number this unit issued
     job: Job | None = None
     queue: list[Job] = field(default_factory=list)
+    moving_to: int | None = None  # floor of the last pre-positioning move
 
     @property
     def safe(self) -> bool:
@@ -95,8 +96,7 @@ class ParkingLiftUnit(Unit):
         self.results: list[LiftResult] = []
         self.expected: dict[str, float] = {}  # subject → expected departure (tower clock)
         self.at_exit: dict[str, Job] = {}  # prefetched cars waiting in the exit area for their driver
-        cfg.state.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(cfg.state, isolation_level=None, check_same_thread=False)
+        self._db = open_sqlite(cfg.state)
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS bays (lift INTEGER, floor INTEGER, bay INTEGER, subject TEXT UNIQUE, "
             "PRIMARY KEY (lift, floor, bay))"
@@ -113,17 +113,9 @@ class ParkingLiftUnit(Unit):
     # --- plumbing --------------------------------------------------------------------------------------
 
     async def _connect(self) -> None:
-        from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+        from edge.drivers.modbus import modbus_client
 
-        c = self.cfg
-        if isinstance(c.plc, ModbusRtu):
-            self._client = AsyncModbusSerialClient(
-                c.plc.port, baudrate=c.plc.baud, timeout=c.timeout_s, retries=0, reconnect_delay=0.2
-            )
-        else:
-            self._client = AsyncModbusTcpClient(
-                c.plc.host, port=c.plc.port, timeout=c.timeout_s, retries=0, reconnect_delay=0.2
-            )
+        self._client = modbus_client(self.cfg.plc, self.cfg.timeout_s)
         await self._client.connect()
 
     async def _put(self, body: Body) -> None:
@@ -466,13 +458,13 @@ class ParkingLiftUnit(Unit):
             return
         _t, subject = min(mine)
         floor = self.cars[subject][1]
-        if floor == lf.floor or getattr(lf, "_moving_to", None) == floor:
+        if floor in (lf.floor, lf.moving_to):
             return
         async with self._lock:
             with contextlib.suppress(Exception):
                 seq = await self._write(lf, p.CMD_MOVE, floor, 1)
                 lf.job = Job(new_id(), "move", subject, lf.index, floor, 1, created=self.now(), seq=seq)
-                lf._moving_to = floor  # type: ignore[attr-defined]
+                lf.moving_to = floor
 
     # --- commands --------------------------------------------------------------------------------------
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sqlite3
 import threading
 import time
 from pathlib import Path
+
+from edge.store import open_sqlite
 
 
 def _now_ms() -> int:
@@ -17,9 +18,7 @@ def _now_ms() -> int:
 
 class PassBook:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db = open_sqlite(path)
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS passes (digest TEXT PRIMARY KEY, salt BLOB NOT NULL, issued_by TEXT, "
             "valid_from_ms INTEGER NOT NULL, valid_until_ms INTEGER NOT NULL, uses_left INTEGER NOT NULL)"

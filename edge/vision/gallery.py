@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import os
-import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from edge.store import open_sqlite
 from edge.vision.runtime import trim_heap
 from protocol.limits import EMBEDDING_DIM
 from protocol.messages import GalleryDelta
@@ -62,9 +62,7 @@ class Gallery:
         self.margin = margin
         self._aead = AESGCM(derive_key(device_secret))
         self._lock = threading.Lock()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db = open_sqlite(path)
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS gallery (resident_id TEXT PRIMARY KEY, unit TEXT, "
             "nonce BLOB NOT NULL, blob BLOB NOT NULL)"
@@ -107,32 +105,30 @@ class Gallery:
         self._snap = _Snapshot(ids, [ids[k] for k in starts], np.array(starts, dtype=np.intp), matrix, units)
         trim_heap()
 
-    def enroll(self, resident_id: str, embeddings: list[F32] | F32, unit: str | None = None) -> None:
-        """Store (replacing) a resident's embeddings, several per person is best (lighting, glasses)."""
+    def _row(
+        self, resident_id: str, embeddings: list[F32] | F32, unit: str | None
+    ) -> tuple[str, str | None, bytes, bytes]:
+        """A resident's embeddings, L2-normalised and sealed (AES-GCM, fresh nonce, the id as associated data)."""
         embs = np.asarray(embeddings, dtype=np.float32).reshape(-1, EMBEDDING_DIM)
         embs = embs / np.maximum(np.linalg.norm(embs, axis=1, keepdims=True), 1e-12)
         nonce = os.urandom(12)
-        blob = self._aead.encrypt(nonce, embs.astype("<f4").tobytes(), resident_id.encode())
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO gallery VALUES (?, ?, ?, ?) ON CONFLICT(resident_id) DO UPDATE SET "
-                "unit = excluded.unit, nonce = excluded.nonce, blob = excluded.blob",
-                (resident_id, unit, nonce, blob),
-            )
-            self._load()
+        return resident_id, unit, nonce, self._aead.encrypt(nonce, embs.astype("<f4").tobytes(), resident_id.encode())
+
+    def enroll(self, resident_id: str, embeddings: list[F32] | F32, unit: str | None = None) -> None:
+        """Store (replacing) a resident's embeddings, several per person is best (lighting, glasses)."""
+        self.enroll_many([(resident_id, np.asarray(embeddings, dtype=np.float32), unit)])
 
     def enroll_many(self, items: list[tuple[str, F32, str | None]]) -> None:
-        """Store many residents in one transaction: (resident id, embeddings (k, 128), unit)."""
-        rows = []
-        for rid, embeddings, unit in items:
-            embs = np.asarray(embeddings, dtype=np.float32).reshape(-1, EMBEDDING_DIM)
-            embs = embs / np.maximum(np.linalg.norm(embs, axis=1, keepdims=True), 1e-12)
-            nonce = os.urandom(12)
-            rows.append((rid, unit, nonce, self._aead.encrypt(nonce, embs.astype("<f4").tobytes(), rid.encode())))
+        """Store (replacing) many residents in one transaction: (resident id, embeddings (k, 128), unit)."""
+        rows = [self._row(rid, embs, unit) for rid, embs, unit in items]
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
-            self._db.executemany("INSERT OR REPLACE INTO gallery VALUES (?, ?, ?, ?)", rows)
-            self._db.execute("COMMIT")
+            try:
+                self._db.executemany("INSERT OR REPLACE INTO gallery VALUES (?, ?, ?, ?)", rows)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
             self._load()
 
     def embeddings(self, resident_id: str) -> list[F32]:
@@ -159,12 +155,10 @@ class Gallery:
                     self._db.execute("DELETE FROM gallery")
                 for rid in delta.deletes:
                     self._db.execute("DELETE FROM gallery WHERE resident_id = ?", (rid,))
-                for rid, (unit, vecs) in grouped.items():
-                    embs = np.vstack(vecs).astype(np.float32)
-                    embs /= np.maximum(np.linalg.norm(embs, axis=1, keepdims=True), 1e-12)
-                    nonce = os.urandom(12)
-                    blob = self._aead.encrypt(nonce, embs.astype("<f4").tobytes(), rid.encode())
-                    self._db.execute("INSERT OR REPLACE INTO gallery VALUES (?, ?, ?, ?)", (rid, unit, nonce, blob))
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO gallery VALUES (?, ?, ?, ?)",
+                    [self._row(rid, np.vstack(vecs), unit) for rid, (unit, vecs) in grouped.items()],
+                )
                 self._db.execute("INSERT OR REPLACE INTO meta VALUES ('revision', ?)", (str(delta.revision),))
                 self._db.execute("COMMIT")
             except BaseException:
