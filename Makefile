@@ -8,7 +8,17 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 EXTRAS ?= edge,cloud,dev
 
-.PHONY: venv services test test-fast check bench demo clean
+.PHONY: venv console-assets services test test-fast check bench demo clean
+
+# The console's browser libraries (htmx, uPlot) come from the npm registry, pinned by the lock file; the cloud
+# serves them from node_modules and never reaches the internet at run time.
+CONSOLE_STAMP := cloud/console/node_modules/.installed
+$(CONSOLE_STAMP): cloud/console/package.json cloud/console/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; } || { echo "error: npm is missing: sudo apt-get install -y nodejs npm" >&2; exit 1; }
+	cd cloud/console && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+console-assets: $(CONSOLE_STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "CivicEdge needs Python >= 3.11 (found " + sys.version.split()[0] + "); set PYTHON=/path/to/python3.11")'
@@ -17,7 +27,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[$(EXTRAS)]'
 	@touch $(STAMP)
 
-venv: $(STAMP)
+venv: $(STAMP) $(CONSOLE_STAMP)
 
 services:
 	@bash tests/ensure_services.sh

@@ -8,15 +8,18 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from sqlalchemy import Engine, delete
+from sqlalchemy import Engine, delete, select
 
 from cloud.auth.service import Auth
 from cloud.commands import CommandPublisher, load_or_create_key
 from cloud.db import schema as t
+from cloud.db import schema_gate as g
 from cloud.db.engine import make_engine, migrate
+from cloud.db.schema_registry import assets
 from cloud.gate.service import GateService
 from cloud.ingest.store import BatchResult, Store, now_ms
 from cloud.ingest.worker import IngestWorker
+from cloud.live import LiveHub
 from cloud.metrics import Metrics
 from cloud.rules.model import load_rules_file
 from cloud.rules.runner import RuleRunner
@@ -42,6 +45,7 @@ class CloudService:
         self.work_orders = WorkOrders(self.engine, settings.media_dir)
         self.gate = GateService(self.engine, lambda: self.commands)
         self.auth = Auth(self.engine)
+        self.live = LiveHub(self.metrics)
         self._sync: ThreadPoolExecutor | None = None
         self._retention_stop = threading.Event()
         self._retention: threading.Thread | None = None
@@ -108,6 +112,28 @@ class CloudService:
         res.points.clear()
         if self.rules is not None:
             self.rules.on_batch(res)
+        if res.live:
+            self.publish_live(res.live)
+            res.live.clear()
+
+    def publish_live(self, events: list[dict[str, Any]]) -> None:
+        """Push events to the consoles, alarms labelled with the department owning the device's asset."""
+        devs = {e["device_id"] for e in events if e.get("kind") == "alarm" and "department_id" not in e}
+        if devs:
+            try:
+                with self.engine.connect() as conn:
+                    owners = dict(
+                        conn.execute(
+                            select(assets.c.device_id, assets.c.department_id).where(assets.c.device_id.in_(devs))
+                        ).all()
+                    )
+            except Exception:
+                log.exception("live channel: department lookup failed")
+                owners = {}
+            for e in events:
+                if e.get("kind") == "alarm":
+                    e.setdefault("department_id", owners.get(e["device_id"]))
+        self.live.publish(*events)
 
     def _retention_loop(self) -> None:
         while not self._retention_stop.wait(RETENTION_EVERY_S):
@@ -119,23 +145,40 @@ class CloudService:
 
     def stop(self) -> None:
         self._retention_stop.set()
+        self.live.close()
         self.gate.stopping.set()
+        for w in self.workers:  # first: a last batch may still hand work to the sync pool and the rules
+            w.stop()
         if self._sync is not None:
             self._sync.shutdown(wait=True, cancel_futures=True)
         if self.rules is not None:
             self.rules.stop()
-        for w in self.workers:
-            w.stop()
         if self.commands:
             self.commands.stop()
         if self.tsdb:
             self.tsdb.stop()
 
-    def apply_retention(self) -> int:
-        """Delete telemetry older than the retention window; return rows deleted."""
-        cutoff = now_ms() - int(self.settings.telemetry_retention_days * 86_400_000)
+    def apply_retention(self, now: int | None = None) -> int:
+        """Delete what is past its retention period: telemetry, gate decisions and visitor requests (the gate
+        log), visitor snapshots. Returns the rows deleted."""
+        s, now = self.settings, now or now_ms()
+
+        def before(days: float) -> int:
+            return now - int(days * 86_400_000)
+
+        gate_cut, snap_cut = before(s.gate_log_retention_days), before(s.visitor_snapshot_retention_days)
+        m = t.messages.c
         with self.engine.begin() as conn:
-            return int(conn.execute(delete(t.telemetry).where(t.telemetry.c.ts < cutoff)).rowcount or 0)
+            n = conn.execute(delete(t.telemetry).where(t.telemetry.c.ts < before(s.telemetry_retention_days))).rowcount
+            n += conn.execute(
+                delete(t.messages).where(
+                    m.type.in_(["gate.decision", "visitor.request", "visitor.answer"]), m.received_ms < gate_cut
+                )
+            ).rowcount
+            n += conn.execute(delete(g.visitor_requests).where(g.visitor_requests.c.created_ms < gate_cut)).rowcount
+            snaps = g.media.c.purpose.like("visitor%") & (g.media.c.received_ms < snap_cut)
+            n += conn.execute(delete(g.media).where(snaps)).rowcount
+        return int(n or 0)
 
     def gauges(self) -> dict[str, Any]:
         depth = sum(w.q.qsize() for w in self.workers)

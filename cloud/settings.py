@@ -32,6 +32,14 @@ class Settings(BaseSettings):
     influx_bucket: str = "telemetry"
     tsdb_queue_max: int = Field(default=200_000, ge=1000, description="points buffered for the TSDB before dropping")
     telemetry_retention_days: float = Field(default=30, gt=0)
+    gate_log_retention_days: float = Field(
+        default=90, gt=0, description="gate decisions and visitor requests are deleted after this many days"
+    )
+    visitor_snapshot_retention_days: float = Field(
+        default=7, gt=0, description="visitor snapshots (photos of people at the gate) are deleted after this"
+    )
+    default_language: str = Field(default="en", description="console language for new accounts: en or zh-CN")
+    timezone: str = Field(default="UTC", description="IANA zone for times on the console, e.g. Asia/Shanghai")
     secure_cookies: bool = Field(default=False, description="mark session cookies Secure (serve over HTTPS)")
     api_tokens: list[str] = Field(default_factory=list, description="bearer tokens for /api (comma-separated)")
     command_key_file: Path = Field(default=Path("var/command-key.pem"), description="Ed25519 private key (PEM)")

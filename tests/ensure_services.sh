@@ -7,6 +7,9 @@ set -euo pipefail
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v victoria-metrics >/dev/null 2>&1 || need+=(victoria-metrics)
+# the console's browser tests drive Debian's Chromium; CJK fonts so Chinese pages render (and screenshot) as text
+[ -x /usr/bin/chromium ] || need+=(chromium chromium-driver)
+[ -d /usr/share/fonts/opentype/noto ] || need+=(fonts-noto-cjk)
 command -v pg_ctlcluster >/dev/null 2>&1 || command -v pg_isready >/dev/null 2>&1 || need+=(postgresql)
 
 apt_install() {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from collections.abc import Iterator
 from typing import Annotated, Any
@@ -11,6 +12,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 from sqlalchemy import Connection, Select, Table, func, select
 
+from cloud.actions import ActionError
+from cloud.auth.scope import can
 from cloud.auth.service import User
 from cloud.ingest.store import now_ms
 from cloud.service import CloudService
@@ -81,6 +84,32 @@ def require_role(*roles: str) -> Any:
         return user
 
     return check
+
+
+def allow(perm: str) -> Any:
+    """A route dependency: the caller's role must have ``perm`` (see cloud.auth.scope)."""
+
+    def check(user: CurrentUser) -> User:
+        if not can(user, perm):
+            raise HTTPException(403, detail=f"your role ({user.role}) may not do this ({perm})")
+        return user
+
+    return Depends(check)
+
+
+def acting(user: User, by: str | None) -> User:
+    """Machines (bearer tokens) name the person they act for in ``by``; people act as themselves."""
+    if user.id == 0 and by:
+        return dataclasses.replace(user, username=by)
+    return user
+
+
+def run(fn: Any, *args: Any, **kw: Any) -> Any:
+    """Call a cloud.actions function, answering its typed errors with their HTTP status."""
+    try:
+        return fn(*args, **kw)
+    except ActionError as exc:
+        raise HTTPException(exc.status, detail=str(exc)) from None
 
 
 class PageParams(BaseModel):

@@ -15,7 +15,8 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from cloud.api.deps import Conn, Page, Paging, Service, page, paged, require_token
+from cloud import actions
+from cloud.api.deps import Conn, CurrentUser, Page, Paging, Service, acting, allow, page, paged, require_token, run
 from cloud.db import schema as t
 from cloud.db import schema_gate as g
 from cloud.gate.service import GateError
@@ -44,14 +45,17 @@ class ResidentIn(BaseModel):
     id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
     unit: str | None = Field(default=None, max_length=16)
     name: str = Field(default="", max_length=200)
+    consent: bool = Field(default=False, description="the resident consents to face recognition (recorded now)")
 
 
-@router.post("/sites/{site_id}/residents", status_code=201)
-def add_resident(site_id: str, body: ResidentIn, svc: Service) -> dict[str, Any]:
-    return _call(svc.gate.add_resident, site_id, body.id, body.unit, body.name)  # type: ignore[no-any-return]
+@router.post("/sites/{site_id}/residents", status_code=201, dependencies=[allow("residents.manage")])
+def add_resident(site_id: str, body: ResidentIn, svc: Service, user: CurrentUser) -> dict[str, Any]:
+    out = _call(svc.gate.add_resident, site_id, body.id, body.unit, body.name, body.consent, user.username)
+    svc.auth.audit(user.username, "resident.create", body.id, {"consent": body.consent})
+    return out  # type: ignore[no-any-return]
 
 
-@router.get("/sites/{site_id}/residents", response_model=Page)
+@router.get("/sites/{site_id}/residents", response_model=Page, dependencies=[allow("residents.manage")])
 def list_residents(site_id: str, conn: Conn, p: Paging, unit: str | None = None) -> Page:
     q = select(g.residents).where(g.residents.c.site_id == site_id).order_by(g.residents.c.id)
     if unit:
@@ -59,9 +63,28 @@ def list_residents(site_id: str, conn: Conn, p: Paging, unit: str | None = None)
     return paged(conn, q, p)
 
 
-@router.delete("/residents/{resident_id}")
-def remove_resident(resident_id: str, svc: Service) -> dict[str, Any]:
-    return _call(svc.gate.remove_resident, resident_id)  # type: ignore[no-any-return]
+@router.delete("/residents/{resident_id}", dependencies=[allow("residents.manage")])
+def remove_resident(resident_id: str, svc: Service, user: CurrentUser) -> dict[str, Any]:
+    """Delete the resident; their faces are erased from every gate (follow it at GET /api/erasures)."""
+    return run(actions.erase_resident, svc, user, resident_id, "deleted")  # type: ignore[no-any-return]
+
+
+@router.post("/residents/{resident_id}/consent", dependencies=[allow("residents.manage")])
+def record_consent(resident_id: str, svc: Service, user: CurrentUser) -> dict[str, Any]:
+    """Record the resident's consent to face recognition (needed before any face is enrolled)."""
+    return run(actions.record_consent, svc, user, resident_id)  # type: ignore[no-any-return]
+
+
+@router.post("/residents/{resident_id}/consent/withdraw", dependencies=[allow("residents.manage")])
+def withdraw_consent(resident_id: str, svc: Service, user: CurrentUser) -> dict[str, Any]:
+    """Consent withdrawn: the resident stays (plates, visitors) but their faces are erased from every gate."""
+    return run(actions.erase_resident, svc, user, resident_id, "withdrawn")  # type: ignore[no-any-return]
+
+
+@router.get("/erasures", dependencies=[allow("residents.manage")])
+def erasures(svc: Service, site: str | None = None) -> list[dict[str, Any]]:
+    """Face-data erasures, newest first, each with the gates that have not yet confirmed it."""
+    return svc.gate.erasures(site)
 
 
 @functools.cache
@@ -90,7 +113,7 @@ def _embed_photo(data: bytes) -> np.ndarray:
     return emb.embed(rgb, det.refine(rgb, faces[0]))
 
 
-@router.post("/residents/{resident_id}/faces", status_code=201)
+@router.post("/residents/{resident_id}/faces", status_code=201, dependencies=[allow("residents.manage")])
 async def add_face_photo(resident_id: str, request: Request, svc: Service) -> dict[str, Any]:
     """The photo is the request body (JPEG/PNG ≤ 10 MB); only its embedding is kept, never the image."""
     data = await request.body()
@@ -104,7 +127,7 @@ class EmbeddingsIn(BaseModel):
     embeddings_b64: list[str] = Field(min_length=1, max_length=10)
 
 
-@router.post("/residents/{resident_id}/embeddings", status_code=201)
+@router.post("/residents/{resident_id}/embeddings", status_code=201, dependencies=[allow("residents.manage")])
 def add_embeddings(resident_id: str, body: EmbeddingsIn, svc: Service) -> dict[str, Any]:
     """Embeddings made elsewhere with the same model (128 little-endian float32, base64)."""
     try:
@@ -122,14 +145,14 @@ class PlateIn(BaseModel):
     valid_until_ms: int | None = Field(default=None, ge=0)
 
 
-@router.post("/sites/{site_id}/plates", status_code=201)
+@router.post("/sites/{site_id}/plates", status_code=201, dependencies=[allow("residents.manage")])
 def add_plate(site_id: str, body: PlateIn, svc: Service) -> dict[str, Any]:
     return _call(  # type: ignore[no-any-return]
         svc.gate.add_plate, site_id, body.plate, body.holder, body.kind, body.valid_from_ms, body.valid_until_ms
     )
 
 
-@router.get("/sites/{site_id}/plates", response_model=Page)
+@router.get("/sites/{site_id}/plates", response_model=Page, dependencies=[allow("residents.manage")])
 def list_plates(site_id: str, conn: Conn, p: Paging, holder: str | None = None) -> Page:
     q = select(g.plates).where(g.plates.c.site_id == site_id).order_by(g.plates.c.plate)
     if holder:
@@ -137,21 +160,26 @@ def list_plates(site_id: str, conn: Conn, p: Paging, holder: str | None = None) 
     return paged(conn, q, p)
 
 
-@router.delete("/sites/{site_id}/plates/{plate}")
+@router.delete("/sites/{site_id}/plates/{plate}", dependencies=[allow("residents.manage")])
 def remove_plate(site_id: str, plate: str, svc: Service) -> dict[str, Any]:
     return _call(svc.gate.remove_plate, site_id, plate)  # type: ignore[no-any-return]
 
 
-@router.get("/visitor-requests", response_model=Page)
+@router.get("/visitor-requests", response_model=Page, dependencies=[allow("visitors.answer")])
 def list_visitor_requests(
     conn: Conn,
     svc: Service,
     p: Paging,
+    user: CurrentUser,
     site: str | None = None,
     unit: str | None = None,
     status: Literal["pending", "approved", "denied", "expired"] | None = None,
 ) -> Page:
-    """For the resident app: a flat's pending requests (``?unit=1203&status=pending``), newest first."""
+    """For the resident app: a flat's pending requests (``?unit=1203&status=pending``), newest first. A resident
+    account sees only its own flat's."""
+    if user.role == "resident":
+        me = run(actions.resident_of, svc, user)
+        site, unit = me["site_id"], me["unit"]
     svc.gate.expire_requests()
     c = g.visitor_requests.c
     q = select(g.visitor_requests).order_by(c.created_ms.desc())
@@ -163,24 +191,31 @@ def list_visitor_requests(
 
 class AnswerIn(BaseModel):
     approved: bool
-    by: str = Field(min_length=1, max_length=64)
+    by: str | None = Field(default=None, min_length=1, max_length=64, description="machines: for whom")
 
 
-@router.post("/visitor-requests/{request_id}/answer")
-def answer_visitor(request_id: str, body: AnswerIn, svc: Service) -> dict[str, Any]:
+@router.post("/visitor-requests/{request_id}/answer", dependencies=[allow("visitors.answer")])
+def answer_visitor(request_id: str, body: AnswerIn, svc: Service, user: CurrentUser) -> dict[str, Any]:
     """The resident's answer goes to the gate as a signed command that expires with the request."""
-    return _call(svc.gate.answer, request_id, body.approved, body.by)  # type: ignore[no-any-return]
+    return run(actions.answer_visitor, svc, acting(user, body.by), request_id, body.approved)  # type: ignore[no-any-return]
 
 
-@router.get("/media/{ref}")
-def get_media(ref: str, conn: Conn) -> Response:
+@router.get("/media/{ref}", dependencies=[allow("visitors.answer")])
+def get_media(ref: str, conn: Conn, svc: Service, user: CurrentUser) -> Response:
     row = conn.execute(select(g.media.c.data, g.media.c.content_type).where(g.media.c.ref == ref)).first()
+    if row is not None and user.role == "resident":  # only the snapshot of a visitor to their own flat
+        me = run(actions.resident_of, svc, user)
+        c = g.visitor_requests.c
+        mine = conn.execute(
+            select(c.request_id).where(c.snapshot_ref == ref, c.unit == me["unit"], c.site_id == me["site_id"])
+        ).first()
+        row = row if mine else None
     if row is None:
         raise HTTPException(404, detail=f"no media {ref}")
     return Response(row.data, media_type=row.content_type, headers={"Cache-Control": "private, max-age=3600"})
 
 
-@router.get("/gate/decisions", response_model=Page)
+@router.get("/gate/decisions", response_model=Page, dependencies=[allow("gate.view")])
 def gate_decisions(
     conn: Conn,
     p: Paging,

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from cloud.api.deps import Conn, Page, Paging, Service, paged, require_token
-from cloud.commands import CommandUnknownDevice
+from cloud import actions
+from cloud.api.deps import Conn, CurrentUser, Page, Paging, Service, allow, paged, require_token, run
 from cloud.db import schema as t
 
 router = APIRouter(prefix="/api/parking", dependencies=[Depends(require_token)], tags=["parking"])
@@ -20,21 +20,14 @@ class RetrieveIn(BaseModel):
     by: Literal["face", "plate", "ticket"] = "ticket"
 
 
-@router.post("/{device_id}/retrieve", status_code=202)
-def retrieve(device_id: str, body: RetrieveIn, svc: Service) -> dict[str, Any]:
-    """Ask the tower for a car; the answer (request id, ETA) comes back as the command's acknowledgement and the
-    ``lift.request`` / ``lift.result`` events."""
-    if svc.commands is None:
-        raise HTTPException(503, detail="no broker connection on this cloud node")
-    try:
-        return svc.commands.send(device_id, "lift-retrieve", body.model_dump(), ttl_s=60)
-    except CommandUnknownDevice:
-        raise HTTPException(404, detail=f"no device {device_id}") from None
-    except ConnectionError as exc:
-        raise HTTPException(503, detail=f"{exc}; try again shortly") from None
+@router.post("/{device_id}/retrieve", status_code=202, dependencies=[allow("parking.retrieve")])
+def retrieve(device_id: str, body: RetrieveIn, svc: Service, user: CurrentUser) -> dict[str, Any]:
+    """Ask the tower for a car (a resident: one of their own plates); the answer (request id, ETA) comes back
+    as the command's acknowledgement and the ``lift.request`` / ``lift.result`` events."""
+    return run(actions.retrieve_car, svc, user, device_id, body.subject, body.by)  # type: ignore[no-any-return]
 
 
-@router.get("/{device_id}/status")
+@router.get("/{device_id}/status", dependencies=[allow("parking.view")])
 def status(device_id: str, conn: Conn) -> dict[str, Any]:
     """The newest ``lift.status`` of each lift of the tower."""
     c = t.messages.c
@@ -50,7 +43,7 @@ def status(device_id: str, conn: Conn) -> dict[str, Any]:
     return {"device_id": device_id, "lifts": sorted(lifts.values(), key=lambda x: x["lift"])}
 
 
-@router.get("/{device_id}/requests", response_model=Page)
+@router.get("/{device_id}/requests", response_model=Page, dependencies=[allow("parking.view")])
 def requests(device_id: str, conn: Conn, p: Paging) -> Page:
     """Requests and their results, newest first (``lift.request`` and ``lift.result`` events)."""
     c = t.messages.c

@@ -9,7 +9,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from cloud.api.deps import Conn, Page, Paging, Service, insert_new, paged, require_token
+from cloud.api.deps import Conn, Page, Paging, Service, allow, insert_new, paged, require_token
 from cloud.db.schema_registry import assets, departments, grid_cells
 from cloud.registry.catalog import ASSET_KINDS, COVER_SUBTYPES
 from cloud.registry.csvio import export_assets, import_assets
@@ -35,34 +35,34 @@ class GridCellIn(BaseModel):
     worker_contact: str = Field(default="", max_length=200)
 
 
-@router.get("/registry/catalog")
+@router.get("/registry/catalog", dependencies=[allow("assets.view")])
 def catalog() -> dict[str, Any]:
     return {"kinds": list(ASSET_KINDS), "cover_subtypes": list(COVER_SUBTYPES)}
 
 
-@router.get("/departments", response_model=Page)
+@router.get("/departments", response_model=Page, dependencies=[allow("assets.view")])
 def list_departments(conn: Conn, p: Paging) -> Page:
     return paged(conn, select(departments).order_by(departments.c.id), p)
 
 
-@router.post("/departments", status_code=201)
+@router.post("/departments", status_code=201, dependencies=[allow("devices.command")])
 def create_department(body: DepartmentIn, svc: Service) -> dict[str, Any]:
     insert_new(svc, departments, body.model_dump(), "department")
     return body.model_dump()
 
 
-@router.get("/grid-cells", response_model=Page)
+@router.get("/grid-cells", response_model=Page, dependencies=[allow("assets.view")])
 def list_grid_cells(conn: Conn, p: Paging) -> Page:
     return paged(conn, select(grid_cells).order_by(grid_cells.c.id), p)
 
 
-@router.post("/grid-cells", status_code=201)
+@router.post("/grid-cells", status_code=201, dependencies=[allow("devices.command")])
 def create_grid_cell(body: GridCellIn, svc: Service) -> dict[str, Any]:
     insert_new(svc, grid_cells, body.model_dump(), "grid cell")
     return body.model_dump()
 
 
-@router.get("/assets", response_model=Page)
+@router.get("/assets", response_model=Page, dependencies=[allow("assets.view")])
 def list_assets(
     conn: Conn,
     p: Paging,
@@ -86,7 +86,7 @@ def list_assets(
     return paged(conn, q, p)
 
 
-@router.get("/assets/{asset_id}")
+@router.get("/assets/{asset_id}", dependencies=[allow("assets.view")])
 def get_asset(asset_id: str, conn: Conn) -> dict[str, Any]:
     row = conn.execute(select(assets).where(assets.c.id == asset_id)).first()
     if row is None:
@@ -94,7 +94,7 @@ def get_asset(asset_id: str, conn: Conn) -> dict[str, Any]:
     return dict(row._mapping)
 
 
-@router.post("/assets/import")
+@router.post("/assets/import", dependencies=[allow("devices.command")])
 async def import_csv(
     request: Request,
     svc: Service,
@@ -112,7 +112,7 @@ async def import_csv(
     return report.as_dict()
 
 
-@router.get("/assets.csv", response_class=StreamingResponse)
+@router.get("/assets.csv", response_class=StreamingResponse, dependencies=[allow("assets.view")])
 def export_csv(svc: Service) -> StreamingResponse:
     return StreamingResponse(
         export_assets(svc.engine),

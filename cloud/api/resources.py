@@ -8,9 +8,21 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
-from cloud.alarms import AlarmStateError, operator_action
-from cloud.api.deps import Conn, Page, Paging, Service, insert_new, paged, require_token
-from cloud.commands import CommandUnknownDevice
+from cloud import actions
+from cloud.api.deps import (
+    Conn,
+    CurrentUser,
+    Page,
+    Paging,
+    Service,
+    acting,
+    allow,
+    insert_new,
+    paged,
+    require_token,
+    run,
+)
+from cloud.auth.scope import alarm_filter
 from cloud.db import schema as t
 from cloud.ingest.store import now_ms
 from protocol.topics import validate_id, validate_name
@@ -27,12 +39,12 @@ class SiteIn(BaseModel):
     name: str = Field(default="", max_length=200)
 
 
-@router.get("/sites", response_model=Page, tags=["sites"])
+@router.get("/sites", response_model=Page, tags=["sites"], dependencies=[allow("devices.view")])
 def list_sites(conn: Conn, p: Paging) -> Page:
     return paged(conn, select(t.sites).order_by(t.sites.c.id), p)
 
 
-@router.post("/sites", status_code=201, tags=["sites"])
+@router.post("/sites", status_code=201, tags=["sites"], dependencies=[allow("devices.command")])
 def create_site(body: SiteIn, svc: Service) -> dict[str, Any]:
     insert_new(svc, t.sites, {"id": body.id, "name": body.name or body.id}, "site")
     return {"id": body.id, "name": body.name or body.id}
@@ -48,7 +60,7 @@ class DeviceIn(BaseModel):
     name: str = Field(default="", max_length=200)
 
 
-@router.get("/devices", response_model=Page, tags=["devices"])
+@router.get("/devices", response_model=Page, tags=["devices"], dependencies=[allow("devices.view")])
 def list_devices(
     conn: Conn,
     p: Paging,
@@ -66,7 +78,7 @@ def list_devices(
     return paged(conn, q, p)
 
 
-@router.post("/devices", status_code=201, tags=["devices"])
+@router.post("/devices", status_code=201, tags=["devices"], dependencies=[allow("devices.command")])
 def create_device(body: DeviceIn, svc: Service) -> dict[str, Any]:
     with svc.engine.begin() as conn:
         if not conn.execute(select(t.sites.c.id).where(t.sites.c.id == body.site_id)).first():
@@ -87,7 +99,7 @@ def create_device(body: DeviceIn, svc: Service) -> dict[str, Any]:
     return body.model_dump()
 
 
-@router.get("/devices/{device_id}", tags=["devices"])
+@router.get("/devices/{device_id}", tags=["devices"], dependencies=[allow("devices.view")])
 def get_device(device_id: str, conn: Conn) -> dict[str, Any]:
     row = conn.execute(select(t.devices).where(t.devices.c.id == device_id)).first()
     if row is None:
@@ -101,7 +113,7 @@ def get_device(device_id: str, conn: Conn) -> dict[str, Any]:
     return d
 
 
-@router.get("/devices/{device_id}/telemetry", tags=["telemetry"])
+@router.get("/devices/{device_id}/telemetry", tags=["telemetry"], dependencies=[allow("devices.view")])
 def telemetry(
     device_id: str,
     conn: Conn,
@@ -145,7 +157,7 @@ def telemetry(
 # --- events, alarms, dead letters ------------------------------------------------------------------
 
 
-@router.get("/events", response_model=Page, tags=["events"])
+@router.get("/events", response_model=Page, tags=["events"], dependencies=[allow("devices.view")])
 def events(conn: Conn, p: Paging, device: str | None = None, type: str | None = None, since: int | None = None) -> Page:
     c = t.messages.c
     q = select(t.messages).order_by(c.received_ms.desc(), c.id.desc())
@@ -158,16 +170,17 @@ def events(conn: Conn, p: Paging, device: str | None = None, type: str | None = 
     return paged(conn, q, p)
 
 
-@router.get("/alarms", response_model=Page, tags=["alarms"])
+@router.get("/alarms", response_model=Page, tags=["alarms"], dependencies=[allow("alarms.view")])
 def alarms(
     conn: Conn,
     p: Paging,
+    user: CurrentUser,
     state: Literal["open", "active", "acknowledged", "cleared"] | None = None,
     device: str | None = None,
 ) -> Page:
     """Alarms, newest first; ``open`` = active or acknowledged."""
     c = t.alarms.c
-    q = select(t.alarms).order_by(c.raised_ms.desc(), c.id.desc())
+    q = select(t.alarms).where(alarm_filter(user)).order_by(c.raised_ms.desc(), c.id.desc())
     if state == "open":
         q = q.where(c.state != "cleared")
     elif state:
@@ -182,36 +195,32 @@ class AlarmAction(BaseModel):
     note: str = Field(default="", max_length=1000)
 
 
-def _alarm_action(svc: Service, alarm_id: int, action: str, body: AlarmAction) -> dict[str, Any]:
-    try:
-        with svc.engine.begin() as conn:
-            return operator_action(conn, alarm_id, action, body.by, body.note, now_ms())
-    except LookupError as exc:
-        raise HTTPException(404, detail=str(exc)) from None
-    except AlarmStateError as exc:
-        raise HTTPException(409, detail=str(exc)) from None
+def _alarm_action(svc: Service, user: CurrentUser, alarm_id: int, action: str, body: AlarmAction) -> dict[str, Any]:
+    return run(actions.alarm_act, svc, acting(user, body.by), alarm_id, action, body.note)  # type: ignore[no-any-return]
 
 
-@router.post("/alarms/{alarm_id}/ack", tags=["alarms"])
-def ack_alarm(alarm_id: int, body: AlarmAction, svc: Service) -> dict[str, Any]:
+@router.post("/alarms/{alarm_id}/ack", tags=["alarms"], dependencies=[allow("alarms.act")])
+def ack_alarm(alarm_id: int, body: AlarmAction, svc: Service, user: CurrentUser) -> dict[str, Any]:
     """Acknowledge: an operator has seen it and owns it; it stays open until cleared."""
-    return _alarm_action(svc, alarm_id, "acknowledged", body)
+    return _alarm_action(svc, user, alarm_id, "acknowledged", body)
 
 
-@router.post("/alarms/{alarm_id}/clear", tags=["alarms"])
-def clear_alarm(alarm_id: int, body: AlarmAction, svc: Service) -> dict[str, Any]:
+@router.post("/alarms/{alarm_id}/clear", tags=["alarms"], dependencies=[allow("alarms.act")])
+def clear_alarm(alarm_id: int, body: AlarmAction, svc: Service, user: CurrentUser) -> dict[str, Any]:
     """Clear by hand (devices clear their own alarms with ``alarm.clear``)."""
-    return _alarm_action(svc, alarm_id, "cleared", body)
+    return _alarm_action(svc, user, alarm_id, "cleared", body)
 
 
-@router.get("/alarms/{alarm_id}/history", tags=["alarms"])
-def alarm_history(alarm_id: int, conn: Conn) -> list[dict[str, Any]]:
+@router.get("/alarms/{alarm_id}/history", tags=["alarms"], dependencies=[allow("alarms.view")])
+def alarm_history(alarm_id: int, conn: Conn, user: CurrentUser) -> list[dict[str, Any]]:
+    if conn.execute(select(t.alarms.c.id).where(t.alarms.c.id == alarm_id, alarm_filter(user))).first() is None:
+        raise HTTPException(404, detail=f"no alarm {alarm_id}")
     h = t.alarm_history.c
     rows = conn.execute(select(t.alarm_history).where(h.alarm_id == alarm_id).order_by(h.at_ms, h.id))
     return [dict(r._mapping) for r in rows]
 
 
-@router.get("/dead-letters", response_model=Page, tags=["dead letters"])
+@router.get("/dead-letters", response_model=Page, tags=["dead letters"], dependencies=[allow("devices.view")])
 def dead_letters(conn: Conn, p: Paging, reason: str | None = None) -> Page:
     c = t.dead_letters.c
     q = select(c.id, c.received_ms, c.topic, c.reason, c.detail, c.device_id, c.size).order_by(c.id.desc())
@@ -220,7 +229,7 @@ def dead_letters(conn: Conn, p: Paging, reason: str | None = None) -> Page:
     return paged(conn, q, p)
 
 
-@router.get("/dead-letters/summary", tags=["dead letters"])
+@router.get("/dead-letters/summary", tags=["dead letters"], dependencies=[allow("devices.view")])
 def dead_letter_summary(conn: Conn) -> dict[str, int]:
     c = t.dead_letters.c
     return {r[0]: r[1] for r in conn.execute(select(c.reason, func.count()).group_by(c.reason))}
@@ -235,24 +244,19 @@ class CommandIn(BaseModel):
     ttl_s: float | None = Field(default=None, gt=0, le=86_400, description="validity (default from settings)")
 
 
-@router.post("/devices/{device_id}/commands", status_code=202, tags=["commands"])
-def send_command(device_id: str, body: CommandIn, svc: Service) -> dict[str, Any]:
+@router.post(
+    "/devices/{device_id}/commands", status_code=202, tags=["commands"], dependencies=[allow("devices.command")]
+)
+def send_command(device_id: str, body: CommandIn, svc: Service, user: CurrentUser) -> dict[str, Any]:
     try:
         validate_id(device_id, "device")
         validate_name(body.name)
     except ValueError as exc:
         raise HTTPException(422, detail=str(exc)) from None
-    if svc.commands is None:
-        raise HTTPException(503, detail="command publisher not running (no broker configured)")
-    try:
-        return svc.commands.send(device_id, body.name, body.args, body.ttl_s or svc.settings.command_ttl_s)
-    except CommandUnknownDevice:
-        raise HTTPException(404, detail=f"no device {device_id!r}") from None
-    except ConnectionError as exc:
-        raise HTTPException(503, detail=f"broker unavailable: {exc}") from None
+    return run(actions.send_command, svc, user, device_id, body.name, body.args, body.ttl_s)  # type: ignore[no-any-return]
 
 
-@router.get("/commands/{cid}", tags=["commands"])
+@router.get("/commands/{cid}", tags=["commands"], dependencies=[allow("devices.view")])
 def get_command(cid: str, conn: Conn) -> dict[str, Any]:
     row = conn.execute(select(t.commands).where(t.commands.c.cid == cid)).first()
     if row is None:
@@ -263,7 +267,7 @@ def get_command(cid: str, conn: Conn) -> dict[str, Any]:
     return d
 
 
-@router.get("/commands", response_model=Page, tags=["commands"])
+@router.get("/commands", response_model=Page, tags=["commands"], dependencies=[allow("devices.view")])
 def list_commands(conn: Conn, p: Paging, device: str | None = None) -> Page:
     q = select(t.commands).order_by(t.commands.c.created_ms.desc())
     if device:
@@ -274,7 +278,7 @@ def list_commands(conn: Conn, p: Paging, device: str | None = None) -> Page:
 # --- rules -----------------------------------------------------------------------------------------
 
 
-@router.get("/rules", tags=["rules"])
+@router.get("/rules", tags=["rules"], dependencies=[allow("rules.view")])
 def list_rules(svc: Service) -> dict[str, Any]:
     if svc.rules is None:
         return {"file": None, "rules": [], "active": []}
@@ -285,16 +289,7 @@ def list_rules(svc: Service) -> dict[str, Any]:
     }
 
 
-@router.post("/rules/reload", tags=["rules"])
-def reload_rules(svc: Service) -> dict[str, Any]:
+@router.post("/rules/reload", tags=["rules"], dependencies=[allow("rules.reload")])
+def reload_rules(svc: Service, user: CurrentUser) -> dict[str, Any]:
     """Re-read the rules file; a bad file is refused with the reasons and the running rules stay."""
-    from cloud.rules.model import RulesError, load_rules_file
-
-    if svc.rules is None or svc.settings.rules_file is None:
-        raise HTTPException(409, detail="no rules file configured (CE_RULES_FILE)")
-    try:
-        rules = load_rules_file(svc.settings.rules_file)
-    except RulesError as exc:
-        raise HTTPException(422, detail=str(exc)) from None
-    svc.rules.reload(rules)
-    return {"loaded": len(rules.rules)}
+    return run(actions.reload_rules, svc, user)  # type: ignore[no-any-return]

@@ -9,10 +9,11 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from cloud.api.deps import Conn, Page, Paging, Service, paged, require_token
+from cloud import actions
+from cloud.api.deps import Conn, CurrentUser, Page, Paging, Service, acting, allow, paged, require_token, run
+from cloud.auth.scope import work_order_filter
 from cloud.db.schema_workorders import work_orders
 from cloud.ingest.store import now_ms
-from cloud.workorders.service import WorkOrderError
 
 router = APIRouter(prefix="/api/work-orders", dependencies=[Depends(require_token)], tags=["work orders"])
 
@@ -30,38 +31,29 @@ class WorkOrderIn(BaseModel):
 
 
 class Act(BaseModel):
-    by: str = Field(min_length=1, max_length=100)
+    by: str | None = Field(default=None, min_length=1, max_length=100, description="machines: for whom")
     note: str = Field(default="", max_length=4000)
     department_id: str | None = None
 
 
-def _wrap(fn: Any, *args: Any, **kw: Any) -> dict[str, Any]:
-    try:
-        return fn(*args, **kw)  # type: ignore[no-any-return]
-    except LookupError as exc:
-        raise HTTPException(404, detail=str(exc).strip("'")) from None
-    except WorkOrderError as exc:
-        raise HTTPException(409, detail=str(exc)) from None
+@router.post("", status_code=201, dependencies=[allow("workorders.report")])
+def open_work_order(body: WorkOrderIn, svc: Service, user: CurrentUser) -> dict[str, Any]:
+    """Operators open orders; a grid worker's report is recorded as theirs whatever ``reporter`` says."""
+    return run(actions.create_work_order, svc, user, **body.model_dump())  # type: ignore[no-any-return]
 
 
-@router.post("", status_code=201)
-def open_work_order(body: WorkOrderIn, svc: Service) -> dict[str, Any]:
-    try:
-        return svc.work_orders.create(**body.model_dump())
-    except WorkOrderError as exc:
-        raise HTTPException(422, detail=str(exc)) from None
-
-
-@router.get("", response_model=Page)
+@router.get("", response_model=Page, dependencies=[allow("workorders.view")])
 def list_work_orders(
     conn: Conn,
     p: Paging,
+    user: CurrentUser,
     state: str | None = None,
     department: str | None = None,
     overdue: Annotated[bool, Query(description="only open orders past their SLA")] = False,
 ) -> Page:
+    """Orders this user may see (a department its own, a grid worker its own reports), soonest due first."""
     c = work_orders.c
-    q = select(work_orders).order_by(c.due_ms)
+    q = select(work_orders).where(work_order_filter(user)).order_by(c.due_ms)
     if state:
         q = q.where(c.state == state)
     if department:
@@ -76,8 +68,8 @@ def list_work_orders(
 
 
 @router.get("/{wo_id}")
-def get_work_order(wo_id: int, svc: Service) -> dict[str, Any]:
-    return _wrap(svc.work_orders.get, wo_id)
+def get_work_order(wo_id: int, svc: Service, user: CurrentUser) -> dict[str, Any]:
+    return run(actions.work_order, svc, user, wo_id)  # type: ignore[no-any-return]
 
 
 @router.post("/{wo_id}/photos", status_code=201)
@@ -85,21 +77,18 @@ async def add_photo(
     wo_id: int,
     request: Request,
     svc: Service,
+    user: CurrentUser,
     stage: Annotated[Literal["before", "after"], Query()],
-    by: Annotated[str, Query(min_length=1, max_length=100)],
+    by: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
 ) -> dict[str, Any]:
     """The image is the request body (JPEG, PNG or WebP, ≤ 10 MB); EXIF is stripped, a thumbnail made."""
     data = await request.body()
-    try:
-        return svc.work_orders.add_photo(wo_id, stage, data, by)
-    except LookupError as exc:
-        raise HTTPException(404, detail=str(exc).strip("'")) from None
-    except WorkOrderError as exc:
-        raise HTTPException(422, detail=str(exc)) from None
+    return run(actions.work_order_photo, svc, acting(user, by), wo_id, stage, data)  # type: ignore[no-any-return]
 
 
 @router.get("/{wo_id}/photos/{photo_id}", response_class=FileResponse)
-def get_photo(wo_id: int, photo_id: int, svc: Service, thumb: bool = False) -> FileResponse:
+def get_photo(wo_id: int, photo_id: int, svc: Service, user: CurrentUser, thumb: bool = False) -> FileResponse:
+    run(actions.work_order, svc, user, wo_id)
     try:
         return FileResponse(svc.work_orders.photo_path(wo_id, photo_id, thumb), media_type="image/jpeg")
     except LookupError as exc:
@@ -109,6 +98,12 @@ def get_photo(wo_id: int, photo_id: int, svc: Service, thumb: bool = False) -> F
 # declared last: it would otherwise catch /{wo_id}/photos
 @router.post("/{wo_id}/{action}")
 def act(
-    wo_id: int, action: Literal["dispatch", "accept", "resolve", "close", "reopen"], body: Act, svc: Service
+    wo_id: int,
+    action: Literal["dispatch", "accept", "resolve", "close", "reopen"],
+    body: Act,
+    svc: Service,
+    user: CurrentUser,
 ) -> dict[str, Any]:
-    return _wrap(svc.work_orders.act, wo_id, action, body.by, body.note, body.department_id)
+    return run(  # type: ignore[no-any-return]
+        actions.work_order_act, svc, acting(user, body.by), wo_id, action, body.note, body.department_id
+    )

@@ -17,6 +17,9 @@ residents = Table(
     Column("unit", String(16)),
     Column("name", String(200), nullable=False, default=""),
     Column("created_ms", BigInteger, nullable=False),
+    # consent to face recognition (sensitive personal information): faces are refused without it
+    Column("consent_ms", BigInteger),
+    Column("consent_by", String(64)),
 )
 
 resident_faces = Table(
@@ -91,4 +94,31 @@ media = Table(
     Column("data", LargeBinary, nullable=False),
     Column("received_ms", BigInteger, nullable=False, index=True),
     Column("note", Text, nullable=False, default=""),
+)
+
+
+# the revision each gate / barrier last reported having applied (gallery.applied / gallery.status events)
+gate_sync = Table(
+    "gate_sync",
+    metadata,
+    Column("device_id", String(64), primary_key=True),
+    Column("what", String(12), primary_key=True),  # gallery / allowlist
+    Column("site_id", String(64), nullable=False),
+    Column("revision", BigInteger, nullable=False),  # wire revision
+    Column("updated_ms", BigInteger, nullable=False),
+)
+
+# a resident's face data to be erased from every gate of the site: done when each gate reports a revision at
+# or past ``revision``
+erasures = Table(
+    "erasures",
+    metadata,
+    Column("id", _pk, primary_key=True, autoincrement=True),
+    Column("resident_id", String(64), nullable=False, index=True),
+    Column("site_id", String(64), nullable=False),
+    Column("reason", String(16), nullable=False),  # deleted / withdrawn
+    Column("revision", BigInteger, nullable=False),  # wire revision that removes the faces
+    Column("requested_ms", BigInteger, nullable=False),
+    Column("by", String(64), nullable=False),
+    Column("completed_ms", BigInteger),
 )

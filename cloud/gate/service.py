@@ -46,20 +46,47 @@ class GateService:
 
     # --- residents and faces ---------------------------------------------------------------------------
 
-    def add_resident(self, site_id: str, resident_id: str, unit: str | None, name: str) -> dict[str, Any]:
+    def add_resident(
+        self, site_id: str, resident_id: str, unit: str | None, name: str, consent: bool = False, by: str = "system"
+    ) -> dict[str, Any]:
+        """A resident; ``consent`` records their consent to face recognition now (faces are refused
+        without it)."""
         with self.engine.begin() as conn:
             if conn.execute(select(t.sites.c.id).where(t.sites.c.id == site_id)).first() is None:
                 raise LookupError(f"site {site_id}")
             if conn.execute(select(g.residents.c.id).where(g.residents.c.id == resident_id)).first():
                 raise GateError(f"resident {resident_id} exists")
+            at = now_ms()
             conn.execute(
-                g.residents.insert().values(id=resident_id, site_id=site_id, unit=unit, name=name, created_ms=now_ms())
+                g.residents.insert().values(
+                    id=resident_id,
+                    site_id=site_id,
+                    unit=unit,
+                    name=name,
+                    created_ms=at,
+                    consent_ms=at if consent else None,
+                    consent_by=by if consent else None,
+                )
             )
-        return {"id": resident_id, "site_id": site_id, "unit": unit, "name": name, "faces": 0}
+        return {"id": resident_id, "site_id": site_id, "unit": unit, "name": name, "faces": 0, "consent": consent}
+
+    def record_consent(self, resident_id: str, by: str) -> dict[str, Any]:
+        with self.engine.begin() as conn:
+            self._resident_site(conn, resident_id)
+            conn.execute(
+                update(g.residents).where(g.residents.c.id == resident_id).values(consent_ms=now_ms(), consent_by=by)
+            )
+        return {"id": resident_id, "consent": True}
 
     def add_faces(self, resident_id: str, embeddings: list[np.ndarray]) -> dict[str, Any]:
         with self.engine.begin() as conn:
             site = self._resident_site(conn, resident_id)
+            consent = conn.execute(select(g.residents.c.consent_ms).where(g.residents.c.id == resident_id)).scalar()
+            if consent is None:
+                raise GateError(
+                    f"no consent to face recognition is recorded for resident {resident_id}: record it first "
+                    "(POST /api/residents/{id}/consent, or consent: true when adding the resident)"
+                )
             for e in embeddings:
                 v = np.asarray(e, dtype=np.float32).reshape(-1)
                 if v.size != EMBEDDING_DIM or not np.isfinite(v).all():
@@ -77,14 +104,94 @@ class GateService:
         self.push(site, "gallery")
         return {"id": resident_id, "faces": int(faces), "revision": rev * STEP}
 
-    def remove_resident(self, resident_id: str) -> dict[str, Any]:
+    def remove_resident(self, resident_id: str, by: str = "system") -> dict[str, Any]:
+        """Delete the resident and erase their face data everywhere (see :meth:`_erase`)."""
+        return self._erase(resident_id, by, "deleted")
+
+    def withdraw_consent(self, resident_id: str, by: str = "system") -> dict[str, Any]:
+        """The resident keeps their record (plates, visitors) but their faces are erased everywhere."""
+        return self._erase(resident_id, by, "withdrawn")
+
+    def _erase(self, resident_id: str, by: str, reason: str) -> dict[str, Any]:
+        """Faces deleted here, a delete sent to every gate of the site (each acknowledges by reporting the
+        revision; :meth:`erasures` shows who has not yet), and the resident's face data scrubbed from the
+        message log (enrolment embeddings; decision subject ids)."""
         with self.engine.begin() as conn:
             site = self._resident_site(conn, resident_id)
             conn.execute(delete(g.resident_faces).where(g.resident_faces.c.resident_id == resident_id))
-            conn.execute(delete(g.residents).where(g.residents.c.id == resident_id))
+            if reason == "deleted":
+                conn.execute(delete(g.residents).where(g.residents.c.id == resident_id))
+            else:
+                conn.execute(
+                    update(g.residents).where(g.residents.c.id == resident_id).values(consent_ms=None, consent_by=None)
+                )
             rev = self._log(conn, g.gallery_log, site, resident_id=resident_id, op="delete")
+            conn.execute(
+                g.erasures.insert().values(
+                    resident_id=resident_id,
+                    site_id=site,
+                    reason=reason,
+                    revision=rev * STEP,
+                    requested_ms=now_ms(),
+                    by=by,
+                )
+            )
+            scrubbed = self._scrub_logs(conn, site, resident_id)
         self.push(site, "gallery")
-        return {"id": resident_id, "deleted": True, "revision": rev * STEP}
+        return {"id": resident_id, reason: True, "revision": rev * STEP, "log_entries_scrubbed": scrubbed}
+
+    def _scrub_logs(self, conn: Any, site: str, resident_id: str) -> int:
+        c = t.messages.c
+        n = 0
+        rows = conn.execute(
+            select(c.id, c.type, c.body).where(c.site_id == site, c.type.in_(["gate.decision", "event"]))
+        )
+        for r in rows.all():
+            body = dict(r.body or {})
+            if r.type == "gate.decision" and body.get("subject_id") == resident_id:
+                body["subject_id"] = "erased"
+            elif r.type == "event" and (body.get("details") or {}).get("resident_id") == resident_id:
+                drop = ("embedding_b64", "thumbnail_b64")
+                body["details"] = {k: v for k, v in body["details"].items() if k not in drop}
+                body["details"]["resident_id"] = "erased"
+            else:
+                continue
+            conn.execute(update(t.messages).where(c.id == r.id).values(body=body))
+            n += 1
+        return n
+
+    def erasures(self, site_id: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """Recent erasures, each with the gates that have not yet acknowledged it (completed when none)."""
+        with self.engine.begin() as conn:
+            q = select(g.erasures).order_by(g.erasures.c.id.desc()).limit(limit)
+            if site_id:
+                q = q.where(g.erasures.c.site_id == site_id)
+            out = []
+            for e in conn.execute(q).all():
+                gates = conn.execute(
+                    select(t.devices.c.id, g.gate_sync.c.revision)
+                    .select_from(
+                        t.devices.outerjoin(
+                            g.gate_sync, (g.gate_sync.c.device_id == t.devices.c.id) & (g.gate_sync.c.what == "gallery")
+                        )
+                    )
+                    .where(t.devices.c.site_id == e.site_id, t.devices.c.kind == "gate")
+                    .order_by(t.devices.c.id)
+                ).all()
+                pending = [r.id for r in gates if r.revision is None or r.revision < e.revision]
+                done = e.completed_ms
+                if not pending and done is None:
+                    done = now_ms()
+                    conn.execute(update(g.erasures).where(g.erasures.c.id == e.id).values(completed_ms=done))
+                out.append(
+                    {
+                        **dict(e._mapping),
+                        "completed_ms": done,
+                        "gates": len(gates),
+                        "pending_gates": pending,
+                    }
+                )
+        return out
 
     def _resident_site(self, conn: Any, resident_id: str) -> str:
         row = conn.execute(select(g.residents.c.site_id).where(g.residents.c.id == resident_id)).first()

@@ -34,6 +34,8 @@ _SYNC_EVENTS = {
     "gallery.resync": "gallery",
     "allowlist.status": "allowlist",
     "allowlist.resync": "allowlist",
+    "gallery.applied": "gallery",  # recorded, not answered
+    "allowlist.applied": "allowlist",
 }
 
 
@@ -63,6 +65,8 @@ class BatchResult:
     sync_requests: list[tuple[str, str, str, int]] = field(default_factory=list)
     #: faces enrolled at a gate by an operator: (resident id, embedding base64)
     enrolments: list[tuple[str, str]] = field(default_factory=list)
+    #: what the consoles' live channel shows (alarms, device status, gate decisions, visitor requests)
+    live: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Store:
@@ -256,7 +260,7 @@ class Store:
         dev = top.device
 
         def raise_(key: str, code: str, severity: str, message: str, details: dict[str, Any]) -> None:
-            raise_alarm(
+            alarm_id = raise_alarm(
                 conn,
                 device=dev,
                 key=key,
@@ -268,9 +272,25 @@ class Store:
                 msg_id=env.id,
                 by="device",
             )
+            res.live.append(
+                {
+                    "kind": "alarm",
+                    "event": "raised",
+                    "id": alarm_id,
+                    "device_id": dev,
+                    "site_id": top.site,
+                    "code": code,
+                    "severity": severity,
+                    "message": message,
+                    "at_ms": item.received_ms,
+                }
+            )
 
         def clear(key: str) -> None:
-            clear_alarm(conn, device=dev, key=key, at=item.received_ms, by="device")
+            for alarm_id in clear_alarm(conn, device=dev, key=key, at=item.received_ms, by="device"):
+                res.live.append(
+                    {"kind": "alarm", "event": "cleared", "id": alarm_id, "device_id": dev, "at_ms": item.received_ms}
+                )
 
         def reading(metric: str, value: float, ts: int, unit: str | None = None) -> None:
             readings.append((dev, metric, ts, float(value), unit, env.id))
@@ -304,6 +324,7 @@ class Store:
             if b.agent_version:
                 vals["agent_version"] = b.agent_version
             conn.execute(update(t.devices).where(t.devices.c.id == dev).values(**vals))
+            res.live.append({"kind": "device", "device_id": dev, "site_id": top.site, "status": b.status})
         elif isinstance(b, m.AlarmRaise):
             raise_(b.key, b.code, b.severity, b.message, b.details)
         elif isinstance(b, m.AlarmClear):
@@ -340,7 +361,20 @@ class Store:
                 .where(t.commands.c.device_id == dev)
                 .values(status=b.status, reason=b.reason, result=b.result, acked_ms=item.received_ms)
             )
+        elif isinstance(b, m.GateDecision):
+            res.live.append(
+                {
+                    "kind": "gate",
+                    "device_id": dev,
+                    "site_id": top.site,
+                    "decision": b.decision,
+                    "reason": b.reason,
+                    "temperature_c": b.temperature_c,
+                    "at_ms": item.received_ms,
+                }
+            )
         elif isinstance(b, m.VisitorRequest):
+            res.live.append({"kind": "visitor", "device_id": dev, "site_id": top.site, "unit": b.unit})
             conn.execute(
                 self._insert(g.visitor_requests)
                 .values(
@@ -377,4 +411,16 @@ class Store:
         elif isinstance(b, m.DeviceEvent) and b.code in _SYNC_EVENTS:
             rev = b.details.get("revision")
             if isinstance(rev, int):
-                res.sync_requests.append((top.site, dev, _SYNC_EVENTS[b.code], rev))
+                what = _SYNC_EVENTS[b.code]
+                self._synced(conn, top.site, dev, what, rev, item.received_ms)
+                if not b.code.endswith(".applied"):
+                    res.sync_requests.append((top.site, dev, what, rev))
+
+    def _synced(self, conn: Any, site: str, dev: str, what: str, rev: int, at: int) -> None:
+        """Remember the revision a gate or barrier has (the console shows who still holds erased faces)."""
+        ins = self._insert(g.gate_sync).values(device_id=dev, what=what, site_id=site, revision=rev, updated_ms=at)
+        conn.execute(
+            ins.on_conflict_do_update(
+                index_elements=["device_id", "what"], set_={"revision": rev, "updated_ms": at, "site_id": site}
+            )
+        )

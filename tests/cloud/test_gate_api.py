@@ -37,7 +37,12 @@ def test_plates_are_stored_in_normal_form_and_bad_ones_refused(make_cloud: MakeC
 
 def enrol(client: TestClient, n: int, faces: int = 1) -> None:
     for i in range(n):
-        assert client.post("/api/sites/riverside/residents", json={"id": f"res-{i}", "unit": "0101"}).status_code == 201
+        assert (
+            client.post(
+                "/api/sites/riverside/residents", json={"id": f"res-{i}", "unit": "0101", "consent": True}
+            ).status_code
+            == 201
+        )
         r = client.post(
             f"/api/residents/res-{i}/embeddings", json={"embeddings_b64": [emb(i * 10 + k) for k in range(faces)]}
         )
@@ -59,7 +64,7 @@ def test_deltas_incremental_full_and_chained(make_cloud: MakeCloud) -> None:
     # a snapshot too big for one message arrives as a chain; a gateway stuck part-way gets a fresh snapshot
     enrol_big = [(f"big-{i}", [emb(1000 + i), emb(2000 + i)]) for i in range(PART)]
     for rid, embs in enrol_big:
-        client.post("/api/sites/riverside/residents", json={"id": rid})
+        client.post("/api/sites/riverside/residents", json={"id": rid, "consent": True})
         client.post(f"/api/residents/{rid}/embeddings", json={"embeddings_b64": embs})
     chain = svc.gate.deltas("riverside", "gallery", None)
     assert len(chain) == 3 and chain[0].base_revision is None

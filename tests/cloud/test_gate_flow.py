@@ -48,7 +48,12 @@ async def test_resident_enrolled_in_the_cloud_and_a_visitor_confirmed_by_the_app
 ) -> None:
     svc, client = make_cloud()
     register(client, "riverside", "gate-01")
-    assert client.post("/api/sites/riverside/residents", json={"id": "res-1042", "unit": "1203"}).status_code == 201
+    assert (
+        client.post(
+            "/api/sites/riverside/residents", json={"id": "res-1042", "unit": "1203", "consent": True}
+        ).status_code
+        == 201
+    )
     photo = (FACES / "astronaut.png").read_bytes()
     r = await asyncio.to_thread(client.post, "/api/residents/res-1042/faces", content=photo)
     assert r.status_code == 201, r.text
@@ -84,7 +89,7 @@ async def test_resident_enrolled_in_the_cloud_and_a_visitor_confirmed_by_the_app
         assert (await asyncio.wait_for(call, 15))["result"] == "open"
         await until(lambda: len(board.pulses(0)) == 2, 15, "the door to open for the visitor")
         again = client.post(f"/api/visitor-requests/{req['request_id']}/answer", json={"approved": False, "by": "x"})
-        assert again.status_code == 422 and "approved" in again.json()["error"]
+        assert again.status_code == 409 and "approved" in again.json()["error"]
 
         def log() -> list[dict[str, Any]]:
             return client.get("/api/gate/decisions", params={"device": "gate-01", "decision": "open"}).json()["items"]
@@ -92,7 +97,12 @@ async def test_resident_enrolled_in_the_cloud_and_a_visitor_confirmed_by_the_app
         items = await until(lambda: len(log()) >= 2 and log(), 15, "the decision log")
         assert {i["body"]["reason"] for i in items} >= {"resident_match", "visitor_approved"}
         # an operator enrols the visitor, now a new resident, at the gate; the cloud takes the face over
-        assert client.post("/api/sites/riverside/residents", json={"id": "res-2001", "unit": "0202"}).status_code == 201
+        assert (
+            client.post(
+                "/api/sites/riverside/residents", json={"id": "res-2001", "unit": "0202", "consent": True}
+            ).status_code
+            == 201
+        )
         gate.sim.arrive("grace_hopper", Scene(distance_m=0.55), dwell_s=10)
         await until(lambda: gate.last_frame is not None and gate.sim.person == "grace_hopper", 5, "the new resident")
         await asyncio.sleep(0.6)  # she has walked up to the terminal
@@ -122,7 +132,7 @@ async def test_offline_gate_catches_up_on_missed_gallery_changes(
     svc, client = make_cloud()
     register(client, "riverside", "gate-01")
     for rid in ("res-a", "res-b"):
-        client.post("/api/sites/riverside/residents", json={"id": rid, "unit": "0101"})
+        client.post("/api/sites/riverside/residents", json={"id": rid, "unit": "0101", "consent": True})
     import base64
 
     import numpy as np

@@ -1,0 +1,287 @@
+"""What people do, in one place for the API and the console: each action checks the user's rights
+(:mod:`cloud.auth.scope`), does the work through the services, writes the audit log and tells the consoles on
+the live channel. Errors are typed so each face can answer in its own way (HTTP status, a message on a page).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+
+from cloud.alarms import AlarmStateError, operator_action
+from cloud.auth.scope import alarm_filter, can, work_order_filter
+from cloud.auth.service import User
+from cloud.commands import CommandUnknownDevice
+from cloud.db import schema as t
+from cloud.db import schema_gate as g
+from cloud.db.schema_workorders import work_orders
+from cloud.gate.service import GateError
+from cloud.ingest.store import now_ms
+from cloud.workorders.service import WorkOrderError
+from protocol.plates import PlateError, normalize
+
+if TYPE_CHECKING:
+    from cloud.service import CloudService
+
+
+class ActionError(Exception):
+    status = 422
+
+
+class Forbidden(ActionError):
+    status = 403
+
+
+class NotFound(ActionError):
+    status = 404
+
+
+class Conflict(ActionError):
+    status = 409
+
+
+class Unavailable(ActionError):
+    status = 503
+
+
+def need(user: User, perm: str) -> None:
+    if not can(user, perm):
+        raise Forbidden(f"your role ({user.role}) may not do this ({perm})")
+
+
+# --- alarms ----------------------------------------------------------------------------------------------
+
+
+def alarm_act(svc: CloudService, user: User, alarm_id: int, action: str, note: str = "") -> dict[str, Any]:
+    """``acknowledged`` or ``cleared`` by a person; department users only on their own department's alarms."""
+    need(user, "alarms.act")
+    try:
+        with svc.engine.begin() as conn:
+            if conn.execute(select(t.alarms.c.id).where(t.alarms.c.id == alarm_id, alarm_filter(user))).first() is None:
+                raise NotFound(f"no alarm {alarm_id}")
+            row = operator_action(conn, alarm_id, action, user.username, note, now_ms())
+    except LookupError as exc:
+        raise NotFound(str(exc)) from None
+    except AlarmStateError as exc:
+        raise Conflict(str(exc)) from None
+    svc.auth.audit(user.username, f"alarm.{action}", str(alarm_id), {"note": note} if note else None)
+    svc.publish_live([{"kind": "alarm", "event": action, "id": alarm_id, "device_id": row["device_id"]}])
+    return row
+
+
+# --- work orders -----------------------------------------------------------------------------------------
+
+_WO_PERM = {
+    "dispatch": "workorders.dispatch",
+    "accept": "workorders.work",
+    "resolve": "workorders.work",
+    "close": "workorders.close",
+    "reopen": "workorders.close",
+}
+
+
+def work_order(svc: CloudService, user: User, wo_id: int) -> dict[str, Any]:
+    """One order, if this user may see it (others' orders are "not found", not "forbidden")."""
+    need(user, "workorders.view")
+    with svc.engine.connect() as conn:
+        visible = conn.execute(
+            select(work_orders.c.id).where(work_orders.c.id == wo_id, work_order_filter(user))
+        ).first()
+    if visible is None:
+        raise NotFound(f"no work order {wo_id}")
+    return svc.work_orders.get(wo_id)
+
+
+def work_order_act(
+    svc: CloudService, user: User, wo_id: int, action: str, note: str = "", department_id: str | None = None
+) -> dict[str, Any]:
+    if action not in _WO_PERM:
+        raise ActionError(f"unknown action {action!r} (one of {', '.join(_WO_PERM)})")
+    need(user, _WO_PERM[action])
+    work_order(svc, user, wo_id)
+    try:
+        wo = svc.work_orders.act(wo_id, action, user.username, note, department_id)
+    except LookupError as exc:
+        raise NotFound(str(exc).strip("'")) from None
+    except WorkOrderError as exc:
+        raise Conflict(str(exc)) from None
+    svc.auth.audit(user.username, f"workorder.{action}", str(wo_id), {"note": note} if note else None)
+    _wo_live(svc, wo, action)
+    return wo
+
+
+def _wo_live(svc: CloudService, wo: dict[str, Any], event: str) -> None:
+    svc.publish_live(
+        [
+            {
+                "kind": "workorder",
+                "event": event,
+                "id": wo["id"],
+                "state": wo["state"],
+                "title": wo["title"],
+                "department_id": wo["department_id"],
+            }
+        ]
+    )
+
+
+def work_order_photo(svc: CloudService, user: User, wo_id: int, stage: str, data: bytes) -> dict[str, Any]:
+    """Department staff add before/after photos; a grid worker adds "before" photos to their own report."""
+    if not (can(user, "workorders.work") or (stage == "before" and can(user, "workorders.report"))):
+        raise Forbidden(f"your role ({user.role}) may not add {stage} photos")
+    work_order(svc, user, wo_id)
+    try:
+        photo = svc.work_orders.add_photo(wo_id, stage, data, user.username)
+    except LookupError as exc:
+        raise NotFound(str(exc).strip("'")) from None
+    except WorkOrderError as exc:
+        raise ActionError(str(exc)) from None
+    svc.auth.audit(user.username, "workorder.photo", str(wo_id), {"stage": stage})
+    return photo
+
+
+def create_work_order(svc: CloudService, user: User, **fields: Any) -> dict[str, Any]:
+    """Operators open orders; a grid worker's report is always theirs (source and reporter are set here)."""
+    if can(user, "workorders.create"):
+        fields.setdefault("source", "operator")
+        fields["reporter"] = fields.get("reporter") or user.username
+    else:
+        need(user, "workorders.report")
+        fields.update(source="grid_worker", reporter=user.username)
+    try:
+        wo = svc.work_orders.create(**fields)
+    except WorkOrderError as exc:
+        raise ActionError(str(exc)) from None
+    svc.auth.audit(user.username, "workorder.create", str(wo["id"]), {"title": wo["title"]})
+    _wo_live(svc, wo, "created")
+    return wo
+
+
+# --- devices ---------------------------------------------------------------------------------------------
+
+
+def send_command(
+    svc: CloudService, user: User, device_id: str, name: str, args: dict[str, Any], ttl_s: float | None = None
+) -> dict[str, Any]:
+    need(user, "devices.command")
+    if svc.commands is None:
+        raise Unavailable("command publisher not running (no broker configured)")
+    try:
+        out = svc.commands.send(device_id, name, args, ttl_s or svc.settings.command_ttl_s)
+    except CommandUnknownDevice:
+        raise NotFound(f"no device {device_id!r}") from None
+    except ConnectionError as exc:
+        raise Unavailable(f"broker unavailable: {exc}; try again shortly") from None
+    svc.auth.audit(user.username, "command.send", device_id, {"name": name})
+    return out
+
+
+# --- residents: visitors, cars, personal data ------------------------------------------------------------
+
+
+def resident_of(svc: CloudService, user: User) -> dict[str, Any]:
+    """A resident account's own record (site, flat)."""
+    if user.role != "resident" or not user.resident_id:
+        raise Forbidden("this is for resident accounts linked to a resident record")
+    with svc.engine.connect() as conn:
+        row = conn.execute(select(g.residents).where(g.residents.c.id == user.resident_id)).first()
+    if row is None:
+        raise NotFound(f"no resident {user.resident_id} (ask the property office)")
+    return dict(row._mapping)
+
+
+def answer_visitor(svc: CloudService, user: User, request_id: str, approved: bool) -> dict[str, Any]:
+    need(user, "visitors.answer")
+    if user.role == "resident":
+        me = resident_of(svc, user)
+        with svc.engine.connect() as conn:
+            req = conn.execute(
+                select(g.visitor_requests.c.unit, g.visitor_requests.c.site_id).where(
+                    g.visitor_requests.c.request_id == request_id
+                )
+            ).first()
+        if req is None or (req.unit, req.site_id) != (me["unit"], me["site_id"]):
+            raise NotFound(f"no visitor request {request_id} for your flat")
+    try:
+        out: dict[str, Any] = svc.gate.answer(request_id, approved, user.username)
+    except LookupError as exc:
+        raise NotFound(f"no {str(exc).strip(chr(39))}") from None
+    except GateError as exc:
+        raise Conflict(str(exc)) from None
+    except ConnectionError as exc:
+        raise Unavailable(f"{exc}; try again when the broker is back") from None
+    svc.auth.audit(user.username, "visitor.approve" if approved else "visitor.deny", request_id)
+    return out
+
+
+def retrieve_car(svc: CloudService, user: User, device_id: str, subject: str, by: str) -> dict[str, Any]:
+    """Ask a parking tower for a car; a resident only for a plate registered to them, at their own site."""
+    need(user, "parking.retrieve")
+    if user.role == "resident":
+        me = resident_of(svc, user)
+        if by != "plate":
+            raise Forbidden("residents retrieve their cars by plate")
+        try:
+            subject = normalize(subject)
+        except PlateError as exc:
+            raise ActionError(str(exc)) from None
+        with svc.engine.connect() as conn:
+            mine = conn.execute(
+                select(g.plates.c.plate).where(
+                    g.plates.c.site_id == me["site_id"], g.plates.c.plate == subject, g.plates.c.holder == me["id"]
+                )
+            ).first()
+            tower = conn.execute(
+                select(t.devices.c.id).where(t.devices.c.id == device_id, t.devices.c.site_id == me["site_id"])
+            ).first()
+        if mine is None or tower is None:
+            raise NotFound(f"no car {subject} of yours in tower {device_id}")
+    if svc.commands is None:
+        raise Unavailable("no broker connection on this cloud node")
+    try:
+        out = svc.commands.send(device_id, "lift-retrieve", {"subject": subject, "by": by}, ttl_s=60)
+    except CommandUnknownDevice:
+        raise NotFound(f"no device {device_id}") from None
+    except ConnectionError as exc:
+        raise Unavailable(f"{exc}; try again shortly") from None
+    svc.auth.audit(user.username, "parking.retrieve", device_id, {"subject": subject})
+    return out
+
+
+def erase_resident(svc: CloudService, user: User, resident_id: str, reason: str) -> dict[str, Any]:
+    """``deleted`` (the resident leaves) or ``withdrawn`` (consent to face recognition withdrawn): either way
+    their faces leave every gate."""
+    need(user, "residents.manage")
+    fn = svc.gate.remove_resident if reason == "deleted" else svc.gate.withdraw_consent
+    try:
+        out = fn(resident_id, user.username)
+    except LookupError as exc:
+        raise NotFound(f"no {str(exc).strip(chr(39))}") from None
+    svc.auth.audit(user.username, f"resident.{reason}", resident_id, {"revision": out["revision"]})
+    return out
+
+
+def record_consent(svc: CloudService, user: User, resident_id: str) -> dict[str, Any]:
+    need(user, "residents.manage")
+    try:
+        out = svc.gate.record_consent(resident_id, user.username)
+    except LookupError as exc:
+        raise NotFound(f"no {str(exc).strip(chr(39))}") from None
+    svc.auth.audit(user.username, "resident.consent", resident_id)
+    return out
+
+
+def reload_rules(svc: CloudService, user: User) -> dict[str, Any]:
+    from cloud.rules.model import RulesError, load_rules_file
+
+    need(user, "rules.reload")
+    if svc.rules is None or svc.settings.rules_file is None:
+        raise Conflict("no rules file configured (CE_RULES_FILE)")
+    try:
+        rules = load_rules_file(svc.settings.rules_file)
+    except RulesError as exc:
+        raise ActionError(str(exc)) from None
+    svc.rules.reload(rules)
+    svc.auth.audit(user.username, "rules.reload", str(svc.settings.rules_file), {"rules": len(rules.rules)})
+    return {"loaded": len(rules.rules)}

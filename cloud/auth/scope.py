@@ -1,0 +1,87 @@
+"""Who may do what, in one place: the API, the console pages and the live channel all ask here.
+
+Roles: ``admin`` (everything, accounts), ``operator`` (the command centre: everything but accounts),
+``department`` (its own department's alarms and work orders), ``grid_worker`` (reports issues, sees its own
+reports), ``resident`` (its own flat's visitors, cars and parking).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import ColumnElement, false, select, true
+
+from cloud.auth.service import User
+from cloud.db import schema as t
+from cloud.db.schema_registry import assets
+from cloud.db.schema_workorders import work_orders
+
+_STAFF = frozenset({"admin", "operator"})
+PERMS: dict[str, frozenset[str]] = {
+    "overview": _STAFF | {"department"},
+    "devices.view": _STAFF,
+    "devices.command": _STAFF,
+    "alarms.view": _STAFF | {"department"},
+    "alarms.act": _STAFF | {"department"},
+    "workorders.view": _STAFF | {"department", "grid_worker"},
+    "workorders.create": _STAFF,
+    "workorders.dispatch": _STAFF,
+    "workorders.work": _STAFF | {"department"},  # accept, resolve, photos
+    "workorders.close": _STAFF,
+    "workorders.report": _STAFF | {"grid_worker"},
+    "assets.view": _STAFF | {"department"},
+    "gate.view": _STAFF,
+    "residents.manage": _STAFF,
+    "parking.view": _STAFF,
+    "elevators.view": _STAFF,
+    "rules.view": _STAFF,
+    "rules.reload": frozenset({"admin"}),
+    "visitors.answer": _STAFF | {"resident"},
+    "parking.retrieve": _STAFF | {"resident"},
+    "users.manage": frozenset({"admin"}),
+}
+
+
+def can(user: User, perm: str) -> bool:
+    return user.role in PERMS[perm]
+
+
+def home(user: User) -> str:
+    """Where a user lands after logging in."""
+    return {"grid_worker": "/console/m/report", "resident": "/console/m/home"}.get(user.role, "/console/")
+
+
+def work_order_filter(user: User) -> ColumnElement[bool]:
+    c = work_orders.c
+    if user.role in _STAFF:
+        return true()
+    if user.role == "department":
+        return c.department_id == user.department_id if user.department_id else false()
+    if user.role == "grid_worker":
+        return c.reporter == user.username
+    return false()
+
+
+def department_devices(department_id: str) -> Any:
+    """Devices fitted to the department's assets (a subquery)."""
+    return select(assets.c.device_id).where(assets.c.department_id == department_id, assets.c.device_id.is_not(None))
+
+
+def alarm_filter(user: User) -> ColumnElement[bool]:
+    if user.role in _STAFF:
+        return true()
+    if user.role == "department" and user.department_id:
+        return t.alarms.c.device_id.in_(department_devices(user.department_id))
+    return false()
+
+
+def sees_event(user: User, ev: dict[str, Any]) -> bool:
+    """Whether a live-channel event is for this user (events carry ``department_id`` where one applies)."""
+    kind = ev.get("kind")
+    if kind in ("resync", "closed"):
+        return True
+    if user.role in _STAFF:
+        return True
+    if user.role == "department" and user.department_id:
+        return kind in ("alarm", "workorder") and ev.get("department_id") == user.department_id
+    return False  # residents' and grid workers' phone views poll their own short lists
