@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pwdlib import PasswordHash
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Engine, delete, select, update
 
 from cloud.db import schema_auth as a
 from cloud.ingest.store import now_ms
@@ -170,6 +170,10 @@ class Auth:
             row.csrf,
             row.expires_ms,
         )
+
+    def set_language(self, user_id: int, language: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(a.users).where(a.users.c.id == user_id).values(language=language))
 
     def logout(self, token: str) -> None:
         with self.engine.begin() as conn:

@@ -19,6 +19,7 @@ import cv2
 from edge.drivers.camera import Frame, FrameSource, OpenCVCamera
 from edge.drivers.io import IO, DriverError, build_io
 from edge.units.base import Unit, UnitContext
+from edge.i18n import prompt_text
 from edge.units.gate_config import GateConfig
 from edge.units.passes import PassBook
 from edge.vision.gallery import Gallery
@@ -125,10 +126,12 @@ class GateUnit(Unit):
         assert self._ctx is not None
         await self._ctx.outbox.put(body)
 
-    async def _prompt(self, text: str) -> None:
-        if text and (not self.prompts or self.prompts[-1] != text):
-            self.prompts.append(text)
-            await self._put(DeviceEvent(code="gate.prompt", message=text, details={"door": self.cfg.door}))
+    async def _prompt(self, text: str, **values: Any) -> None:
+        """Show a prompt in the gate's language (``text`` is the catalog's English source)."""
+        shown = prompt_text(self.cfg.language, text).format(**values) if text else ""
+        if shown and (not self.prompts or self.prompts[-1] != shown):
+            self.prompts.append(shown)
+            await self._put(DeviceEvent(code="gate.prompt", message=shown, details={"door": self.cfg.door}))
 
     async def _alarm(self, what: str, severity: str, message: str, **details: Any) -> None:
         await self._put(
@@ -343,7 +346,7 @@ class GateUnit(Unit):
             VisitorRequest(request_id=request_id, door=self.cfg.door, unit=unit, snapshot_ref=ref, expires_ts=expires)
         )
         await self._decide("visitor", "visitor_waiting", "visitor")
-        await self._prompt(f"calling flat {unit}…")
+        await self._prompt("calling flat {unit}…", unit=unit)
         try:
             async with asyncio.timeout(self.cfg.visitor_answer_s):
                 answer = await fut

@@ -16,6 +16,7 @@ class GateConfig(BaseModel):
     type: Literal["gate"]
     door: str = "door-1"
     io: IOConfig
+    language: Literal["en", "zh-CN"] = Field("en", description="language of the screen prompts")
     lock: str = Field("lock", description="output that releases the lock (energised = open)")
     door_contact: str | None = Field("door_contact", description="input: active = door open")
     fire: str | None = Field("fire", description="input: active = fire alarm (all doors open)")
