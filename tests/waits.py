@@ -19,3 +19,14 @@ async def until(cond: Callable[[], Any], timeout: float = 10.0, what: str = "con
             return v
         await asyncio.sleep(0.02)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def wait(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """:func:`until` for code without an event loop (browser tests, threads)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -58,13 +58,14 @@ class Formats:
             dt.timedelta(milliseconds=ms - now_ms), add_direction=True, threshold=1.1, locale=self.locale
         )
 
-    def num(self, v: float | int | None, digits: int = 1) -> str:
-        if v is None:
+    def num(self, v: object, digits: int = 1) -> str:
+        """A number in the locale's format; anything else (missing, undefined, NaN) as a dash."""
+        if not isinstance(v, int | float) or v != v:
             return "—"
         return format_decimal(v, format=f"#,##0.{'#' * digits}" if digits else "#,##0", locale=self.locale)
 
-    def pct(self, v: float | None) -> str:
-        return "—" if v is None else format_percent(v, locale=self.locale)
+    def pct(self, v: object) -> str:
+        return format_percent(v, locale=self.locale) if isinstance(v, int | float) else "—"
 
 
 def render(

@@ -18,8 +18,8 @@ import cv2
 
 from edge.drivers.camera import Frame, FrameSource, OpenCVCamera
 from edge.drivers.io import IO, DriverError, build_io
-from edge.units.base import Unit, UnitContext
 from edge.i18n import prompt_text
+from edge.units.base import Unit, UnitContext
 from edge.units.gate_config import GateConfig
 from edge.units.passes import PassBook
 from edge.vision.gallery import Gallery
