@@ -349,7 +349,7 @@ def asset_list(
             q = q.where(col == v)
     with svc.engine.connect() as conn:
         total = conn.execute(select(func.count()).select_from(q.subquery())).scalar_one()
-        rows = _rows(conn.execute(q.limit(200)))
+        rows = _rows(conn.execute(q.limit(50)))
         points = [
             tuple(r)
             for r in conn.execute(

@@ -64,6 +64,15 @@ class Formats:
             return "—"
         return format_decimal(v, format=f"#,##0.{'#' * digits}" if digits else "#,##0", locale=self.locale)
 
+    def size(self, v: object) -> str:
+        """Bytes as kB / MB / GB."""
+        if not isinstance(v, int | float):
+            return "—"
+        for unit, d in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+            if abs(v) >= d:
+                return f"{self.num(v / d, 1)} {unit}"
+        return f"{self.num(v, 0)} B"
+
     def pct(self, v: object) -> str:
         return format_percent(v, locale=self.locale) if isinstance(v, int | float) else "—"
 

@@ -47,7 +47,7 @@ def asset_map(points: list[tuple[Any, ...]]) -> dict[str, Any]:
         "legend": [{"id": d, "c": c} for d, c in colour.items()],
         "w": W,
         "h": H,
-        "r": 3 if len(dots) < 2000 else 1.5,
+        "r": 4 if len(dots) < 2000 else 1.5,
     }
 
 

@@ -87,7 +87,13 @@ def _seed(svc: CloudService) -> None:
     now = now_ms()
     with svc.engine.begin() as conn:
         conn.execute(insert(t.sites).values(id=SITE, name="Riverside Gardens", created_ms=now))
-        for dev, kind in (("gate-01", "gate"), ("mh-101", "manhole"), ("mh-202", "manhole"), ("lift-01", "elevator")):
+        for dev, kind in (
+            ("gate-01", "gate"),
+            ("mh-101", "manhole"),
+            ("mh-202", "manhole"),
+            ("lift-01", "elevator"),
+            ("tower-01", "parking"),
+        ):
             conn.execute(
                 insert(t.devices).values(id=dev, site_id=SITE, kind=kind, name=dev, status="unknown", created_ms=now)
             )

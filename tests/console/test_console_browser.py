@@ -17,7 +17,8 @@ from sqlalchemy import select
 from cloud.db import schema as t
 from cloud.db import schema_gate as g
 from cloud.db.schema_workorders import work_orders
-from protocol.messages import ManholeAlarm
+from protocol import new_id
+from protocol.messages import ElevatorFault, ElevatorStatus, LiftRequest, LiftResult, LiftStatus, ManholeAlarm
 from simulators.thermal import Scene
 from tests.console.conftest import PASSWORD, USERS, Login, Stack, shot
 from tests.waits import wait
@@ -200,7 +201,7 @@ def test_deleting_a_resident_erases_their_face_from_the_gate(stack: Stack, login
 
     def confirmed() -> bool:
         page.reload()
-        return "erased from all 1 gates" in page.inner_text("#erasures")
+        return "erased from all gates (1)" in page.inner_text("#erasures")
 
     wait(confirmed, 30, "the gate to confirm the erasure on the console")
     shot(page, "residents")
@@ -230,8 +231,63 @@ def _decision_after(stack: Stack, since: int) -> dict[str, Any] | None:
     return dict(row.body) if row else None
 
 
+def _tower_and_elevator_report(stack: Stack) -> None:
+    """A parking tower that stored four cars and handed one back, and two elevator cars (one stuck)."""
+    for lift, state, floor in (("1", "idle", 0), ("2", "moving", 3)):
+        stack.device_says(
+            "tower-01",
+            LiftStatus(
+                lift=lift,
+                state=state,
+                floor=floor,
+                queue=int(lift) - 1,
+                interlocks={"door": True, "light_curtain": lift == "1"},
+            ),
+            "evt",
+        )
+    for i, (kind, bay) in enumerate(
+        (("store", "1-1-1"), ("store", "1-2-2"), ("store", "2-3-1"), ("store", "2-0-2"), ("retrieve", "1-1-1"))
+    ):
+        rid = new_id()
+        stack.device_says(
+            "tower-01",
+            LiftRequest(request_id=rid, kind=kind, by="plate", subject_id=f"car{i}", bay=bay, eta_s=40.0),
+            "evt",
+        )
+        stack.device_says(
+            "tower-01", LiftResult(request_id=rid, kind=kind, ok=True, duration_s=50.0 + i, bay=bay), "evt"
+        )
+    stack.device_says(
+        "lift-01", ElevatorStatus(car="A", floor=7, direction="up", door="closed", state="normal", load_kg=320), "evt"
+    )
+    stack.device_says(
+        "lift-01", ElevatorStatus(car="B", floor=3, direction="idle", door="closed", state="fault"), "evt"
+    )
+    stack.device_says(
+        "lift-01",
+        ElevatorFault(
+            car="B",
+            code="stuck_between_floors",
+            severity="critical",
+            active=True,
+            entrapment=True,
+            floor=3,
+            description="car stopped between floors",
+        ),
+    )
+
+
 def test_screenshots_of_the_main_pages(stack: Stack, login: Login) -> None:
+    _tower_and_elevator_report(stack)
     page = login("admin")
+
+    def shows(path: str, selector: str, n: int) -> bool:
+        page.goto(path)
+        return len(page.query_selector_all(selector)) == n
+
+    wait(lambda: shows("/console/parking", "table.bays td.occ", 3), 20, "three cars parked in the bay grid")
+    wait(lambda: shows("/console/elevators", ".tile.car", 2), 20, "both elevator cars")
+    assert "stuck_between_floors" in page.inner_text("main") or "car stopped between floors" in page.inner_text("main")
     for path, name, expect in (
         ("/console/devices", "devices", "gate-01"),
         ("/console/devices/gate-01", "device", "Send a command"),

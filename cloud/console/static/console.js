@@ -18,6 +18,8 @@
   function logEvent(text, cls) {
     const list = $("#live-events");
     if (!list) return;
+    const placeholder = $(".placeholder", list);
+    if (placeholder) placeholder.remove();
     const li = document.createElement("li");
     if (cls) li.className = cls;
     const time = document.createElement("time");
@@ -95,18 +97,25 @@
   }
 
   // --- charts --------------------------------------------------------------------------------------------
-  function plot(fig, xs, ys, label) {
+  const si = (v) => {
+    const a = Math.abs(v);
+    for (const [d, u] of [[1e12, "T"], [1e9, "G"], [1e6, "M"], [1e3, "k"]]) if (a >= d) return +(v / d).toPrecision(3) + u;
+    return +v.toPrecision(3) + "";
+  };
+
+  function plot(fig, xs, ys, label, range) {
     if (!window.uPlot || !xs.length) {
       fig.insertAdjacentHTML("beforeend", '<p class="muted">—</p>');
       return;
     }
     const width = Math.max(260, fig.clientWidth || 380);
+    const time = xs[0] > 1e8;
     new window.uPlot(
       {
         width, height: 160, legend: { show: false }, cursor: { drag: { x: false, y: false } },
-        scales: { x: { time: xs[0] > 1e8 } },
+        scales: { x: { time, range: range ? () => range : undefined } },
         series: [{}, { label, stroke: "#1f6feb", fill: "#1f6feb22", width: 1.5, points: { show: xs.length < 60 } }],
-        axes: [{ size: 30 }, { size: 50 }],
+        axes: [{ size: 30 }, { size: 56, values: (u, vals) => vals.map(si) }],
       },
       [xs, ys],
       fig,
@@ -121,7 +130,8 @@
       const r = await fetch(url, { credentials: "same-origin" });
       if (!r.ok) throw new Error(r.status);
       const body = await r.json();
-      plot(fig, body.points.map((p) => p.ts / 1000), body.points.map((p) => p.avg), fig.dataset.metric);
+      plot(fig, body.points.map((p) => p.ts / 1000), body.points.map((p) => p.avg), fig.dataset.metric,
+        [(now - 86400000) / 1000, now / 1000]);
     } catch (e) {
       fig.insertAdjacentHTML("beforeend", `<p class="muted">${e}</p>`);
     }
