@@ -485,13 +485,19 @@ def parking(request: Request, svc: Service, page: Session) -> HTMLResponse:
                 )
             )
             results = [h["body"] for h in hist if h["type"] == "lift.result"]
+            done = {b["request_id"]: b for b in results}
+            recent = [
+                {**h["body"], "at": h["received_ms"], "result": done.get(h["body"]["request_id"])}
+                for h in hist
+                if h["type"] == "lift.request"
+            ]
             durations = sorted(b["duration_s"] for b in results if b.get("ok") and b["kind"] == "retrieve")
             towers.append(
                 {
                     "id": dev,
                     "lifts": sorted((v for k, v in status.items() if k.startswith(dev + "/")), key=lambda x: x["lift"]),
                     "grid": bay_grid(results),
-                    "recent": list(reversed(hist[-20:])),
+                    "recent": list(reversed(recent[-20:])),
                     "retrieve_p50": durations[len(durations) // 2] if durations else None,
                     "retrievals": len(durations),
                 }
