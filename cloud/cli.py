@@ -145,7 +145,7 @@ def create_user(
     role: Annotated[str, typer.Option(help="admin, operator, department, grid_worker or resident")] = "admin",
     department: Annotated[str | None, typer.Option(help="for department users")] = None,
     resident: Annotated[str | None, typer.Option(help="for resident users: their resident id")] = None,
-    language: Annotated[str, typer.Option(help="en or zh-CN")] = "en",
+    language: Annotated[str | None, typer.Option(help="en or zh-CN (default: CE_DEFAULT_LANGUAGE)")] = None,
     password_stdin: Annotated[bool, typer.Option("--password-stdin", help="read the password from stdin")] = False,
 ) -> None:
     """Create a console account (the first admin, typically). The password is asked for, or read from stdin."""
@@ -160,10 +160,12 @@ def create_user(
         if password_stdin
         else typer.prompt("password", hide_input=True, confirmation_prompt=True)
     )
-    engine = make_engine(Settings().database_url)
+    settings = Settings()
+    engine = make_engine(settings.database_url)
     migrate(engine)
     try:
-        Auth(engine).create_user(username, password, role, department, resident, language, by="cli")
+        lang = language or settings.default_language
+        Auth(engine).create_user(username, password, role, department, resident, lang, by="cli")
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -6,6 +6,7 @@ Secrets (API tokens, the command-signing key) are read when the app starts, neve
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -38,7 +39,9 @@ class Settings(BaseSettings):
     visitor_snapshot_retention_days: float = Field(
         default=7, gt=0, description="visitor snapshots (photos of people at the gate) are deleted after this"
     )
-    default_language: str = Field(default="en", description="console language for new accounts: en or zh-CN")
+    default_language: Literal["en", "zh-CN"] = Field(
+        default="en", description="language of new accounts and of the login page: en or zh-CN"
+    )
     timezone: str = Field(default="UTC", description="IANA zone for times on the console, e.g. Asia/Shanghai")
     secure_cookies: bool = Field(default=False, description="mark session cookies Secure (serve over HTTPS)")
     api_tokens: list[str] = Field(default_factory=list, description="bearer tokens for /api (comma-separated)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -109,7 +110,13 @@ def run_demo(workdir: Path = Path("var/demo"), port: int = 8000, gateways: int =
         api.post("/api/sites", json={"id": "riverside", "name": "Riverside Gardens"})
         for d in devices:
             api.post("/api/devices", json={"id": d, "site_id": "riverside", "kind": "gate", "name": d})
-    pub = public_key_b64(app.state.service.commands.key)
+    svc = app.state.service
+    pub = public_key_b64(svc.commands.key)
+    password = secrets.token_urlsafe(12)
+    if not svc.auth.has_users():  # a demo admin; from now on the API and console need a login
+        svc.auth.create_user("demo", password, "admin", by="demo")
+    else:
+        password = "(unchanged: the demo's database already has accounts)"
     docs = [
         agent_config(
             workdir / "agents",
@@ -123,6 +130,7 @@ def run_demo(workdir: Path = Path("var/demo"), port: int = 8000, gateways: int =
     ]
 
     print(f"\nCivicEdge demo running ({kind} on 127.0.0.1:{broker.port}, cloud at {base})\n")
+    print(f"  console            {base}/console/   user: demo   password: {password}")
     print(f"  API and its docs   {base}/docs")
     print(f"  devices            {base}/api/devices")
     print(f"  telemetry          {base}/api/devices/gate-01/telemetry?metric=tick")

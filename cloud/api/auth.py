@@ -70,13 +70,15 @@ class UserIn(BaseModel):
     role: Literal["admin", "operator", "department", "grid_worker", "resident"]
     department_id: str | None = None
     resident_id: str | None = None
-    language: Literal["en", "zh-CN"] = "en"
+    language: Literal["en", "zh-CN"] | None = Field(default=None, description="default: CE_DEFAULT_LANGUAGE")
 
 
 @router.post("/api/users", status_code=201, dependencies=[Depends(require_role("admin"))])
 def create_user(body: UserIn, svc: Service, user: CurrentUser) -> dict[str, Any]:
     try:
-        u = svc.auth.create_user(**body.model_dump(), by=user.username)
+        fields = body.model_dump()
+        fields["language"] = body.language or svc.settings.default_language
+        u = svc.auth.create_user(**fields, by=user.username)
     except ValueError as exc:
         raise HTTPException(409 if "exists" in str(exc) else 422, detail=str(exc)) from None
     return _me(u)

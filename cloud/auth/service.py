@@ -91,6 +91,8 @@ class Auth:
     ) -> User:
         if role not in a.ROLES:
             raise ValueError(f"role must be one of {', '.join(a.ROLES)}")
+        if language not in ("en", "zh-CN"):
+            raise ValueError("language must be en or zh-CN")
         if len(password) < 10:
             raise ValueError("a password has at least 10 characters")
         with self.engine.begin() as conn:

@@ -560,7 +560,15 @@ def users(request: Request, svc: Service, page: Session) -> HTMLResponse:
             )
         )
         audit = _rows(conn.execute(select(a.audit_log).order_by(a.audit_log.c.id.desc()).limit(100)))
-    return render(request, "users.html", page.user, page.csrf, users=rows, audit=audit)
+    return render(
+        request,
+        "users.html",
+        page.user,
+        page.csrf,
+        users=rows,
+        audit=audit,
+        default_language=svc.settings.default_language,
+    )
 
 
 @router.post("/users")

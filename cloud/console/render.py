@@ -32,7 +32,17 @@ WO_STATES = ("reported", "dispatched", "accepted", "resolved", "closed")
 
 
 def gettext_for(lang: str) -> Any:
-    return translations(LOCALES, "console", lang if lang in LANGUAGES else "en").gettext
+    """The catalog's gettext; a value with no translation that looks like a key (``grid_worker``) is shown
+    as words (``grid worker``)."""
+    gettext = translations(LOCALES, "console", lang if lang in LANGUAGES else "en").gettext
+
+    def _(text: str) -> str:
+        out: str = gettext(text)
+        if out is text and "_" in text and " " not in text:
+            return text.replace("_", " ")
+        return out
+
+    return _
 
 
 class Formats:

@@ -27,12 +27,19 @@ def test_demo_runs_and_stops_cleanly(tmp_path: Path) -> None:
     )
     assert proc.stdout is not None
     try:
+        password = ""
         for line in proc.stdout:
+            if "user: demo" in line:
+                password = line.split("password:")[1].strip()
             if "Ctrl-C stops everything" in line:
                 break
+        api = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5)
+        assert api.get("/api/devices").status_code == 401  # the demo has an admin: the API needs a login
+        assert api.post("/auth/login", json={"username": "demo", "password": password}).status_code == 200
+        assert api.get("/console/").status_code == 200
         deadline = time.monotonic() + 30
         while True:
-            devs = httpx.get(f"http://127.0.0.1:{port}/api/devices", timeout=5).json()["items"]
+            devs = api.get("/api/devices").json()["items"]
             if devs and all(d["status"] == "online" for d in devs):
                 break
             assert time.monotonic() < deadline, devs
