@@ -165,16 +165,21 @@ def send_command(
     svc: CloudService, user: User, device_id: str, name: str, args: dict[str, Any], ttl_s: float | None = None
 ) -> dict[str, Any]:
     need(user, "devices.command")
+    out = _command(svc, device_id, name, args, ttl_s or svc.settings.command_ttl_s)
+    svc.auth.audit(user.username, "command.send", device_id, {"name": name})
+    return out
+
+
+def _command(svc: CloudService, device_id: str, name: str, args: dict[str, Any], ttl_s: float) -> dict[str, Any]:
+    """A signed command to a device, with the broker's and the registry's refusals as typed errors."""
     if svc.commands is None:
         raise Unavailable("command publisher not running (no broker configured)")
     try:
-        out = svc.commands.send(device_id, name, args, ttl_s or svc.settings.command_ttl_s)
+        return svc.commands.send(device_id, name, args, ttl_s)
     except CommandUnknownDevice:
         raise NotFound(f"no device {device_id!r}") from None
     except ConnectionError as exc:
         raise Unavailable(f"broker unavailable: {exc}; try again shortly") from None
-    svc.auth.audit(user.username, "command.send", device_id, {"name": name})
-    return out
 
 
 # --- residents: visitors, cars, personal data ------------------------------------------------------------
@@ -237,14 +242,7 @@ def retrieve_car(svc: CloudService, user: User, device_id: str, subject: str, by
             ).first()
         if mine is None or tower is None:
             raise NotFound(f"no car {subject} of yours in tower {device_id}")
-    if svc.commands is None:
-        raise Unavailable("no broker connection on this cloud node")
-    try:
-        out = svc.commands.send(device_id, "lift-retrieve", {"subject": subject, "by": by}, ttl_s=60)
-    except CommandUnknownDevice:
-        raise NotFound(f"no device {device_id}") from None
-    except ConnectionError as exc:
-        raise Unavailable(f"{exc}; try again shortly") from None
+    out = _command(svc, device_id, "lift-retrieve", {"subject": subject, "by": by}, 60)
     svc.auth.audit(user.username, "parking.retrieve", device_id, {"subject": subject})
     return out
 

@@ -17,7 +17,8 @@ from tests.cloud.conftest import MakeCloud, register
 from tests.waits import until as _until
 
 
-def gate_units(tmp_path: Path, board: IOBoardSim) -> list[dict[str, Any]]:
+def gate_units(tmp_path: Path, board: IOBoardSim, **overrides: Any) -> list[dict[str, Any]]:
+    """One gate unit on the I/O board simulator with the simulated camera."""
     return [
         {
             "type": "gate",
@@ -36,6 +37,7 @@ def gate_units(tmp_path: Path, board: IOBoardSim) -> list[dict[str, Any]]:
             "visitor_answer_s": 20,
             "sync_check_s": 2,
         }
+        | overrides
     ]
 
 

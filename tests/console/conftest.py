@@ -27,6 +27,7 @@ from protocol.topics import topic
 from simulators.fleet import agent_config
 from simulators.ioboard import IOBoardSim
 from simulators.services import Mosquitto, free_port
+from tests.cloud.test_gate_flow import gate_units
 from tests.conftest import ROOT, _require
 from tests.waits import wait
 
@@ -166,25 +167,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         host=broker.host,
         port=broker.port,
         public_key=public_key_b64(svc.commands.key),
-        units=[
-            {
-                "type": "gate",
-                "door": "door-1",
-                "io": {
-                    "type": "ioboard",
-                    "port": board.port,
-                    "outputs": {"lock": 0},
-                    "inputs": {"door_contact": 0, "fire": 1},
-                    "watchdog_s": None,
-                },
-                "secret": "device-secret",
-                "gallery": str(tmp / "gallery.db"),
-                "camera": {"type": "simulated", "fps": 15},
-                "open_s": 0.5,
-                "visitor_answer_s": 60,
-                "sync_check_s": 2,
-            }
-        ],
+        units=gate_units(tmp, board, visitor_answer_s=60),
     )
     agent = Agent(parse_config(doc), handle_signals=False)
     loop = asyncio.new_event_loop()
