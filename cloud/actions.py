@@ -283,3 +283,49 @@ def reload_rules(svc: CloudService, user: User) -> dict[str, Any]:
     svc.rules.reload(rules)
     svc.auth.audit(user.username, "rules.reload", str(svc.settings.rules_file), {"rules": len(rules.rules)})
     return {"loaded": len(rules.rules)}
+
+
+# --- device identities -------------------------------------------------------------------------------------
+
+
+def new_claim(svc: CloudService, user: User, site_id: str, ttl_s: float, kind: str | None, note: str) -> dict[str, Any]:
+    from cloud.provisioning.service import ClaimError
+
+    need(user, "devices.provision")
+    try:
+        out = svc.provisioning.new_claim(site_id, user.username, ttl_s, kind, note)
+    except LookupError as exc:
+        raise NotFound(f"no {str(exc).strip(chr(39))}") from None
+    except ClaimError as exc:
+        raise ActionError(str(exc)) from None
+    svc.auth.audit(user.username, "claim.create", site_id, {"kind": kind, "expires_ms": out["expires_ms"]})
+    return out
+
+
+def revoke_device(svc: CloudService, user: User, device_id: str) -> dict[str, Any]:
+    need(user, "devices.provision")
+    try:
+        out = svc.provisioning.revoke(device_id, user.username)
+    except LookupError as exc:
+        raise NotFound(f"no {str(exc).strip(chr(39))}") from None
+    except ConnectionError as exc:
+        raise Unavailable(str(exc)) from None
+    svc.auth.audit(user.username, "device.revoke", device_id)
+    svc.publish_live([{"kind": "device", "device_id": device_id, "status": "revoked"}])
+    return out
+
+
+def rotate_credentials(svc: CloudService, user: User, device_id: str) -> dict[str, Any]:
+    from cloud.provisioning.service import ClaimError
+
+    need(user, "devices.provision")
+    try:
+        out = svc.provisioning.rotate(device_id, svc.commands)
+    except LookupError as exc:
+        raise NotFound(f"no {str(exc).strip(chr(39))}") from None
+    except ClaimError as exc:
+        raise Conflict(str(exc)) from None
+    except ConnectionError as exc:
+        raise Unavailable(f"broker unavailable: {exc}; try again shortly") from None
+    svc.auth.audit(user.username, "device.rotate", device_id, {"cid": out["cid"]})
+    return out

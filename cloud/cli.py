@@ -170,3 +170,35 @@ def create_user(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo(f"user {username} ({role}) created")
+
+
+@app.command("broker-init")
+def broker_init(
+    directory: Annotated[Path, typer.Argument(help="where to write mosquitto.conf, dynamic-security.json, the CA")],
+    host: Annotated[str, typer.Option(help="address the broker listens on")] = "0.0.0.0",
+    port: Annotated[int, typer.Option(help="plain MQTT port (keep it on a private network)")] = 1883,
+    tls_port: Annotated[int, typer.Option(help="TLS port for devices (0: none)")] = 8883,
+    tls_host: Annotated[list[str], typer.Option(help="names/addresses in the broker's certificate")] = ["localhost"],  # noqa: B006
+) -> None:
+    """Lock a Mosquitto down: anonymous access off, per-device users and ACLs through the dynamic-security
+    plugin, a TLS listener with the project's own CA. Prints the settings the cloud needs (once)."""
+    from cloud.provisioning.broker import BrokerError, write_broker_files
+
+    if (directory / "dynamic-security.json").exists():
+        typer.echo(f"error: {directory} already holds a broker configuration; pick an empty directory", err=True)
+        raise typer.Exit(2)
+    try:
+        out = write_broker_files(
+            directory, host=host, port=port, tls_port=tls_port or None, tls_hosts=(*tls_host, "127.0.0.1")
+        )
+    except BrokerError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"wrote {out['conf']} (start Mosquitto with: mosquitto -c {out['conf']})")
+    typer.echo("cloud settings (keep them secret; they are not stored anywhere else):")
+    typer.echo(f"  CE_BROKER_URL=mqtt://ce-cloud:{out['cloud_password']}@127.0.0.1:{port}")
+    typer.echo(f"  CE_INGEST_BROKER_URL=mqtt://ce-ingest:{out['ingest_password']}@127.0.0.1:{port}")
+    typer.echo("  CE_BROKER_DYNSEC=true")
+    if out["ca"]:
+        typer.echo(f"  CE_BROKER_CA_FILE={out['ca']}")
+        typer.echo(f"  CE_PUBLIC_BROKER_PORT={tls_port}   CE_PUBLIC_BROKER_HOST=<the name devices use>")

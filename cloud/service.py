@@ -21,6 +21,7 @@ from cloud.ingest.store import BatchResult, Store, now_ms
 from cloud.ingest.worker import IngestWorker
 from cloud.live import LiveHub
 from cloud.metrics import Metrics
+from cloud.provisioning.service import Provisioning
 from cloud.rules.model import load_rules_file
 from cloud.rules.runner import RuleRunner
 from cloud.settings import Settings
@@ -46,6 +47,7 @@ class CloudService:
         self.gate = GateService(self.engine, lambda: self.commands)
         self.auth = Auth(self.engine)
         self.live = LiveHub(self.metrics)
+        self.provisioning = Provisioning(self.engine, settings, self.store.forget_device)
         self._sync: ThreadPoolExecutor | None = None
         self._retention_stop = threading.Event()
         self._retention: threading.Thread | None = None
@@ -75,6 +77,7 @@ class CloudService:
             w = self.new_worker(f"{os.uname().nodename}-{i}")
             w.start()
             self.workers.append(w)
+        self.provisioning.start()
         self.commands = CommandPublisher(
             self.engine, load_or_create_key(s.command_key_file), host, port, user, password
         )
@@ -86,7 +89,7 @@ class CloudService:
         s = self.settings
         if shared is None:
             shared = s.ingest_workers > 1
-        host, port, user, password = s.broker
+        host, port, user, password = s.ingest_broker
         return IngestWorker(
             self.store,
             host,
@@ -104,6 +107,9 @@ class CloudService:
         if res.enrolments and self._sync is not None:  # first: a gate's report may follow its own enrolment
             self._sync.submit(self.gate.on_enrolments, list(res.enrolments))
             res.enrolments.clear()
+        if res.acks and self.provisioning.admin is not None and self._sync is not None:
+            self._sync.submit(self.provisioning.on_acks, list(res.acks))
+        res.acks.clear()
         if res.sync_requests and self._sync is not None:  # publishing waits on the broker: not on ingestion
             self._sync.submit(self.gate.on_sync_requests, list(res.sync_requests))
             res.sync_requests.clear()
@@ -155,6 +161,7 @@ class CloudService:
             self.rules.stop()
         if self.commands:
             self.commands.stop()
+        self.provisioning.stop()
         if self.tsdb:
             self.tsdb.stop()
 

@@ -17,6 +17,10 @@ class Settings(BaseSettings):
 
     database_url: str = Field(default="sqlite:///var/civicedge.db", description="SQLAlchemy URL (sqlite or postgresql)")
     broker_url: str = Field(default="mqtt://127.0.0.1:1883", description="mqtt://[user:pass@]host:port")
+    ingest_broker_url: str | None = Field(
+        default=None,
+        description="the ingestion workers' own broker user (mqtt://ce-ingest:…@host:port); default: broker_url",
+    )
     ingest_workers: int = Field(default=1, ge=0, le=64, description="ingestion workers started by `cloud run`")
     ingest_batch_rows: int = Field(default=500, ge=1, le=50_000)
     ingest_batch_ms: int = Field(default=50, ge=1, le=10_000)
@@ -26,6 +30,14 @@ class Settings(BaseSettings):
         "persistent subscription. Mosquitto 2.0 does not restore shared subscriptions after a restart, so messages "
         "published before the workers resubscribe are lost; a plain subscription loses nothing",
     )
+    broker_dynsec: bool = Field(
+        default=False,
+        description="the broker is locked down with Mosquitto's dynamic-security plugin (civicedge cloud "
+        "broker-init); provisioning then issues per-device credentials and ACLs",
+    )
+    public_broker_host: str = Field(default="127.0.0.1", description="broker address given to new devices")
+    public_broker_port: int = Field(default=1883, description="broker port given to new devices (8883 for TLS)")
+    broker_ca_file: Path | None = Field(default=None, description="CA certificate of the broker's TLS listener")
     auto_register: bool = Field(default=False, description="accept unknown devices (demo only)")
     influx_url: str | None = Field(default=None, description="InfluxDB 2/3 or VictoriaMetrics base URL")
     influx_token: str = ""
@@ -62,7 +74,20 @@ class Settings(BaseSettings):
 
     @property
     def broker(self) -> tuple[str, int, str | None, str | None]:
-        from urllib.parse import urlparse
+        return _split_url(self.broker_url)
 
-        u = urlparse(self.broker_url)
-        return u.hostname or "127.0.0.1", u.port or 1883, u.username, u.password
+    @property
+    def ingest_broker(self) -> tuple[str, int, str | None, str | None]:
+        return _split_url(self.ingest_broker_url or self.broker_url)
+
+
+def _split_url(url: str) -> tuple[str, int, str | None, str | None]:
+    from urllib.parse import unquote, urlparse
+
+    u = urlparse(url)
+    return (
+        u.hostname or "127.0.0.1",
+        u.port or 1883,
+        unquote(u.username) if u.username else None,
+        unquote(u.password) if u.password else None,
+    )

@@ -84,6 +84,7 @@ class Agent:
             ("reboot-agent", self._cmd_reboot),
             ("set-config", self._cmd_set_config),
             ("outbox-stats", self._cmd_outbox_stats),
+            ("set-credentials", self._cmd_set_credentials),
         ):
             self.commands.register(name, handler)
 
@@ -243,13 +244,27 @@ class Agent:
             asyncio.get_running_loop().call_later(0.2, self.request_stop, EXIT_RESTART)
         return {"applied": True, "restart": restart}
 
+    async def _cmd_set_credentials(self, args: dict[str, Any]) -> dict[str, Any]:
+        """A rotated broker password (the command is signed and travels over TLS): written to
+        ``mqtt.password_file`` (mode 0600, atomically) and used from the next connection on; the cloud switches
+        the broker over once this is acknowledged."""
+        password, path = args.get("password"), self.config.mqtt.password_file
+        if not isinstance(password, str) or len(password) < 16:
+            raise CommandError("set-credentials needs args.password (at least 16 characters)")
+        if path is None:
+            raise CommandError("this device keeps its password in the config, not in mqtt.password_file")
+        await asyncio.to_thread(_atomic_write, path, password + "\n", 0o600)
+        return {"written": str(path)}
+
     def register_command(self, name: str, handler: CommandHandler) -> None:
         self.commands.register(name, handler)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+def _atomic_write(path: Path, text: str, mode: int | None = None) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # created 0600
     try:
+        if mode is not None:
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()

@@ -5,6 +5,7 @@ A bad file is refused at start with the field path and the reason (:class:`Confi
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
@@ -63,6 +64,10 @@ class MqttConfig(_Model):
     port: int = Field(default=1883, ge=1, le=65535)
     username: str | None = None
     password: str | None = Field(default=None, description="use ${ENV_VAR}; never write secrets in the file")
+    password_file: Path | None = Field(
+        default=None,
+        description="file holding the broker password (mode 0600; read at each connection; rotated by the cloud)",
+    )
     tls: TlsConfig | None = None
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     client_id: str | None = Field(default=None, description="defaults to '{site}.{device}'")
@@ -179,3 +184,22 @@ def load_config_raw(path: Path, env: dict[str, str] | None = None) -> tuple[dict
     config = load_config(path, env)
     raw = yaml.safe_load(path.read_text())
     return raw, config
+
+
+def read_secret(path: Path) -> str:
+    """A secret kept in its own file (first line). Files others may read are used but logged, once per path:
+    secrets belong in mode 0600 files owned by the agent's user."""
+    try:
+        st = path.stat()
+        text = path.read_text().splitlines()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the secret file {path}: {exc.strerror}") from None
+    if st.st_mode & 0o077 and path not in _warned:
+        _warned.add(path)
+        logging.getLogger("civicedge.config").warning(
+            "secret file readable by others", extra={"path": str(path), "fix": f"chmod 600 {path}"}
+        )
+    return text[0].strip() if text else ""
+
+
+_warned: set[Path] = set()

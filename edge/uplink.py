@@ -20,7 +20,7 @@ from typing import Any
 
 import aiomqtt
 
-from edge.config import AgentConfig
+from edge.config import AgentConfig, read_secret
 from edge.outbox import LANES, Outbox, OutMessage
 from protocol.codec import encode
 from protocol.envelope import envelope, now_ms
@@ -100,7 +100,7 @@ class Uplink:
             m.host,
             m.port,
             username=m.username,
-            password=m.password,
+            password=read_secret(m.password_file) if m.password_file else m.password,
             identifier=self.config.client_id,
             clean_session=False,
             keepalive=m.keepalive_s,

@@ -23,6 +23,7 @@ class Reason(StrEnum):
     WRONG_DEVICE = "wrong_device"
     REPLAYED = "replayed"
     UNKNOWN_DEVICE = "unknown_device"
+    REVOKED_DEVICE = "revoked_device"
 
 
 class ProtocolError(ValueError):

@@ -135,12 +135,17 @@ class Mosquitto(_Process):
 
     name = "mosquitto"
 
-    def __init__(self, port: int | None = None, workdir: Path | None = None, extra_conf: str = "") -> None:
+    def __init__(
+        self, port: int | None = None, workdir: Path | None = None, extra_conf: str = "", security: str | None = None
+    ) -> None:
+        """``security``: settings that replace anonymous access (they come first in the file, as Mosquitto
+        wants for ``per_listener_settings``), e.g. from cloud.provisioning.broker.security_conf."""
         super().__init__(workdir)
         self.binary = find_program("mosquitto", "mosquitto")
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self.extra_conf = extra_conf
+        self.security = security
 
     @property
     def url(self) -> str:
@@ -148,8 +153,9 @@ class Mosquitto(_Process):
 
     def config(self) -> str:
         lines = [
+            *([self.security.strip()] if self.security else []),
             f"listener {self.port} {self.host}",
-            "allow_anonymous true",
+            *([] if self.security else ["allow_anonymous true"]),
             "persistence true",
             f"persistence_location {self.workdir}/",
             "log_dest stderr",

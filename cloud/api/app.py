@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from cloud.api.auth import router as auth_router
 from cloud.api.gate import router as gate_router
 from cloud.api.parking import router as parking_router
+from cloud.api.provisioning import router as provisioning_router
 from cloud.api.registry import router as registry_router
 from cloud.api.resources import router
 from cloud.api.workorders import router as work_orders_router
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None, service: CloudService | None = 
     app.include_router(work_orders_router)
     app.include_router(gate_router)
     app.include_router(parking_router)
+    app.include_router(provisioning_router)
     install_console(app)
 
     @app.exception_handler(StarletteHTTPException)

@@ -21,6 +21,7 @@ PERMS: dict[str, frozenset[str]] = {
     "overview": _STAFF | {"department"},
     "devices.view": _STAFF,
     "devices.command": _STAFF,
+    "devices.provision": _STAFF,  # claim tokens, revocation, credential rotation
     "alarms.view": _STAFF | {"department"},
     "alarms.act": _STAFF | {"department"},
     "workorders.view": _STAFF | {"department", "grid_worker"},

@@ -115,7 +115,8 @@ class Auth:
         self.audit(by, "user.create", username, {"role": role, "department_id": department_id})
         return User(int(uid), username, role, department_id, resident_id, language)
 
-    def _limited(self, keys: list[str]) -> int:
+    def limited(self, keys: list[str]) -> int:
+        """Seconds to wait before another attempt for any of ``keys`` (0: go ahead)."""
         now = time.monotonic()
         worst = 0
         with self._lock:
@@ -127,7 +128,8 @@ class Auth:
                     worst = max(worst, int(WINDOW_S - (now - q[0])) + 1)
         return worst
 
-    def _fail(self, keys: list[str]) -> None:
+    def failed(self, keys: list[str]) -> None:
+        """Count a failed attempt against each key (logins, claim tokens)."""
         now = time.monotonic()
         with self._lock:
             for k in keys:
@@ -135,14 +137,14 @@ class Auth:
 
     def login(self, username: str, password: str, client: str) -> tuple[str, Session]:
         keys = [f"user:{username.lower()}", f"ip:{client}"]
-        wait = self._limited(keys)
+        wait = self.limited(keys)
         if wait:
             raise RateLimited(wait)
         with self.engine.connect() as conn:
             row = conn.execute(select(a.users).where(a.users.c.username == username)).first()
         ok = _hasher.verify(password, row.password_hash if row else _DUMMY)
         if row is None or not ok or row.disabled:
-            self._fail(keys)
+            self.failed(keys)
             self.audit(username, "login.failed", client)
             raise AuthError("wrong user name or password")
         token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)

@@ -65,6 +65,8 @@ class BatchResult:
     sync_requests: list[tuple[str, str, str, int]] = field(default_factory=list)
     #: faces enrolled at a gate by an operator: (resident id, embedding base64)
     enrolments: list[tuple[str, str]] = field(default_factory=list)
+    #: command acknowledgements: (device, cid, status) (credential rotations wait for them)
+    acks: list[tuple[str, str, str]] = field(default_factory=list)
     #: what the consoles' live channel shows (alarms, device status, gate decisions, visitor requests)
     live: list[dict[str, Any]] = field(default_factory=list)
 
@@ -88,6 +90,7 @@ class Store:
         self.metrics = metrics or Metrics()
         self.auto_register = auto_register
         self.sites: dict[str, str] = {}  # device id → site id (known devices)
+        self.revoked: set[str] = set()  # devices whose identity was revoked: everything they send is refused
         self._lock = threading.Lock()
         dialect = engine.dialect.name
         self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
@@ -100,18 +103,22 @@ class Store:
         if missing:
             rows = list(
                 conn.execute(
-                    select(t.devices.c.id, t.devices.c.site_id, t.devices.c.kind).where(t.devices.c.id.in_(missing))
+                    select(t.devices.c.id, t.devices.c.site_id, t.devices.c.kind, t.devices.c.status).where(
+                        t.devices.c.id.in_(missing)
+                    )
                 )
             )
             with self._lock:
                 self.sites.update({r.id: r.site_id for r in rows})
                 self.kinds.update({r.id: r.kind for r in rows})
+                self.revoked.update(r.id for r in rows if r.status == "revoked")
         with self._lock:
             return {i: self.sites[i] for i in ids if i in self.sites}
 
     def forget_device(self, device_id: str) -> None:
         with self._lock:
             self.sites.pop(device_id, None)
+            self.revoked.discard(device_id)
 
     # --- the batch ---------------------------------------------------------------------------------
 
@@ -158,7 +165,9 @@ class Store:
                     if site is None and self.auto_register:
                         self._register(conn, top)
                         site = known[top.device] = top.site
-                    if site is None:
+                    if top.device in self.revoked:
+                        reject(item, Reason.REVOKED_DEVICE, f"device {top.device!r} was revoked", top.device)
+                    elif site is None:
                         reject(item, Reason.UNKNOWN_DEVICE, f"device {top.device!r} is not registered", top.device)
                     elif site != top.site:
                         reject(
@@ -355,6 +364,7 @@ class Store:
             else:
                 clear(key)
         elif isinstance(b, m.CommandAck):
+            res.acks.append((dev, b.cid, b.status))
             conn.execute(
                 update(t.commands)
                 .where(t.commands.c.cid == b.cid)

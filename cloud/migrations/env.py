@@ -5,7 +5,13 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
-from cloud.db import schema_auth, schema_gate, schema_registry, schema_workorders  # noqa: F401 - register their tables
+from cloud.db import (  # noqa: F401 - register their tables
+    schema_auth,
+    schema_gate,
+    schema_provisioning,
+    schema_registry,
+    schema_workorders,
+)
 from cloud.db.schema import metadata
 
 config = context.config

@@ -1,0 +1,69 @@
+"""Device identities: claim tokens for technicians, the one-time provisioning call for new devices,
+revocation and credential rotation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from pydantic import BaseModel, Field
+
+from cloud import actions
+from cloud.api.deps import CurrentUser, Service, allow, run
+from cloud.provisioning.service import ClaimError
+
+router = APIRouter(tags=["provisioning"])
+
+
+class ClaimIn(BaseModel):
+    ttl_s: float = Field(default=3600, ge=60, le=7 * 86_400, description="how long the token can be used")
+    kind: str | None = Field(default=None, max_length=32, description="only this kind of device (gateway, …)")
+    note: str = Field(default="", max_length=200)
+
+
+@router.post("/api/sites/{site_id}/claims", status_code=201, dependencies=[allow("devices.provision")])
+def new_claim(site_id: str, body: ClaimIn, svc: Service, user: CurrentUser) -> dict[str, Any]:
+    """A single-use claim token for one new device at the site (shown once; only its hash is kept)."""
+    return run(actions.new_claim, svc, user, site_id, body.ttl_s, body.kind, body.note)  # type: ignore[no-any-return]
+
+
+class ProvisionIn(BaseModel):
+    claim: str = Field(min_length=8, max_length=100)
+    kind: str = Field(min_length=1, max_length=32, pattern=r"^[a-z][a-z0-9_]*$")
+    device_id: str | None = Field(default=None, max_length=64, description="keep this id (a replaced board)")
+    name: str = Field(default="", max_length=200)
+
+
+@router.post("/provision")
+def provision(body: ProvisionIn, request: Request, svc: Service) -> dict[str, Any]:
+    """Called once by a new device (or tools/flash.py for it) with a claim token: answers with its identity
+    (device id, broker credentials, CA, command key, initial config). Failed attempts are rate limited per
+    address."""
+    keys = [f"claim-ip:{request.client.host if request.client else '?'}"]
+    wait = svc.auth.limited(keys)
+    if wait:
+        raise HTTPException(
+            429, detail=f"too many failed claims: try again in {wait} s", headers={"Retry-After": str(wait)}
+        )
+    try:
+        out = svc.provisioning.provision(body.claim, body.kind, body.device_id, body.name)
+    except ClaimError as exc:
+        svc.auth.failed(keys)
+        svc.auth.audit("provision", "claim.refused", body.device_id or body.kind, {"reason": str(exc)})
+        raise HTTPException(403, detail=str(exc)) from None
+    except ConnectionError as exc:
+        raise HTTPException(503, detail=f"{exc}; the claim was not used, try again") from None
+    svc.auth.audit("provision", "device.provisioned", out["device_id"], {"site": out["site_id"]})
+    return out
+
+
+@router.post("/api/devices/{device_id}/revoke", dependencies=[allow("devices.provision")])
+def revoke(device_id: str, svc: Service, user: CurrentUser) -> dict[str, Any]:
+    """Lock the device out: disabled at the broker (its connection drops) and refused by ingestion."""
+    return run(actions.revoke_device, svc, user, device_id)  # type: ignore[no-any-return]
+
+
+@router.post("/api/devices/{device_id}/rotate-credentials", status_code=202, dependencies=[allow("devices.provision")])
+def rotate(device_id: str, svc: Service, user: CurrentUser) -> dict[str, Any]:
+    """Send the device a new broker password; the broker switches once the device acknowledges."""
+    return run(actions.rotate_credentials, svc, user, device_id)  # type: ignore[no-any-return]

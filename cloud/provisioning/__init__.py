@@ -1,0 +1,1 @@
+"""Device identities: claim tokens, provisioning, broker credentials and access control, revocation."""
