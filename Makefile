@@ -6,7 +6,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-EXTRAS ?= edge,cloud,dev
+EXTRAS ?= edge,cloud,field,dev
 
 .PHONY: venv console-assets services test test-fast check bench demo clean
 

@@ -6,6 +6,7 @@ A missing program fails the test loudly with the install hint; nothing is skippe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import uuid
@@ -106,3 +107,26 @@ async def run_agent(tmp_path: Path, mosquitto: Mosquitto) -> AsyncIterator[RunAg
     for agent, task in running:
         agent.request_stop()
         assert await asyncio.wait_for(task, 30) in (0, 75)
+
+
+@contextlib.contextmanager
+def serve(app: Any) -> Iterator[str]:
+    """Serve an ASGI app with uvicorn on a free loopback port (for browsers and CLI tools); yields its URL."""
+    import threading
+
+    import uvicorn
+
+    from simulators.services import free_port
+    from tests.waits import wait
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    wait(lambda: server.started or not thread.is_alive(), 30, "the cloud to start serving")
+    assert server.started, "uvicorn did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)

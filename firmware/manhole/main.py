@@ -166,7 +166,14 @@ def main(argv):
         accel = LIS3DH(I2C(0, scl=Pin(22), sda=Pin(21), freq=400000))
         adcs = {"water": BoardADC(34), "gas": BoardADC(35), "battery": BoardADC(36)}
         sleep = board_sleep
-    client = MQTTClient(cfg["device"], cfg["broker_host"], cfg["broker_port"], keepalive=30)
+    client = MQTTClient(
+        cfg["device"],
+        cfg["broker_host"],
+        cfg["broker_port"],
+        user=cfg.get("mqtt_user"),  # written by tools/flash.py provision
+        password=cfg.get("mqtt_password"),
+        keepalive=30,
+    )
     env = Envelopes(cfg["site"], cfg["device"])
     client.set_last_will(env.topic("state"), json.dumps({"v": 1, "id": "01KAB3C4D5E6F7G8H9JKMN0001", "dev": cfg["device"], "seq": 0, "ts": 0, "type": "state", "body": {"status": "offline"}}), retain=True)
     sender = Sender(client, RingFile(state + "/ring", slots=128, slot=400), backoff_ms=(200, 2000))

@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +12,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cloud.api.app import create_app
+from cloud.provisioning.broker import write_broker_files
 from cloud.service import CloudService
 from cloud.settings import Settings
-from simulators.services import Mosquitto
-from tests.conftest import PG_ADMIN_URL
+from simulators.services import Mosquitto, free_port
+from tests.conftest import PG_ADMIN_URL, _require, serve
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -37,6 +39,8 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+SITE = "riverside"
+TOKEN = "technician-tools-token"
 MakeCloud = Callable[..., tuple[CloudService, TestClient]]
 
 
@@ -71,3 +75,51 @@ def register(client: TestClient, site: str = "riverside", *devices: str) -> None
     for d in devices:
         r = client.post("/api/devices", json={"id": d, "site_id": site, "kind": "gate"})
         assert r.status_code == 201, r.text
+
+
+@dataclass
+class Locked:
+    broker: Mosquitto
+    tls_port: int
+    ca: Path
+    svc: CloudService
+    api: TestClient  # signed in as an operator
+    ingest_password: str
+    url: str  # the same cloud over HTTP (for tools); machines use the bearer token TOKEN
+
+
+@pytest.fixture
+def locked(tmp_path: Path, db_url: str) -> Iterator[Locked]:
+    tls_port = free_port()
+    files = write_broker_files(tmp_path / "broker", host="127.0.0.1", tls_port=tls_port)
+    broker = _require(
+        lambda: Mosquitto(workdir=tmp_path / "mosquitto", security=files["security"], extra_conf=files["tls"])
+    )
+    broker.start()
+    settings = Settings(
+        database_url=db_url,
+        broker_url=f"mqtt://ce-cloud:{files['cloud_password']}@127.0.0.1:{broker.port}",
+        ingest_broker_url=f"mqtt://ce-ingest:{files['ingest_password']}@127.0.0.1:{broker.port}",
+        broker_dynsec=True,
+        broker_ca_file=files["ca"],
+        public_broker_port=tls_port,
+        command_key_file=tmp_path / "key.pem",
+        ingest_batch_ms=20,
+        api_tokens=[TOKEN],
+        _env_file=None,  # type: ignore[call-arg]
+    )
+    svc = CloudService(settings)
+    app = create_app(service=svc)
+    api = TestClient(app)
+    api.__enter__()
+    try:
+        assert svc.workers[0].connected.wait(10), "the ingestion worker could not log in to the locked broker"
+        svc.auth.create_user("tech", "correct horse battery", "operator")
+        r = api.post("/auth/login", json={"username": "tech", "password": "correct horse battery"})
+        api.headers["X-CSRF-Token"] = r.json()["csrf"]
+        assert api.post("/api/sites", json={"id": SITE, "name": "Riverside"}).status_code == 201
+        with serve(app) as url:
+            yield Locked(broker, tls_port, files["ca"], svc, api, files["ingest_password"], url)
+    finally:
+        api.__exit__(None, None, None)
+        broker.close()

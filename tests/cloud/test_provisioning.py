@@ -7,74 +7,20 @@ from __future__ import annotations
 import asyncio
 import ssl
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-import pytest
 from fastapi.testclient import TestClient
 from paho.mqtt.enums import CallbackAPIVersion
 
-from cloud.api.app import create_app
 from cloud.ingest.store import Inbound, now_ms
-from cloud.provisioning.broker import write_broker_files
-from cloud.service import CloudService
-from cloud.settings import Settings
 from protocol import encode, envelope
 from protocol.messages import DeviceEvent
 from protocol.topics import topic
 from simulators.fleet import agent_config
-from simulators.services import Mosquitto, free_port
-from tests.conftest import _require
+from tests.cloud.conftest import SITE, Locked
 from tests.waits import until, wait
-
-SITE = "riverside"
-
-
-@dataclass
-class Locked:
-    broker: Mosquitto
-    tls_port: int
-    ca: Path
-    svc: CloudService
-    api: TestClient  # signed in as an operator
-    ingest_password: str
-
-
-@pytest.fixture
-def locked(tmp_path: Path, db_url: str) -> Iterator[Locked]:
-    tls_port = free_port()
-    files = write_broker_files(tmp_path / "broker", host="127.0.0.1", tls_port=tls_port)
-    broker = _require(
-        lambda: Mosquitto(workdir=tmp_path / "mosquitto", security=files["security"], extra_conf=files["tls"])
-    )
-    broker.start()
-    settings = Settings(
-        database_url=db_url,
-        broker_url=f"mqtt://ce-cloud:{files['cloud_password']}@127.0.0.1:{broker.port}",
-        ingest_broker_url=f"mqtt://ce-ingest:{files['ingest_password']}@127.0.0.1:{broker.port}",
-        broker_dynsec=True,
-        broker_ca_file=files["ca"],
-        public_broker_port=tls_port,
-        command_key_file=tmp_path / "key.pem",
-        ingest_batch_ms=20,
-        _env_file=None,  # type: ignore[call-arg]
-    )
-    svc = CloudService(settings)
-    api = TestClient(create_app(service=svc))
-    api.__enter__()
-    try:
-        assert svc.workers[0].connected.wait(10), "the ingestion worker could not log in to the locked broker"
-        svc.auth.create_user("tech", "correct horse battery", "operator")
-        r = api.post("/auth/login", json={"username": "tech", "password": "correct horse battery"})
-        api.headers["X-CSRF-Token"] = r.json()["csrf"]
-        assert api.post("/api/sites", json={"id": SITE, "name": "Riverside"}).status_code == 201
-        yield Locked(broker, tls_port, files["ca"], svc, api, files["ingest_password"])
-    finally:
-        api.__exit__(None, None, None)
-        broker.close()
 
 
 def _claim(api: TestClient, **kw: Any) -> str:

@@ -26,9 +26,9 @@ from protocol.signing import public_key_b64
 from protocol.topics import topic
 from simulators.fleet import agent_config
 from simulators.ioboard import IOBoardSim
-from simulators.services import Mosquitto, free_port
+from simulators.services import Mosquitto
 from tests.cloud.test_gate_flow import gate_units
-from tests.conftest import ROOT, _require
+from tests.conftest import ROOT, _require, serve
 from tests.waits import wait
 
 ARTIFACTS = ROOT / "build" / "test-artifacts" / "console"
@@ -134,14 +134,11 @@ def _seed(svc: CloudService) -> None:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    import uvicorn
-
     if not CHROMIUM.exists():
         pytest.fail("Debian's chromium is missing: apt-get install chromium chromium-driver (make test does it)")
     tmp = tmp_path_factory.mktemp("console")
     broker = _require(lambda: Mosquitto(workdir=tmp / "mosquitto"))
     broker.start()
-    port = free_port()
     settings = Settings(
         database_url=f"sqlite:///{tmp / 'cloud.db'}",
         broker_url=broker.url,
@@ -152,11 +149,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         _env_file=None,  # type: ignore[call-arg]
     )
     svc = CloudService(settings)
-    server = uvicorn.Server(uvicorn.Config(create_app(service=svc), host="127.0.0.1", port=port, log_level="warning"))
-    server_thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    server_thread.start()
-    wait(lambda: server.started or not server_thread.is_alive(), 30, "the cloud to start")
-    assert server.started, "the cloud did not start"
+    served = serve(create_app(service=svc))
+    base = served.__enter__()
     assert svc.workers[0].connected.wait(10)
     _seed(svc)
 
@@ -186,12 +180,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     wait(lambda: len(agent.units[0].gallery) == 1, 30, "the gate's gallery snapshot")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     try:
-        yield Stack(f"http://127.0.0.1:{port}", svc, broker, board, agent, loop)
+        yield Stack(base, svc, broker, board, agent, loop)
     finally:
         loop.call_soon_threadsafe(agent.request_stop)
         assert done.result(30) in (0, 75)
-        server.should_exit = True
-        server_thread.join(30)
+        served.__exit__(None, None, None)
         board.close()
         broker.close()
 

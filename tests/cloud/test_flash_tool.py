@@ -1,0 +1,170 @@
+"""tools/flash.py end to end without hardware: a simulated MicroPython board on a pty (mpremote talks to it as
+to a real one), the cloud over HTTP, a locked-down Mosquitto. provision → deploy → the board boots its new
+firmware and reports with its own credentials → verify sees it; reruns skip finished steps; mistakes are
+explained, not raised."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from simulators.mpboard import MPBoard
+from tests.cloud.conftest import SITE, TOKEN, Locked
+from tests.conftest import ROOT
+
+FLASH = ROOT / "tools" / "flash.py"
+
+
+def flash(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(FLASH), *args], capture_output=True, text=True, cwd=cwd, timeout=180, check=False
+    )
+
+
+@pytest.fixture
+def board() -> Iterator[MPBoard]:
+    b = MPBoard()
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+def _claim(locked: Locked) -> str:
+    r = locked.api.post(f"/api/sites/{SITE}/claims", json={"kind": "manhole", "ttl_s": 600})
+    assert r.status_code == 201, r.text
+    return str(r.json()["token"])
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_provision_deploy_verify_a_simulated_board(locked: Locked, board: MPBoard, tmp_path: Path) -> None:
+    token = _claim(locked)
+    common = ["--cloud", locked.url, "--state", str(tmp_path / "state")]
+    dry = flash("provision", "--port", board.port, "--site", SITE, "--claim", token, "--dry-run", *common, cwd=tmp_path)
+    assert dry.returncode == 0 and "would POST" in dry.stdout, dry.stderr
+    assert not (board.flash / "config.json").exists()
+    # boards without TLS use the broker's plain listener on the private network
+    settings = ["--set", f"broker_port={locked.broker.port}", "--set", "sample_s=0.5", "--set", "heartbeat_s=1"]
+    p = flash("provision", "--port", board.port, "--site", SITE, "--claim", token, *settings, *common, cwd=tmp_path)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "[1/2]" in p.stdout and "[2/2]" in p.stdout
+    cfg = json.loads((board.flash / "config.json").read_text())
+    device = cfg["device"]
+    assert cfg["site"] == SITE and cfg["mqtt_user"] == device and len(cfg["mqtt_password"]) >= 24
+    state_file = next((tmp_path / "state").glob("board-*.json"))
+    assert state_file.stat().st_mode & 0o777 == 0o600  # it holds the board's password
+    again = flash("provision", "--port", board.port, "--site", SITE, "--claim", token, *settings, *common, cwd=tmp_path)
+    assert again.returncode == 0 and "already done" in again.stdout  # resumable: the claim is not spent twice
+
+    state = ["--state", str(tmp_path / "state")]
+    d = flash("deploy", "--port", board.port, "--app", "manhole_node", *state, cwd=tmp_path)
+    assert d.returncode == 0, d.stdout + d.stderr
+    assert (board.flash / "main.py").read_bytes() == (ROOT / "firmware" / "manhole" / "main.py").read_bytes()
+    assert sorted(p.name for p in (board.flash / "lib").iterdir()) == sorted(
+        p.name for p in (ROOT / "firmware" / "lib").glob("*.py")
+    )
+    d2 = flash("deploy", "--port", board.port, "--app", "manhole_node", *state, cwd=tmp_path)
+    assert (
+        d2.returncode == 0
+        and d2.stdout.count("already done (unchanged)") == len(list((board.flash / "lib").iterdir())) + 1
+    )
+
+    # the board resets into its firmware: sensors level, it reports with its own broker identity
+    (board.flash / "inputs.json").write_text(
+        json.dumps(
+            {
+                "inputs": [0] * 8,
+                "sensors": {
+                    "ax_mg": 0,
+                    "ay_mg": 0,
+                    "az_mg": round(1000 * math.cos(0)),
+                    "water_mv": 100,
+                    "gas_mv": 50,
+                    "battery_mv": 1900,
+                },
+            }
+        )
+    )
+    board.boot("board", ".")
+    v = subprocess.run(
+        [sys.executable, str(FLASH), "verify", "--device", device, "--cloud", locked.url, "--timeout", "60"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+        check=False,
+        env={**os.environ, "CE_API_TOKEN": TOKEN},
+    )
+    assert v.returncode == 0, v.stdout + v.stderr + board.console()
+    assert "reporting" in v.stdout or "online" in v.stdout
+    assert "manhole.reading" in v.stdout
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_mistakes_are_explained(locked: Locked, board: MPBoard, tmp_path: Path) -> None:
+    token = _claim(locked)
+    common = ["--cloud", locked.url, "--state", str(tmp_path / "one")]
+    assert (
+        flash("provision", "--port", board.port, "--site", SITE, "--claim", token, *common, cwd=tmp_path).returncode
+        == 0
+    )
+    reused = flash(
+        "provision",
+        "--port",
+        board.port,
+        "--site",
+        SITE,
+        "--claim",
+        token,
+        "--cloud",
+        locked.url,
+        "--state",
+        str(tmp_path / "two"),
+        cwd=tmp_path,
+    )
+    assert reused.returncode == 2 and "already used" in reused.stderr and "Traceback" not in reused.stderr
+    wrong_app = flash("deploy", "--port", board.port, "--app", "toaster", cwd=tmp_path)
+    assert wrong_app.returncode == 2 and "unknown app toaster" in wrong_app.stderr
+    no_cloud = flash("verify", "--device", "x", "--cloud", "http://127.0.0.1:9", "--timeout", "1", cwd=tmp_path)
+    assert no_cloud.returncode == 2 and "cannot reach the cloud" in no_cloud.stderr
+    no_board = flash("deploy", "--port", "/dev/does-not-exist", "--app", "manhole_node", cwd=tmp_path)
+    assert no_board.returncode == 2 and "failed" in no_board.stderr and "Traceback" not in no_board.stderr
+    assert flash("--help", cwd=tmp_path).returncode == 0
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_gateway_bundle(locked: Locked, tmp_path: Path) -> None:
+    r = locked.api.post(f"/api/sites/{SITE}/claims", json={"kind": "gateway"})
+    out = tmp_path / "bundle"
+    b = flash(
+        "gateway-bundle",
+        "--site",
+        SITE,
+        "--claim",
+        r.json()["token"],
+        "--out",
+        str(out),
+        "--cloud",
+        locked.url,
+        "--state",
+        str(tmp_path / "state"),
+        cwd=tmp_path,
+    )
+    assert b.returncode == 0, b.stdout + b.stderr
+    import yaml
+
+    from edge.config import parse_config
+
+    doc = yaml.safe_load((out / "config.yaml").read_text())
+    cfg = parse_config(doc)  # the agent accepts it as it is
+    assert cfg.mqtt.username == cfg.device.id and cfg.mqtt.tls is not None
+    assert (out / "secrets" / "mqtt-password").stat().st_mode & 0o777 == 0o600
+    assert (out / "ca.pem").read_text().startswith("-----BEGIN CERTIFICATE-----")
+    assert "ExecStart=" in (out / "civicedge-agent.service").read_text()

@@ -1,0 +1,504 @@
+#!/usr/bin/env python3
+"""CivicEdge field tool: find boards, flash MicroPython, deploy the firmware, give a device its identity,
+check that the cloud sees it, build a gateway's bundle, replace a broken board.
+
+    python tools/flash.py --help
+    python tools/flash.py detect
+    python tools/flash.py provision --port /dev/ttyUSB0 --site riverside --claim ce-claim-… --app manhole_node
+    python tools/flash.py deploy --port /dev/ttyUSB0 --app manhole_node
+    python tools/flash.py verify --device manhole-3fa2c1
+
+Every step says what it does and is safe to run again: finished steps are recorded in the state directory
+(``--state``, default ``./flash-state``; files hold credentials and are mode 0600) and skipped on a rerun.
+``--dry-run`` prints what would happen and changes nothing. Errors name the problem and the fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+
+ROOT = Path(__file__).resolve().parent.parent
+FIRMWARE = ROOT / "firmware"
+# app name → (firmware folder, device kind in the cloud, does it speak MQTT itself)
+APPS: dict[str, tuple[str, str, bool]] = {
+    "manhole_node": ("manhole", "manhole", True),
+    "io_board": ("ioboard", "ioboard", False),
+    "elevator_car": ("carboard", "elevator_car", False),
+}
+# USB vendor:product → what is usually behind it
+USB_GUESSES: dict[tuple[int, int], str] = {
+    (0x10C4, 0xEA60): "ESP32 (CP210x bridge)",
+    (0x1A86, 0x7523): "ESP32 (CH340 bridge)",
+    (0x1A86, 0x55D4): "ESP32 (CH9102 bridge)",
+    (0x303A, 0x1001): "ESP32-S3/C3 (native USB)",
+    (0x303A, 0x4001): "ESP32-S2 (native USB)",
+    (0x2E8A, 0x0005): "RP2040 running MicroPython",
+    (0x2E8A, 0x0003): "RP2040 in UF2 bootloader",
+    (0x0403, 0x6001): "FTDI serial (I/O board or RS-485 adapter)",
+    (0x0403, 0x6015): "FTDI serial (I/O board or RS-485 adapter)",
+}
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n\n")[0])
+
+
+class Fail(Exception):
+    """A step that cannot go on; the message says why and what to do."""
+
+
+# --- output ----------------------------------------------------------------------------------------------------
+
+
+class Steps:
+    """Numbered progress lines; finished steps recorded in a state file so a rerun skips them."""
+
+    def __init__(self, state_dir: Path, key: str, total: int, dry_run: bool) -> None:
+        self.path = state_dir / f"{key}.json"
+        self.total, self.n, self.dry_run = total, 0, dry_run
+        self.state: dict[str, Any] = json.loads(self.path.read_text()) if self.path.exists() else {}
+
+    def begin(self, title: str) -> None:
+        self.n += 1
+        typer.echo(f"[{self.n}/{self.total}] {title}", nl=False)
+
+    def done(self, note: str = "done") -> None:
+        typer.echo(f" … {note}")
+
+    def skip(self, note: str) -> None:
+        typer.echo(f" … already done ({note})")
+
+    def would(self, what: str) -> None:
+        typer.echo(f" … would {what}")
+
+    def save(self, **values: Any) -> None:
+        if self.dry_run:
+            return
+        self.state.update(values)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.path.parent, 0o700)
+        tmp = self.path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(self.state, f, indent=1)
+        os.replace(tmp, self.path)
+
+
+def _run(cmd: list[str], what: str, timeout: float = 120) -> str:
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    except FileNotFoundError:
+        raise Fail(f"{cmd[0]} is not installed: pip install mpremote esptool (or make venv)") from None
+    except subprocess.TimeoutExpired:
+        raise Fail(f"{what} took longer than {timeout:.0f} s: check the cable and that the board is not busy") from None
+    if r.returncode != 0:
+        detail = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise Fail(f"{what} failed: {detail[0]}")
+    return r.stdout
+
+
+def _mpremote(port: str, *args: str, what: str) -> str:
+    return _run([sys.executable, "-m", "mpremote", "connect", port, *args], what)
+
+
+def _cloud(url: str, token: str | None) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=15)
+
+
+def _call(client: httpx.Client, method: str, path: str, **kw: Any) -> Any:
+    try:
+        r = client.request(method, path, **kw)
+    except httpx.HTTPError as exc:
+        raise Fail(f"cannot reach the cloud at {client.base_url}: {exc} (check --cloud and the network)") from None
+    if r.status_code >= 400:
+        try:
+            reason = r.json().get("error", r.text)
+        except ValueError:
+            reason = r.text[:200]
+        raise Fail(f"the cloud answered {r.status_code}: {reason}")
+    return r.json()
+
+
+def _fail(exc: Fail) -> None:
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(2)
+
+
+StateDir = Annotated[Path, typer.Option("--state", help="where finished steps and identities are kept (0600)")]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="print what would happen; change nothing")]
+Cloud = Annotated[str, typer.Option("--cloud", envvar="CE_CLOUD_URL", help="the cloud's address")]
+Token = Annotated[str | None, typer.Option("--token", envvar="CE_API_TOKEN", help="API token (for verify)")]
+
+
+# --- detect ----------------------------------------------------------------------------------------------------
+
+
+@app.command()
+def detect(as_json: Annotated[bool, typer.Option("--json", help="machine-readable")] = False) -> None:
+    """List serial ports with a guess of the board behind each."""
+    from serial.tools import list_ports
+
+    rows = []
+    for p in sorted(list_ports.comports(), key=lambda p: p.device):
+        guess = USB_GUESSES.get((p.vid or 0, p.pid or 0), "unknown (not a USB board we know)" if p.vid else "")
+        rows.append(
+            {
+                "port": p.device,
+                "vid_pid": f"{p.vid:04x}:{p.pid:04x}" if p.vid else "",
+                "serial": p.serial_number or "",
+                "description": p.description or "",
+                "guess": guess,
+            }
+        )
+    if as_json:
+        typer.echo(json.dumps(rows, indent=1))
+        return
+    if not rows:
+        typer.echo("no serial ports found: plug the board in (a data cable, not a charging-only one)")
+        return
+    for r in rows:
+        typer.echo(f"{r['port']:<16} {r['vid_pid']:<10} {r['guess'] or r['description']}")
+
+
+# --- flash MicroPython -------------------------------------------------------------------------------------------
+
+
+@app.command("flash-micropython")
+def flash_micropython(
+    port: Annotated[str, typer.Option(help="serial port (ESP32) — see detect")],
+    firmware: Annotated[Path, typer.Option(help="MicroPython image: .bin (ESP32) or .uf2 (RP2040)")],
+    chip: Annotated[str, typer.Option(help="esp32, esp32s3, esp32c3 or rp2040")] = "esp32",
+    drive: Annotated[Path | None, typer.Option(help="RP2040: the RPI-RP2 drive (default: found under /media)")] = None,
+    dry_run: DryRun = False,
+) -> None:
+    """Write MicroPython to a board: esptool for ESP32 (erase, then write), a UF2 copy for RP2040."""
+    try:
+        if not firmware.is_file():
+            raise Fail(f"no firmware file {firmware}: download it from micropython.org/download for your board")
+        if chip == "rp2040":
+            if firmware.suffix != ".uf2":
+                raise Fail("an RP2040 takes a .uf2 image")
+            target = drive or next(iter(Path("/media").glob("*/RPI-RP2")), None)
+            if target is None:
+                raise Fail("no RPI-RP2 drive: hold BOOTSEL while plugging the board in, then try again")
+            typer.echo(f"copy {firmware} to {target}")
+            if not dry_run:
+                shutil.copy(firmware, target / firmware.name)
+            return
+        offset = {"esp32": "0x1000", "esp32s3": "0x0", "esp32c3": "0x0"}.get(chip)
+        if offset is None:
+            raise Fail(f"unknown chip {chip}: esp32, esp32s3, esp32c3 or rp2040")
+        cmds = [
+            [sys.executable, "-m", "esptool", "--chip", chip, "--port", port, "erase-flash"],
+            [
+                sys.executable,
+                "-m",
+                "esptool",
+                "--chip",
+                chip,
+                "--port",
+                port,
+                "--baud",
+                "460800",
+                "write-flash",
+                "-z",
+                offset,
+                str(firmware),
+            ],
+        ]
+        for i, cmd in enumerate(cmds, 1):
+            typer.echo(f"[{i}/{len(cmds)}] {' '.join(cmd[2:])}")
+            if not dry_run:
+                _run(cmd, "esptool", timeout=300)
+    except Fail as exc:
+        _fail(exc)
+
+
+# --- identities --------------------------------------------------------------------------------------------------
+
+
+def _provision(steps: Steps, cloud: str, claim: str, kind: str, device_id: str | None, dry_run: bool) -> dict[str, Any]:
+    steps.begin(f"get an identity from {cloud} with the claim token")
+    if "identity" in steps.state:
+        steps.skip(steps.state["identity"]["device_id"])
+        return dict(steps.state["identity"])
+    if dry_run:
+        steps.would(f"POST {cloud}/provision (kind {kind}{', id ' + device_id if device_id else ''})")
+        return {
+            "device_id": device_id or f"<new {kind}>",
+            "site_id": "<site>",
+            "mqtt": {},
+            "ca_pem": None,
+            "command_public_key": "",
+            "config": {},
+        }
+    with _cloud(cloud, None) as c:
+        ident = _call(c, "POST", "/provision", json={"claim": claim, "kind": kind, "device_id": device_id})
+    steps.save(identity=ident)
+    steps.done(f"{ident['device_id']} at {ident['site_id']}")
+    return dict(ident)
+
+
+def _board_config(ident: dict[str, Any], settings: list[str]) -> dict[str, Any]:
+    m = ident.get("mqtt", {})
+    cfg: dict[str, Any] = {
+        "site": ident["site_id"],
+        "device": ident["device_id"],
+        "broker_host": m.get("host"),
+        "broker_port": m.get("port"),
+    }
+    if m.get("username"):
+        cfg |= {"mqtt_user": m["username"], "mqtt_password": m["password"]}
+    for s in settings:
+        key, _, value = s.partition("=")
+        if not key or not _:
+            raise Fail(f"--set takes key=value, not {s!r}")
+        try:
+            cfg[key] = json.loads(value)
+        except ValueError:
+            cfg[key] = value
+    return cfg
+
+
+def _write_board_file(port: str, name: str, data: bytes, what: str) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        local = Path(d) / Path(name).name
+        fd = os.open(local, os.O_WRONLY | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        _mpremote(port, "fs", "cp", str(local), f":{name}", what=what)
+
+
+@app.command()
+def provision(
+    port: Annotated[str, typer.Option(help="the board's serial port")],
+    site: Annotated[str, typer.Option(help="the site the claim token is for (checked against the answer)")],
+    claim: Annotated[str, typer.Option(envvar="CE_CLAIM", help="single-use claim token from the console/API")],
+    app_name: Annotated[str, typer.Option("--app", help=", ".join(APPS))] = "manhole_node",
+    device_id: Annotated[str | None, typer.Option(help="keep this device id (a replacement board)")] = None,
+    cloud: Cloud = "http://127.0.0.1:8000",
+    setting: Annotated[list[str], typer.Option("--set", help="extra config key=value for the board")] = [],  # noqa: B006
+    state: StateDir = Path("flash-state"),
+    dry_run: DryRun = False,
+) -> None:
+    """Give a board its identity: register it with the claim token and write config.json onto it."""
+    try:
+        if app_name not in APPS:
+            raise Fail(f"unknown app {app_name}: one of {', '.join(APPS)}")
+        steps = Steps(state, f"board-{Path(port).name}", 2, dry_run)
+        ident = _provision(steps, cloud, claim, APPS[app_name][1], device_id, dry_run)
+        if not dry_run and ident["site_id"] != site:
+            raise Fail(f"the claim token is for site {ident['site_id']}, not {site}")
+        cfg = _board_config(ident, setting)
+        steps.begin(f"write config.json to the board on {port}")
+        if dry_run:
+            steps.would(f"write config.json ({', '.join(sorted(cfg))}) to the board")
+        else:
+            _write_board_file(port, "config.json", json.dumps(cfg).encode(), "writing config.json")
+            steps.save(config_written=True, app=app_name)
+            steps.done()
+    except Fail as exc:
+        _fail(exc)
+
+
+@app.command()
+def deploy(
+    port: Annotated[str, typer.Option(help="the board's serial port")],
+    app_name: Annotated[str, typer.Option("--app", help=", ".join(APPS))],
+    state: StateDir = Path("flash-state"),
+    dry_run: DryRun = False,
+) -> None:
+    """Copy the firmware (lib/ and the app's main.py) to the board; unchanged files already copied are skipped."""
+    try:
+        if app_name not in APPS:
+            raise Fail(f"unknown app {app_name}: one of {', '.join(APPS)}")
+        folder = FIRMWARE / APPS[app_name][0]
+        files = [(p, f"lib/{p.name}") for p in sorted((FIRMWARE / "lib").glob("*.py"))]
+        files.append((folder / "main.py", "main.py"))
+        steps = Steps(state, f"board-{Path(port).name}", len(files) + 1, dry_run)
+        copied: dict[str, str] = dict(steps.state.get("copied", {}))
+        steps.begin(f"prepare the board on {port}")
+        if dry_run:
+            steps.would("make :lib")
+        else:
+            _mpremote(port, "exec", "import os\ntry:\n os.mkdir('lib')\nexcept OSError:\n pass", what="making lib/")
+            steps.done()
+        for local, remote in files:
+            digest = hashlib.sha256(local.resolve().read_bytes()).hexdigest()
+            steps.begin(f"copy {remote}")
+            if copied.get(remote) == digest:
+                steps.skip("unchanged")
+                continue
+            if dry_run:
+                steps.would(f"copy {local.relative_to(ROOT)} → :{remote}")
+                continue
+            _write_board_file(port, remote, local.resolve().read_bytes(), f"copying {remote}")
+            copied[remote] = digest
+            steps.save(copied=copied, app=app_name)
+            steps.done()
+        if not dry_run:
+            typer.echo(f"deployed {app_name}: reset the board (or press EN/RST) to start it")
+    except Fail as exc:
+        _fail(exc)
+
+
+@app.command()
+def verify(
+    device: Annotated[str, typer.Option(help="device id")],
+    cloud: Cloud = "http://127.0.0.1:8000",
+    token: Token = None,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for it to come online")] = 120,
+) -> None:
+    """Wait until the cloud sees the device online, then show its health and first readings."""
+    try:
+        with _cloud(cloud, token) as c:
+            typer.echo(f"waiting for {device} to come online (up to {timeout:.0f} s)", nl=False)
+            deadline = time.monotonic() + timeout
+            since = int(time.time() * 1000) - 5000
+            while True:
+                d = _call(c, "GET", f"/api/devices/{device}")
+                # online (gateways announce it) or reporting now (sleepy nodes only connect to send)
+                if d.get("status") == "online" or (d.get("last_seen_ms") or 0) >= since:
+                    break
+                if time.monotonic() > deadline:
+                    raise Fail(
+                        f"{device} is {d.get('status')} after {timeout:.0f} s: check power, the antenna or "
+                        "cable, and the broker address in its config (python tools/flash.py provision …)"
+                    )
+                typer.echo(".", nl=False)
+                time.sleep(1)
+            typer.echo(f" {'online' if d.get('status') == 'online' else 'reporting'}")
+            events = _call(c, "GET", "/api/events", params={"device": device, "limit": 10})["items"]
+            readings = [e for e in events if e["type"] not in ("state",)]
+            typer.echo(f"  last seen {d.get('last_seen_ms')}, version {d.get('agent_version') or '—'}")
+            for e in reversed(readings[:5]):
+                body = {k: v for k, v in e["body"].items() if v is not None}
+                typer.echo(f"  {e['type']}: {json.dumps(body, ensure_ascii=False)[:160]}")
+            if not readings:
+                typer.echo("  online, no readings yet (a node sends its first one within a minute)")
+    except Fail as exc:
+        _fail(exc)
+
+
+# --- gateways -----------------------------------------------------------------------------------------------------
+
+UNIT = """[Unit]
+Description=CivicEdge gateway agent ({device})
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+User=civicedge
+ExecStart=/opt/civicedge/.venv/bin/civicedge edge run --config /etc/civicedge/config.yaml
+Restart=always
+RestartSec=5
+# exit code 75 asks for a restart (a new configuration)
+SuccessExitStatus=75
+NoNewPrivileges=true
+ProtectSystem=strict
+ReadWritePaths=/var/lib/civicedge /etc/civicedge
+PrivateTmp=true
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+@app.command("gateway-bundle")
+def gateway_bundle(
+    site: Annotated[str, typer.Option(help="the site the claim token is for")],
+    claim: Annotated[str, typer.Option(envvar="CE_CLAIM", help="single-use claim token")],
+    out: Annotated[Path, typer.Option(help="folder to write (copy it to the gateway's /etc/civicedge)")],
+    kind: Annotated[str, typer.Option(help="gateway kind: gateway, gate, barrier, parking, elevator")] = "gateway",
+    device_id: Annotated[str | None, typer.Option(help="keep this device id (a replacement gateway)")] = None,
+    cloud: Cloud = "http://127.0.0.1:8000",
+    state: StateDir = Path("flash-state"),
+    dry_run: DryRun = False,
+) -> None:
+    """Provision a Pi/Jetson gateway: config.yaml, the broker password (0600), the CA and a systemd unit."""
+    import yaml
+
+    try:
+        steps = Steps(state, f"gateway-{out.name}", 2, dry_run)
+        ident = _provision(steps, cloud, claim, kind, device_id, dry_run)
+        if not dry_run and ident["site_id"] != site:
+            raise Fail(f"the claim token is for site {ident['site_id']}, not {site}")
+        steps.begin(f"write the bundle to {out}")
+        if dry_run:
+            steps.would("write config.yaml, secrets/mqtt-password (0600), ca.pem, civicedge-agent.service")
+            return
+        m = ident["mqtt"]
+        mqtt: dict[str, Any] = {"host": m["host"], "port": m["port"]}
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "secrets").mkdir(mode=0o700, exist_ok=True)
+        if m.get("username"):
+            secret = out / "secrets" / "mqtt-password"
+            fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(m["password"] + "\n")
+            mqtt |= {"username": m["username"], "password_file": "/etc/civicedge/secrets/mqtt-password"}
+        if ident.get("ca_pem"):
+            (out / "ca.pem").write_text(ident["ca_pem"])
+            mqtt["tls"] = {"ca_file": "/etc/civicedge/ca.pem"}
+        config = {
+            "device": {"site": ident["site_id"], "id": ident["device_id"], "kind": kind},
+            "mqtt": mqtt,
+            "commands": {"public_key": ident["command_public_key"]},
+            "outbox": {"path": "/var/lib/civicedge/outbox.db"},
+            **{k: v for k, v in ident.get("config", {}).items() if k != "device"},
+        }
+        (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        (out / "civicedge-agent.service").write_text(UNIT.format(device=ident["device_id"]))
+        (out / "INSTALL.txt").write_text(
+            "sudo useradd --system civicedge; sudo mkdir -p /etc/civicedge /var/lib/civicedge\n"
+            f"sudo cp -r {out.name}/* /etc/civicedge/ && sudo chown -R civicedge /etc/civicedge /var/lib/civicedge\n"
+            "sudo cp /etc/civicedge/civicedge-agent.service /etc/systemd/system/\n"
+            "sudo systemctl daemon-reload && sudo systemctl enable --now civicedge-agent\n"
+            f"python tools/flash.py verify --device {ident['device_id']}\n"
+        )
+        steps.save(bundle=str(out))
+        steps.done(f"{ident['device_id']}: see {out / 'INSTALL.txt'}")
+    except Fail as exc:
+        _fail(exc)
+
+
+@app.command()
+def replace(
+    old: Annotated[str, typer.Option(help="the broken board's device id")],
+    port: Annotated[str, typer.Option(help="the new board's serial port")],
+    site: Annotated[str, typer.Option(help="the site")],
+    claim: Annotated[str, typer.Option(envvar="CE_CLAIM", help="single-use claim token")],
+    app_name: Annotated[str, typer.Option("--app", help=", ".join(APPS))] = "manhole_node",
+    cloud: Cloud = "http://127.0.0.1:8000",
+    state: StateDir = Path("flash-state"),
+    dry_run: DryRun = False,
+) -> None:
+    """A new board takes over a broken one: same device id (history and asset link kept), new credentials
+    (the old board's stop working), then the firmware."""
+    provision(
+        port=port,
+        site=site,
+        claim=claim,
+        app_name=app_name,
+        device_id=old,
+        cloud=cloud,
+        setting=[],
+        state=state,
+        dry_run=dry_run,
+    )
+    deploy(port=port, app_name=app_name, state=state, dry_run=dry_run)
+
+
+if __name__ == "__main__":
+    app()
