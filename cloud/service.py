@@ -26,6 +26,7 @@ from cloud.rules.model import load_rules_file
 from cloud.rules.runner import RuleRunner
 from cloud.settings import Settings
 from cloud.tsdb import TsdbExporter
+from cloud.updates.service import Updates
 from cloud.workorders.service import WorkOrders
 
 log = logging.getLogger("civicedge.cloud")
@@ -48,6 +49,7 @@ class CloudService:
         self.auth = Auth(self.engine)
         self.live = LiveHub(self.metrics)
         self.provisioning = Provisioning(self.engine, settings, self.store.forget_device)
+        self.updates = Updates(self.engine, settings, lambda: self.commands)
         self._sync: ThreadPoolExecutor | None = None
         self._retention_stop = threading.Event()
         self._retention: threading.Thread | None = None
@@ -82,6 +84,7 @@ class CloudService:
             self.engine, load_or_create_key(s.command_key_file), host, port, user, password
         )
         self.commands.start()
+        self.updates.start()
 
     def new_worker(self, worker_id: str, shared: bool | None = None) -> IngestWorker:
         """An ingestion worker on this node's store; a stable ``worker_id`` keeps its broker session.
@@ -107,9 +110,14 @@ class CloudService:
         if res.enrolments and self._sync is not None:  # first: a gate's report may follow its own enrolment
             self._sync.submit(self.gate.on_enrolments, list(res.enrolments))
             res.enrolments.clear()
-        if res.acks and self.provisioning.admin is not None and self._sync is not None:
-            self._sync.submit(self.provisioning.on_acks, list(res.acks))
+        if res.acks and self._sync is not None:
+            if self.provisioning.admin is not None:
+                self._sync.submit(self.provisioning.on_acks, list(res.acks))
+            self._sync.submit(self.updates.on_acks, list(res.acks))
         res.acks.clear()
+        if res.updates and self._sync is not None:
+            self._sync.submit(self.updates.on_status, list(res.updates))
+        res.updates.clear()
         if res.sync_requests and self._sync is not None:  # publishing waits on the broker: not on ingestion
             self._sync.submit(self.gate.on_sync_requests, list(res.sync_requests))
             res.sync_requests.clear()
@@ -159,6 +167,7 @@ class CloudService:
             self._sync.shutdown(wait=True, cancel_futures=True)
         if self.rules is not None:
             self.rules.stop()
+        self.updates.stop()
         if self.commands:
             self.commands.stop()
         self.provisioning.stop()

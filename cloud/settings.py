@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     secure_cookies: bool = Field(default=False, description="mark session cookies Secure (serve over HTTPS)")
     api_tokens: list[str] = Field(default_factory=list, description="bearer tokens for /api (comma-separated)")
     command_key_file: Path = Field(default=Path("var/command-key.pem"), description="Ed25519 private key (PEM)")
+    update_key_file: Path = Field(default=Path("var/update-key.pem"), description="Ed25519 key signing update bundles")
+    public_url: str = Field(default="http://127.0.0.1:8000", description="this cloud's address as devices reach it")
     command_ttl_s: float = Field(default=60, gt=0, le=86_400)
     media_dir: Path = Field(default=Path("var/media"), description="work-order photos and thumbnails")
     rules_file: Path | None = Field(default=None, description="YAML rule set (see docs/rules.md)")

@@ -26,6 +26,7 @@ from edge.health import snapshot
 from edge.outbox import Outbox
 from edge.units.base import ChannelHandler, CommandHandler, Unit, UnitContext
 from edge.units.registry import build_unit
+from edge.updater import Updater
 from edge.uplink import Uplink
 from protocol.codec import decode
 from protocol.errors import ProtocolError
@@ -87,6 +88,10 @@ class Agent:
             ("set-credentials", self._cmd_set_credentials),
         ):
             self.commands.register(name, handler)
+        self.updater: Updater | None = None
+        if config.updates is not None:
+            self.updater = Updater(config.updates, self.version, key, self.outbox)
+            self.commands.register("update", self._cmd_update)
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -118,6 +123,8 @@ class Agent:
             async with asyncio.TaskGroup() as tg:
                 uplink_task = tg.create_task(self.uplink.run(), name="uplink")
                 others = [tg.create_task(self._health_loop(), name="health")]
+                if self.updater is not None:
+                    others.append(tg.create_task(self.updater.on_start(uplink.connected.is_set), name="updater"))
                 for i, ucfg in enumerate(self.config.units):
                     unit = build_unit(ucfg)
                     self.units.append(unit)
@@ -255,6 +262,14 @@ class Agent:
             raise CommandError("this device keeps its password in the config, not in mqtt.password_file")
         await asyncio.to_thread(_atomic_write, path, password + "\n", 0o600)
         return {"written": str(path)}
+
+    async def _cmd_update(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Install a signed bundle beside this version and restart into it (see edge.updater)."""
+        assert self.updater is not None
+        out = await self.updater.cmd_update(args)
+        if out.get("restart"):  # after the acknowledgement has gone out
+            asyncio.get_running_loop().call_later(1.0, self.request_stop, EXIT_RESTART)
+        return out
 
     def register_command(self, name: str, handler: CommandHandler) -> None:
         self.commands.register(name, handler)

@@ -55,3 +55,39 @@ def check_config(config: Annotated[Path, typer.Argument(help="agent config file 
         f"ok: device {cfg.device.site}/{cfg.device.id}, broker {cfg.mqtt.host}:{cfg.mqtt.port}, "
         f"{len(cfg.units)} unit(s)"
     )
+
+
+@app.command()
+def launch(
+    root: Annotated[Path, typer.Option(help="install root holding versions/ and current (updates.root)")],
+    config: ConfigOpt,
+) -> None:
+    """Run the agent version ``<root>/current`` points at; restart it when asked; roll a new version back if it
+    does not become healthy in time. This is what systemd starts on an updatable gateway."""
+    from edge.launcher import main
+    from edge.log import setup_logging
+
+    setup_logging("warning", False)
+    raise typer.Exit(main(root, config))
+
+
+@app.command("install-version")
+def install_version(
+    root: Annotated[Path, typer.Option(help="install root (updates.root)")],
+    src: Annotated[Path, typer.Option(help="a folder holding edge/ and protocol/ (default: this installation)")] = Path(
+        __file__
+    )
+    .resolve()
+    .parent.parent,
+) -> None:
+    """Install this agent's own code as the first version under ``root`` (before the launcher's first start)."""
+    import shutil
+
+    from edge import __version__
+    from edge.updater import switch
+
+    dest = root / "versions" / __version__
+    for pkg in ("edge", "protocol"):
+        shutil.copytree(src / pkg, dest / pkg, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+    switch(root, __version__)
+    typer.echo(f"installed {__version__} at {dest}; current → {__version__}")

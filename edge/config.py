@@ -113,6 +113,17 @@ UnitConfig = Annotated[
 ]
 
 
+class UpdatesConfig(_Model):
+    """Over-the-air updates of this agent (A/B: versions installed side by side under ``root``, switched by
+    ``civicedge edge launch``)."""
+
+    root: Path = Field(description="install root: versions/<v>/, current → the running one (the launcher's)")
+    public_key: str | None = Field(default=None, description="update-signing key, base64 (default: commands')")
+    health_s: float = Field(default=30.0, gt=0, le=3600, description="a new version must stay connected this long")
+    timeout_s: float = Field(default=120.0, gt=0, le=86_400, description="… and become healthy within this")
+    keep: int = Field(default=3, ge=2, le=20, description="versions kept on disk")
+
+
 class AgentConfig(_Model):
     device: DeviceConfig
     mqtt: MqttConfig = MqttConfig()
@@ -120,6 +131,7 @@ class AgentConfig(_Model):
     health: HealthConfig = HealthConfig()
     commands: CommandsConfig = CommandsConfig()
     units: list[UnitConfig] = Field(default_factory=list, description="site units (gate, lift, …) to run")
+    updates: UpdatesConfig | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "warning"
 
     @property

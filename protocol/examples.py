@@ -193,6 +193,10 @@ EXAMPLES: dict[str, tuple[str, m.Body]] = {
             deletes=["粤B0000学"],
         ),
     ),
+    "update.status": (
+        "gate-01",
+        m.UpdateStatus(rollout="ro-0007", version="0.2.0", state="healthy", running="0.2.0"),
+    ),
 }
 
 _CHANNEL_FOR_TYPE = {

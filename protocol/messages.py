@@ -452,6 +452,23 @@ class AllowlistDelta(Body):
     )
 
 
+# --- updates -------------------------------------------------------------------------------------
+
+
+class UpdateStatus(Body):
+    """Where a device is with an update from a rollout (one message per step)."""
+
+    TYPE = "update.status"
+    CHANNELS = frozenset({Channel.EVT})
+    LANE = Lane.EVENT
+    rollout: Id
+    version: Annotated[str, Field(max_length=40)]
+    state: Literal["downloading", "installed", "activated", "healthy", "rolled_back", "refused", "failed"]
+    reason: Name | None = None
+    detail: Text = ""
+    running: Annotated[str, Field(max_length=40)] | None = Field(default=None, description="the version running now")
+
+
 BODIES: tuple[type[Body], ...] = (
     Health,
     TelemetryBatch,
@@ -478,5 +495,6 @@ BODIES: tuple[type[Body], ...] = (
     ConfigDocument,
     GalleryDelta,
     AllowlistDelta,
+    UpdateStatus,
 )
 BODY_BY_TYPE: dict[str, type[Body]] = {b.TYPE: b for b in BODIES}

@@ -67,6 +67,8 @@ class BatchResult:
     enrolments: list[tuple[str, str]] = field(default_factory=list)
     #: command acknowledgements: (device, cid, status) (credential rotations wait for them)
     acks: list[tuple[str, str, str]] = field(default_factory=list)
+    #: update progress: (device, rollout, state, reason, detail)
+    updates: list[tuple[str, str, str, str | None, str]] = field(default_factory=list)
     #: what the consoles' live channel shows (alarms, device status, gate decisions, visitor requests)
     live: list[dict[str, Any]] = field(default_factory=list)
 
@@ -383,6 +385,8 @@ class Store:
                     "at_ms": item.received_ms,
                 }
             )
+        elif isinstance(b, m.UpdateStatus):
+            res.updates.append((dev, b.rollout, b.state, b.reason, b.detail))
         elif isinstance(b, m.VisitorRequest):
             res.live.append({"kind": "visitor", "device_id": dev, "site_id": top.site, "unit": b.unit})
             conn.execute(

@@ -151,13 +151,14 @@ class Provisioning:
             },
             "ca_pem": ca,
             "command_public_key": self._public_key(),
+            "update_public_key": self._public_key(self.settings.update_key_file),
             "config": {"device": {"site": site, "id": device}, "health": {"interval_s": 60}},
         }
 
-    def _public_key(self) -> str:
+    def _public_key(self, path: Path | None = None) -> str:
         from cloud.commands import load_or_create_key
 
-        return public_key_b64(load_or_create_key(self.settings.command_key_file))
+        return public_key_b64(load_or_create_key(path or self.settings.command_key_file))
 
     # --- revocation and rotation -----------------------------------------------------------------------
 

@@ -50,14 +50,15 @@ def make_cloud(db_url: str, mosquitto: Mosquitto, tmp_path: Path) -> Iterator[Ma
     clients: list[TestClient] = []
 
     def make(**overrides: Any) -> tuple[CloudService, TestClient]:
-        settings = Settings(
-            database_url=db_url,
-            broker_url=f"mqtt://{mosquitto.host}:{mosquitto.port}",
-            command_key_file=tmp_path / "key.pem",
-            ingest_batch_ms=20,
-            _env_file=None,  # type: ignore[call-arg]
-            **overrides,
-        )
+        defaults: dict[str, Any] = {
+            "database_url": db_url,
+            "broker_url": f"mqtt://{mosquitto.host}:{mosquitto.port}",
+            "command_key_file": tmp_path / "key.pem",
+            "update_key_file": tmp_path / "update-key.pem",
+            "media_dir": tmp_path / "media",
+            "ingest_batch_ms": 20,
+        }
+        settings = Settings(_env_file=None, **(defaults | overrides))  # type: ignore[call-arg]
         svc = CloudService(settings)
         client = TestClient(create_app(service=svc))
         client.__enter__()
@@ -104,6 +105,8 @@ def locked(tmp_path: Path, db_url: str) -> Iterator[Locked]:
         broker_ca_file=files["ca"],
         public_broker_port=tls_port,
         command_key_file=tmp_path / "key.pem",
+        update_key_file=tmp_path / "update-key.pem",
+        media_dir=tmp_path / "media",
         ingest_batch_ms=20,
         api_tokens=[TOKEN],
         _env_file=None,  # type: ignore[call-arg]

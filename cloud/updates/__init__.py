@@ -1,0 +1,1 @@
+"""Over-the-air updates: bundles and rollouts."""

@@ -1,0 +1,153 @@
+"""Signed update bundles, shared by the cloud (builds, checks, serves) and devices (verify before installing).
+
+A bundle is a gzip'd tar holding ``manifest.json``, ``manifest.sig`` and ``files/…``. The manifest names the
+target kind (``gateway`` for the agent, an app name for MicroPython boards), the version, the lowest version it
+may be installed over, and the sha256 of every file. The signature is Ed25519 over the manifest's canonical
+JSON (sorted keys, no spaces). A device refuses a bundle whose signature, file hashes, kind or minimum version
+do not fit, naming the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import tarfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from protocol.signing import _b64, _unb64
+
+MAX_BUNDLE_BYTES = 64 * 2**20
+_VERSION = re.compile(r"^\d+(\.\d+){0,3}([.-][0-9A-Za-z.]+)?$")
+
+
+class BundleError(ValueError):
+    """A bundle that must not be installed; ``reason`` is machine-readable."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: str = Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=32)
+    version: str = Field(max_length=40)
+    min_version: str | None = Field(default=None, max_length=40, description="installs only over this or newer")
+    files: dict[str, str] = Field(description="path → sha256 hex")
+    created_ts: int
+    notes: str = Field(default="", max_length=2000)
+
+
+def version_key(v: str) -> tuple[int, ...]:
+    """Compare dotted versions numerically (``0.10.0`` > ``0.9.3``); anything after the numbers is ignored."""
+    if not _VERSION.match(v):
+        raise BundleError("bad_version", f"{v!r} is not a dotted version")
+    return tuple(int(x) for x in re.match(r"^[\d.]+", v).group(0).strip(".").split("."))  # type: ignore[union-attr]
+
+
+def canonical(manifest: Manifest) -> bytes:
+    return orjson.dumps(manifest.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+
+
+def build_bundle(
+    src: Path, *, kind: str, version: str, key: Ed25519PrivateKey, min_version: str | None = None, notes: str = ""
+) -> bytes:
+    """Every file under ``src`` (relative paths kept), signed."""
+    version_key(version)
+    if min_version:
+        version_key(min_version)
+    files = {str(p.relative_to(src)): p for p in sorted(src.rglob("*")) if p.is_file() and "__pycache__" not in p.parts}
+    if not files:
+        raise BundleError("empty", f"no files under {src}")
+    manifest = Manifest(
+        kind=kind,
+        version=version,
+        min_version=min_version,
+        files={name: hashlib.sha256(p.read_bytes()).hexdigest() for name, p in files.items()},
+        created_ts=int(time.time() * 1000),
+        notes=notes,
+    )
+    body = canonical(manifest)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+
+        def add(name: str, data: bytes) -> None:
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o644, manifest.created_ts // 1000
+            tar.addfile(info, io.BytesIO(data))
+
+        add("manifest.json", body)
+        add("manifest.sig", _b64(key.sign(body)).encode())
+        for name, p in files.items():
+            add(f"files/{name}", p.read_bytes())
+    return buf.getvalue()
+
+
+def read_manifest(data: bytes) -> tuple[Manifest, bytes, bytes]:
+    """(manifest, its bytes, signature) without checking anything else."""
+    if len(data) > MAX_BUNDLE_BYTES:
+        raise BundleError("too_large", f"{len(data)} bytes (at most {MAX_BUNDLE_BYTES})")
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+            body = _member(tar, "manifest.json")
+            sig = _member(tar, "manifest.sig")
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise BundleError("malformed", f"not a bundle (gzip'd tar): {exc}") from None
+    try:
+        return Manifest.model_validate_json(body), body, sig
+    except ValidationError as exc:
+        raise BundleError("malformed", f"manifest: {exc.errors()[0]['msg']}") from None
+
+
+def _member(tar: tarfile.TarFile, name: str) -> bytes:
+    try:
+        f = tar.extractfile(name)
+    except KeyError:
+        raise BundleError("malformed", f"no {name} in the bundle") from None
+    if f is None:
+        raise BundleError("malformed", f"{name} is not a file")
+    return f.read()
+
+
+def open_bundle(
+    data: bytes, public_key: Ed25519PublicKey, *, kind: str | None = None, installed: str | None = None
+) -> tuple[Manifest, dict[str, bytes]]:
+    """Check a bundle completely (signature, every file's hash, nothing extra, kind, minimum version) and
+    return its manifest and files."""
+    manifest, body, sig = read_manifest(data)
+    try:
+        public_key.verify(_unb64(sig.decode().strip()), body)
+    except (InvalidSignature, ValueError):
+        raise BundleError("bad_signature", "the manifest is not signed by the update key") from None
+    if kind is not None and manifest.kind != kind:
+        raise BundleError("wrong_kind", f"the bundle is for {manifest.kind}, this device is {kind}")
+    if installed is not None and manifest.min_version and version_key(installed) < version_key(manifest.min_version):
+        raise BundleError("too_old", f"needs {manifest.min_version} or newer installed, this device has {installed}")
+    files: dict[str, bytes] = {}
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        for m in tar.getmembers():
+            if not m.name.startswith("files/"):
+                continue
+            name = m.name[len("files/") :]
+            if name not in manifest.files or not m.isfile() or ".." in Path(name).parts or name.startswith("/"):
+                raise BundleError("unexpected_file", f"{m.name} is not in the manifest")
+            files[name] = _member(tar, m.name)
+    for name, digest in manifest.files.items():
+        if name not in files:
+            raise BundleError("missing_file", f"{name} is in the manifest but not in the bundle")
+        if hashlib.sha256(files[name]).hexdigest() != digest:
+            raise BundleError("bad_hash", f"{name} does not match its hash")
+    return manifest, files
+
+
+def describe(manifest: Manifest) -> dict[str, Any]:
+    return {**manifest.model_dump(mode="json"), "files": len(manifest.files)}
