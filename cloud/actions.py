@@ -329,3 +329,44 @@ def rotate_credentials(svc: CloudService, user: User, device_id: str) -> dict[st
         raise Unavailable(f"broker unavailable: {exc}; try again shortly") from None
     svc.auth.audit(user.username, "device.rotate", device_id, {"cid": out["cid"]})
     return out
+
+
+# --- updates ---------------------------------------------------------------------------------------------------
+
+
+def add_bundle(svc: CloudService, user: User, data: bytes) -> dict[str, Any]:
+    from cloud.updates.service import UpdateError
+
+    need(user, "updates.manage")
+    try:
+        out = svc.updates.add_bundle(data, user.username)
+    except UpdateError as exc:
+        raise ActionError(str(exc)) from None
+    svc.auth.audit(user.username, "update.bundle", out["id"], {"sha256": out["sha256"]})
+    return out
+
+
+def create_rollout(svc: CloudService, user: User, bundle_id: str, **target: Any) -> dict[str, Any]:
+    from cloud.updates.service import UpdateError
+
+    need(user, "updates.manage")
+    try:
+        out = svc.updates.create_rollout(bundle_id, user.username, **target)
+    except LookupError as exc:
+        raise NotFound(f"no {str(exc).strip(chr(39))}") from None
+    except UpdateError as exc:
+        raise ActionError(str(exc)) from None
+    svc.auth.audit(user.username, "rollout.create", out["id"], {"bundle": bundle_id, "devices": len(out["devices"])})
+    return out
+
+
+def abort_rollout(svc: CloudService, user: User, rollout_id: str) -> dict[str, Any]:
+    from cloud.updates.service import UpdateError
+
+    need(user, "updates.manage")
+    try:
+        out = svc.updates.abort(rollout_id, f"aborted by {user.username}")
+    except UpdateError as exc:
+        raise Conflict(str(exc)) from None
+    svc.auth.audit(user.username, "rollout.abort", rollout_id)
+    return out

@@ -202,3 +202,34 @@ def broker_init(
     if out["ca"]:
         typer.echo(f"  CE_BROKER_CA_FILE={out['ca']}")
         typer.echo(f"  CE_PUBLIC_BROKER_PORT={tls_port}   CE_PUBLIC_BROKER_HOST=<the name devices use>")
+
+
+@app.command("bundle")
+def bundle(
+    src: Annotated[Path, typer.Argument(help="folder whose files make the bundle (e.g. holding edge/ and protocol/)")],
+    version: Annotated[str, typer.Option(help="the version inside (dotted numbers)")],
+    out: Annotated[Path, typer.Option(help="bundle file to write (.tar.gz)")],
+    kind: Annotated[str, typer.Option(help="gateway, or a board app (manhole_node, …)")] = "gateway",
+    min_version: Annotated[str | None, typer.Option(help="install only over this version or newer")] = None,
+    exclude: Annotated[list[str], typer.Option(help="glob of files to leave out (repeatable)")] = [],  # noqa: B006
+    notes: Annotated[str, typer.Option(help="release notes")] = "",
+) -> None:
+    """Build and sign an update bundle with the cloud's update key (CE_UPDATE_KEY_FILE)."""
+    import shutil
+    import tempfile
+
+    from cloud.commands import load_or_create_key
+    from cloud.settings import Settings
+    from protocol.updates import BundleError, build_bundle
+
+    key = load_or_create_key(Settings().update_key_file)
+    with tempfile.TemporaryDirectory() as d:
+        stage = Path(d) / "src"
+        shutil.copytree(src, stage, ignore=shutil.ignore_patterns("__pycache__", *exclude))
+        try:
+            data = build_bundle(stage, kind=kind, version=version, key=key, min_version=min_version, notes=notes)
+        except BundleError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+    out.write_bytes(data)
+    typer.echo(f"wrote {out} ({len(data)} bytes, {kind} {version}); upload: POST /api/updates")

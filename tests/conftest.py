@@ -110,8 +110,9 @@ async def run_agent(tmp_path: Path, mosquitto: Mosquitto) -> AsyncIterator[RunAg
 
 
 @contextlib.contextmanager
-def serve(app: Any) -> Iterator[str]:
-    """Serve an ASGI app with uvicorn on a free loopback port (for browsers and CLI tools); yields its URL."""
+def serve(app: Any, port: int | None = None, lifespan: str = "on") -> Iterator[str]:
+    """Serve an ASGI app with uvicorn on a loopback port (for browsers and CLI tools); yields its URL.
+    ``lifespan="off"`` when a TestClient already runs the app's start-up."""
     import threading
 
     import uvicorn
@@ -119,8 +120,9 @@ def serve(app: Any) -> Iterator[str]:
     from simulators.services import free_port
     from tests.waits import wait
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    port = port or free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan=lifespan)
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()
     wait(lambda: server.started or not thread.is_alive(), 30, "the cloud to start serving")

@@ -17,6 +17,7 @@ from cloud.api.parking import router as parking_router
 from cloud.api.provisioning import router as provisioning_router
 from cloud.api.registry import router as registry_router
 from cloud.api.resources import router
+from cloud.api.updates import router as updates_router
 from cloud.api.workorders import router as work_orders_router
 from cloud.console.app import install as install_console
 from cloud.service import CloudService
@@ -48,6 +49,7 @@ def create_app(settings: Settings | None = None, service: CloudService | None = 
     app.include_router(gate_router)
     app.include_router(parking_router)
     app.include_router(provisioning_router)
+    app.include_router(updates_router)
     install_console(app)
 
     @app.exception_handler(StarletteHTTPException)

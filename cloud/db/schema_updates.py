@@ -30,6 +30,7 @@ rollouts = Table(
     Column("target", JSON, nullable=False),  # {site, kind, devices}
     Column("rate_per_min", Float, nullable=False),
     Column("max_failure_ratio", Float, nullable=False),
+    Column("min_executed", Integer, nullable=False),  # devices finished before the ratio is judged
     Column("timeout_s", Float, nullable=False),
     Column("state", String(12), nullable=False),  # running / completed / aborted
     Column("reason", Text, nullable=False, default=""),

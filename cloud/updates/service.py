@@ -130,6 +130,7 @@ class Updates:
         devices: list[str] | None = None,
         rate_per_min: float = 10,
         max_failure_ratio: float = 0.2,
+        min_executed: int = 2,
         timeout_s: float = 120,
     ) -> dict[str, Any]:
         with self.engine.begin() as conn:
@@ -155,6 +156,7 @@ class Updates:
                     target={"site": site, "kind": kind, "devices": devices},
                     rate_per_min=rate_per_min,
                     max_failure_ratio=max_failure_ratio,
+                    min_executed=min_executed,
                     timeout_s=timeout_s,
                     state="running",
                     reason="",
@@ -284,7 +286,7 @@ class Updates:
             failed = sum(counts.get(s, 0) for s in FAILED)
             finished = failed + counts.get("healthy", 0)
             total = sum(counts.values())
-            if finished and failed / finished > ro.max_failure_ratio and finished >= min(3, total):
+            if finished and failed / finished > ro.max_failure_ratio and finished >= min(ro.min_executed, total):
                 conn.execute(
                     update(u.rollouts)
                     .where(u.rollouts.c.id == rid)
@@ -337,8 +339,11 @@ class Updates:
             else:
                 state, reason, cid = "sent", "", sent["cid"]
             with self.engine.begin() as conn:
+                row = (c.rollout_id == rid) & (c.device_id == dev)
+                conn.execute(update(u.rollout_devices).where(row).values(cid=cid, sent_ms=now_ms()))
+                # the device may have reported already (it answers within milliseconds): keep what it said
                 conn.execute(
                     update(u.rollout_devices)
-                    .where(c.rollout_id == rid, c.device_id == dev)
-                    .values(state=state, reason=reason, cid=cid, sent_ms=now_ms(), updated_ms=now_ms())
+                    .where(row, c.state == "pending")
+                    .values(state=state, reason=reason, updated_ms=now_ms())
                 )

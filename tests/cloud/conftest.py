@@ -121,7 +121,7 @@ def locked(tmp_path: Path, db_url: str) -> Iterator[Locked]:
         r = api.post("/auth/login", json={"username": "tech", "password": "correct horse battery"})
         api.headers["X-CSRF-Token"] = r.json()["csrf"]
         assert api.post("/api/sites", json={"id": SITE, "name": "Riverside"}).status_code == 201
-        with serve(app) as url:
+        with serve(app, lifespan="off") as url:
             yield Locked(broker, tls_port, files["ca"], svc, api, files["ingest_password"], url)
     finally:
         api.__exit__(None, None, None)

@@ -35,6 +35,7 @@ def upgrade() -> None:
     sa.Column('target', sa.JSON(), nullable=False),
     sa.Column('rate_per_min', sa.Float(), nullable=False),
     sa.Column('max_failure_ratio', sa.Float(), nullable=False),
+    sa.Column('min_executed', sa.Integer(), nullable=False),
     sa.Column('timeout_s', sa.Float(), nullable=False),
     sa.Column('state', sa.String(length=12), nullable=False),
     sa.Column('reason', sa.Text(), nullable=False),
