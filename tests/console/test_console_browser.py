@@ -303,6 +303,15 @@ def test_screenshots_of_the_main_pages(stack: Stack, login: Login) -> None:
         shot(page, name)
     page.goto("/console/assets")
     assert len(page.query_selector_all("#asset-map circle")) == 120  # every asset with coordinates is drawn
+    # a technician's claim token from the fleet page provisions a device once
+    page.goto("/console/fleet")
+    page.click("button[name=claim]")
+    token = page.inner_text("#claim-token")
+    assert token.startswith("ce-claim-")
+    shot(page, "fleet")
+    first = page.request.post("/provision", data={"claim": token, "kind": "gateway", "device_id": "gw-new"})
+    assert first.status == 200 and first.json()["device_id"] == "gw-new"
+    assert page.request.post("/provision", data={"claim": token, "kind": "gateway"}).status == 403
 
 
 def test_csrf_is_required_and_logins_are_rate_limited(stack: Stack, login: Login, browser: Any) -> None:
