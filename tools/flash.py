@@ -353,6 +353,150 @@ def deploy(
         _fail(exc)
 
 
+# runs on the board: hashes of the staged files (what the manifest says they must be)
+_BOARD_HASHES = """
+import hashlib, binascii, json
+def _h(p):
+    d = hashlib.sha256()
+    with open(p, 'rb') as f:
+        while True:
+            b = f.read(512)
+            if not b:
+                break
+            d.update(b)
+    return binascii.hexlify(d.digest()).decode()
+M = json.loads({manifest!r})
+print(json.dumps([p for p in M if _h('next/' + p) != M[p]]))
+"""
+# runs on the board: keep the running files as prev/, move next/ into place, record the versions
+_BOARD_SWITCH = """
+import os, json
+def _rm(p):
+    try:
+        if os.stat(p)[0] & 0x4000:
+            for n in os.listdir(p):
+                _rm(p + '/' + n)
+            os.rmdir(p)
+        else:
+            os.remove(p)
+    except OSError:
+        pass
+def _mv(a, b):
+    parts = b.split('/')
+    for i in range(1, len(parts)):
+        try:
+            os.mkdir('/'.join(parts[:i]))
+        except OSError:
+            pass
+    os.rename(a, b)
+M = json.loads({manifest!r})
+_rm('prev')
+os.mkdir('prev')
+for p in M:
+    try:
+        _mv(p, 'prev/' + p)
+    except OSError:
+        pass
+for p in M:
+    _mv('next/' + p, p)
+_rm('next')
+try:
+    old = json.load(open('version.json'))
+except (OSError, ValueError):
+    old = {{}}
+json.dump({{'version': {version!r}, 'previous': old.get('version'), 'files': list(M)}}, open('version.json', 'w'))
+print('switched')
+"""
+_BOARD_ROLLBACK = """
+import os, json
+v = json.load(open('version.json'))
+for p in v['files']:
+    try:
+        os.rename('prev/' + p, p)
+    except OSError:
+        pass
+json.dump({'version': v.get('previous'), 'previous': None, 'files': v['files']}, open('version.json', 'w'))
+print('rolled back to', v.get('previous'))
+"""
+
+
+def _update_key(state: Steps, key: str | None) -> Any:
+    from protocol.signing import load_public_key
+
+    b64 = key or state.state.get("identity", {}).get("update_public_key")
+    if not b64:
+        raise Fail("no update key: pass --update-key (the cloud's update public key) or provision the board first")
+    return load_public_key(b64)
+
+
+@app.command("deploy-bundle")
+def deploy_bundle(
+    port: Annotated[str, typer.Option(help="the board's serial port")],
+    bundle: Annotated[Path, typer.Option(help="signed bundle for this board's app (civicedge cloud bundle)")],
+    app_name: Annotated[str, typer.Option("--app", help=", ".join(APPS))] = "manhole_node",
+    update_key: Annotated[
+        str | None, typer.Option(help="update public key (default: from the board's identity)")
+    ] = None,
+    state: StateDir = Path("flash-state"),
+    dry_run: DryRun = False,
+) -> None:
+    """Install a signed firmware bundle on a board: checked here, staged in :next/, checked again on the board,
+    then switched in with the running files kept in :prev/ (``rollback`` brings them back)."""
+    from protocol.updates import BundleError, open_bundle
+
+    try:
+        steps = Steps(state, f"board-{Path(port).name}", 4, dry_run)
+        steps.begin(f"check {bundle.name}")
+        try:
+            manifest, files = open_bundle(bundle.read_bytes(), _update_key(steps, update_key), kind=app_name)
+        except OSError as exc:
+            raise Fail(f"cannot read {bundle}: {exc.strerror}") from None
+        except BundleError as exc:
+            raise Fail(f"the bundle is refused ({exc.reason}): {exc.detail}") from None
+        steps.done(f"{manifest.kind} {manifest.version}, {len(files)} files, signature good")
+        steps.begin("stage the files in :next/")
+        if dry_run:
+            steps.would(f"copy {len(files)} files")
+        else:
+            _mpremote(port, "exec", "import os\ntry:\n os.mkdir('next')\nexcept OSError:\n pass", what="staging")
+            dirs = sorted({str(Path(name).parent) for name in files if str(Path(name).parent) != "."})
+            for d in dirs:
+                _mpremote(
+                    port, "exec", f"import os\ntry:\n os.mkdir('next/{d}')\nexcept OSError:\n pass", what="staging"
+                )
+            for name, data in sorted(files.items()):
+                _write_board_file(port, f"next/{name}", data, f"staging {name}")
+            steps.done()
+        listing = json.dumps(manifest.files)
+        steps.begin("check the staged files on the board")
+        if dry_run:
+            steps.would("compare sha256 on the board")
+        else:
+            out = _mpremote(port, "exec", _BOARD_HASHES.format(manifest=listing), what="checking on the board")
+            bad = json.loads(out.strip().splitlines()[-1])
+            if bad:
+                raise Fail(f"files changed on the way to the board: {', '.join(bad)}; run deploy-bundle again")
+            steps.done("all match")
+        steps.begin("switch (the running files are kept in :prev/)")
+        if dry_run:
+            steps.would(f"switch to {manifest.version}")
+            return
+        _mpremote(port, "exec", _BOARD_SWITCH.format(manifest=listing, version=manifest.version), what="switching")
+        steps.save(bundle_version=manifest.version)
+        steps.done(f"{manifest.version}: reset the board to start it")
+    except Fail as exc:
+        _fail(exc)
+
+
+@app.command()
+def rollback(port: Annotated[str, typer.Option(help="the board's serial port")]) -> None:
+    """Bring back the file set a bundle replaced (kept in :prev/)."""
+    try:
+        typer.echo(_mpremote(port, "exec", _BOARD_ROLLBACK, what="rolling back").strip())
+    except Fail as exc:
+        _fail(exc)
+
+
 @app.command()
 def verify(
     device: Annotated[str, typer.Option(help="device id")],

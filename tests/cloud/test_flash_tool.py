@@ -168,3 +168,36 @@ def test_gateway_bundle(locked: Locked, tmp_path: Path) -> None:
     assert (out / "secrets" / "mqtt-password").stat().st_mode & 0o777 == 0o600
     assert (out / "ca.pem").read_text().startswith("-----BEGIN CERTIFICATE-----")
     assert "ExecStart=" in (out / "civicedge-agent.service").read_text()
+
+
+def test_a_signed_firmware_bundle_is_checked_switched_and_rolled_back(board: MPBoard, tmp_path: Path) -> None:
+    from protocol.signing import generate_key, public_key_b64
+    from protocol.updates import build_bundle
+
+    key = generate_key()
+    (board.flash / "main.py").write_text("print('v1')\n")  # what the board runs now
+    src = tmp_path / "fw"
+    (src / "lib").mkdir(parents=True)
+    (src / "main.py").write_text("print('v2')\n")
+    (src / "lib" / "helper.py").write_text("X = 2\n")
+    good = tmp_path / "good.tar.gz"
+    good.write_bytes(build_bundle(src, kind="manhole_node", version="1.2.0", key=key))
+    forged = tmp_path / "forged.tar.gz"
+    forged.write_bytes(build_bundle(src, kind="manhole_node", version="1.2.0", key=generate_key()))
+    common = ["--port", board.port, "--update-key", public_key_b64(key), "--state", str(tmp_path / "s")]
+
+    refused = flash("deploy-bundle", "--bundle", str(forged), *common, cwd=tmp_path)
+    assert refused.returncode == 2 and "bad_signature" in refused.stderr
+    assert (board.flash / "main.py").read_text() == "print('v1')\n"
+    wrong_app = flash("deploy-bundle", "--bundle", str(good), "--app", "io_board", *common, cwd=tmp_path)
+    assert wrong_app.returncode == 2 and "wrong_kind" in wrong_app.stderr
+
+    ok = flash("deploy-bundle", "--bundle", str(good), *common, cwd=tmp_path)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "all match" in ok.stdout and "[4/4]" in ok.stdout
+    assert (board.flash / "main.py").read_text() == "print('v2')\n"
+    assert (board.flash / "lib" / "helper.py").read_text() == "X = 2\n"
+    assert (board.flash / "prev" / "main.py").read_text() == "print('v1')\n"  # the previous set is kept
+    assert json.loads((board.flash / "version.json").read_text())["version"] == "1.2.0"
+    back = flash("rollback", "--port", board.port, cwd=tmp_path)
+    assert back.returncode == 0 and (board.flash / "main.py").read_text() == "print('v1')\n"
