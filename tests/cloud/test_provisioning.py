@@ -13,7 +13,9 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from fastapi.testclient import TestClient
 from paho.mqtt.enums import CallbackAPIVersion
+from sqlalchemy import update
 
+from cloud.db.schema_provisioning import claims
 from cloud.ingest.store import Inbound, now_ms
 from protocol import encode, envelope
 from protocol.messages import DeviceEvent
@@ -86,6 +88,11 @@ def test_a_claim_gives_one_device_its_identity_once(locked: Locked) -> None:
     wrong_kind = _provision(api, _claim(api, kind="gate"), "parking")
     assert wrong_kind.status_code == 403 and "for a gate" in wrong_kind.json()["error"]
     assert _provision(api, "ce-claim-made-up-token").status_code == 403
+    stale = _claim(api, ttl_s=60)
+    with locked.svc.engine.begin() as conn:  # an hour later
+        conn.execute(update(claims).values(expires_ms=claims.c.expires_ms - 3_600_000))
+    expired = _provision(api, stale)
+    assert expired.status_code == 403 and "expired" in expired.json()["error"]
     # the device connects over TLS with what it was given; nobody gets in without an identity
     dev = Client(locked, "gw-gate-01", ident["mqtt"]["password"])
     assert dev.wait_up()
@@ -102,7 +109,7 @@ def test_a_claim_gives_one_device_its_identity_once(locked: Locked) -> None:
         from cloud.db.schema_auth import audit_log
 
         actions = [r.action for r in conn.execute(select(audit_log.c.action))]
-    assert actions.count("claim.create") == 2 and "device.provisioned" in actions and "claim.refused" in actions
+    assert actions.count("claim.create") == 3 and "device.provisioned" in actions and "claim.refused" in actions
 
 
 async def test_a_provisioned_agent_runs_with_its_identity(locked: Locked, tmp_path: Path) -> None:

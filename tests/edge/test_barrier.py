@@ -100,7 +100,8 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
 
 async def test_allowed_plate_read_with_a_confusable_letter_opens_and_closes_after_the_car(rig: Rig) -> None:
     rig.camera.see("京A1234O")  # the camera read a letter O where the plate has a zero
-    await until(lambda: rig.relay.coil(BARRIER), what="the barrier to go up")
+    # the relay moves before the unit records its decision: wait for both
+    await until(lambda: rig.relay.coil(BARRIER) and rig.unit.decisions, what="the barrier to go up")
     assert rig.unit.decisions[-1].subject_id == "res-1042" and rig.reasons() == ["resident_plate"]
     rig.relay.set_input(LOOP, True)  # the car drives onto the loop
     await until(lambda: rig.unit.vehicle_seen, 2, "the loop")
