@@ -54,8 +54,9 @@ sim_app = typer.Typer(help="Simulators: the demo, fleets of devices.", no_args_i
 def demo(
     port: Annotated[int, typer.Option(help="cloud HTTP port (a free one is picked if busy)")] = 8000,
     gateways: Annotated[int, typer.Option(help="simulated gateways")] = 2,
+    covers: Annotated[int, typer.Option(help="manhole covers in the demo district (0: none)")] = 300,
 ) -> None:
-    """Broker + cloud + simulated gateways on this machine, until Ctrl-C."""
+    """Broker + cloud + simulated gateways and a small district on this machine, until Ctrl-C."""
     from simulators.demo import run_demo
 
-    run_demo(port=port, gateways=gateways)
+    run_demo(port=port, gateways=gateways, covers=covers)

@@ -68,12 +68,13 @@ class AmqttBroker:
         self._loop.call_soon_threadsafe(self._loop.stop)
 
 
-def run_demo(workdir: Path = Path("var/demo"), port: int = 8000, gateways: int = 2) -> None:
+def run_demo(workdir: Path = Path("var/demo"), port: int = 8000, gateways: int = 2, covers: int = 300) -> None:
     import uvicorn
 
     from cloud.api.app import create_app
     from cloud.settings import Settings
     from protocol.signing import public_key_b64
+    from simulators.district import CoverFleet, DistrictSpec, generate, register
     from simulators.fleet import InProcessAgents, agent_config
 
     workdir.mkdir(parents=True, exist_ok=True)
@@ -91,6 +92,10 @@ def run_demo(workdir: Path = Path("var/demo"), port: int = 8000, gateways: int =
         database_url=f"sqlite:///{workdir / 'civicedge.db'}",
         broker_url=f"mqtt://127.0.0.1:{broker.port}",
         command_key_file=workdir / "command-key.pem",
+        update_key_file=workdir / "update-key.pem",
+        media_dir=workdir / "media",
+        rules_file=Path(__file__).resolve().parent.parent / "cloud" / "rules" / "default.yaml",
+        public_url=f"http://127.0.0.1:{port}",
         port=port,
         _env_file=None,
     )
@@ -106,10 +111,13 @@ def run_demo(workdir: Path = Path("var/demo"), port: int = 8000, gateways: int =
         time.sleep(0.05)
 
     devices = [f"gate-{i + 1:02d}" for i in range(gateways)]
-    with httpx.Client(base_url=base, timeout=10) as api:
+    district = generate(DistrictSpec(covers=covers, cells=max(4, covers // 15), site="riverside"))
+    with httpx.Client(base_url=base, timeout=30) as api:
         api.post("/api/sites", json={"id": "riverside", "name": "Riverside Gardens"})
         for d in devices:
             api.post("/api/devices", json={"id": d, "site_id": "riverside", "kind": "gate", "name": d})
+        if covers:
+            register(district, api, progress=lambda m: print(f"  district: {m}", flush=True))
     svc = app.state.service
     pub = public_key_b64(svc.commands.key)
     password = secrets.token_urlsafe(12)
@@ -148,8 +156,13 @@ def run_demo(workdir: Path = Path("var/demo"), port: int = 8000, gateways: int =
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        # covers report every 15 district minutes at 30× (every 30 s here); a fault every 10 district minutes
+        nodes = CoverFleet(district, "127.0.0.1", broker.port, speed=30, fault_every_s=600, fault_s=900)
+        node_task = asyncio.create_task(nodes.run(stop)) if covers else None
         await stop.wait()
         print("stopping…", flush=True)
+        if node_task is not None:
+            await asyncio.wait_for(node_task, 10)
         await fleet.stop()
 
     try:

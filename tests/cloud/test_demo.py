@@ -19,7 +19,7 @@ from simulators.services import free_port
 def test_demo_runs_and_stops_cleanly(tmp_path: Path) -> None:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "civicedge_cli", "sim", "demo", "--port", str(port)],
+        [sys.executable, "-m", "civicedge_cli", "sim", "demo", "--port", str(port), "--covers", "40"],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -37,14 +37,17 @@ def test_demo_runs_and_stops_cleanly(tmp_path: Path) -> None:
         assert api.get("/api/devices").status_code == 401  # the demo has an admin: the API needs a login
         assert api.post("/auth/login", json={"username": "demo", "password": password}).status_code == 200
         assert api.get("/console/").status_code == 200
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while True:
-            devs = api.get("/api/devices").json()["items"]
-            if devs and all(d["status"] == "online" for d in devs):
+            devs = api.get("/api/devices", params={"limit": 1000}).json()["items"]
+            gates = [d for d in devs if d["kind"] == "gate"]
+            covers = [d for d in devs if d["kind"] == "manhole"]
+            if gates and all(d["status"] == "online" for d in gates) and any(d["last_seen_ms"] for d in covers):
                 break
             assert time.monotonic() < deadline, devs
-            time.sleep(0.1)
-        assert {d["id"] for d in devs} == {"gate-01", "gate-02"}
+            time.sleep(0.2)
+        assert {d["id"] for d in gates} == {"gate-01", "gate-02"} and len(covers) == 40
+        assert api.get("/api/assets", params={"limit": 1}).json()["total"] == 40  # the district's registry
     finally:
         proc.send_signal(signal.SIGINT)
         out = proc.communicate(timeout=60)[0]
