@@ -111,6 +111,7 @@ class Updater:
                 since = None
             await asyncio.sleep(0.2)
         (self.root / "healthy").write_text(self.version)
+        (self.root / "pending.json").unlink(missing_ok=True)  # done: the launcher stops guarding, updates may follow
         await self._status(pending["rollout"], self.version, "healthy")
         log.warning("update healthy", extra={"version": self.version})
         self._prune()

@@ -12,6 +12,7 @@ import asyncio
 import base64
 import logging
 import time
+from collections import Counter
 from typing import Any
 
 import cv2
@@ -60,6 +61,7 @@ class GateUnit(Unit):
         self.door_open_since: float | None = None
         self.prompts: list[str] = []  # what the screen showed, latest last (also sent as events)
         self.decisions: list[GateDecision] = []
+        self.outcomes: Counter[str] = Counter()  # what the vision concluded, per approach (status, tests)
         self._held_alarm = False
         self._held_task: asyncio.Task[None] | None = None
         self._last: dict[str, float] = {}  # subject → monotonic time of its last decision
@@ -267,6 +269,7 @@ class GateUnit(Unit):
             return
         previous = self._last.get(subject)
         self._last[subject] = time.monotonic()
+        self.outcomes[d.outcome] += 1
         if d.outcome == "spoof":
             await self._decide("deny", "spoof", "face", d)
             await self._alarm(

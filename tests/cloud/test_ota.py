@@ -182,7 +182,7 @@ def test_a_good_update_rolls_out_and_a_forged_one_is_refused(ota: Any) -> None:
         r = client.get(f"/api/rollouts/{rid}").json()
         return r if {d["state"] for d in r["devices"]} == {"refused"} else None
 
-    ro = wait(refused, 30, "both gateways to report the refusal")
+    ro = wait(refused, 60, "both gateways to report the refusal")
     assert all("bad_signature" in d["reason"] for d in ro["devices"])
     assert all(g.current() == "0.2.0" for g in gws)
 
