@@ -60,3 +60,48 @@ def demo(
     from simulators.demo import run_demo
 
     run_demo(port=port, gateways=gateways, covers=covers)
+
+
+@sim_app.command()
+def district(
+    cloud: Annotated[str, typer.Option(envvar="CE_CLOUD_URL", help="the cloud's address")] = "http://127.0.0.1:8000",
+    token: Annotated[str | None, typer.Option(envvar="CE_API_TOKEN", help="API token (CE_API_TOKENS)")] = None,
+    broker: Annotated[str, typer.Option(help="mqtt://host:port the nodes publish to")] = "mqtt://127.0.0.1:1883",
+    covers: Annotated[int, typer.Option(help="manhole covers")] = 16_000,
+    cells: Annotated[int, typer.Option(help="grid cells")] = 1191,
+    site: Annotated[str, typer.Option(help="site id")] = "district",
+    speed: Annotated[float, typer.Option(help="district seconds per real second")] = 1.0,
+    fault_every_s: Annotated[float, typer.Option(help="a random fault this often (district time; 0: none)")] = 600,
+    register_first: Annotated[bool, typer.Option("--register/--no-register", help="register the district")] = True,
+) -> None:
+    """Run a district of manhole covers against a running cloud and broker until Ctrl-C: registers departments,
+    grid cells, the registry CSV and the nodes' devices, then the nodes report and faults happen."""
+    import signal
+    from urllib.parse import urlparse
+
+    import httpx
+
+    from simulators.district import CoverFleet, DistrictSpec, generate, register
+
+    d = generate(DistrictSpec(covers=covers, cells=cells, site=site))
+    if register_first:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        with httpx.Client(base_url=cloud, headers=headers, timeout=60) as api:
+            try:
+                register(d, api, progress=lambda m: typer.echo(f"  {m}"))
+            except (httpx.HTTPError, RuntimeError) as exc:
+                typer.echo(f"error: registering the district at {cloud} failed: {exc}", err=True)
+                raise typer.Exit(2) from None
+    u = urlparse(broker)
+    fleet = CoverFleet(d, u.hostname or "127.0.0.1", u.port or 1883, speed=speed, fault_every_s=fault_every_s or None)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        typer.echo(f"{covers} covers reporting at {speed:g}× to {broker}; Ctrl-C stops")
+        await fleet.run(stop)
+        typer.echo(f"stopped after {fleet.sent} messages")
+
+    asyncio.run(run())
