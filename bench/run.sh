@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every benchmark; each prints one JSON object. Results belong in the issue notes, not in tests.
-set -euo pipefail
+# Runs every benchmark in bench/benches.txt (each prints one JSON object), then writes one JSON summary and a
+# Markdown table of results against targets into bench/results/ (not committed from CI runs).
+set -uo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
 benches=()
@@ -9,7 +10,19 @@ if [ ${#benches[@]} -eq 0 ]; then
     echo '{"benchmarks": []}'
     exit 0
 fi
+out=$(mktemp -d)
+pairs=()
+status=0
 for b in "${benches[@]}"; do
+    name=${b%% *}
     echo "== civicedge bench $b" >&2
-    $BIN/civicedge bench $b --json
+    if ! $BIN/civicedge bench $b --json > "$out/$name.json"; then
+        echo "bench $name failed" >&2
+        status=1
+    fi
+    cat "$out/$name.json"
+    pairs+=("$name=$out/$name.json")
 done
+$BIN/python -m bench.summary bench/results "${pairs[@]}"
+rm -rf "$out"
+exit $status
