@@ -183,10 +183,15 @@ def register(district: District, api: Any, progress: Callable[[str], None] = pri
     if r.status_code >= 400:
         raise RuntimeError(f"registry import refused: {r.text[:500]}")
     progress(f"{r.json()['imported']} covers imported through the registry CSV")
-    for n, c in enumerate(district.covers, 1):
-        api.post("/api/devices", json={"id": c.node, "site_id": spec.site, "kind": "manhole", "name": c.asset})
-        if n % 2000 == 0:
-            progress(f"{n} nodes registered")
+    for i in range(0, len(district.covers), 5000):
+        chunk = district.covers[i : i + 5000]
+        r = api.post(
+            "/api/devices/bulk",
+            json={"devices": [{"id": c.node, "site_id": spec.site, "kind": "manhole", "name": c.asset} for c in chunk]},
+        )
+        if r.status_code >= 400:
+            raise RuntimeError(f"registering the nodes was refused: {r.text[:500]}")
+    progress(f"{len(district.covers)} nodes registered")
 
 
 @dataclass

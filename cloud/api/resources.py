@@ -99,6 +99,41 @@ def create_device(body: DeviceIn, svc: Service) -> dict[str, Any]:
     return body.model_dump()
 
 
+class DevicesIn(BaseModel):
+    devices: list[DeviceIn] = Field(min_length=1, max_length=50_000)
+
+
+@router.post("/devices/bulk", tags=["devices"], dependencies=[allow("devices.command")])
+def create_devices(body: DevicesIn, svc: Service) -> dict[str, int]:
+    """Register many devices at once (a district's nodes); existing ids are left as they are."""
+    sites = {d.site_id for d in body.devices}
+    with svc.engine.begin() as conn:
+        known = {r[0] for r in conn.execute(select(t.sites.c.id).where(t.sites.c.id.in_(sites)))}
+        if missing := sites - known:
+            raise HTTPException(
+                422, detail=f"sites {sorted(missing)} do not exist; create them first (POST /api/sites)"
+            )
+        have = {r[0] for r in conn.execute(select(t.devices.c.id))}
+        now = now_ms()
+        rows = [
+            {
+                "id": d.id,
+                "site_id": d.site_id,
+                "kind": d.kind,
+                "name": d.name or d.id,
+                "status": "unknown",
+                "created_ms": now,
+            }
+            for d in {d.id: d for d in body.devices}.values()
+            if d.id not in have
+        ]
+        if rows:
+            conn.execute(t.devices.insert(), rows)
+    for d in body.devices:
+        svc.store.forget_device(d.id)
+    return {"created": len(rows), "existing": len(body.devices) - len(rows)}
+
+
 @router.get("/devices/{device_id}", tags=["devices"], dependencies=[allow("devices.view")])
 def get_device(device_id: str, conn: Conn) -> dict[str, Any]:
     row = conn.execute(select(t.devices).where(t.devices.c.id == device_id)).first()
