@@ -84,3 +84,19 @@ def lift(
 
     report = run(seed=seed, hours=hours, speed=speed, arrivals_h=arrivals, departures_h=departures)
     print(json.dumps(report, indent=None if json_out else 2))
+
+
+@app.command()
+def fleet(
+    covers: Annotated[int, typer.Option(help="manhole covers (nodes)")] = 16_000,
+    cells: Annotated[int, typer.Option(help="grid cells")] = 1191,
+    hours: Annotated[float, typer.Option(help="district time to run")] = 1.0,
+    speed: Annotated[float, typer.Option(help="district seconds per real second")] = 60.0,
+    faults: Annotated[int, typer.Option(help="faults injected over the period")] = 40,
+    json_out: Annotated[bool, typer.Option("--json", help="compact JSON")] = False,
+) -> None:
+    """The district against one cloud node: messages/s, fault → console alarm latency, lost, cloud memory."""
+    from bench.fleet import run
+
+    report = run(covers=covers, cells=cells, period_h=hours, speed=speed, faults=faults)
+    print(json.dumps(report, indent=None if json_out else 2))
