@@ -107,6 +107,9 @@ class CloudService:
         )
 
     def _on_batch(self, res: BatchResult) -> None:
+        if res.live:  # first: people are waiting for alarms, the rest can follow
+            self.publish_live(res.live)
+            res.live.clear()
         if res.enrolments and self._sync is not None:  # first: a gate's report may follow its own enrolment
             self._sync.submit(self.gate.on_enrolments, list(res.enrolments))
             res.enrolments.clear()
@@ -126,9 +129,6 @@ class CloudService:
         res.points.clear()
         if self.rules is not None:
             self.rules.on_batch(res)
-        if res.live:
-            self.publish_live(res.live)
-            res.live.clear()
 
     def publish_live(self, events: list[dict[str, Any]]) -> None:
         """Push events to the consoles, alarms labelled with the department owning the device's asset."""

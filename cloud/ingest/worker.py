@@ -109,7 +109,8 @@ class IngestWorker:
             if first is _STOP:
                 break
             batch = [first]
-            deadline = time.monotonic() + self.batch_s
+            # an alarm does not wait for the batch to fill: what is already queued goes with it, now
+            deadline = time.monotonic() + (0.0 if _is_alarm(first) else self.batch_s)
             while len(batch) < self.batch_rows:
                 try:
                     item = self.q.get(timeout=max(0.0, deadline - time.monotonic()))
@@ -119,6 +120,8 @@ class IngestWorker:
                     stopping = True
                     break
                 batch.append(item)
+                if _is_alarm(item):
+                    deadline = 0.0
             self._commit(batch)  # type: ignore[arg-type]
 
     def _commit(self, batch: list[tuple[Inbound, int, int]]) -> None:
@@ -141,3 +144,8 @@ class IngestWorker:
                 self.client.ack(mid, qos)
         if self.on_batch:
             self.on_batch(res)
+
+
+def _is_alarm(item: object) -> bool:
+    """A message on a device's alarm channel (``…/alm``)."""
+    return isinstance(item, tuple) and "/alm" in item[0].topic
