@@ -230,6 +230,7 @@ class CoverFleet:
         self._queue: asyncio.Queue[tuple[str, bytes, str]] = asyncio.Queue(maxsize=10_000)
         self.by_node = {c.node: c for c in district.covers}
         self._bases: dict[str, tuple[float, float, float]] = {}
+        self._inflight = 0  # publishes awaiting their PUBACK
 
     def _payload(self, node: str, body: Any, channel: str) -> tuple[str, bytes, str]:
         n = self.seq[node] = self.seq.get(node, 0) + 1
@@ -290,7 +291,7 @@ class CoverFleet:
             beat = tg.create_task(self._heartbeats(stop))
             await stop.wait()
             beat.cancel()
-            while not self._queue.empty():
+            while not self._queue.empty() or self._inflight:
                 await asyncio.sleep(0.05)
             for s in senders:
                 s.cancel()
@@ -322,7 +323,11 @@ class CoverFleet:
                 async with aiomqtt.Client(self.host, self.port, identifier=f"district-nodes-{i}") as c:
                     while True:
                         t, payload, _ch = await self._queue.get()
-                        await c.publish(t, payload, qos=1)
-                        self.sent += 1
+                        self._inflight += 1
+                        try:
+                            await c.publish(t, payload, qos=1)
+                            self.sent += 1
+                        finally:
+                            self._inflight -= 1
             except aiomqtt.MqttError:
                 await asyncio.sleep(0.5)  # the broker restarted: reconnect and go on
