@@ -53,7 +53,7 @@ sim_app = typer.Typer(help="Simulators: the demo, fleets of devices.", no_args_i
 @sim_app.command()
 def demo(
     port: Annotated[int, typer.Option(help="cloud HTTP port (a free one is picked if busy)")] = 8000,
-    gateways: Annotated[int, typer.Option(help="simulated gateways")] = 2,
+    gateways: Annotated[int, typer.Option(help="extra plain gateways (a ticker unit) besides the gate and tower")] = 0,
     covers: Annotated[int, typer.Option(help="manhole covers in the demo district (0: none)")] = 300,
 ) -> None:
     """Broker + cloud + simulated gateways and a small district on this machine, until Ctrl-C."""

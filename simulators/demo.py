@@ -68,12 +68,23 @@ class AmqttBroker:
         self._loop.call_soon_threadsafe(self._loop.stop)
 
 
-def run_demo(workdir: Path = Path("var/demo"), port: int = 8000, gateways: int = 2, covers: int = 300) -> None:
+def _embedding(person: str) -> Any:
+    """A face embedding from one of the shipped photos, with the gates' own models."""
+    from edge.vision.detect import FaceDetector
+    from edge.vision.embed import Embedder
+    from simulators.camera import photo
+
+    rgb, det = photo(person), FaceDetector()
+    return Embedder(1).embed(rgb, det.refine(rgb, det.detect(rgb)[0]))
+
+
+def run_demo(workdir: Path = Path("var/demo"), port: int = 8000, gateways: int = 0, covers: int = 300) -> None:
     import uvicorn
 
     from cloud.api.app import create_app
     from cloud.settings import Settings
     from protocol.signing import public_key_b64
+    from simulators.demo_scenario import DemoSite
     from simulators.district import CoverFleet, DistrictSpec, generate, register
     from simulators.fleet import InProcessAgents, agent_config
 
@@ -110,22 +121,32 @@ def run_demo(workdir: Path = Path("var/demo"), port: int = 8000, gateways: int =
             raise RuntimeError("the cloud service did not start; see the messages above")
         time.sleep(0.05)
 
-    devices = [f"gate-{i + 1:02d}" for i in range(gateways)]
+    site = DemoSite(workdir)
+    units = site.units()
+    extra = [f"gw-{i + 1:02d}" for i in range(gateways)]  # plain gateways (a ticker) for load
     district = generate(DistrictSpec(covers=covers, cells=max(4, covers // 15), site="riverside"))
     with httpx.Client(base_url=base, timeout=30) as api:
         api.post("/api/sites", json={"id": "riverside", "name": "Riverside Gardens"})
-        for d in devices:
-            api.post("/api/devices", json={"id": d, "site_id": "riverside", "kind": "gate", "name": d})
+        for d, kind in (("gate-01", "gate"), ("tower-01", "parking_lift"), *((g, "gateway") for g in extra)):
+            api.post("/api/devices", json={"id": d, "site_id": "riverside", "kind": kind, "name": d})
         if covers:
             register(district, api, progress=lambda m: print(f"  district: {m}", flush=True))
     svc = app.state.service
     pub = public_key_b64(svc.commands.key)
     password = secrets.token_urlsafe(12)
+    resident_password = secrets.token_urlsafe(9)
     if not svc.auth.has_users():  # a demo admin; from now on the API and console need a login
         svc.auth.create_user("demo", password, "admin", by="demo")
+        svc.auth.create_user("chen", resident_password, "resident", resident_id="res-1203", by="demo")
+        svc.gate.add_resident("riverside", "res-1203", "1203", "Chen Jie", consent=True, by="demo")
+        svc.gate.add_resident("riverside", "res-0304", "0304", "Eileen Collins", consent=True, by="demo")
+        svc.gate.add_faces("res-0304", [_embedding("astronaut")])
     else:
-        password = "(unchanged: the demo's database already has accounts)"
+        password = resident_password = "(unchanged: the demo's database already has accounts)"
     docs = [
+        agent_config(workdir / "agents", device=d, port=broker.port, public_key=pub, health={"interval_s": 10}, units=u)
+        for d, u in units.items()
+    ] + [
         agent_config(
             workdir / "agents",
             device=d,
@@ -134,11 +155,12 @@ def run_demo(workdir: Path = Path("var/demo"), port: int = 8000, gateways: int =
             health={"interval_s": 10},
             units=[{"type": "ticker", "rate_per_s": 0.5, "readings": True}],
         )
-        for d in devices
+        for d in extra
     ]
 
     print(f"\nCivicEdge demo running ({kind} on 127.0.0.1:{broker.port}, cloud at {base})\n")
     print(f"  console            {base}/console/   user: demo   password: {password}")
+    print(f"  resident's phone   {base}/console/   user: chen   password: {resident_password}  (flat 1203)")
     print(f"  API and its docs   {base}/docs")
     print(f"  devices            {base}/api/devices")
     print(f"  telemetry          {base}/api/devices/gate-01/telemetry?metric=tick")
@@ -159,15 +181,19 @@ def run_demo(workdir: Path = Path("var/demo"), port: int = 8000, gateways: int =
         # covers report every 15 district minutes at 30× (every 30 s here); a fault every 10 district minutes
         nodes = CoverFleet(district, "127.0.0.1", broker.port, speed=30, fault_every_s=600, fault_s=900)
         node_task = asyncio.create_task(nodes.run(stop)) if covers else None
+        by_id = {a.config.device.id: a for a in fleet.agents}
+        scene = asyncio.create_task(site.run(by_id, stop))
         await stop.wait()
         print("stopping…", flush=True)
         if node_task is not None:
             await asyncio.wait_for(node_task, 10)
+        await asyncio.wait_for(scene, 10)
         await fleet.stop()
 
     try:
         asyncio.run(agents())
     finally:
+        site.close()
         server.should_exit = True
         thread.join(15)
         broker.close()

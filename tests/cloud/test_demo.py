@@ -40,13 +40,22 @@ def test_demo_runs_and_stops_cleanly(tmp_path: Path) -> None:
         deadline = time.monotonic() + 60
         while True:
             devs = api.get("/api/devices", params={"limit": 1000}).json()["items"]
-            gates = [d for d in devs if d["kind"] == "gate"]
+            gateways = [d for d in devs if d["kind"] != "manhole"]
             covers = [d for d in devs if d["kind"] == "manhole"]
-            if gates and all(d["status"] == "online" for d in gates) and any(d["last_seen_ms"] for d in covers):
+            if all(d["status"] == "online" for d in gateways) and any(d["last_seen_ms"] for d in covers):
                 break
             assert time.monotonic() < deadline, devs
             time.sleep(0.2)
-        assert {d["id"] for d in gates} == {"gate-01", "gate-02"} and len(covers) == 40
+        assert {d["id"] for d in gateways} == {"gate-01", "tower-01"} and len(covers) == 40
+        # the gate recognises the demo's resident, and the tower parks cars
+        deadline = time.monotonic() + 90
+        while True:
+            gate = api.get("/api/gate/decisions", params={"decision": "open"}).json()["total"]
+            lifts = api.get("/api/events", params={"device": "tower-01", "type": "lift.result"}).json()["total"]
+            if gate and lifts:
+                break
+            assert time.monotonic() < deadline, (gate, lifts)
+            time.sleep(0.5)
         assert api.get("/api/assets", params={"limit": 1}).json()["total"] == 40  # the district's registry
     finally:
         proc.send_signal(signal.SIGINT)
