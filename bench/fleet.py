@@ -14,6 +14,7 @@ speed, and faults injected on a schedule. Reported:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sqlite3
@@ -29,7 +30,11 @@ from typing import Any
 import httpx
 import psutil
 
+from edge.outbox import Outbox
+from protocol.envelope import now_ms
+from protocol.messages import DeviceEvent, Reading, TelemetryBatch
 from simulators.district import CoverFleet, DistrictSpec, generate, register
+from simulators.fleet import AgentProcess, agent_config, write_config
 from simulators.services import Mosquitto, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,6 +76,62 @@ class Live(threading.Thread):
                         self.raised.setdefault(ev["device_id"], time.monotonic())
 
 
+async def _fill(path: Path, device: str, hours: float) -> int:
+    """What a busy gateway builds up offline: a reading batch and an event every two seconds."""
+    outbox = await Outbox(path, device).open()
+    n = int(hours * 1800)
+    t0 = now_ms() - int(hours * 3_600_000)
+    futs = []
+    for i in range(n):
+        ts = t0 + i * 2000
+        futs.append(outbox.put(TelemetryBatch(readings=[Reading(metric="load", value=float(i % 100), ts=ts)]), ts=ts))
+        futs.append(outbox.put(DeviceEvent(code="door.cycle", details={"n": i}), ts=ts))
+    await asyncio.gather(*futs)
+    await outbox.close()
+    return 2 * n
+
+
+def backlog(work: Path, broker: Mosquitto, api: httpx.Client, db_path: Path, hours: float = 2.0) -> dict[str, Any]:
+    """A gateway back from ``hours`` offline: its outbox holds what it produced; from its start until the cloud
+    has stored all of it. Also the agent's memory (its own process)."""
+    device = "gw-backlog"
+    api.post("/api/devices/bulk", json={"devices": [{"id": device, "site_id": "district", "kind": "gateway"}]})
+    doc = agent_config(
+        work / "gw", site="district", device=device, host=broker.host, port=broker.port, health={"interval_s": 3600}
+    )
+    (work / "gw").mkdir(parents=True, exist_ok=True)
+    queued = asyncio.run(_fill(Path(doc["outbox"]["path"]), device, hours))
+    agent = AgentProcess(write_config(work / "gw" / "agent.yaml", doc))
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30)
+    t0 = time.monotonic()
+    agent.start()
+    rss, stored = 0.0, 0
+    try:
+        proc = psutil.Process(agent.proc.pid) if agent.proc else None
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            stored = db.execute(
+                "SELECT count(*) FROM messages WHERE device_id = ? AND (type = 'telemetry' OR "
+                "(type = 'event' AND json_extract(body, '$.code') = 'door.cycle'))",
+                (device,),
+            ).fetchone()[0]
+            if proc is not None:
+                with contextlib.suppress(psutil.Error):
+                    rss = max(rss, proc.memory_info().rss / 2**20)
+            if stored >= queued:
+                break
+            time.sleep(0.1)
+        drain_s = time.monotonic() - t0
+    finally:
+        agent.stop()
+    return {
+        "backlog_messages": queued,
+        "backlog_stored": stored,
+        "backlog_drain_s": round(drain_s, 1),
+        "edge_rss_mb": round(rss, 1),
+    }
+
+
 def run(
     covers: int = 16_000,
     cells: int = 1191,
@@ -78,6 +139,7 @@ def run(
     speed: float = 60.0,
     faults: int = 40,
     heartbeat_s: float = 900.0,
+    backlog_h: float = 2.0,
 ) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="ce-bench-fleet-"))
     district = generate(DistrictSpec(covers=covers, cells=cells, site="district"))
@@ -187,6 +249,7 @@ def run(
             dupes = db.execute("SELECT count(*) - count(DISTINCT msg_id) FROM messages").fetchone()[0]
             latencies = [(live.raised[n] - t) * 1000 for n, t in injected.items() if n in live.raised]
             live.stop.set()
+            gw = backlog(work, broker, api, work / "cloud.db", hours=backlog_h)
         finally:
             sampling.set()
             cloud.terminate()
@@ -206,8 +269,10 @@ def run(
         "lost": max(0, fleet.sent - stored),
         "duplicates_stored": dupes,
         "cloud_rss_mb": round(peak[0], 1),
-        "edge_rss_mb": None,  # gateways with units: not in this district yet
-        "backlog_drain_s": None,
+        "edge_rss_mb": gw["edge_rss_mb"],
+        "backlog_drain_s": gw["backlog_drain_s"],
+        "backlog_messages": gw["backlog_messages"],
+        "backlog_lost": gw["backlog_messages"] - gw["backlog_stored"],
         "mean_alarm_ms": round(statistics.fmean(latencies), 1) if latencies else None,
         "targets": {"alarm_to_console_ms_p99": 1000, "lost": 0, "cloud_rss_mb": 500},
     }
