@@ -99,6 +99,7 @@ def run_demo(workdir: Path = Path("var/demo"), port: int = 8000, gateways: int =
     broker.start()
     if not _port_free(port):
         port = free_port()
+    setup_token = secrets.token_urlsafe(24)  # new every run: a rerun over the same folder still sets up
     settings = Settings(
         database_url=f"sqlite:///{workdir / 'civicedge.db'}",
         broker_url=f"mqtt://127.0.0.1:{broker.port}",
@@ -107,6 +108,7 @@ def run_demo(workdir: Path = Path("var/demo"), port: int = 8000, gateways: int =
         media_dir=workdir / "media",
         rules_file=Path(__file__).resolve().parent.parent / "cloud" / "rules" / "default.yaml",
         public_url=f"http://127.0.0.1:{port}",
+        api_tokens=[setup_token],  # the demo's own set-up calls; people log in
         port=port,
         _env_file=None,
     )
@@ -125,10 +127,15 @@ def run_demo(workdir: Path = Path("var/demo"), port: int = 8000, gateways: int =
     units = site.units()
     extra = [f"gw-{i + 1:02d}" for i in range(gateways)]  # plain gateways (a ticker) for load
     district = generate(DistrictSpec(covers=covers, cells=max(4, covers // 15), site="riverside"))
-    with httpx.Client(base_url=base, timeout=30) as api:
+    with httpx.Client(base_url=base, timeout=30, headers={"Authorization": f"Bearer {setup_token}"}) as api:
         api.post("/api/sites", json={"id": "riverside", "name": "Riverside Gardens"})
-        for d, kind in (("gate-01", "gate"), ("tower-01", "parking_lift"), *((g, "gateway") for g in extra)):
-            api.post("/api/devices", json={"id": d, "site_id": "riverside", "kind": kind, "name": d})
+        for d, dkind in (
+            ("gate-01", "gate"),
+            ("tower-01", "parking_lift"),
+            ("lift-12", "elevator"),
+            *((g, "gateway") for g in extra),
+        ):
+            api.post("/api/devices", json={"id": d, "site_id": "riverside", "kind": dkind, "name": d})
         if covers:
             register(district, api, progress=lambda m: print(f"  district: {m}", flush=True))
     svc = app.state.service
@@ -163,7 +170,7 @@ def run_demo(workdir: Path = Path("var/demo"), port: int = 8000, gateways: int =
     print(f"  resident's phone   {base}/console/   user: chen   password: {resident_password}  (flat 1203)")
     print(f"  API and its docs   {base}/docs")
     print(f"  devices            {base}/api/devices")
-    print(f"  telemetry          {base}/api/devices/gate-01/telemetry?metric=tick")
+    print(f"  telemetry          {base}/api/devices/mh-00001/telemetry?metric=tilt_deg")
     print(f"  health / metrics   {base}/healthz   {base}/metrics")
     print(
         f"  send a command     curl -X POST {base}/api/devices/gate-01/commands -H 'content-type: application/json' "
