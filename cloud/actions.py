@@ -5,6 +5,8 @@ the live channel. Errors are typed so each face can answer in its own way (HTTP 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -43,6 +45,26 @@ class Conflict(ActionError):
 
 class Unavailable(ActionError):
     status = 503
+
+
+@contextlib.contextmanager
+def _translated(
+    invalid: tuple[type[Exception], ...] = (), conflict: tuple[type[Exception], ...] = ()
+) -> Iterator[None]:
+    """The services' errors as actions' own: a missing thing → NotFound, the broker away → Unavailable,
+    ``conflict`` → Conflict, ``invalid`` → ActionError (422)."""
+    try:
+        yield
+    except ActionError:
+        raise
+    except LookupError as exc:
+        raise NotFound(f"no {str(exc).strip(chr(39))}") from None
+    except conflict as exc:
+        raise Conflict(str(exc)) from None
+    except invalid as exc:
+        raise ActionError(str(exc)) from None
+    except ConnectionError as exc:
+        raise Unavailable(f"{exc}; try again shortly") from None
 
 
 def need(user: User, perm: str) -> None:
@@ -252,20 +274,16 @@ def erase_resident(svc: CloudService, user: User, resident_id: str, reason: str)
     their faces leave every gate."""
     need(user, "residents.manage")
     fn = svc.gate.remove_resident if reason == "deleted" else svc.gate.withdraw_consent
-    try:
+    with _translated():
         out = fn(resident_id, user.username)
-    except LookupError as exc:
-        raise NotFound(f"no {str(exc).strip(chr(39))}") from None
     svc.auth.audit(user.username, f"resident.{reason}", resident_id, {"revision": out["revision"]})
     return out
 
 
 def record_consent(svc: CloudService, user: User, resident_id: str) -> dict[str, Any]:
     need(user, "residents.manage")
-    try:
+    with _translated():
         out = svc.gate.record_consent(resident_id, user.username)
-    except LookupError as exc:
-        raise NotFound(f"no {str(exc).strip(chr(39))}") from None
     svc.auth.audit(user.username, "resident.consent", resident_id)
     return out
 
@@ -292,24 +310,16 @@ def new_claim(svc: CloudService, user: User, site_id: str, ttl_s: float, kind: s
     from cloud.provisioning.service import ClaimError
 
     need(user, "devices.provision")
-    try:
+    with _translated(invalid=(ClaimError,)):
         out = svc.provisioning.new_claim(site_id, user.username, ttl_s, kind, note)
-    except LookupError as exc:
-        raise NotFound(f"no {str(exc).strip(chr(39))}") from None
-    except ClaimError as exc:
-        raise ActionError(str(exc)) from None
     svc.auth.audit(user.username, "claim.create", site_id, {"kind": kind, "expires_ms": out["expires_ms"]})
     return out
 
 
 def revoke_device(svc: CloudService, user: User, device_id: str) -> dict[str, Any]:
     need(user, "devices.provision")
-    try:
+    with _translated():
         out = svc.provisioning.revoke(device_id, user.username)
-    except LookupError as exc:
-        raise NotFound(f"no {str(exc).strip(chr(39))}") from None
-    except ConnectionError as exc:
-        raise Unavailable(str(exc)) from None
     svc.auth.audit(user.username, "device.revoke", device_id)
     svc.publish_live([{"kind": "device", "device_id": device_id, "status": "revoked"}])
     return out
@@ -319,14 +329,8 @@ def rotate_credentials(svc: CloudService, user: User, device_id: str) -> dict[st
     from cloud.provisioning.service import ClaimError
 
     need(user, "devices.provision")
-    try:
+    with _translated(conflict=(ClaimError,)):
         out = svc.provisioning.rotate(device_id, svc.commands)
-    except LookupError as exc:
-        raise NotFound(f"no {str(exc).strip(chr(39))}") from None
-    except ClaimError as exc:
-        raise Conflict(str(exc)) from None
-    except ConnectionError as exc:
-        raise Unavailable(f"broker unavailable: {exc}; try again shortly") from None
     svc.auth.audit(user.username, "device.rotate", device_id, {"cid": out["cid"]})
     return out
 
@@ -338,10 +342,8 @@ def add_bundle(svc: CloudService, user: User, data: bytes) -> dict[str, Any]:
     from cloud.updates.service import UpdateError
 
     need(user, "updates.manage")
-    try:
+    with _translated(invalid=(UpdateError,)):
         out = svc.updates.add_bundle(data, user.username)
-    except UpdateError as exc:
-        raise ActionError(str(exc)) from None
     svc.auth.audit(user.username, "update.bundle", out["id"], {"sha256": out["sha256"]})
     return out
 
@@ -350,12 +352,8 @@ def create_rollout(svc: CloudService, user: User, bundle_id: str, **target: Any)
     from cloud.updates.service import UpdateError
 
     need(user, "updates.manage")
-    try:
+    with _translated(invalid=(UpdateError,)):
         out = svc.updates.create_rollout(bundle_id, user.username, **target)
-    except LookupError as exc:
-        raise NotFound(f"no {str(exc).strip(chr(39))}") from None
-    except UpdateError as exc:
-        raise ActionError(str(exc)) from None
     svc.auth.audit(user.username, "rollout.create", out["id"], {"bundle": bundle_id, "devices": len(out["devices"])})
     return out
 
@@ -364,9 +362,7 @@ def abort_rollout(svc: CloudService, user: User, rollout_id: str) -> dict[str, A
     from cloud.updates.service import UpdateError
 
     need(user, "updates.manage")
-    try:
+    with _translated(conflict=(UpdateError,)):
         out = svc.updates.abort(rollout_id, f"aborted by {user.username}")
-    except UpdateError as exc:
-        raise Conflict(str(exc)) from None
     svc.auth.audit(user.username, "rollout.abort", rollout_id)
     return out
