@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 import psutil
 
+from bench.stats import percentile
 from edge.outbox import Outbox
 from protocol.envelope import now_ms
 from protocol.messages import DeviceEvent, Reading, TelemetryBatch
@@ -39,13 +40,6 @@ from simulators.services import Mosquitto, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "bench operator pw"
-
-
-def _pct(xs: list[float], q: float) -> float | None:
-    if not xs:
-        return None
-    xs = sorted(xs)
-    return round(xs[min(len(xs) - 1, int(q * len(xs)))], 1)
 
 
 class Live(threading.Thread):
@@ -263,8 +257,8 @@ def run(
         "sent": fleet.sent,
         "stored": stored,
         "msgs_per_s": round(stored / drained_s, 1),
-        "alarm_to_console_ms_p50": _pct(latencies, 0.5),
-        "alarm_to_console_ms_p99": _pct(latencies, 0.99),
+        "alarm_to_console_ms_p50": percentile(latencies, 50, 1) if latencies else None,
+        "alarm_to_console_ms_p99": percentile(latencies, 99, 1) if latencies else None,
         "alarms_seen": f"{len(latencies)}/{len(injected)}",
         "lost": max(0, fleet.sent - stored),
         "duplicates_stored": dupes,

@@ -23,11 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from bench.stats import percentile
+
 WARMUP = 10
-
-
-def _pct(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q)) if values else float("nan")
 
 
 def _synthetic(n: int, per: int, seed: int) -> list[tuple[str, Any, str | None]]:
@@ -138,19 +136,19 @@ def run(n_arrivals: int = 300, residents: int = 2000, threads: int = 2, seed: in
         rss = ours.recv()
         proc.join(30)
         s50k = search_ms(work)
-        p50_dec, p50_inf = _pct(decision, 50), _pct(inference, 50)
+        p50_dec, p50_inf = percentile(decision, 50), percentile(inference, 50)
         return {
             "arrivals": n_arrivals,
             "residents": residents + 1,
             "threads": threads,
             "decision_ms_p50": round(p50_dec, 2),
-            "decision_ms_p99": round(_pct(decision, 99), 2),
+            "decision_ms_p99": round(percentile(decision, 99), 2),
             "inference_ms_p50": round(p50_inf, 2),
             "overhead_ratio": round(p50_dec / p50_inf, 3) if p50_inf else None,
-            "phases_ms_p50": {k: round(_pct(v, 50), 2) for k, v in phases.items()},
+            "phases_ms_p50": {k: round(percentile(v, 50), 2) for k, v in phases.items()},
             "search_ms_50k": round(s50k, 3),
-            "temp_abs_err_p50_c": round(_pct(temp_err, 50), 3),
-            "temp_abs_err_p95_c": round(_pct(temp_err, 95), 3),
+            "temp_abs_err_p50_c": round(percentile(temp_err, 50), 3),
+            "temp_abs_err_p95_c": round(percentile(temp_err, 95), 3),
             "decisions_correct": round(correct / n_arrivals, 4),
             "outcomes": dict(outcomes),
             "mistakes": dict(mistakes),

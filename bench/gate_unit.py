@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.stats import percentile
 from edge.drivers.camera import Frame
 
 
@@ -36,10 +37,6 @@ class PushCamera:
 
     async def close(self) -> None:
         return None
-
-
-def _pct(v: list[float], q: float) -> float:
-    return round(float(np.percentile(v, q)), 2) if v else float("nan")
 
 
 async def open_latency(work: Path, n: int = 40) -> dict[str, float]:
@@ -104,7 +101,12 @@ async def open_latency(work: Path, n: int = 40) -> dict[str, float]:
     await asyncio.gather(task, return_exceptions=True)
     await outbox.close()
     board.close()
-    return {"open_ms_p50": _pct(lat, 50), "open_ms_p99": _pct(lat, 99), "opened": len(lat), "frames": n}
+    return {
+        "open_ms_p50": percentile(lat, 50, 2),
+        "open_ms_p99": percentile(lat, 99, 2),
+        "opened": len(lat),
+        "frames": n,
+    }
 
 
 async def visitor_roundtrip(work: Path, n: int = 15) -> dict[str, float]:
@@ -189,8 +191,8 @@ async def visitor_roundtrip(work: Path, n: int = 15) -> dict[str, float]:
         board.close()
         svc.stop()
     return {
-        "visitor_roundtrip_ms_p50": _pct(times, 50),
-        "visitor_roundtrip_ms_p99": _pct(times, 99),
+        "visitor_roundtrip_ms_p50": percentile(times, 50, 2),
+        "visitor_roundtrip_ms_p99": percentile(times, 99, 2),
         "visitor_calls": n,
     }
 

@@ -15,13 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from bench.stats import percentile
 from protocol.parking import ALL_CLOSED
-
-
-def _pct(v: list[float], q: float) -> float:
-    return round(float(np.percentile(v, q)), 1) if v else float("nan")
 
 
 async def _morning(
@@ -152,8 +147,8 @@ async def _morning(
         "retrievals": len(times),
         "stores": len(stores),
         "refused": refused,
-        "p50": _pct(times, 50),
-        "p99": _pct(times, 99),
+        "p50": percentile(times, 50, 1),
+        "p99": percentile(times, 99, 1),
         "max": round(max(times), 1) if times else float("nan"),
         "unfinished": sum(not j.done.done() for j in jobs),
         "faults": faults,

@@ -29,14 +29,15 @@ Csrf = Annotated[str | None, Form()]
 COMMANDS = ("ping", "outbox-stats", "reboot-agent")
 
 
-def _rows(result: Any) -> list[dict[str, Any]]:
+def rows_of(result: Any) -> list[dict[str, Any]]:
+    """Query rows as plain dicts (for the templates)."""
     return [dict(r._mapping) for r in result]
 
 
 def _open_alarms(svc: Any, user: Any, limit: int = 50) -> list[dict[str, Any]]:
     c = t.alarms.c
     with svc.engine.connect() as conn:
-        return _rows(
+        return rows_of(
             conn.execute(
                 select(t.alarms)
                 .where(c.state != "cleared", alarm_filter(user))
@@ -123,7 +124,7 @@ def devices(
         if v:
             q = q.where(col == v)
     with svc.engine.connect() as conn:
-        rows = _rows(conn.execute(q.limit(500)))
+        rows = rows_of(conn.execute(q.limit(500)))
         sites = [r[0] for r in conn.execute(select(t.sites.c.id).order_by(t.sites.c.id))]
         kinds = [r[0] for r in conn.execute(select(c.kind).distinct().order_by(c.kind))]
     for r in rows:
@@ -157,7 +158,7 @@ def device(request: Request, svc: Service, page: Session, device_id: str) -> HTM
                 .order_by(t.telemetry.c.metric)
             )
         ]
-        cmds = _rows(
+        cmds = rows_of(
             conn.execute(
                 select(t.commands)
                 .where(t.commands.c.device_id == device_id)
@@ -165,7 +166,7 @@ def device(request: Request, svc: Service, page: Session, device_id: str) -> HTM
                 .limit(10)
             )
         )
-        alarms = _rows(
+        alarms = rows_of(
             conn.execute(
                 select(t.alarms)
                 .where(t.alarms.c.device_id == device_id)
@@ -214,7 +215,7 @@ def alarms(request: Request, svc: Service, page: Session, state: str = "open") -
     elif state == "cleared":
         q = q.where(c.state == "cleared")
     with svc.engine.connect() as conn:
-        rows = _rows(conn.execute(q))
+        rows = rows_of(conn.execute(q))
     return render(request, "alarms.html", page.user, page.csrf, alarms=rows, state=state)
 
 
@@ -225,7 +226,7 @@ def alarm(request: Request, svc: Service, page: Session, alarm_id: int) -> HTMLR
         row = conn.execute(select(t.alarms).where(t.alarms.c.id == alarm_id, alarm_filter(page.user))).first()
         if row is None:
             return render(request, "notfound.html", page.user, page.csrf, status=404, what=f"#{alarm_id}")
-        hist = _rows(
+        hist = rows_of(
             conn.execute(
                 select(t.alarm_history).where(t.alarm_history.c.alarm_id == alarm_id).order_by(t.alarm_history.c.id)
             )
@@ -260,8 +261,8 @@ def work_board(request: Request, svc: Service, page: Session, department: str = 
     if department:
         q = q.where(c.department_id == department)
     with svc.engine.connect() as conn:
-        rows = _rows(conn.execute(q))
-        depts = _rows(conn.execute(select(departments.c.id, departments.c.name).order_by(departments.c.id)))
+        rows = rows_of(conn.execute(q))
+        depts = rows_of(conn.execute(select(departments.c.id, departments.c.name).order_by(departments.c.id)))
     now = now_ms()
     board: dict[str, list[dict[str, Any]]] = {s: [] for s in WO_STATES}
     for r in rows:
@@ -281,7 +282,7 @@ def work_order(request: Request, svc: Service, page: Session, wo_id: int) -> HTM
     except actions.NotFound:
         return render(request, "notfound.html", page.user, page.csrf, status=404, what=f"#{wo_id}")
     with svc.engine.connect() as conn:
-        depts = _rows(conn.execute(select(departments.c.id, departments.c.name).order_by(departments.c.id)))
+        depts = rows_of(conn.execute(select(departments.c.id, departments.c.name).order_by(departments.c.id)))
     wo["overdue"] = wo["state"] not in ("resolved", "closed") and wo["due_ms"] < now_ms()
     return render(request, "workorder.html", page.user, page.csrf, wo=wo, departments=depts)
 
@@ -349,7 +350,7 @@ def asset_list(
             q = q.where(col == v)
     with svc.engine.connect() as conn:
         total = conn.execute(select(func.count()).select_from(q.subquery())).scalar_one()
-        rows = _rows(conn.execute(q.limit(50)))
+        rows = rows_of(conn.execute(q.limit(50)))
         points = [
             tuple(r)
             for r in conn.execute(
@@ -359,7 +360,7 @@ def asset_list(
             )
         ]
         kinds = [r[0] for r in conn.execute(select(c.kind).distinct().order_by(c.kind))]
-        depts = _rows(conn.execute(select(departments.c.id, departments.c.name).order_by(departments.c.id)))
+        depts = rows_of(conn.execute(select(departments.c.id, departments.c.name).order_by(departments.c.id)))
         cells = [r[0] for r in conn.execute(select(grid_cells.c.id).order_by(grid_cells.c.id))]
     return render(
         request,
@@ -385,7 +386,7 @@ def gates(request: Request, svc: Service, page: Session) -> HTMLResponse:
     svc.gate.expire_requests()
     c = t.messages.c
     with svc.engine.connect() as conn:
-        decisions = _rows(
+        decisions = rows_of(
             conn.execute(
                 select(c.device_id, c.received_ms, c.body)
                 .where(c.type == "gate.decision")
@@ -393,7 +394,7 @@ def gates(request: Request, svc: Service, page: Session) -> HTMLResponse:
                 .limit(100)
             )
         )
-        visitors = _rows(
+        visitors = rows_of(
             conn.execute(select(g.visitor_requests).order_by(g.visitor_requests.c.created_ms.desc()).limit(50))
         )
     temps = [d["body"].get("temperature_c") for d in decisions if d["body"].get("temperature_c") is not None]
@@ -422,7 +423,7 @@ def residents(request: Request, svc: Service, page: Session, site: str = "") -> 
     if site:
         q = q.where(r.site_id == site)
     with svc.engine.connect() as conn:
-        rows = _rows(conn.execute(q))
+        rows = rows_of(conn.execute(q))
     return render(
         request, "residents.html", page.user, page.csrf, residents=rows, erasures=svc.gate.erasures(site or None)
     )
@@ -476,7 +477,7 @@ def parking(request: Request, svc: Service, page: Session) -> HTMLResponse:
         ]
         status = _latest(conn, "lift.status", "lift", ids)
         for dev in ids:
-            hist = _rows(
+            hist = rows_of(
                 conn.execute(
                     select(c.type, c.body, c.received_ms)
                     .where(c.device_id == dev, c.type.in_(["lift.request", "lift.result"]))
@@ -512,7 +513,7 @@ def elevators(request: Request, svc: Service, page: Session) -> HTMLResponse:
     with svc.engine.connect() as conn:
         ids = [r[0] for r in conn.execute(select(c.device_id).where(c.type == "elevator.status").distinct())]
         cars = sorted(_latest(conn, "elevator.status", "car", ids).values(), key=lambda x: (x["device_id"], x["car"]))
-        faults = _rows(
+        faults = rows_of(
             conn.execute(
                 select(t.alarms)
                 .where(t.alarms.c.key.like("elevator.%"))
@@ -552,14 +553,14 @@ def users(request: Request, svc: Service, page: Session) -> HTMLResponse:
     page.need("users.manage")
     u = a.users.c
     with svc.engine.connect() as conn:
-        rows = _rows(
+        rows = rows_of(
             conn.execute(
                 select(u.id, u.username, u.role, u.department_id, u.resident_id, u.language, u.disabled).order_by(
                     u.username
                 )
             )
         )
-        audit = _rows(conn.execute(select(a.audit_log).order_by(a.audit_log.c.id.desc()).limit(100)))
+        audit = rows_of(conn.execute(select(a.audit_log).order_by(a.audit_log.c.id.desc()).limit(100)))
     return render(
         request,
         "users.html",
@@ -594,122 +595,3 @@ def create_user(
             raise actions.ActionError(str(exc)) from None
 
     return act(request, page, csrf, "/console/users", create, "User created.")
-
-
-# --- fleet: identities and updates ------------------------------------------------------------------------
-
-
-@router.get("/fleet", response_class=HTMLResponse)
-def fleet(request: Request, svc: Service, page: Session, claim: str = "") -> HTMLResponse:
-    page.need("updates.manage")
-    from cloud.db import schema_provisioning as prov
-    from cloud.db import schema_updates as up
-
-    with svc.engine.connect() as conn:
-        bundles = _rows(conn.execute(select(up.update_bundles).order_by(up.update_bundles.c.created_ms.desc())))
-        rollouts = _rows(conn.execute(select(up.rollouts).order_by(up.rollouts.c.created_ms.desc()).limit(20)))
-        sites = [r[0] for r in conn.execute(select(t.sites.c.id).order_by(t.sites.c.id))]
-        claims = _rows(conn.execute(select(prov.claims).order_by(prov.claims.c.created_ms.desc()).limit(10)))
-        creds = _rows(
-            conn.execute(select(prov.device_credentials).order_by(prov.device_credentials.c.issued_ms.desc()).limit(50))
-        )
-    for r in rollouts:
-        r["counts"] = svc.updates.get(r["id"])["counts"]
-    return render(
-        request,
-        "fleet.html",
-        page.user,
-        page.csrf,
-        bundles=bundles,
-        rollouts=rollouts,
-        sites=sites,
-        claims=claims,
-        creds=creds,
-        new_claim=claim,
-    )
-
-
-@router.get("/fleet/rollouts/{rollout_id}", response_class=HTMLResponse)
-def rollout(request: Request, svc: Service, page: Session, rollout_id: str) -> HTMLResponse:
-    page.need("updates.manage")
-    try:
-        ro = svc.updates.get(rollout_id)
-    except LookupError:
-        return render(request, "notfound.html", page.user, page.csrf, status=404, what=rollout_id)
-    return render(request, "rollout.html", page.user, page.csrf, ro=ro)
-
-
-@router.post("/fleet/claims")
-def fleet_claim(
-    request: Request,
-    svc: Service,
-    page: Session,
-    site: Annotated[str, Form()],
-    kind: Annotated[str, Form()] = "",
-    ttl_min: Annotated[float, Form(ge=1, le=10080)] = 60,
-    csrf: Csrf = None,
-) -> RedirectResponse:
-    from urllib.parse import quote
-
-    from cloud.console.app import back
-
-    check_csrf(request, page, csrf)
-    try:
-        out = actions.new_claim(svc, page.user, site, ttl_min * 60, kind or None, "")
-    except actions.ActionError as exc:
-        return back("/console/fleet", err=str(exc))
-    return RedirectResponse(f"/console/fleet?claim={quote(out['token'])}", status_code=303)  # shown once
-
-
-@router.post("/fleet/rollouts")
-def fleet_rollout(
-    request: Request,
-    svc: Service,
-    page: Session,
-    bundle_id: Annotated[str, Form()],
-    site: Annotated[str, Form()] = "",
-    rate_per_min: Annotated[float, Form(gt=0)] = 10,
-    max_failure_pct: Annotated[float, Form(ge=0, le=100)] = 20,
-    csrf: Csrf = None,
-) -> RedirectResponse:
-    kind = bundle_id.split("-", 1)[0]
-    return act(
-        request,
-        page,
-        csrf,
-        "/console/fleet",
-        lambda: actions.create_rollout(
-            svc,
-            page.user,
-            bundle_id,
-            site=site or None,
-            kind=kind,
-            rate_per_min=rate_per_min,
-            max_failure_ratio=max_failure_pct / 100,
-        ),
-        "Rollout started.",
-    )
-
-
-@router.post("/fleet/rollouts/{rollout_id}/abort")
-def fleet_abort(request: Request, svc: Service, page: Session, rollout_id: str, csrf: Csrf = None) -> RedirectResponse:
-    return act(
-        request,
-        page,
-        csrf,
-        f"/console/fleet/rollouts/{rollout_id}",
-        lambda: actions.abort_rollout(svc, page.user, rollout_id),
-        "Rollout stopped.",
-    )
-
-
-@router.post("/fleet/devices/{device_id}/{action}")
-def fleet_device(
-    request: Request, svc: Service, page: Session, device_id: str, action: str, csrf: Csrf = None
-) -> RedirectResponse:
-    fns = {
-        "revoke": (lambda: actions.revoke_device(svc, page.user, device_id), "Device revoked."),
-        "rotate": (lambda: actions.rotate_credentials(svc, page.user, device_id), "New credentials sent."),
-    }
-    fn, ok = fns.get(action, (lambda: (_ for _ in ()).throw(actions.ActionError("unknown action")), ""))
-    return act(request, page, csrf, "/console/fleet", fn, ok)

@@ -1,0 +1,135 @@
+"""The fleet page: claim tokens for technicians, device identities (rotate, revoke), update bundles and
+rollouts with their progress."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+from sqlalchemy import select
+
+from cloud import actions
+from cloud.api.deps import Service
+from cloud.console.app import Session, act, check_csrf
+from cloud.console.pages import rows_of
+from cloud.console.render import render
+from cloud.db import schema as t
+from cloud.db import schema_provisioning as prov
+from cloud.db import schema_updates as up
+
+router = APIRouter(prefix="/console", include_in_schema=False)
+Csrf = Annotated[str | None, Form()]
+
+
+@router.get("/fleet", response_class=HTMLResponse)
+def fleet(request: Request, svc: Service, page: Session, claim: str = "") -> HTMLResponse:
+    page.need("updates.manage")
+    with svc.engine.connect() as conn:
+        bundles = rows_of(conn.execute(select(up.update_bundles).order_by(up.update_bundles.c.created_ms.desc())))
+        rollouts = rows_of(conn.execute(select(up.rollouts).order_by(up.rollouts.c.created_ms.desc()).limit(20)))
+        sites = [r[0] for r in conn.execute(select(t.sites.c.id).order_by(t.sites.c.id))]
+        claims = rows_of(conn.execute(select(prov.claims).order_by(prov.claims.c.created_ms.desc()).limit(10)))
+        creds = rows_of(
+            conn.execute(select(prov.device_credentials).order_by(prov.device_credentials.c.issued_ms.desc()).limit(50))
+        )
+    for r in rollouts:
+        r["counts"] = svc.updates.get(r["id"])["counts"]
+    return render(
+        request,
+        "fleet.html",
+        page.user,
+        page.csrf,
+        bundles=bundles,
+        rollouts=rollouts,
+        sites=sites,
+        claims=claims,
+        creds=creds,
+        new_claim=claim,
+    )
+
+
+@router.get("/fleet/rollouts/{rollout_id}", response_class=HTMLResponse)
+def rollout(request: Request, svc: Service, page: Session, rollout_id: str) -> HTMLResponse:
+    page.need("updates.manage")
+    try:
+        ro = svc.updates.get(rollout_id)
+    except LookupError:
+        return render(request, "notfound.html", page.user, page.csrf, status=404, what=rollout_id)
+    return render(request, "rollout.html", page.user, page.csrf, ro=ro)
+
+
+@router.post("/fleet/claims")
+def fleet_claim(
+    request: Request,
+    svc: Service,
+    page: Session,
+    site: Annotated[str, Form()],
+    kind: Annotated[str, Form()] = "",
+    ttl_min: Annotated[float, Form(ge=1, le=10080)] = 60,
+    csrf: Csrf = None,
+) -> RedirectResponse:
+    from urllib.parse import quote
+
+    from cloud.console.app import back
+
+    check_csrf(request, page, csrf)
+    try:
+        out = actions.new_claim(svc, page.user, site, ttl_min * 60, kind or None, "")
+    except actions.ActionError as exc:
+        return back("/console/fleet", err=str(exc))
+    return RedirectResponse(f"/console/fleet?claim={quote(out['token'])}", status_code=303)  # shown once
+
+
+@router.post("/fleet/rollouts")
+def fleet_rollout(
+    request: Request,
+    svc: Service,
+    page: Session,
+    bundle_id: Annotated[str, Form()],
+    site: Annotated[str, Form()] = "",
+    rate_per_min: Annotated[float, Form(gt=0)] = 10,
+    max_failure_pct: Annotated[float, Form(ge=0, le=100)] = 20,
+    csrf: Csrf = None,
+) -> RedirectResponse:
+    kind = bundle_id.split("-", 1)[0]
+    return act(
+        request,
+        page,
+        csrf,
+        "/console/fleet",
+        lambda: actions.create_rollout(
+            svc,
+            page.user,
+            bundle_id,
+            site=site or None,
+            kind=kind,
+            rate_per_min=rate_per_min,
+            max_failure_ratio=max_failure_pct / 100,
+        ),
+        "Rollout started.",
+    )
+
+
+@router.post("/fleet/rollouts/{rollout_id}/abort")
+def fleet_abort(request: Request, svc: Service, page: Session, rollout_id: str, csrf: Csrf = None) -> RedirectResponse:
+    return act(
+        request,
+        page,
+        csrf,
+        f"/console/fleet/rollouts/{rollout_id}",
+        lambda: actions.abort_rollout(svc, page.user, rollout_id),
+        "Rollout stopped.",
+    )
+
+
+@router.post("/fleet/devices/{device_id}/{action}")
+def fleet_device(
+    request: Request, svc: Service, page: Session, device_id: str, action: str, csrf: Csrf = None
+) -> RedirectResponse:
+    fns = {
+        "revoke": (lambda: actions.revoke_device(svc, page.user, device_id), "Device revoked."),
+        "rotate": (lambda: actions.rotate_credentials(svc, page.user, device_id), "New credentials sent."),
+    }
+    fn, ok = fns.get(action, (lambda: (_ for _ in ()).throw(actions.ActionError("unknown action")), ""))
+    return act(request, page, csrf, "/console/fleet", fn, ok)
