@@ -52,8 +52,11 @@ check: venv
 bench: venv services
 	@bash bench/run.sh
 
+# make demo: a small district (sized for 2 cores); make demo DISTRICT=full: 16,000 covers, 50 gates, 10 towers,
+# 20 elevators, gateway outages and broker restarts. Uses Mosquitto when installed, else the embedded broker.
+DISTRICT ?= small
 demo: venv
-	$(BIN)/civicedge sim demo
+	$(BIN)/civicedge sim demo --district $(DISTRICT)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

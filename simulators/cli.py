@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -53,55 +54,114 @@ sim_app = typer.Typer(help="Simulators: the demo, fleets of devices.", no_args_i
 @sim_app.command()
 def demo(
     port: Annotated[int, typer.Option(help="cloud HTTP port (a free one is picked if busy)")] = 8000,
-    gateways: Annotated[int, typer.Option(help="extra plain gateways (a ticker unit) besides the gate and tower")] = 0,
-    covers: Annotated[int, typer.Option(help="manhole covers in the demo district (0: none)")] = 300,
+    district: Annotated[
+        str, typer.Option(help="small: 300 covers, a gate, a tower, an elevator; full: 16,000 covers, 50 gates, …")
+    ] = "small",
+    gateways: Annotated[int, typer.Option(help="extra plain gateways (a ticker unit) for load")] = 0,
+    covers: Annotated[int | None, typer.Option(help="manhole covers instead of the size's own number")] = None,
 ) -> None:
-    """Broker + cloud + simulated gateways and a small district on this machine, until Ctrl-C."""
+    """Broker + cloud + a simulated district on this machine, until Ctrl-C."""
     from simulators.demo import run_demo
+    from simulators.district_run import SIZES
 
-    run_demo(port=port, gateways=gateways, covers=covers)
+    if district not in SIZES:
+        typer.echo(f"error: unknown district size {district!r}; use one of: {', '.join(SIZES)}", err=True)
+        raise typer.Exit(2)
+    run_demo(port=port, gateways=gateways, covers=covers, size=district)
+
+
+def _command_public_key(given: str | None) -> str:
+    """The cloud's command-verification key for the gateways: given, or from the cloud's key file on this
+    machine (``civicedge cloud public-key`` prints it)."""
+    if given:
+        return given
+    from cloud.settings import Settings
+    from protocol.signing import load_private_key, public_key_b64
+
+    path = Settings().command_key_file
+    if not path.exists():
+        typer.echo(
+            f"error: no command key at {path}: pass --command-public-key (run `civicedge cloud public-key` where "
+            "the cloud runs) or set CE_COMMAND_KEY_FILE to the cloud's key file",
+            err=True,
+        )
+        raise typer.Exit(2)
+    return public_key_b64(load_private_key(path))
 
 
 @sim_app.command()
 def district(
     cloud: Annotated[str, typer.Option(envvar="CE_CLOUD_URL", help="the cloud's address")] = "http://127.0.0.1:8000",
     token: Annotated[str | None, typer.Option(envvar="CE_API_TOKEN", help="API token (CE_API_TOKENS)")] = None,
-    broker: Annotated[str, typer.Option(help="mqtt://host:port the nodes publish to")] = "mqtt://127.0.0.1:1883",
+    broker: Annotated[
+        str, typer.Option(help="mqtt://host:port the nodes and gateways publish to")
+    ] = "mqtt://127.0.0.1:1883",
+    command_public_key: Annotated[
+        str | None,
+        typer.Option(envvar="CE_COMMAND_PUBLIC_KEY", help="the cloud's command key (civicedge cloud public-key)"),
+    ] = None,
     covers: Annotated[int, typer.Option(help="manhole covers")] = 16_000,
     cells: Annotated[int, typer.Option(help="grid cells")] = 1191,
+    gates: Annotated[int, typer.Option(help="community gates (each a gateway with the real gate unit)")] = 50,
+    towers: Annotated[int, typer.Option(help="parking-lift towers")] = 10,
+    elevators: Annotated[int, typer.Option(help="elevators")] = 20,
+    gate_fps: Annotated[float, typer.Option(help="frames each gate analyses per second")] = 2.0,
     site: Annotated[str, typer.Option(help="site id")] = "district",
     speed: Annotated[float, typer.Option(help="district seconds per real second")] = 1.0,
-    fault_every_s: Annotated[float, typer.Option(help="a random fault this often (district time; 0: none)")] = 600,
+    fault_every_s: Annotated[
+        float, typer.Option(help="a random cover fault this often (district time; 0: none)")
+    ] = 600,
+    outage_every_s: Annotated[
+        float, typer.Option(help="a gateway goes offline this often (district time; 0: none)")
+    ] = 0,
+    outage_s: Annotated[float, typer.Option(help="how long an outage lasts (district time)")] = 7200,
+    workdir: Annotated[Path, typer.Option(help="the gateways' outboxes and state")] = Path("var/district"),
     register_first: Annotated[bool, typer.Option("--register/--no-register", help="register the district")] = True,
 ) -> None:
-    """Run a district of manhole covers against a running cloud and broker until Ctrl-C: registers departments,
-    grid cells, the registry CSV and the nodes' devices, then the nodes report and faults happen."""
+    """Run a district against a running cloud and broker until Ctrl-C: registers departments, grid cells, the
+    registry CSV, the nodes, gateways and residents; then covers report, people use the gates, towers and
+    elevators, faults and gateway outages happen. (Broker restarts need a broker the district owns: make demo.)"""
     import signal
     from urllib.parse import urlparse
 
     import httpx
 
-    from simulators.district import CoverFleet, DistrictSpec, generate, register
+    from simulators.community import CommunitySpec
+    from simulators.district import DistrictSpec
+    from simulators.district_run import DistrictRun, Schedule, answering_residents
 
-    d = generate(DistrictSpec(covers=covers, cells=cells, site=site))
-    if register_first:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        with httpx.Client(base_url=cloud, headers=headers, timeout=60) as api:
-            try:
-                register(d, api, progress=lambda m: typer.echo(f"  {m}"))
-            except (httpx.HTTPError, RuntimeError) as exc:
-                typer.echo(f"error: registering the district at {cloud} failed: {exc}", err=True)
-                raise typer.Exit(2) from None
+    key = _command_public_key(command_public_key) if gates + towers + elevators else ""
     u = urlparse(broker)
-    fleet = CoverFleet(d, u.hostname or "127.0.0.1", u.port or 1883, speed=speed, fault_every_s=fault_every_s or None)
+    run = DistrictRun(
+        DistrictSpec(covers=covers, cells=cells),
+        CommunitySpec(gates=gates, towers=towers, elevators=elevators, gate_fps=gate_fps),
+        workdir,
+        u.hostname or "127.0.0.1",
+        u.port or 1883,
+        key,
+        schedule=Schedule(speed=speed, fault_every_s=fault_every_s, outage_every_s=outage_every_s, outage_s=outage_s),
+        site=site,
+    )
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    api = httpx.Client(base_url=cloud, headers=headers, timeout=60)
+    if register_first:
+        try:
+            run.register(api, progress=lambda m: typer.echo(f"  {m}"))
+        except (httpx.HTTPError, RuntimeError) as exc:
+            typer.echo(f"error: registering the district at {cloud} failed: {exc}", err=True)
+            raise typer.Exit(2) from None
 
-    async def run() -> None:
+    async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        typer.echo(f"{covers} covers reporting at {speed:g}× to {broker}; Ctrl-C stops")
-        await fleet.run(stop)
-        typer.echo(f"stopped after {fleet.sent} messages")
+        await run.start(progress=lambda m: typer.echo(f"  {m}"))
+        typer.echo(f"{covers} covers and {len(run.gateways)} gateways at {speed:g}× on {broker}; Ctrl-C stops")
+        try:
+            await run.run(stop, answering_residents(api))
+        finally:
+            await run.close()
+        typer.echo(f"stopped after {run.nodes.sent} cover messages; outages: {len(run.links.log.events) // 2}")
 
-    asyncio.run(run())
+    asyncio.run(main())

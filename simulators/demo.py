@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -68,26 +69,23 @@ class AmqttBroker:
         self._loop.call_soon_threadsafe(self._loop.stop)
 
 
-def _embedding(person: str) -> Any:
-    """A face embedding from one of the shipped photos, with the gates' own models."""
-    from edge.vision.detect import FaceDetector
-    from edge.vision.embed import Embedder
-    from simulators.camera import photo
-
-    rgb, det = photo(person), FaceDetector()
-    return Embedder(1).embed(rgb, det.refine(rgb, det.detect(rgb)[0]))
-
-
-def run_demo(workdir: Path = Path("var/demo"), port: int = 8000, gateways: int = 0, covers: int = 300) -> None:
+def run_demo(
+    workdir: Path = Path("var/demo"),
+    port: int = 8000,
+    gateways: int = 0,
+    covers: int | None = None,
+    size: str = "small",
+) -> None:
     import uvicorn
 
     from cloud.api.app import create_app
     from cloud.settings import Settings
     from protocol.signing import public_key_b64
-    from simulators.demo_scenario import DemoSite
-    from simulators.district import CoverFleet, DistrictSpec, generate, register
+    from simulators.district_run import SIZES, DistrictRun, Schedule, answering_residents
     from simulators.fleet import InProcessAgents, agent_config
 
+    preset = SIZES[size]
+    spec = preset.covers if covers is None else replace(preset.covers, covers=covers, cells=max(4, covers // 15))
     workdir.mkdir(parents=True, exist_ok=True)
     broker: Mosquitto | AmqttBroker
     if shutil.which("mosquitto") or os.path.exists("/usr/sbin/mosquitto"):
@@ -123,37 +121,44 @@ def run_demo(workdir: Path = Path("var/demo"), port: int = 8000, gateways: int =
             raise RuntimeError("the cloud service did not start; see the messages above")
         time.sleep(0.05)
 
-    site = DemoSite(workdir)
-    units = site.units()
-    extra = [f"gw-{i + 1:02d}" for i in range(gateways)]  # plain gateways (a ticker) for load
-    district = generate(DistrictSpec(covers=covers, cells=max(4, covers // 15), site="riverside"))
-    with httpx.Client(base_url=base, timeout=30, headers={"Authorization": f"Bearer {setup_token}"}) as api:
-        api.post("/api/sites", json={"id": "riverside", "name": "Riverside Gardens"})
-        for d, dkind in (
-            ("gate-01", "gate"),
-            ("tower-01", "parking_lift"),
-            ("lift-12", "elevator"),
-            *((g, "gateway") for g in extra),
-        ):
-            api.post("/api/devices", json={"id": d, "site_id": "riverside", "kind": dkind, "name": d})
-        if covers:
-            register(district, api, progress=lambda m: print(f"  district: {m}", flush=True))
     svc = app.state.service
     pub = public_key_b64(svc.commands.key)
+    # covers report every 15 district minutes at 30× (every 30 s here); a fault every 10 district minutes; with
+    # the full district a gateway goes offline for two district hours every district hour and the broker
+    # restarts every three (only when the demo runs Mosquitto itself)
+    full = size == "full"
+    schedule = Schedule(
+        speed=30,
+        fault_every_s=600,
+        fault_s=900,
+        outage_every_s=3600 if full else 0,
+        broker_restart_every_s=3 * 3600 if full and isinstance(broker, Mosquitto) else 0,
+    )
+    district = DistrictRun(
+        spec,
+        preset.community,
+        workdir / "district",
+        "127.0.0.1",
+        broker.port,
+        pub,
+        schedule=schedule,
+        broker=broker if isinstance(broker, Mosquitto) else None,
+        site="riverside",
+    )
+    extra = [f"gw-{i + 1:02d}" for i in range(gateways)]  # plain gateways (a ticker) for load
+    api = httpx.Client(base_url=base, timeout=60, headers={"Authorization": f"Bearer {setup_token}"})
+    print(f"setting up the {size} district…", flush=True)
+    district.register(api, progress=lambda m: print(f"  district: {m}", flush=True))
+    for d in extra:
+        api.post("/api/devices", json={"id": d, "site_id": "riverside", "kind": "gateway", "name": d})
     password = secrets.token_urlsafe(12)
     resident_password = secrets.token_urlsafe(9)
     if not svc.auth.has_users():  # a demo admin; from now on the API and console need a login
         svc.auth.create_user("demo", password, "admin", by="demo")
         svc.auth.create_user("chen", resident_password, "resident", resident_id="res-1203", by="demo")
-        svc.gate.add_resident("riverside", "res-1203", "1203", "Chen Jie", consent=True, by="demo")
-        svc.gate.add_resident("riverside", "res-0304", "0304", "Eileen Collins", consent=True, by="demo")
-        svc.gate.add_faces("res-0304", [_embedding("astronaut")])
     else:
         password = resident_password = "(unchanged: the demo's database already has accounts)"
     docs = [
-        agent_config(workdir / "agents", device=d, port=broker.port, public_key=pub, health={"interval_s": 10}, units=u)
-        for d, u in units.items()
-    ] + [
         agent_config(
             workdir / "agents",
             device=d,
@@ -165,42 +170,40 @@ def run_demo(workdir: Path = Path("var/demo"), port: int = 8000, gateways: int =
         for d in extra
     ]
 
-    print(f"\nCivicEdge demo running ({kind} on 127.0.0.1:{broker.port}, cloud at {base})\n")
-    print(f"  console            {base}/console/   user: demo   password: {password}")
-    print(f"  resident's phone   {base}/console/   user: chen   password: {resident_password}  (flat 1203)")
-    print(f"  API and its docs   {base}/docs")
-    print(f"  devices            {base}/api/devices")
-    print(f"  telemetry          {base}/api/devices/mh-00001/telemetry?metric=tilt_deg")
-    print(f"  health / metrics   {base}/healthz   {base}/metrics")
-    print(
-        f"  send a command     curl -X POST {base}/api/devices/gate-01/commands -H 'content-type: application/json' "
-        '-d \'{"name": "ping"}\''
-    )
-    print("\nCtrl-C stops everything.\n", flush=True)
-
     async def agents() -> None:
-        fleet = InProcessAgents(docs)
-        await fleet.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        # covers report every 15 district minutes at 30× (every 30 s here); a fault every 10 district minutes
-        nodes = CoverFleet(district, "127.0.0.1", broker.port, speed=30, fault_every_s=600, fault_s=900)
-        node_task = asyncio.create_task(nodes.run(stop)) if covers else None
-        by_id = {a.config.device.id: a for a in fleet.agents}
-        scene = asyncio.create_task(site.run(by_id, stop))
-        await stop.wait()
-        print("stopping…", flush=True)
-        if node_task is not None:
-            await asyncio.wait_for(node_task, 10)
-        await asyncio.wait_for(scene, 10)
-        await fleet.stop()
+        await district.start()
+        fleet = InProcessAgents(docs)
+        await fleet.start()
+        print(f"\nCivicEdge demo running ({kind} on 127.0.0.1:{broker.port}, cloud at {base})\n")
+        print(f"  console            {base}/console/   user: demo   password: {password}")
+        print(f"  resident's phone   {base}/console/   user: chen   password: {resident_password}  (flat 1203)")
+        print(f"  API and its docs   {base}/docs")
+        print(f"  devices            {base}/api/devices")
+        print(f"  telemetry          {base}/api/devices/mh-00001/telemetry?metric=tilt_deg")
+        print(f"  health / metrics   {base}/healthz   {base}/metrics")
+        print(
+            f"  send a command     curl -X POST {base}/api/devices/gate-01/commands "
+            "-H 'content-type: application/json' -d '{\"name\": \"ping\"}'"
+        )
+        print("\nCtrl-C stops everything.\n", flush=True)
+        # in the small demo the resident of flat 1203 answers on the phone; in the full district every
+        # resident's phone answers by itself
+        answer = answering_residents(api) if full else None
+        try:
+            await district.run(stop, answer)
+        finally:
+            print("stopping…", flush=True)
+            await fleet.stop()
+            await district.close()
 
     try:
         asyncio.run(agents())
     finally:
-        site.close()
+        api.close()
         server.should_exit = True
         thread.join(15)
         broker.close()

@@ -46,13 +46,13 @@ def test_demo_runs_and_stops_cleanly(tmp_path: Path) -> None:
                 break
             assert time.monotonic() < deadline, devs
             time.sleep(0.2)
-        assert {d["id"] for d in gateways} == {"gate-01", "tower-01", "lift-12"} and len(covers) == 40
+        assert {d["id"] for d in gateways} == {"gate-01", "tower-01", "lift-01"} and len(covers) == 40
         # the gate recognises the demo's resident, and the tower parks cars
         deadline = time.monotonic() + 90
         while True:
             gate = api.get("/api/gate/decisions", params={"decision": "open"}).json()["total"]
             lifts = api.get("/api/events", params={"device": "tower-01", "type": "lift.result"}).json()["total"]
-            rides = api.get("/api/events", params={"device": "lift-12", "type": "elevator.status"}).json()["total"]
+            rides = api.get("/api/events", params={"device": "lift-01", "type": "elevator.status"}).json()["total"]
             if gate and lifts and rides:
                 break
             assert time.monotonic() < deadline, (gate, lifts, rides)
