@@ -44,3 +44,6 @@ def setup_logging(level: str = "warning", json_lines: bool = False) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
+    # pymodbus logs every late or unmatched frame as an error with a frame dump; the lift unit reports
+    # transport failures itself (counted, retried, an alarm when the PLC stays silent)
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)

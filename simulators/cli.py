@@ -116,6 +116,7 @@ def district(
     ] = 0,
     outage_s: Annotated[float, typer.Option(help="how long an outage lasts (district time)")] = 7200,
     workdir: Annotated[Path, typer.Option(help="the gateways' outboxes and state")] = Path("var/district"),
+    processes: Annotated[int, typer.Option(help="processes the gateways are split over (0: this one)")] = 4,
     register_first: Annotated[bool, typer.Option("--register/--no-register", help="register the district")] = True,
 ) -> None:
     """Run a district against a running cloud and broker until Ctrl-C: registers departments, grid cells, the
@@ -141,6 +142,7 @@ def district(
         key,
         schedule=Schedule(speed=speed, fault_every_s=fault_every_s, outage_every_s=outage_every_s, outage_s=outage_s),
         site=site,
+        processes=processes,
     )
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     api = httpx.Client(base_url=cloud, headers=headers, timeout=60)

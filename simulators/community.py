@@ -17,7 +17,7 @@ import contextlib
 import logging
 import random
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,28 +55,28 @@ def gateway_ids(spec: CommunitySpec) -> Iterator[tuple[str, str]]:
 
 
 class Community:
-    """The simulated hardware of every building and the people using it. ``close()`` releases it."""
+    """The simulated hardware of the buildings (all of them, or the gateways in ``only``) and the people using
+    them, keyed by gateway id. ``close()`` releases it."""
 
-    def __init__(self, spec: CommunitySpec, workdir: Path) -> None:
+    def __init__(self, spec: CommunitySpec, workdir: Path, only: set[str] | None = None) -> None:
         self.spec, self.workdir = spec, workdir
         workdir.mkdir(parents=True, exist_ok=True)
-        self.boards: list[IOBoardSim] = []
-        self.towers: list[Tower] = []
-        self.car_boards: list[FirmwareBoard] = []
-        self.elevators: list[ElevatorWorld] = []
+        self.ids = [(g, k) for g, k in gateway_ids(spec) if only is None or g in only]
+        self.boards: dict[str, IOBoardSim] = {}
+        self.towers: dict[str, Tower] = {}
+        self.car_boards: dict[str, FirmwareBoard] = {}
+        self.elevators: dict[str, ElevatorWorld] = {}
         self._stop = threading.Event()
-        self._trap: list[threading.Event] = []
         self.rides = 0
         try:
-            for _ in range(spec.gates):
-                self.boards.append(IOBoardSim())
-            for _ in range(spec.towers):
-                self.towers.append(Tower(lifts=2, floors=6, bays=4, speed=TOWER_SPEED))
-            for _ in range(spec.elevators):
-                board = FirmwareBoard("carboard", {"period_ms": 100})
-                self.car_boards.append(board)
-                self.elevators.append(ElevatorWorld(board, floors=12, speed_ms=2.5))
-                self._trap.append(threading.Event())
+            for gw, kind in self.ids:
+                if kind == "gate":
+                    self.boards[gw] = IOBoardSim()
+                elif kind == "parking_lift":
+                    self.towers[gw] = Tower(lifts=2, floors=6, bays=4, speed=TOWER_SPEED)
+                else:
+                    board = self.car_boards[gw] = FirmwareBoard("carboard", {"period_ms": 100})
+                    self.elevators[gw] = ElevatorWorld(board, floors=12, speed_ms=2.5)
         except BaseException:
             self.close()
             raise
@@ -86,10 +86,7 @@ class Community:
     def units(self) -> dict[str, list[dict[str, Any]]]:
         """Unit configs by gateway id."""
         out: dict[str, list[dict[str, Any]]] = {}
-        ids = list(gateway_ids(self.spec))
-        gates, rest = ids[: self.spec.gates], ids[self.spec.gates :]
-        towers, lifts = rest[: self.spec.towers], rest[self.spec.towers :]
-        for (gid, _k), board in zip(gates, self.boards, strict=True):
+        for gid, board in self.boards.items():
             out[gid] = [
                 {
                     "type": "gate",
@@ -109,7 +106,7 @@ class Community:
                     "sync_check_s": 30,
                 }
             ]
-        for (tid, _k), tower in zip(towers, self.towers, strict=True):
+        for tid, tower in self.towers.items():
             out[tid] = [
                 {
                     "type": "parking_lift",
@@ -124,7 +121,7 @@ class Community:
                     "clock_scale": TOWER_SPEED,
                 }
             ]
-        for (lid, _k), car_board in zip(lifts, self.car_boards, strict=True):
+        for lid, car_board in self.car_boards.items():
             out[lid] = [
                 {
                     "type": "elevator",
@@ -176,13 +173,14 @@ class Community:
         result: dict[str, Any] = await gate.keypad(f"{flat}#")
         return result
 
-    async def car_arrives(self, tower: int, unit: Any, car: str) -> bool:
+    async def car_arrives(self, tower_id: str, unit: Any, car: str) -> bool:
         """A car drives into a free entrance of ``tower`` and the driver stores it; True once it is in its bay,
         False if the entrance is busy or the store failed."""
+        tower = self.towers[tower_id]
         lift = unit.choose_entrance()
-        if self.towers[tower].lifts[lift].vehicle is not None or any(j.kind == "store" for j in unit.lifts[lift].queue):
+        if tower.lifts[lift].vehicle is not None or any(j.kind == "store" for j in unit.lifts[lift].queue):
             return False
-        self.towers[tower].vehicle_arrives(lift)
+        tower.vehicle_arrives(lift)
         for _ in range(100):  # the unit sees the car through the PLC's registers
             if unit.lifts[lift].vehicle is not None:
                 break
@@ -190,14 +188,14 @@ class Community:
         try:
             job = await unit.store(car, lift, "plate")
         except Exception:
-            self.towers[tower].vehicle_leaves_entrance(lift)
+            tower.vehicle_leaves_entrance(lift)
             raise
         result = await asyncio.wait_for(job.done, 120)  # the car is in its bay (or the store failed)
         return bool(result.ok)
 
-    def entrapment(self, elevator: int, seconds: float | None = None) -> None:
+    def entrapment(self, lift_id: str, seconds: float | None = None) -> None:
         """Blocking: the car stops between floors with a passenger for ``seconds``, then is released."""
-        w = self.elevators[elevator]
+        w = self.elevators[lift_id]
         w.car.person = True
         w.doors(False)
         w.move_to(w.car.height_m + 4.5 if w.car.height_m < 20 else w.car.height_m - 4.5)
@@ -213,27 +211,19 @@ class Community:
 
     # --- on a schedule ----------------------------------------------------------------------------------------
 
-    async def run(
-        self,
-        agents: dict[str, Any],
-        stop: asyncio.Event,
-        answer: Callable[[], Any] | None = None,
-    ) -> None:
-        """Everyone's day until ``stop``; ``answer`` (optional, async) plays the residents answering visitors."""
-        ids = list(gateway_ids(self.spec))
+    async def run(self, agents: dict[str, Any], stop: asyncio.Event) -> None:
+        """Everyone's day until ``stop`` (``agents``: the running agents by gateway id)."""
         rng = random.Random(self.spec.seed)
         async with asyncio.TaskGroup() as tg:
-            for i, (dev, kind) in enumerate(ids):
+            for dev, kind in self.ids:
                 # spread the buildings' first events over a period so they do not all happen at once
                 offset = rng.uniform(0, self.spec.gate_every_s)
                 if kind == "gate":
                     tg.create_task(self._gate(agents[dev], stop, offset))
                 elif kind == "parking_lift":
-                    tg.create_task(self._parking(i - self.spec.gates, agents[dev], stop, offset, rng.random()))
-            for e in range(self.spec.elevators):
-                tg.create_task(asyncio.to_thread(self._rides, e))
-            if answer is not None:
-                tg.create_task(self._answering(answer, stop))
+                    tg.create_task(self._parking(dev, agents[dev], stop, offset, rng.random()))
+                else:
+                    tg.create_task(asyncio.to_thread(self._rides, dev))
             await stop.wait()
             self._stop.set()
 
@@ -241,13 +231,6 @@ class Community:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), s)
         return stop.is_set()
-
-    async def _answering(self, answer: Callable[[], Any], stop: asyncio.Event) -> None:
-        while not await self._wait(stop, 2.0):
-            try:
-                await answer()
-            except Exception as exc:  # the cloud restarting: the residents try again
-                log.info("answering visitors failed", extra={"reason": str(exc)})
 
     async def _gate(self, agent: Any, stop: asyncio.Event, offset: float) -> None:
         while not agent.units or getattr(agent.units[0], "vision", None) is None:
@@ -266,7 +249,7 @@ class Community:
             except Exception:
                 log.exception("gate scene failed")
 
-    async def _parking(self, index: int, agent: Any, stop: asyncio.Event, offset: float, seed: float) -> None:
+    async def _parking(self, tower_id: str, agent: Any, stop: asyncio.Event, offset: float, seed: float) -> None:
         while not agent.units or not agent.units[0].ready.is_set():
             if await self._wait(stop, 0.5):
                 return
@@ -281,21 +264,21 @@ class Community:
                 if parked and (len(parked) > 10 or rng.random() < 0.4):
                     await unit.retrieve(parked.pop(rng.randrange(len(parked))))
                 else:
-                    car = f"t{index + 1:02d}-car{n:03d}"
-                    if await self.car_arrives(index, unit, car):
+                    car = f"{tower_id}-car{n:03d}"
+                    if await self.car_arrives(tower_id, unit, car):
                         parked.append(car)
             except Exception as exc:  # a full tower, an interlock: the day goes on
                 log.info("parking step skipped", extra={"reason": str(exc)})
 
-    def _rides(self, e: int) -> None:
+    def _rides(self, lift_id: str) -> None:
         """The building's day: rides between floors; every n-th ride a passenger is trapped for a while."""
-        rng = random.Random(self.spec.seed + e)
-        w, n = self.elevators[e], 0
+        rng = random.Random(f"{self.spec.seed}-{lift_id}")
+        w, n = self.elevators[lift_id], 0
         while not self._stop.is_set():
             n += 1
             try:
                 if self.spec.entrapment_every and n % self.spec.entrapment_every == 0:
-                    self.entrapment(e)
+                    self.entrapment(lift_id)
                 else:
                     w.trip(rng.randrange(0, 12), dwell_s=2.0)
                     w.hold(rng.uniform(2, 6))
@@ -306,9 +289,7 @@ class Community:
 
     def close(self) -> None:
         self._stop.set()
-        for b in self.boards:
-            b.close()
-        for t in self.towers:
-            t.close()
-        for c in self.car_boards:
-            c.close()
+        parts: list[IOBoardSim | Tower | FirmwareBoard] = [*self.boards.values(), *self.towers.values()]
+        for part in [*parts, *self.car_boards.values()]:
+            with contextlib.suppress(Exception):
+                part.close()

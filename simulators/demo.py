@@ -80,10 +80,12 @@ def run_demo(
 
     from cloud.api.app import create_app
     from cloud.settings import Settings
+    from edge.log import setup_logging
     from protocol.signing import public_key_b64
-    from simulators.district_run import SIZES, DistrictRun, Schedule, answering_residents
+    from simulators.district_run import SIZES, DistrictRun, answering_residents
     from simulators.fleet import InProcessAgents, agent_config
 
+    setup_logging("warning")  # the units' warnings, one line each; the demo's own output stays readable
     preset = SIZES[size]
     spec = preset.covers if covers is None else replace(preset.covers, covers=covers, cells=max(4, covers // 15))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -123,17 +125,9 @@ def run_demo(
 
     svc = app.state.service
     pub = public_key_b64(svc.commands.key)
-    # covers report every 15 district minutes at 30× (every 30 s here); a fault every 10 district minutes; with
-    # the full district a gateway goes offline for two district hours every district hour and the broker
-    # restarts every three (only when the demo runs Mosquitto itself)
     full = size == "full"
-    schedule = Schedule(
-        speed=30,
-        fault_every_s=600,
-        fault_s=900,
-        outage_every_s=3600 if full else 0,
-        broker_restart_every_s=3 * 3600 if full and isinstance(broker, Mosquitto) else 0,
-    )
+    # broker restarts only when the demo runs Mosquitto itself
+    schedule = preset.schedule if isinstance(broker, Mosquitto) else replace(preset.schedule, broker_restart_every_s=0)
     district = DistrictRun(
         spec,
         preset.community,
@@ -144,6 +138,7 @@ def run_demo(
         schedule=schedule,
         broker=broker if isinstance(broker, Mosquitto) else None,
         site="riverside",
+        processes=preset.processes,
     )
     extra = [f"gw-{i + 1:02d}" for i in range(gateways)]  # plain gateways (a ticker) for load
     api = httpx.Client(base_url=base, timeout=60, headers={"Authorization": f"Bearer {setup_token}"})

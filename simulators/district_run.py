@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import signal
+import subprocess
+import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,15 +44,28 @@ class Schedule:
 class DistrictSize:
     covers: DistrictSpec
     community: CommunitySpec
+    schedule: Schedule
+    processes: int = 0  # the gateways' processes (0: inside the district's own)
 
 
 SIZES: dict[str, DistrictSize] = {
-    # sized to run smoothly on 2 cores next to the cloud
-    "small": DistrictSize(DistrictSpec(covers=300, cells=20), CommunitySpec(gates=1, towers=1, elevators=1)),
-    # the real size: 16,000 covers, 50 gates, 10 towers, 20 elevators (gate cameras analysed at 2 frames/s)
+    # sized to run smoothly on 2 cores next to the cloud: covers report every 15 district minutes at 30× (every
+    # 30 s here), a cover fault every 10 district minutes
+    "small": DistrictSize(
+        DistrictSpec(covers=300, cells=20),
+        CommunitySpec(gates=1, towers=1, elevators=1),
+        Schedule(speed=30, fault_every_s=600, fault_s=900),
+    ),
+    # the real size: 16,000 covers, 50 gates, 10 towers, 20 elevators (gate cameras analysed at 2 frames/s), the
+    # gateways in 4 processes; at 5× (about 90 cover readings a second), a cover fault every 5 district minutes,
+    # a gateway offline for an hour every half hour, the broker restarted every 2 hours
     "full": DistrictSize(
         DistrictSpec(),
         CommunitySpec(gates=50, towers=10, elevators=20, gate_fps=2.0, gate_every_s=60.0, tower_every_s=20.0),
+        Schedule(
+            speed=5, fault_every_s=300, fault_s=1800, outage_every_s=1800, outage_s=3600, broker_restart_every_s=7200
+        ),
+        processes=4,
     ),
 }
 
@@ -68,6 +85,7 @@ class DistrictRun:
     broker: Any = None
     site: str = "district"
     health_s: float = 10.0
+    processes: int = 0  # 0: the gateways run in this process; n: split over n child processes
 
     def __post_init__(self) -> None:
         self.covers = replace(self.covers, site=self.site)
@@ -95,6 +113,7 @@ class DistrictRun:
         self.site_sim: Community | None = None
         self.fleet: InProcessAgents | None = None
         self.agents: dict[str, Any] = {}
+        self.shards: list[subprocess.Popen[str]] = []
 
     def register(self, api: Any, progress: Callable[[str], None] = print) -> None:
         """Departments, cells, the registry CSV, the nodes, the gateways and the gates' residents."""
@@ -110,23 +129,63 @@ class DistrictRun:
 
     async def start(self, progress: Callable[[str], None] = lambda _m: None) -> None:
         await self.links.start()
-        self.site_sim = await asyncio.to_thread(Community, self.community, self.workdir / "hardware")
-        docs = [
-            agent_config(
-                self.workdir / "agents",
-                site=self.site,
-                device=gw,
-                port=self.links.port(gw),
-                public_key=self.public_key,
-                health={"interval_s": self.health_s},
-                units=units,
-            )
-            for gw, units in self.site_sim.units().items()
-        ]
-        self.fleet = InProcessAgents(docs)
-        await self.fleet.start()
-        self.agents = {a.config.device.id: a for a in self.fleet.agents}
-        progress(f"{len(self.agents)} gateways connected")
+        if self.processes and self.gateways:
+            await self._start_shards()
+        else:
+            self.site_sim = await asyncio.to_thread(Community, self.community, self.workdir / "hardware")
+            docs = [
+                agent_config(
+                    self.workdir / "agents",
+                    site=self.site,
+                    device=gw,
+                    port=self.links.port(gw),
+                    public_key=self.public_key,
+                    health={"interval_s": self.health_s},
+                    units=units,
+                )
+                for gw, units in self.site_sim.units().items()
+            ]
+            self.fleet = InProcessAgents(docs)
+            await self.fleet.start()
+            self.agents = {a.config.device.id: a for a in self.fleet.agents}
+        progress(f"{len(self.gateways)} gateways connected" + (f" ({self.processes} processes)" if self.shards else ""))
+
+    async def _start_shards(self) -> None:
+        """Each share gets every n-th gateway (so each holds some gates, towers and elevators)."""
+        (self.workdir / "shards").mkdir(parents=True, exist_ok=True)
+        for i in range(self.processes):
+            only = self.gateways[i :: self.processes]
+            if not only:
+                continue
+            cfg = {
+                "spec": asdict(self.community),
+                "workdir": str(self.workdir),
+                "only": only,
+                "site": self.site,
+                "host": self.links.links[only[0]].host,
+                "ports": {g: self.links.port(g) for g in only},
+                "public_key": self.public_key,
+                "health_s": self.health_s,
+                "traffic": self.schedule.traffic,
+            }
+            path = self.workdir / "shards" / f"shard-{i + 1}.json"
+            path.write_text(json.dumps(cfg))
+            with open(path.with_suffix(".log"), "ab") as log_file:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "simulators.community_shard", str(path)],
+                    stdout=subprocess.PIPE,
+                    stderr=log_file,
+                    stdin=subprocess.DEVNULL,
+                    text=True,
+                )
+            self.shards.append(proc)
+        for i, proc in enumerate(self.shards):
+            assert proc.stdout is not None
+            line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 300)
+            if line.strip() != "ready":
+                raise RuntimeError(
+                    f"gateway process {i + 1} did not start; see {self.workdir / 'shards' / f'shard-{i + 1}.log'}"
+                )
 
     def outbox(self, gateway: str) -> Path:
         return self.workdir / "agents" / f"{gateway}.db"
@@ -134,18 +193,38 @@ class DistrictRun:
     async def run(self, stop: asyncio.Event, answer: Callable[[], Any] | None = None) -> None:
         """Nodes reporting, people coming and going (when ``schedule.traffic``), faults, outages and restarts,
         until ``stop``."""
-        assert self.site_sim is not None, "start() first"
+        assert self.site_sim is not None or self.shards, "start() first"
         async with asyncio.TaskGroup() as tg:
             if self.covers.covers:
                 tg.create_task(self.nodes.run(stop))
             tg.create_task(self.links.run(stop))
-            if self.schedule.traffic:
-                tg.create_task(self.site_sim.run(self.agents, stop, answer))
+            if self.schedule.traffic and self.site_sim is not None:
+                tg.create_task(self.site_sim.run(self.agents, stop))
+            if answer is not None:
+                tg.create_task(self._answering(answer, stop))
+
+    @staticmethod
+    async def _answering(answer: Callable[[], Any], stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 2.0)
+            try:
+                await answer()
+            except Exception as exc:  # the cloud restarting: the residents try again
+                log.info("answering visitors failed", extra={"reason": str(exc)})
 
     async def close(self) -> None:
         if self.fleet is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.fleet.stop(), 30)
+        for proc in self.shards:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.shards:
+            try:
+                await asyncio.to_thread(proc.wait, 30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
         await self.links.close()
         if self.site_sim is not None:
             self.site_sim.close()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pty
-import select
+import selectors
 import threading
 import time
 import tty
@@ -144,10 +144,13 @@ class IOBoardSim:
 
     def _serve(self) -> None:
         reader = sf.FrameReader()
+        sel = selectors.DefaultSelector()  # not select(): descriptors past 1,024 in a process with many boards
+        sel.register(self._master, selectors.EVENT_READ)
         while not self._stop.is_set():
             try:
-                ready, _, _ = select.select([self._master], [], [], 0.05)
+                ready = sel.select(0.05)
             except (OSError, ValueError):
+                sel.close()
                 return
             if self._watchdog_s and time.monotonic() - self._last_kick > self._watchdog_s:
                 self._watchdog_s = 0.0

@@ -5,16 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from simulators.services import free_port
-
 
 class NetCut:
-    """Forwards ``127.0.0.1:port`` to ``target``; ``cut()`` drops every connection and refuses new ones."""
+    """Forwards ``127.0.0.1:port`` to ``target``; ``cut()`` drops every connection and refuses new ones. Without
+    ``port`` the system picks one when it starts listening (read ``port`` after ``start()``)."""
 
     def __init__(self, target_host: str, target_port: int, port: int | None = None) -> None:
         self.target = (target_host, target_port)
         self.host = "127.0.0.1"
-        self.port = port or free_port()
+        self.port = port or 0
         self.is_cut = False
         self.cuts = 0
         self._server: asyncio.Server | None = None
@@ -22,6 +21,7 @@ class NetCut:
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
 
     async def close(self) -> None:
         self.cut()

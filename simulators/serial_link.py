@@ -1,15 +1,17 @@
 """A null-modem cable between two programs on one machine: two pseudo-terminals whose bytes are copied to each
 other. ``a`` and ``b`` are device paths (``/dev/pts/N``) that pyserial, pymodbus or MicroPython's unix port
-open like real serial ports. ``cut = True`` drops everything (a pulled cable)."""
+open like real serial ports. ``cut = True`` drops everything (a pulled cable); ``rewrite(direction, data)``
+(0: bytes written at ``a``, 1: at ``b``) may alter what passes (a garbling line, a confused device)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import pty
-import select
+import selectors
 import threading
 import tty
+from collections.abc import Callable
 
 
 class SerialLink:
@@ -22,6 +24,7 @@ class SerialLink:
             self._ends.append((master, slave, os.ttyname(slave)))
         self.a, self.b = self._ends[0][2], self._ends[1][2]
         self.cut = False
+        self.rewrite: Callable[[int, bytes], bytes] | None = None
         self.bytes = [0, 0]
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._pump, name="serial-link", daemon=True)
@@ -30,20 +33,30 @@ class SerialLink:
     def _pump(self) -> None:
         ma, mb = self._ends[0][0], self._ends[1][0]
         peer = {ma: mb, mb: ma}
-        while not self._stop.is_set():
-            try:
-                ready, _, _ = select.select([ma, mb], [], [], 0.05)
-            except (OSError, ValueError):
-                return
-            for fd in ready:
+        # a selector, not select(): a process holding many links has descriptors past select()'s 1,024
+        with selectors.DefaultSelector() as sel:
+            sel.register(ma, selectors.EVENT_READ)
+            sel.register(mb, selectors.EVENT_READ)
+            while not self._stop.is_set():
                 try:
-                    data = os.read(fd, 4096)
-                except OSError:
-                    continue
-                if not self.cut:
-                    self.bytes[0 if fd == ma else 1] += len(data)
-                    with contextlib.suppress(OSError):
-                        os.write(peer[fd], data)
+                    ready = [key.fd for key, _ in sel.select(0.05)]
+                except (OSError, ValueError):
+                    return
+                self._forward(ready, ma, peer)
+
+    def _forward(self, ready: list[int], ma: int, peer: dict[int, int]) -> None:
+        for fd in ready:
+            try:
+                data = os.read(fd, 4096)
+            except OSError:
+                continue
+            if not self.cut:
+                direction = 0 if fd == ma else 1
+                self.bytes[direction] += len(data)
+                if self.rewrite is not None:
+                    data = self.rewrite(direction, data)
+                with contextlib.suppress(OSError):
+                    os.write(peer[fd], data)
 
     def close(self) -> None:
         self._stop.set()

@@ -180,6 +180,8 @@ class ParkingLiftUnit(Unit):
         if rr.isError():
             raise ConnectionError(str(rr))
         r = rr.registers
+        if len(r) < 13:  # a late answer to an earlier request, or a garbled frame: a transport fault, not news
+            raise ConnectionError(f"PLC answered {len(r)} registers for lift {lf.index}, expected 13")
         before = (lf.state, lf.fault, lf.interlocks)
         lf.state, lf.floor, lf.accepted, lf.done = r[p.IR_STATE], r[p.IR_FLOOR], r[p.IR_ACCEPTED_SEQ], r[p.IR_DONE_SEQ]
         lf.fault, lf.interlocks, lf.result = r[p.IR_FAULT], r[p.IR_INTERLOCKS], r[p.IR_RESULT]

@@ -121,7 +121,7 @@ async def test_the_district_end_to_end(make_cloud: MakeCloud, mosquitto: Mosquit
         # a resident comes home: the gate knows her face from the cloud's gallery
         await until(lambda: len(gate.gallery) == 1, 30, "the gate's gallery from the cloud")
         community.resident_arrives(gate)
-        await until(lambda: community.boards[0].pulses(0), 20, "the door to open for the resident")
+        await until(lambda: community.boards["gate-01"].pulses(0), 20, "the door to open for the resident")
 
         # a visitor rings flat 1203 and the resident lets them in from the phone
         call = asyncio.create_task(community.visitor_rings(gate))
@@ -135,7 +135,7 @@ async def test_the_district_end_to_end(make_cloud: MakeCloud, mosquitto: Mosquit
         assert (await asyncio.wait_for(call, 20))["result"] == "open"
 
         # a car is parked, then its driver calls it back from the phone
-        assert await community.car_arrives(0, tower, "car-e2e")
+        assert await community.car_arrives("tower-01", tower, "car-e2e")
         r = await asyncio.to_thread(api.post, "/api/parking/tower-01/retrieve", json={"subject": "car-e2e"})
         assert r.status_code == 202, r.text
 
@@ -147,7 +147,7 @@ async def test_the_district_end_to_end(make_cloud: MakeCloud, mosquitto: Mosquit
 
         # the elevator's gateway loses its uplink; a passenger is trapped meanwhile; the broker restarts
         run.links.outage("lift-01")
-        trap = asyncio.create_task(asyncio.to_thread(community.entrapment, 0, 24.0))
+        trap = asyncio.create_task(asyncio.to_thread(community.entrapment, "lift-01", 24.0))
         await until(lambda: "trapped" in lift.active, 40, "the unit to see the entrapment while offline")
         await run.links.restart_broker()
         await trap  # released: the alarm clears, also while offline

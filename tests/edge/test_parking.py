@@ -165,3 +165,34 @@ def test_smart_scheduling_beats_first_come_first_served_on_a_fixed_seed() -> Non
     assert r["smart"]["retrievals"] == r["fifo"]["retrievals"] >= 5
     assert r["smart"]["unfinished"] == r["fifo"]["unfinished"] == 0
     assert r["retrieval_s_p99"] < r["fifo_retrieval_s_p99"], r
+
+
+def _crc16(frame: bytes) -> bytes:
+    crc = 0xFFFF
+    for byte in frame:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+    return crc.to_bytes(2, "little")
+
+
+async def test_a_short_answer_from_the_plc_is_a_transport_fault_not_a_crash(rig: Rig) -> None:
+    """A confused PLC (or a late answer matched to the wrong request) returns fewer registers than asked for,
+    in a well-formed frame: the unit counts it as a failed poll and goes on."""
+    assert rig.tower.link is not None
+    shortened = 0
+
+    def shorten(direction: int, data: bytes) -> bytes:
+        nonlocal shortened
+        # the PLC's answer to "read 13 input registers": address, 0x04, 26 bytes, CRC
+        if direction == 0 and shortened < 5 and len(data) == 31 and data[1] == 4 and data[2] == 26:
+            shortened += 1
+            body = data[:2] + bytes([10]) + data[3:13]
+            return body + _crc16(body)
+        return data
+
+    rig.tower.link.rewrite = shorten
+    await until(lambda: shortened == 5, 5, "five short answers")
+    rig.tower.link.rewrite = None
+    await park(rig, "ticket-4410", 0)  # the unit is still polling, commanding and reporting
+    assert rig.unit.comm_ok and "ticket-4410" in rig.unit.cars
