@@ -17,7 +17,7 @@ import contextlib
 import logging
 import random
 import threading
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,8 @@ class CommunitySpec:
     towers: int = 1
     elevators: int = 1
     gate_fps: float = 10.0  # frames the gate terminals analyse per second (lower it for many gates on 2 cores)
+    tower_poll_s: float = 0.1  # how often the lift units read their PLC
+    car_board_period_ms: int = 100  # the elevator car boards' sampling period
     gate_every_s: float = 20.0  # someone at each gate this often (real seconds)
     tower_every_s: float = 8.0  # a car arriving or called back at each tower this often
     entrapment_every: int = 8  # every n-th elevator ride stops between floors with a passenger
@@ -75,8 +77,9 @@ class Community:
                 elif kind == "parking_lift":
                     self.towers[gw] = Tower(lifts=2, floors=6, bays=4, speed=TOWER_SPEED)
                 else:
-                    board = self.car_boards[gw] = FirmwareBoard("carboard", {"period_ms": 100})
-                    self.elevators[gw] = ElevatorWorld(board, floors=12, speed_ms=2.5)
+                    board = self.car_boards[gw] = FirmwareBoard("carboard", {"period_ms": spec.car_board_period_ms})
+                    world = self.elevators[gw] = ElevatorWorld(board, floors=12, speed_ms=2.5)
+                    world.dt = spec.car_board_period_ms / 2000  # the car's sensors change twice per sample
         except BaseException:
             self.close()
             raise
@@ -115,7 +118,7 @@ class Community:
                     "lifts": 2,
                     "floors": 6,
                     "bays": 4,
-                    "poll_s": 0.1,
+                    "poll_s": self.spec.tower_poll_s,
                     "watchdog_s": 1.0,
                     "state": str(self.workdir / f"{tid}-parking.db"),
                     "clock_scale": TOWER_SPEED,
@@ -227,6 +230,20 @@ class Community:
             await stop.wait()
             self._stop.set()
 
+    @staticmethod
+    async def _unless_stopped(stop: asyncio.Event, step: Coroutine[Any, Any, bool]) -> bool:
+        """``step``'s result, or False at once when the district stops (a car half-way into its bay)."""
+        task = asyncio.ensure_future(step)
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            return False
+        return task.result()
+
     async def _wait(self, stop: asyncio.Event, s: float) -> bool:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), s)
@@ -265,7 +282,7 @@ class Community:
                     await unit.retrieve(parked.pop(rng.randrange(len(parked))))
                 else:
                     car = f"{tower_id}-car{n:03d}"
-                    if await self.car_arrives(tower_id, unit, car):
+                    if await self._unless_stopped(stop, self.car_arrives(tower_id, unit, car)):
                         parked.append(car)
             except Exception as exc:  # a full tower, an interlock: the day goes on
                 log.info("parking step skipped", extra={"reason": str(exc)})

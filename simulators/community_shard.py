@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -60,6 +61,8 @@ def main() -> None:
     from edge.log import setup_logging
 
     setup_logging("warning")
+    # these gateways stand for other computers: the broker and the cloud on this one come first
+    os.nice(5)
     cfg = json.loads(Path(sys.argv[1]).read_text())
     asyncio.run(run_shard(cfg))
 

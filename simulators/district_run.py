@@ -56,12 +56,22 @@ SIZES: dict[str, DistrictSize] = {
         CommunitySpec(gates=1, towers=1, elevators=1),
         Schedule(speed=30, fault_every_s=600, fault_s=900),
     ),
-    # the real size: 16,000 covers, 50 gates, 10 towers, 20 elevators (gate cameras analysed at 2 frames/s), the
-    # gateways in 4 processes; at 5× (about 90 cover readings a second), a cover fault every 5 district minutes,
-    # a gateway offline for an hour every half hour, the broker restarted every 2 hours
+    # the real size: 16,000 covers, 50 gates, 10 towers, 20 elevators (gate cameras analysed at 1 frame/s, lift
+    # PLCs polled and car boards sampled at 4 Hz), the gateways in 4 processes (niced: they stand for other
+    # computers); at 5× (about 90 cover readings a second), a cover fault every 5 district minutes, a gateway
+    # offline for an hour every half hour, the broker restarted every 2 hours
     "full": DistrictSize(
         DistrictSpec(),
-        CommunitySpec(gates=50, towers=10, elevators=20, gate_fps=2.0, gate_every_s=60.0, tower_every_s=20.0),
+        CommunitySpec(
+            gates=50,
+            towers=10,
+            elevators=20,
+            gate_fps=1.0,
+            tower_poll_s=0.25,
+            car_board_period_ms=250,
+            gate_every_s=60.0,
+            tower_every_s=20.0,
+        ),
         Schedule(
             speed=5, fault_every_s=300, fault_s=1800, outage_every_s=1800, outage_s=3600, broker_restart_every_s=7200
         ),

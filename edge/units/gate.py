@@ -57,6 +57,7 @@ class GateUnit(Unit):
         self.passes = PassBook(cfg.gallery.with_name(cfg.gallery.stem + "-passes.db"))
         self.vision: GateVision | None = None
         self.fire_mode = False
+        self.lock_faulted = False  # a lock_fault alarm is raised and not yet cleared
         self.grant_until = 0.0
         self.door_open_since: float | None = None
         self.prompts: list[str] = []  # what the screen showed, latest last (also sent as events)
@@ -168,11 +169,19 @@ class GateUnit(Unit):
 
     async def _lock(self, open_: bool, reason: str) -> None:
         await self.io.set(self.cfg.lock, open_)
+        await self._lock_ok()
         await self._put(RelayState(relay=self.cfg.lock, state="on" if open_ else "off", reason=reason))
 
     async def _lock_fault(self, exc: Exception) -> None:
         log.error("lock controller fault", extra={"door": self.cfg.door, "error": str(exc)})
+        self.lock_faulted = True
         await self._alarm("lock_fault", "major", f"lock controller not answering: {exc}"[:1000])
+
+    async def _lock_ok(self) -> None:
+        """The controller answered: a lock fault raised earlier is over."""
+        if self.lock_faulted:
+            self.lock_faulted = False
+            await self._clear("lock_fault", "lock controller answering again")
 
     async def open_door(self, reason: str) -> bool:
         """Release the lock for ``open_s``; False (door stays shut, alarm raised) if the controller fails."""
@@ -183,6 +192,7 @@ class GateUnit(Unit):
         except DriverError as exc:
             await self._lock_fault(exc)
             return False
+        await self._lock_ok()
         self.grant_until = time.monotonic() + self.cfg.open_s + 2.0
         await self._put(RelayState(relay=self.cfg.lock, state="on", reason=reason, pulse_s=self.cfg.open_s))
         return True

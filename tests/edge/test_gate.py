@@ -252,6 +252,11 @@ async def test_dead_lock_controller_fails_secure(rig: Rig) -> None:
     assert "gate.lock_fault" in await rig.alarms()
     assert rig.unit.decisions[-1].reason == "lock_fault"
     assert not rig.board.history
+    # the controller answers again: the next opening works and the fault clears
+    rig.board.alive = True
+    assert await rig.commands["open-door"]({"by": "operator-7"}) == {"opened": True}
+    clears = await until_async(lambda: rig.sent("alarm.clear"), 3)
+    assert [m["body"]["code"] for m in clears] == ["gate.lock_fault"] and not rig.unit.lock_faulted
 
 
 def delta(revision: int, base: int | None, upserts: dict[str, np.ndarray], deletes: list[str] = ()) -> bytes:  # type: ignore[assignment]
