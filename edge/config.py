@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edge.units.barrier_config import BarrierConfig
+from edge.units.community_config import GasConfig, PerimeterConfig, ThrowingConfig, WaterConfig
 from edge.units.elevator_config import ElevatorConfig
 from edge.units.gate_config import GateConfig
 from edge.units.parking_config import ParkingLiftConfig
@@ -109,7 +110,16 @@ class CommandsConfig(_Model):
 
 
 UnitConfig = Annotated[
-    TickerConfig | GateConfig | BarrierConfig | ParkingLiftConfig | ElevatorConfig, Field(discriminator="type")
+    TickerConfig
+    | GateConfig
+    | BarrierConfig
+    | ParkingLiftConfig
+    | ElevatorConfig
+    | GasConfig
+    | PerimeterConfig
+    | ThrowingConfig
+    | WaterConfig,
+    Field(discriminator="type"),
 ]
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from edge.units.barrier_config import BarrierConfig
 from edge.units.base import Unit
+from edge.units.community_config import GasConfig, PerimeterConfig, ThrowingConfig, WaterConfig
 from edge.units.elevator_config import ElevatorConfig
 from edge.units.gate_config import GateConfig
 from edge.units.parking_config import ParkingLiftConfig
@@ -31,4 +32,20 @@ def build_unit(cfg: Any) -> Unit:
         from edge.units.elevator import ElevatorUnit
 
         return ElevatorUnit(cfg)
+    if isinstance(cfg, GasConfig):
+        from edge.units.gas import GasUnit
+
+        return GasUnit(cfg)
+    if isinstance(cfg, PerimeterConfig):
+        from edge.units.perimeter import PerimeterUnit
+
+        return PerimeterUnit(cfg)
+    if isinstance(cfg, ThrowingConfig):
+        from edge.units.throwing import ThrowingUnit
+
+        return ThrowingUnit(cfg)
+    if isinstance(cfg, WaterConfig):
+        from edge.units.water import WaterUnit
+
+        return WaterUnit(cfg)
     raise ValueError(f"no unit for config type {type(cfg).__name__}")

@@ -1,0 +1,168 @@
+"""High-altitude throwing: a camera at the foot of a building looks up its face; ``edge.vision.falling`` finds
+objects whose path is a free fall and estimates the floor band they came from. Each one is a critical alarm
+(``throwing.<facade>.<time>``: floor band, time, fitted acceleration) with a strip of frames around the fall
+kept on the gateway and sent on the bulk lane (``media.snapshot``, purpose ``throwing``) for the operator and
+the police. The frame work runs on a worker thread, so the agent stays responsive; frames that arrive while
+the detector is still busy are dropped and counted (``frames_dropped``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import collections
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from edge.drivers.camera import FrameSource
+from edge.units.base import Unit, UnitContext
+from edge.units.community_config import ThrowingConfig
+from edge.vision.falling import Calibration, Detection, FallDetector
+from protocol.envelope import now_ms
+from protocol.messages import AlarmRaise, MediaSnapshot
+
+log = logging.getLogger("civicedge.edge.throwing")
+STRIP_MAX_BYTES = 140_000
+
+
+class ThrowingUnit(Unit):
+    name = "throwing"
+
+    def __init__(self, cfg: ThrowingConfig, camera: FrameSource | None = None, keep_dir: Path | None = None) -> None:
+        self.cfg = cfg
+        self.camera = camera
+        self.keep_dir = keep_dir
+        self.detections: list[dict[str, Any]] = []
+        self.frames = 0
+        self.frames_dropped = 0
+        self.frame_ms: collections.deque[float] = collections.deque(maxlen=1000)
+        self._ring: collections.deque[tuple[float, np.ndarray]] = collections.deque(maxlen=int(cfg.fps * 6))
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="throwing")
+        self._last_alarm = -1e9
+        self.detector: FallDetector | None = None
+        self._ctx: UnitContext | None = None
+
+    def _make_camera(self) -> FrameSource:
+        cam = self.cfg.camera
+        if cam.type == "opencv":
+            from edge.drivers.camera import OpenCVCamera
+
+            return OpenCVCamera(cam)
+        from simulators.facade import FacadeCamera
+
+        return FacadeCamera(cam.seed, self.cfg.fps, cam.clip_s, cam.falls)
+
+    async def run(self, ctx: UnitContext) -> None:
+        self._ctx = ctx
+        ctx.register_command("throwing-status", self._cmd_status)
+        camera = self.camera = self.camera or self._make_camera()
+        if hasattr(camera, "drop"):
+            ctx.register_command("sim-drop", self._cmd_drop)
+        t0 = time.monotonic()
+        busy: asyncio.Future[list[Detection]] | None = None
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                frame = await camera.read()
+                t = time.monotonic() - t0
+                self.frames += 1
+                if self.detector is None:
+                    h = frame.rgb.shape[0]
+                    self.detector = FallDetector(
+                        Calibration(h, self.cfg.floors, self.cfg.roof_y, self.cfg.ground_y, self.cfg.floor_m)
+                    )
+                small = cv2.resize(frame.rgb, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+                self._ring.append((t, small))
+                if busy is not None and not busy.done():
+                    self.frames_dropped += 1
+                    continue
+                if busy is not None:
+                    for d in busy.result():
+                        await self._alarm(d)
+                busy = loop.run_in_executor(self._pool, self._process, frame.rgb, t)
+        finally:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            await camera.close()  # type: ignore[attr-defined,unused-ignore]
+
+    def _process(self, rgb: np.ndarray, t: float) -> list[Detection]:
+        assert self.detector is not None
+        t0 = time.perf_counter()
+        gray: np.ndarray[Any, np.dtype[np.uint8]] = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.uint8, copy=False)
+        out = self.detector.process(gray, t)
+        self.frame_ms.append((time.perf_counter() - t0) * 1000)
+        return out
+
+    async def _alarm(self, d: Detection) -> None:
+        assert self._ctx is not None
+        if d.at - self._last_alarm < self.cfg.cooldown_s and d.start - self._last_alarm < self.cfg.cooldown_s:
+            return  # the same object seen twice
+        self._last_alarm = d.at
+        at = now_ms()
+        ref = await self._strip(d, at)
+        details: dict[str, Any] = {
+            "facade": self.cfg.facade,
+            "floor_low": d.floor_low,
+            "floor_high": d.floor_high,
+            "accel_g": d.accel_g,
+            "at_ms": at,
+            "track_points": len(d.points),
+        }
+        if ref:
+            details["frames_ref"] = ref
+        self.detections.append(details)
+        await self._ctx.outbox.put(
+            AlarmRaise(
+                key=f"throwing.{self.cfg.facade}.{at}",
+                code="throwing",
+                severity="critical",
+                message=f"object falling from floors {d.floor_low}–{d.floor_high} of {self.cfg.facade}",
+                details=details,
+            )
+        )
+
+    async def _strip(self, d: Detection, at: int) -> str | None:
+        """The frames from the track's start to now, ``clip_frames`` of them side by side, as one JPEG (kept
+        on the gateway when ``keep_dir`` is set)."""
+        assert self._ctx is not None
+        frames = [f for t, f in self._ring if d.start - 0.3 <= t <= d.at + 0.1]
+        if not frames:
+            return None
+        idx = np.linspace(0, len(frames) - 1, min(self.cfg.clip_frames, len(frames))).round().astype(int)
+        strip = np.hstack([frames[i] for i in idx])
+        for quality in (80, 60, 40):
+            ok, buf = cv2.imencode(".jpg", strip[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+            if ok and len(buf) <= STRIP_MAX_BYTES:
+                ref = f"throwing-{self.cfg.facade}-{at}".lower()[:64]
+                if self.keep_dir is not None:
+                    self.keep_dir.mkdir(parents=True, exist_ok=True)
+                    (self.keep_dir / f"{ref}.jpg").write_bytes(buf.tobytes())
+                await self._ctx.outbox.put(
+                    MediaSnapshot(
+                        ref=ref,
+                        content_type="image/jpeg",
+                        data_b64=base64.b64encode(buf.tobytes()).decode(),
+                        purpose="throwing",
+                    )
+                )
+                return ref
+        return None
+
+    async def _cmd_drop(self, args: dict[str, Any]) -> dict[str, Any]:
+        floor = int(args.get("floor", 10))
+        self.camera.drop(floor)  # type: ignore[union-attr]
+        return {"dropped_from": floor}
+
+    async def _cmd_status(self, args: dict[str, Any]) -> dict[str, Any]:
+        ms = sorted(self.frame_ms)
+        return {
+            "frames": self.frames,
+            "frames_dropped": self.frames_dropped,
+            "frame_ms_p50": ms[len(ms) // 2] if ms else None,
+            "detections": len(self.detections),
+        }
