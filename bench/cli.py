@@ -100,3 +100,17 @@ def fleet(
 
     report = run(covers=covers, cells=cells, period_h=hours, speed=speed, faults=faults)
     print(json.dumps(report, indent=None if json_out else 2))
+
+
+@app.command()
+def throwing(
+    minutes: Annotated[float, typer.Option(help="minutes of rendered facade video")] = 30.0,
+    clip_s: Annotated[float, typer.Option(help="seconds per clip (every other clip has an object dropped)")] = 30.0,
+    fps: Annotated[float, typer.Option(help="the camera's frame rate")] = 15.0,
+    json_out: Annotated[bool, typer.Option("--json", help="compact JSON")] = False,
+) -> None:
+    """High-altitude throwing: detection rate, false alarms per hour, detector time per frame."""
+    from bench.throwing import run
+
+    report = run(minutes, clip_s, fps)
+    print(json.dumps(report, indent=None if json_out else 2))

@@ -93,8 +93,7 @@ class ThrowingUnit(Unit):
     def _process(self, rgb: np.ndarray, t: float) -> list[Detection]:
         assert self.detector is not None
         t0 = time.perf_counter()
-        gray: np.ndarray[Any, np.dtype[np.uint8]] = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.uint8, copy=False)
-        out = self.detector.process(gray, t)
+        out = self.detector.process(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), t)
         self.frame_ms.append((time.perf_counter() - t0) * 1000)
         return out
 

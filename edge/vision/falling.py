@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
@@ -88,8 +89,9 @@ class FallDetector:
         self._next = 1
         self.frames = 0
         self.done: deque[Detection] = deque(maxlen=100)
+        self._confirmed: list[Track] = []  # recent free falls, to tell a broken track from a new object
 
-    def process(self, gray: U8, t: float) -> list[Detection]:
+    def process(self, gray: npt.NDArray[Any], t: float) -> list[Detection]:
         """One frame (grayscale) at time ``t`` seconds; the detections confirmed on this frame."""
         self.frames += 1
         fg = self.bg.apply(gray, learningRate=-1)
@@ -128,9 +130,18 @@ class FallDetector:
                 d = self._free_fall(tr)
                 if d is not None:
                     tr.confirmed = True
+                    if self._same_object(tr):
+                        continue
+                    self._confirmed.append(tr)
                     self.done.append(d)
                     out.append(d)
         return out
+
+    def _same_object(self, tr: Track) -> bool:
+        """A falling object whose track broke (lost for a few frames, then found again) is not a second one."""
+        t0, x0, _y0 = tr.points[0]
+        self._confirmed = [c for c in self._confirmed if t0 - c.points[-1][0] < 5.0]
+        return any(abs(x0 - c.points[-1][1]) < 25 and -0.2 <= t0 - c.points[-1][0] < 2.0 for c in self._confirmed)
 
     def _free_fall(self, tr: Track) -> Detection | None:
         pts = np.array(tr.points[-30:])
