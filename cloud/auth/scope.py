@@ -36,6 +36,7 @@ PERMS: dict[str, frozenset[str]] = {
     "residents.manage": _STAFF,
     "parking.view": _STAFF,
     "elevators.view": _STAFF,
+    "sensors.view": _STAFF,  # gas, perimeter, throwing, water
     "rules.view": _STAFF,
     "rules.reload": frozenset({"admin"}),
     "visitors.answer": _STAFF | {"resident"},

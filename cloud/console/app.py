@@ -150,11 +150,12 @@ def language(
 
 def install(app: FastAPI) -> None:
     """Add the console to the cloud's app."""
-    from cloud.console import fleet, live, mobile, pages
+    from cloud.console import fleet, live, mobile, pages, sensors
 
     app.include_router(router)
     app.include_router(pages.router)
     app.include_router(fleet.router)
+    app.include_router(sensors.router)
     app.include_router(mobile.router)
     app.include_router(live.router)
     app.mount("/console/static", StaticFiles(directory=HERE / "static"), name="console-static")

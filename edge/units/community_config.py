@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from edge.drivers.config import CameraConfig, IOConfig, ModbusRtu, ModbusTcp, OpenCVCameraConfig
 
-Id = Annotated[str, Field(min_length=1, max_length=48, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")]
+Id = Annotated[str, Field(min_length=1, max_length=48, pattern=r"^[a-z0-9][a-z0-9_-]*$")]  # part of metric names
 
 
 class _M(BaseModel):

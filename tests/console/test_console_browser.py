@@ -341,3 +341,96 @@ def test_csrf_is_required_and_logins_are_rate_limited(stack: Stack, login: Login
     assert resp.value.status == 429
     assert "Too many failed logins" in p.inner_text(".flash.err")
     ctx.close()
+
+
+def test_the_sensors_page_shows_zones_gas_falls_and_water(stack: Stack, login: Login) -> None:
+    import base64
+
+    import cv2
+    from sqlalchemy import insert
+
+    from protocol.envelope import now_ms
+    from protocol.messages import AlarmRaise, MediaSnapshot, Reading, TelemetryBatch
+    from simulators.facade import FacadeRenderer, scenario
+
+    now = now_ms()
+    with stack.svc.engine.begin() as conn:
+        for dev, kind in (
+            ("gas-b2", "gas"),
+            ("fence-01", "perimeter"),
+            ("facade-12", "throwing"),
+            ("meters-12", "water"),
+        ):
+            conn.execute(
+                insert(t.devices).values(
+                    id=dev, site_id="riverside", kind=kind, name=dev, status="online", created_ms=now
+                )
+            )
+
+    def readings(*rs: tuple[str, float, int]) -> TelemetryBatch:
+        return TelemetryBatch(readings=[Reading(metric=m, value=v, ts=ts) for m, v, ts in rs])
+
+    stack.device_says("gas-b2", readings(("gas.plant-b2.lel", 28.0, now)), "tele")
+    stack.device_says(
+        "gas-b2", AlarmRaise(key="gas.plant-b2.high", code="high", severity="critical", message="gas 28 %LEL")
+    )
+    stack.device_says(
+        "fence-01", readings(("perimeter.north.armed", 1.0, now), ("perimeter.yard.armed", 0.0, now)), "tele"
+    )
+    sc = scenario(3, 4, falls=1)
+    r = FacadeRenderer(sc)
+    strip = cv2.resize(__import__("numpy").hstack([r.frame(i) for i in range(10, 60, 10)]), None, fx=0.4, fy=0.4)
+    ok, buf = cv2.imencode(".jpg", strip[:, :, ::-1])
+    assert ok
+    stack.device_says(
+        "facade-12",
+        MediaSnapshot(
+            ref="throwing-south-1",
+            content_type="image/jpeg",
+            data_b64=base64.b64encode(buf.tobytes()).decode(),
+            purpose="throwing",
+        ),
+        "evt",
+    )
+    stack.device_says(
+        "facade-12",
+        AlarmRaise(
+            key="throwing.south.1",
+            code="throwing",
+            severity="critical",
+            message="object falling",
+            details={"facade": "block-12-south", "floor_low": 11, "floor_high": 14, "frames_ref": "throwing-south-1"},
+        ),
+    )
+    hours = [
+        ("water.m1.hourly_l", v, now - (24 - h) * 3_600_000)
+        for h, v in enumerate(
+            [0, 0, 0, 0, 0, 4, 60, 180, 90, 20, 10, 12, 25, 18, 9, 14, 22, 35, 80, 150, 110, 40, 10, 2]
+        )
+    ]
+    stack.device_says("meters-12", readings(*hours), "tele")
+    stack.device_says(
+        "fence-01",
+        AlarmRaise(
+            key="perimeter.north.intrusion",
+            code="intrusion",
+            severity="critical",
+            message="intrusion",
+            details={"zone": "north"},
+        ),
+    )
+    page = login("li.operator")
+
+    def shown() -> bool:
+        page.goto("/console/sensors")
+        text = page.inner_text("main")
+        return all(s in text for s in ("plant-b2", "north", "yard", "floors 11–14", "m1"))
+
+    wait(shown, 20, "every panel filled")
+    assert page.query_selector(".tile.zone.st-alarm h2").inner_text().startswith("north")
+    assert page.query_selector(".tile.zone.st-disarmed h2").inner_text().startswith("yard")
+    assert page.query_selector(".badge.level-high").inner_text() == "high"
+    strip_img = page.wait_for_selector("figure.throw img.strip")
+    wait(lambda: page.evaluate("(img) => img.complete && img.naturalWidth > 0", strip_img), 10, "the frame strip")
+    page.wait_for_selector("figure.chart canvas")  # the water chart drawn
+    shot(page, "sensors")

@@ -1,0 +1,116 @@
+"""The community sensors page: perimeter zones (armed or not, tripped, the last intrusion), gas levels against
+their alarm levels, objects thrown from buildings with their frame strips, and each household's hourly water
+consumption as a chart."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+from sqlalchemy import func, select
+
+from cloud.api.deps import Service
+from cloud.console.app import Session
+from cloud.console.pages import rows_of
+from cloud.console.render import render
+from cloud.db import schema as t
+from protocol.envelope import now_ms
+
+router = APIRouter(prefix="/console", include_in_schema=False)
+DAY_MS = 86_400_000
+GAS = re.compile(r"^gas\.(?P<detector>[^.]+)\.lel$")
+ZONE = re.compile(r"^perimeter\.(?P<zone>[^.]+)\.armed$")
+WATER = re.compile(r"^water\.(?P<meter>[^.]+)\.hourly_l$")
+
+
+def _latest_metrics(conn: Any, devices: list[str], prefix: str) -> list[dict[str, Any]]:
+    """The newest value of every metric starting with ``prefix`` on ``devices``."""
+    c = t.telemetry.c
+    newest = (
+        select(c.device_id, c.metric, func.max(c.ts).label("ts"))
+        .where(c.device_id.in_(devices), c.metric.like(f"{prefix}%"))
+        .group_by(c.device_id, c.metric)
+        .subquery()
+    )
+    q = select(c.device_id, c.metric, c.ts, c.value).join(
+        newest, (c.device_id == newest.c.device_id) & (c.metric == newest.c.metric) & (c.ts == newest.c.ts)
+    )
+    return rows_of(conn.execute(q))
+
+
+@router.get("/sensors", response_class=HTMLResponse)
+def sensors(request: Request, svc: Service, page: Session) -> HTMLResponse:
+    page.need("sensors.view")
+    now = now_ms()
+    with svc.engine.connect() as conn:
+        kinds = {
+            r.id: r.kind
+            for r in conn.execute(
+                select(t.devices.c.id, t.devices.c.kind).where(
+                    t.devices.c.kind.in_(("gas", "perimeter", "throwing", "water"))
+                )
+            )
+        }
+        devices = list(kinds)
+        alarms = rows_of(
+            conn.execute(
+                select(t.alarms)
+                .where(t.alarms.c.device_id.in_(devices))
+                .order_by(t.alarms.c.raised_ms.desc())
+                .limit(500)
+            )
+        )
+        gas_rows = _latest_metrics(conn, devices, "gas.")
+        zone_rows = _latest_metrics(conn, devices, "perimeter.")
+        water_rows = _latest_metrics(conn, devices, "water.")
+    open_keys = {a["key"] for a in alarms if a["state"] != "cleared"}
+    gas = []
+    for r in gas_rows:
+        if m := GAS.match(r["metric"]):
+            det = m["detector"]
+            level = next(
+                (lv for lv in ("high", "low") if f"gas.{det}.{lv}" in open_keys), "normal"
+            )
+            fault = f"gas.{det}.fault" in open_keys or f"gas.{det}.end_of_life" in open_keys
+            gas.append({**r, "detector": det, "level": level, "fault": fault, "pct": min(100.0, r["value"] * 2)})
+    zones = []
+    for r in zone_rows:
+        if m := ZONE.match(r["metric"]):
+            z = m["zone"]
+            last = next((a for a in alarms if a["key"] == f"perimeter.{z}.intrusion" and a["device_id"] == r["device_id"]), None)
+            zones.append(
+                {
+                    "device_id": r["device_id"],
+                    "zone": z,
+                    "armed": r["value"] >= 0.5,
+                    "alarm": f"perimeter.{z}.intrusion" in open_keys,
+                    "tamper": f"perimeter.{z}.tamper" in open_keys,
+                    "last": last,
+                }
+            )
+    throws = [a for a in alarms if a["code"] == "throwing"][:12]
+    meters = []
+    for r in water_rows:
+        if m := WATER.match(r["metric"]):
+            mid = m["meter"]
+            meters.append(
+                {
+                    **r,
+                    "meter": mid,
+                    "alarms": [a for a in alarms if a["key"].startswith(f"water.{mid}.") and a["state"] != "cleared"],
+                }
+            )
+    return render(
+        request,
+        "sensors.html",
+        page.user,
+        page.csrf,
+        gas=sorted(gas, key=lambda g: g["detector"]),
+        zones=sorted(zones, key=lambda z: (z["device_id"], z["zone"])),
+        throws=throws,
+        meters=sorted(meters, key=lambda m: m["meter"]),
+        now=now,
+        day_ms=DAY_MS,
+    )
