@@ -46,6 +46,7 @@ class CommunitySpec:
     tower_every_s: float = 8.0  # a car arriving or called back at each tower this often
     entrapment_every: int = 8  # every n-th elevator ride stops between floors with a passenger
     entrapment_s: float = 60.0
+    interlock_every: int = 25  # every n-th step at a tower a lift interlock opens for a while
     seed: int = 5
 
 
@@ -69,6 +70,7 @@ class Community:
         self.car_boards: dict[str, FirmwareBoard] = {}
         self.elevators: dict[str, ElevatorWorld] = {}
         self._stop = threading.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
         self.rides = 0
         try:
             for gw, kind in self.ids:
@@ -196,6 +198,19 @@ class Community:
         result = await asyncio.wait_for(job.done, 120)  # the car is in its bay (or the store failed)
         return bool(result.ok)
 
+    async def interlock(
+        self, tower_id: str, unit: Any, lift: int = 1, name: str = "door_closed", seconds: float = 20.0
+    ) -> None:
+        """A lift's interlock opens (a landing door forced, someone in the bay) for ``seconds``; then it closes
+        and the attendant resets the lift."""
+        tower = self.towers[tower_id]
+        tower.set_interlock(lift, name, False)
+        await asyncio.sleep(seconds)
+        tower.set_interlock(lift, name, True)
+        await asyncio.sleep(1.0)
+        with contextlib.suppress(Exception):  # a lift that did not fault needs no reset
+            await unit._cmd_reset({"lift": lift, "by": "attendant"})
+
     def entrapment(self, lift_id: str, seconds: float | None = None) -> None:
         """Blocking: the car stops between floors with a passenger for ``seconds``, then is released."""
         w = self.elevators[lift_id]
@@ -278,7 +293,10 @@ class Community:
         while not await self._wait(stop, self.spec.tower_every_s):
             n += 1
             try:
-                if parked and (len(parked) > 10 or rng.random() < 0.4):
+                if self.spec.interlock_every and n % self.spec.interlock_every == 0:
+                    self._tasks.add(t := asyncio.create_task(self.interlock(tower_id, unit, lift=n % 2)))
+                    t.add_done_callback(self._tasks.discard)
+                elif parked and (len(parked) > 10 or rng.random() < 0.4):
                     await unit.retrieve(parked.pop(rng.randrange(len(parked))))
                 else:
                     car = f"{tower_id}-car{n:03d}"
