@@ -70,16 +70,16 @@ def sensors(request: Request, svc: Service, page: Session) -> HTMLResponse:
     for r in gas_rows:
         if m := GAS.match(r["metric"]):
             det = m["detector"]
-            level = next(
-                (lv for lv in ("high", "low") if f"gas.{det}.{lv}" in open_keys), "normal"
-            )
+            level = next((lv for lv in ("high", "low") if f"gas.{det}.{lv}" in open_keys), "normal")
             fault = f"gas.{det}.fault" in open_keys or f"gas.{det}.end_of_life" in open_keys
             gas.append({**r, "detector": det, "level": level, "fault": fault, "pct": min(100.0, r["value"] * 2)})
     zones = []
     for r in zone_rows:
         if m := ZONE.match(r["metric"]):
             z = m["zone"]
-            last = next((a for a in alarms if a["key"] == f"perimeter.{z}.intrusion" and a["device_id"] == r["device_id"]), None)
+            last = next(
+                (a for a in alarms if a["key"] == f"perimeter.{z}.intrusion" and a["device_id"] == r["device_id"]), None
+            )
             zones.append(
                 {
                     "device_id": r["device_id"],

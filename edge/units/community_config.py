@@ -144,6 +144,7 @@ class ThrowingConfig(_M):
     ground_y: float = Field(0.95, gt=0, le=1, description="image height fraction where the ground floor's base is")
     clip_frames: int = Field(8, ge=2, le=24, description="frames in the strip sent with the alarm")
     cooldown_s: float = Field(10.0, ge=0, description="one alarm per falling object, not one per frame")
+    keep_dir: str | None = Field(None, description="keep each frame strip here on the gateway (evidence)")
 
 
 # --- water meters ------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """High-altitude throwing: a camera at the foot of a building looks up its face; ``edge.vision.falling`` finds
 objects whose path is a free fall and estimates the floor band they came from. Each one is a critical alarm
 (``throwing.<facade>.<time>``: floor band, time, fitted acceleration) with a strip of frames around the fall
-kept on the gateway and sent on the bulk lane (``media.snapshot``, purpose ``throwing``) for the operator and
+kept on the gateway and sent on the bulk lane (``media.snapshot``, purpose ``throwing``; a copy in ``keep_dir`` when set) for the operator and
 the police. The frame work runs on a worker thread, so the agent stays responsive; frames that arrive while
 the detector is still busy are dropped and counted (``frames_dropped``).
 """
@@ -37,7 +37,7 @@ class ThrowingUnit(Unit):
     def __init__(self, cfg: ThrowingConfig, camera: FrameSource | None = None, keep_dir: Path | None = None) -> None:
         self.cfg = cfg
         self.camera = camera
-        self.keep_dir = keep_dir
+        self.keep_dir = keep_dir or (Path(cfg.keep_dir) if cfg.keep_dir else None)
         self.detections: list[dict[str, Any]] = []
         self.frames = 0
         self.frames_dropped = 0

@@ -72,7 +72,14 @@ async def test_community_sensor_alarms_reach_the_cloud(make_cloud: MakeCloud, ru
             device="facade-12",
             public_key=pub,
             outbox={"path": str(tmp_path / "facade.db")},
-            units=[{"type": "throwing", "facade": "block-12-south", "camera": {"type": "facade_sim", "seed": 5}}],
+            units=[
+                {
+                    "type": "throwing",
+                    "facade": "block-12-south",
+                    "camera": {"type": "facade_sim", "seed": 5},
+                    "keep_dir": str(tmp_path / "evidence"),
+                }
+            ],
         )
 
         def alarm(device: str, code: str) -> Any:
@@ -99,6 +106,8 @@ async def test_community_sensor_alarms_reach_the_cloud(make_cloud: MakeCloud, ru
         assert thrown["details"]["floor_low"] <= 15 <= thrown["details"]["floor_high"]
         strip = await asyncio.to_thread(api.get, f"/api/media/{thrown['details']['frames_ref']}")
         assert strip.status_code == 200 and strip.content[:2] == b"\xff\xd8"
+        kept = tmp_path / "evidence" / f"{thrown['details']['frames_ref']}.jpg"
+        assert kept.read_bytes() == strip.content  # the same evidence stays on the gateway
 
         def orders() -> Any:
             items = api.get("/api/work-orders", params={"limit": 50}).json()["items"]
