@@ -1,9 +1,9 @@
 """High-altitude throwing: a camera at the foot of a building looks up its face; ``edge.vision.falling`` finds
 objects whose path is a free fall and estimates the floor band they came from. Each one is a critical alarm
-(``throwing.<facade>.<time>``: floor band, time, fitted acceleration) with a strip of frames around the fall
-kept on the gateway and sent on the bulk lane (``media.snapshot``, purpose ``throwing``; a copy in ``keep_dir`` when set) for the operator and
-the police. The frame work runs on a worker thread, so the agent stays responsive; frames that arrive while
-the detector is still busy are dropped and counted (``frames_dropped``).
+(``throwing.<facade>.<time>``: floor band, time, fitted acceleration) with a strip of frames around the fall,
+sent on the bulk lane (``media.snapshot``, purpose ``throwing``) for the operator and the police, and kept on
+the gateway in ``keep_dir`` when set. The frame work runs on a worker thread, so the agent stays responsive;
+frames that arrive while the detector is still busy are dropped and counted (``frames_dropped``).
 """
 
 from __future__ import annotations
