@@ -111,6 +111,5 @@ def sensors(request: Request, svc: Service, page: Session) -> HTMLResponse:
         zones=sorted(zones, key=lambda z: (z["device_id"], z["zone"])),
         throws=throws,
         meters=sorted(meters, key=lambda m: m["meter"]),
-        now=now,
         day_ms=DAY_MS,
     )
