@@ -16,7 +16,6 @@ from cloud.console.app import Session
 from cloud.console.pages import rows_of
 from cloud.console.render import render
 from cloud.db import schema as t
-from protocol.envelope import now_ms
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 DAY_MS = 86_400_000
@@ -43,7 +42,6 @@ def _latest_metrics(conn: Any, devices: list[str], prefix: str) -> list[dict[str
 @router.get("/sensors", response_class=HTMLResponse)
 def sensors(request: Request, svc: Service, page: Session) -> HTMLResponse:
     page.need("sensors.view")
-    now = now_ms()
     with svc.engine.connect() as conn:
         kinds = {
             r.id: r.kind
