@@ -31,7 +31,13 @@ from simulators.thermal import Scene
 log = logging.getLogger("civicedge.sim.community")
 TOWER_SPEED = 10.0  # the towers' machinery runs 10× (a store takes seconds, not a minute)
 RESIDENT_PHOTO, VISITOR_PHOTO = "astronaut", "grace_hopper"
-RESIDENT_FLAT, HOST_FLAT = "0304", "1203"  # the resident the gates know; the flat visitors ring
+RESIDENT_FLAT, HOST_FLAT = "0304", "1203"
+SENSOR_IDS = (
+    ("gas-01", "gas"),
+    ("fence-01", "perimeter"),
+    ("facade-01", "throwing"),
+    ("meters-01", "water"),
+)  # the resident the gates know; the flat visitors ring
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,7 @@ class CommunitySpec:
     entrapment_every: int = 8  # every n-th elevator ride stops between floors with a passenger
     entrapment_s: float = 60.0
     interlock_every: int = 25  # every n-th step at a tower a lift interlock opens for a while
+    sensors: bool = False  # the estate's gas detector, fence, facade camera and water meters (estate_sensors)
     seed: int = 5
 
 
@@ -55,6 +62,8 @@ def gateway_ids(spec: CommunitySpec) -> Iterator[tuple[str, str]]:
     yield from ((f"gate-{i + 1:02d}", "gate") for i in range(spec.gates))
     yield from ((f"tower-{i + 1:02d}", "parking_lift") for i in range(spec.towers))
     yield from ((f"lift-{i + 1:02d}", "elevator") for i in range(spec.elevators))
+    if spec.sensors:
+        yield from SENSOR_IDS
 
 
 class Community:
@@ -72,13 +81,18 @@ class Community:
         self._stop = threading.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self.rides = 0
+        self.sensors: Any = None
         try:
+            if any(k in ("gas", "perimeter", "throwing", "water") for _g, k in self.ids):
+                from simulators.estate_sensors import EstateSensors
+
+                self.sensors = EstateSensors(workdir)
             for gw, kind in self.ids:
                 if kind == "gate":
                     self.boards[gw] = IOBoardSim()
                 elif kind == "parking_lift":
                     self.towers[gw] = Tower(lifts=2, floors=6, bays=4, speed=TOWER_SPEED)
-                else:
+                elif kind == "elevator":
                     board = self.car_boards[gw] = FirmwareBoard("carboard", {"period_ms": spec.car_board_period_ms})
                     world = self.elevators[gw] = ElevatorWorld(board, floors=12, speed_ms=2.5)
                     world.dt = spec.car_board_period_ms / 2000  # the car's sensors change twice per sample
@@ -137,6 +151,8 @@ class Community:
                     "trapped_s": 20,
                 }
             ]
+        if self.sensors is not None:
+            out.update({gw: u for gw, u in self.sensors.units().items() if any(gw == g for g, _k in self.ids)})
         return out
 
     @staticmethod
@@ -240,8 +256,10 @@ class Community:
                     tg.create_task(self._gate(agents[dev], stop, offset))
                 elif kind == "parking_lift":
                     tg.create_task(self._parking(dev, agents[dev], stop, offset, rng.random()))
-                else:
+                elif kind == "elevator":
                     tg.create_task(asyncio.to_thread(self._rides, dev))
+            if self.sensors is not None and all(g in agents for g, _k in SENSOR_IDS):
+                tg.create_task(self.sensors.run(agents, stop))
             await stop.wait()
             self._stop.set()
 
@@ -324,6 +342,8 @@ class Community:
 
     def close(self) -> None:
         self._stop.set()
+        if self.sensors is not None:
+            self.sensors.close()
         parts: list[IOBoardSim | Tower | FirmwareBoard] = [*self.boards.values(), *self.towers.values()]
         for part in [*parts, *self.car_boards.values()]:
             with contextlib.suppress(Exception):

@@ -53,7 +53,7 @@ SIZES: dict[str, DistrictSize] = {
     # 30 s here), a cover fault every 10 district minutes
     "small": DistrictSize(
         DistrictSpec(covers=300, cells=20),
-        CommunitySpec(gates=1, towers=1, elevators=1),
+        CommunitySpec(gates=1, towers=1, elevators=1, sensors=True),
         Schedule(speed=30, fault_every_s=600, fault_s=900),
     ),
     # the real size: 16,000 covers, 50 gates, 10 towers, 20 elevators (gate cameras analysed at 1 frame/s, lift

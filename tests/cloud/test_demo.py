@@ -46,7 +46,15 @@ def test_demo_runs_and_stops_cleanly(tmp_path: Path) -> None:
                 break
             assert time.monotonic() < deadline, devs
             time.sleep(0.2)
-        assert {d["id"] for d in gateways} == {"gate-01", "tower-01", "lift-01"} and len(covers) == 40
+        assert {d["id"] for d in gateways} == {
+            "gate-01",
+            "tower-01",
+            "lift-01",
+            "gas-01",
+            "fence-01",
+            "facade-01",
+            "meters-01",
+        } and len(covers) == 40
         # the gate recognises the demo's resident, and the tower parks cars
         deadline = time.monotonic() + 90
         while True:
@@ -58,6 +66,12 @@ def test_demo_runs_and_stops_cleanly(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, (gate, lifts, rides)
             time.sleep(0.5)
         assert api.get("/api/assets", params={"limit": 1}).json()["total"] == 40  # the district's registry
+        # the estate's sensors report: the gas level, the fence's zones armed or not
+        gas = api.get("/api/devices/gas-01/telemetry", params={"metric": "gas.boiler-room.lel"}).json()
+        assert gas["points"], gas
+        armed = api.get("/api/events", params={"device": "fence-01", "type": "event"}).json()["items"]
+        assert {e["body"]["code"] for e in armed} & {"perimeter.armed", "perimeter.disarmed"}
+        assert api.get("/console/sensors").status_code == 200
     finally:
         proc.send_signal(signal.SIGINT)
         out = proc.communicate(timeout=60)[0]
