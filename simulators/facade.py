@@ -222,6 +222,8 @@ class FacadeCamera:
         self.renderer = FacadeRenderer(self.scenario)
         self.i = 0
         self.seed += 1
+        self._clip_t0 = getattr(self, "_clip_t0", 0.0) + getattr(self, "_clip_len", 0.0)
+        self._clip_len = self.renderer.frames / self.spec.fps
 
     def drop(self, floor: int, col: int = 2, size: int = 6) -> Fall:
         """An object dropped now from ``floor`` (within this clip)."""
@@ -242,8 +244,9 @@ class FacadeCamera:
         if self.i >= self.renderer.frames:
             self._new_clip()
         rgb = await asyncio.to_thread(self.renderer.frame, self.i)
+        ts = self._clip_t0 + self.i / self.spec.fps  # the video's own clock, however late the frame is
         self.i += 1
-        return Frame(rgb, [], None)
+        return Frame(rgb, [], None, ts)
 
     async def close(self) -> None:
         return None

@@ -21,6 +21,7 @@ class Frame:
     rgb: npt.NDArray[np.uint8]
     thermal: list[ThermalFrame] = field(default_factory=list)
     ambient_c: float | None = None
+    ts: float | None = None  # when it was captured (monotonic seconds): motion is measured in capture time
 
 
 __all__ = ["CameraConfig", "Frame", "FrameSource", "OpenCVCamera", "SimulatedCameraConfig"]
@@ -44,10 +45,13 @@ class OpenCVCamera:
         self.cap.set(cv2.CAP_PROP_FRAME_HEIGHT, cfg.height)
 
     async def read(self) -> Frame:
+        import time
+
         ok, bgr = await asyncio.to_thread(self.cap.read)
+        ts = time.monotonic()
         if not ok:
             raise DriverError("camera returned no frame")
-        return Frame(np.ascontiguousarray(bgr[:, :, ::-1]))
+        return Frame(np.ascontiguousarray(bgr[:, :, ::-1]), ts=ts)
 
     async def close(self) -> None:
         self.cap.release()

@@ -64,13 +64,15 @@ class ThrowingUnit(Unit):
         camera = self.camera = self.camera or self._make_camera()
         if hasattr(camera, "drop"):
             ctx.register_command("sim-drop", self._cmd_drop)
-        t0 = time.monotonic()
+        t0: float | None = None
         busy: asyncio.Future[list[Detection]] | None = None
         loop = asyncio.get_running_loop()
         try:
             while True:
                 frame = await camera.read()
-                t = time.monotonic() - t0
+                ts = frame.ts if frame.ts is not None else time.monotonic()
+                t0 = ts if t0 is None else t0
+                t = ts - t0
                 self.frames += 1
                 if self.detector is None:
                     h = frame.rgb.shape[0]
