@@ -4,22 +4,17 @@ are set by the test or the scenario; ``alive = False`` stops it answering."""
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from typing import Any
 
-from pymodbus.server import ModbusSerialServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from simulators.serial_link import SerialLink
+from simulators.modbus_rtu import RtuServer
 
 READ_INPUT_REGISTERS = 4
 
 
 class GasDetectorSim:
     def __init__(self, unit_id: int = 1) -> None:
-        self.link = SerialLink()
-        self.port = self.link.b  # the gateway opens this end
         self.lel = 0.0
         self.fault = False
         self.end_of_life = False
@@ -27,12 +22,8 @@ class GasDetectorSim:
         regs = [SimData(0, count=4, values=0, datatype=DataType.REGISTERS)]
         bits = [SimData(0, count=8, values=False, datatype=DataType.BITS)]
         self.device = SimDevice(id=unit_id, simdata=(bits, list(bits), regs, list(regs)), action=self._action)
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="gas-detector-sim", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(5):
-            raise RuntimeError("the gas detector simulator did not start")
+        self.rtu = RtuServer(self.device, "gas detector")
+        self.link, self.port = self.rtu.link, self.rtu.port  # the gateway opens this end
 
     @property
     def alive(self) -> bool:
@@ -51,20 +42,5 @@ class GasDetectorSim:
             for i in range(count):
                 regs[address - start + i] = table.get(address + i, 0)
 
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-
-        async def main() -> None:
-            self.server = ModbusSerialServer(self.device, port=self.link.a, baudrate=9600)
-            await self.server.serve_forever(background=True)
-            self._ready.set()
-            self._stopped = asyncio.Event()
-            await self._stopped.wait()
-            await self.server.shutdown()  # type: ignore[no-untyped-call]
-
-        self._loop.run_until_complete(main())
-
     def close(self) -> None:
-        self._loop.call_soon_threadsafe(self._stopped.set)
-        self._thread.join(5)
-        self.link.close()
+        self.rtu.close()

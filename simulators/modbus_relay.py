@@ -4,23 +4,18 @@ module's state lives here (``coils``, ``inputs``, ``history``) and is served thr
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import time
 from typing import Any
 
-from pymodbus.server import ModbusSerialServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from simulators.serial_link import SerialLink
+from simulators.modbus_rtu import RtuServer
 
 READ_DISCRETE_INPUTS, WRITE_COIL, WRITE_COILS = 2, 5, 15
 
 
 class ModbusRelaySim:
     def __init__(self, unit_id: int = 1, channels: int = 8) -> None:
-        self.link = SerialLink()
-        self.port = self.link.b  # the gateway opens this end
         self.coils = [False] * channels
         self.inputs = [False] * channels
         self.history: list[tuple[float, int, bool]] = []
@@ -28,12 +23,8 @@ class ModbusRelaySim:
         bits = [SimData(0, count=channels, values=False, datatype=DataType.BITS)]
         regs = [SimData(0, count=1, values=0, datatype=DataType.REGISTERS)]
         self.device = SimDevice(id=unit_id, simdata=(bits, list(bits), regs, list(regs)), action=self._action)
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="modbus-relay-sim", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(5):
-            raise RuntimeError("the Modbus relay simulator did not start")
+        self.rtu = RtuServer(self.device, "Modbus relay")
+        self.link, self.port = self.rtu.link, self.rtu.port  # the gateway opens this end
 
     async def _action(
         self,
@@ -55,19 +46,6 @@ class ModbusRelaySim:
                     self.coils[ch] = bool(v)
                     self.history.append((now, ch, bool(v)))
 
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-
-        async def main() -> None:
-            self.server = ModbusSerialServer(self.device, port=self.link.a, baudrate=9600)
-            await self.server.serve_forever(background=True)
-            self._ready.set()
-            self._stopped = asyncio.Event()
-            await self._stopped.wait()
-            await self.server.shutdown()  # type: ignore[no-untyped-call]
-
-        self._loop.run_until_complete(main())
-
     def coil(self, ch: int) -> bool:
         return self.coils[ch]
 
@@ -75,6 +53,4 @@ class ModbusRelaySim:
         self.inputs[ch] = on
 
     def close(self) -> None:
-        self._loop.call_soon_threadsafe(self._stopped.set)
-        self._thread.join(5)
-        self.link.close()
+        self.rtu.close()

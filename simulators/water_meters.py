@@ -9,7 +9,6 @@ readings takes minutes; the volume integrates the flow over meter time.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import threading
@@ -17,10 +16,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from pymodbus.server import ModbusSerialServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from simulators.serial_link import SerialLink
+from simulators.modbus_rtu import RtuServer
 
 READ_INPUT_REGISTERS = 4
 
@@ -50,8 +48,6 @@ class WaterMeterBus:
     def __init__(self, meters: int = 4, clock_scale: float = 1.0, start_hour: float = 0.0) -> None:
         # a meter off the bus answers with a Modbus exception; pymodbus would log each as an error
         logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
-        self.link = SerialLink()
-        self.port = self.link.b
         self.clock_scale, self.start_hour = clock_scale, start_hour
         self.meters = {i + 1: MeterState(i + 1) for i in range(meters)}
         self._t0 = time.monotonic()
@@ -64,13 +60,8 @@ class WaterMeterBus:
             devices.append(
                 SimDevice(id=uid, simdata=(bits, list(bits), regs, list(regs)), action=self._action_for(uid))
             )
-        self.devices = devices
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="water-meter-bus", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(5):
-            raise RuntimeError("the water meter simulator did not start")
+        self.rtu = RtuServer(devices, "water meter bus")
+        self.link, self.port = self.rtu.link, self.rtu.port
 
     def hour(self) -> float:
         """Meter time in hours since midnight of day 0."""
@@ -107,20 +98,5 @@ class WaterMeterBus:
         flow = round(m.flow_lph(self.hour()))
         return [total >> 16, total & 0xFFFF, flow & 0xFFFF, 0]
 
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-
-        async def main() -> None:
-            self.server = ModbusSerialServer(self.devices, port=self.link.a, baudrate=9600)
-            await self.server.serve_forever(background=True)
-            self._ready.set()
-            self._stopped = asyncio.Event()
-            await self._stopped.wait()
-            await self.server.shutdown()  # type: ignore[no-untyped-call]
-
-        self._loop.run_until_complete(main())
-
     def close(self) -> None:
-        self._loop.call_soon_threadsafe(self._stopped.set)
-        self._thread.join(5)
-        self.link.close()
+        self.rtu.close()
