@@ -15,13 +15,12 @@ import time
 from collections import Counter
 from typing import Any
 
-import cv2
-
 from edge.drivers.camera import Frame, FrameSource, OpenCVCamera
 from edge.drivers.io import IO, DriverError, build_io
 from edge.i18n import prompt_text
 from edge.units.base import Unit, UnitContext
 from edge.units.gate_config import GateConfig
+from edge.units.media import jpeg_snapshot
 from edge.units.passes import PassBook
 from edge.vision.gallery import Gallery
 from edge.vision.pipeline import Decision, GateVision
@@ -36,7 +35,6 @@ from protocol.messages import (
     DeviceEvent,
     GalleryDelta,
     GateDecision,
-    MediaSnapshot,
     RelayState,
     TemperatureScreening,
     VisitorRequest,
@@ -388,23 +386,13 @@ class GateUnit(Unit):
         frame = self._visitor_frame
         if frame is None:
             return None
-        rgb = frame.rgb
-        for quality, scale in ((80, 1.0), (60, 0.6), (50, 0.35)):
-            img = rgb if scale == 1.0 else cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-            ok, buf = cv2.imencode(".jpg", img[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
-            if ok and len(buf) <= self.cfg.snapshot_max_bytes:
-                ref = f"visitor-{request_id.lower()}"
-                await self._put(
-                    MediaSnapshot(
-                        ref=ref,
-                        content_type="image/jpeg",
-                        data_b64=base64.b64encode(buf.tobytes()).decode(),
-                        purpose="visitor_request",
-                    )
-                )
-                self._visitor_frame = None  # not kept after it is sent
-                return ref
-        return None
+        ref = f"visitor-{request_id.lower()}"
+        snap = jpeg_snapshot(frame.rgb, ref, "visitor_request", self.cfg.snapshot_max_bytes)
+        if snap is None:
+            return None
+        await self._put(snap[0])
+        self._visitor_frame = None  # not kept after it is sent
+        return ref
 
     # --- commands ---------------------------------------------------------------------------------------
 

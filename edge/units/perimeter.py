@@ -14,7 +14,6 @@ linked camera when one is configured.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import datetime as dt
 import logging
@@ -28,8 +27,9 @@ from edge.drivers.io import IO, build_io
 from edge.units.alarms import AlarmSet
 from edge.units.base import Unit, UnitContext
 from edge.units.community_config import PerimeterConfig, Zone
+from edge.units.media import jpeg_snapshot
 from protocol.envelope import now_ms
-from protocol.messages import DeviceEvent, MediaSnapshot
+from protocol.messages import DeviceEvent
 
 log = logging.getLogger("civicedge.edge.perimeter")
 TICK_S = 0.05
@@ -161,19 +161,12 @@ class PerimeterUnit(Unit):
         except Exception as exc:  # no still is no reason to hold the alarm back
             log.warning("perimeter snapshot failed", extra={"zone": zid, "error": str(exc)})
             return None
-        img = cv2.resize(frame.rgb, (320, 240), interpolation=cv2.INTER_AREA)
-        ok, buf = cv2.imencode(".jpg", img[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 70])
-        if not ok:
-            return None
         ref = f"perimeter-{zid}-{at}".lower()[:64]
-        await self._ctx.outbox.put(
-            MediaSnapshot(
-                ref=ref,
-                content_type="image/jpeg",
-                data_b64=base64.b64encode(buf.tobytes()).decode(),
-                purpose="perimeter",
-            )
-        )
+        small = cv2.resize(frame.rgb, (320, 240), interpolation=cv2.INTER_AREA)
+        snap = jpeg_snapshot(small, ref, "perimeter", 60_000, ((70, 1.0), (50, 0.6)))
+        if snap is None:
+            return None
+        await self._ctx.outbox.put(snap[0])
         return ref
 
     async def _cmd_arm(self, args: dict[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,6 @@ frames that arrive while the detector is still busy are dropped and counted (``f
 from __future__ import annotations
 
 import asyncio
-import base64
 import collections
 import logging
 import time
@@ -23,9 +22,10 @@ import numpy as np
 from edge.drivers.camera import FrameSource
 from edge.units.base import Unit, UnitContext
 from edge.units.community_config import ThrowingConfig
+from edge.units.media import jpeg_snapshot
 from edge.vision.falling import Calibration, Detection, FallDetector
 from protocol.envelope import now_ms
-from protocol.messages import AlarmRaise, MediaSnapshot
+from protocol.messages import AlarmRaise
 
 log = logging.getLogger("civicedge.edge.throwing")
 STRIP_MAX_BYTES = 140_000
@@ -136,23 +136,15 @@ class ThrowingUnit(Unit):
             return None
         idx = np.linspace(0, len(frames) - 1, min(self.cfg.clip_frames, len(frames))).round().astype(int)
         strip = np.hstack([frames[i] for i in idx])
-        for quality in (80, 60, 40):
-            ok, buf = cv2.imencode(".jpg", strip[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
-            if ok and len(buf) <= STRIP_MAX_BYTES:
-                ref = f"throwing-{self.cfg.facade}-{at}".lower()[:64]
-                if self.keep_dir is not None:
-                    self.keep_dir.mkdir(parents=True, exist_ok=True)
-                    (self.keep_dir / f"{ref}.jpg").write_bytes(buf.tobytes())
-                await self._ctx.outbox.put(
-                    MediaSnapshot(
-                        ref=ref,
-                        content_type="image/jpeg",
-                        data_b64=base64.b64encode(buf.tobytes()).decode(),
-                        purpose="throwing",
-                    )
-                )
-                return ref
-        return None
+        ref = f"throwing-{self.cfg.facade}-{at}".lower()[:64]
+        snap = jpeg_snapshot(strip, ref, "throwing", STRIP_MAX_BYTES, ((80, 1.0), (60, 1.0), (50, 0.6)))
+        if snap is None:
+            return None
+        if self.keep_dir is not None:
+            self.keep_dir.mkdir(parents=True, exist_ok=True)
+            (self.keep_dir / f"{ref}.jpg").write_bytes(snap[1])
+        await self._ctx.outbox.put(snap[0])
+        return ref
 
     async def _cmd_drop(self, args: dict[str, Any]) -> dict[str, Any]:
         floor = int(args.get("floor", 10))
