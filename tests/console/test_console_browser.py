@@ -315,34 +315,6 @@ def test_screenshots_of_the_main_pages(stack: Stack, login: Login) -> None:
     assert page.request.post("/provision", data={"claim": token, "kind": "gateway"}).status == 403
 
 
-def test_csrf_is_required_and_logins_are_rate_limited(stack: Stack, login: Login, browser: Any) -> None:
-    page = login("li.operator")
-    with stack.svc.engine.connect() as conn:
-        alarm_id = conn.execute(select(t.alarms.c.id).limit(1)).scalar_one()
-    forged = page.request.post(f"/console/alarms/{alarm_id}/clear", form={"csrf": "forged"})
-    assert forged.status == 403
-    missing = page.request.post(f"/api/alarms/{alarm_id}/clear", data={"note": "x"})
-    assert missing.status == 403 and "CSRF" in missing.json()["error"]
-    with stack.svc.engine.connect() as conn:
-        assert conn.execute(select(t.alarms.c.state).where(t.alarms.c.id == alarm_id)).scalar_one() != "cleared"
-
-    ctx = browser.new_context(base_url=stack.base)
-    p = ctx.new_page()
-    for _ in range(5):
-        p.goto("/console/login")
-        p.fill("input[name=username]", "li.operator")
-        p.fill("input[name=password]", "not the password")
-        p.click("button.primary")
-        assert "Wrong user name or password" in p.inner_text(".flash.err")
-    p.fill("input[name=username]", "li.operator")
-    p.fill("input[name=password]", PASSWORD)  # even the right password waits now
-    with p.expect_response(re.compile(r"/console/login$")) as resp:
-        p.click("button.primary")
-    assert resp.value.status == 429
-    assert "Too many failed logins" in p.inner_text(".flash.err")
-    ctx.close()
-
-
 def test_the_sensors_page_shows_zones_gas_falls_and_water(stack: Stack, login: Login) -> None:
     import base64
 
@@ -434,3 +406,32 @@ def test_the_sensors_page_shows_zones_gas_falls_and_water(stack: Stack, login: L
     wait(lambda: page.evaluate("(img) => img.complete && img.naturalWidth > 0", strip_img), 10, "the frame strip")
     page.wait_for_selector("figure.chart canvas")  # the water chart drawn
     shot(page, "sensors")
+
+
+def test_csrf_is_required_and_logins_are_rate_limited(stack: Stack, login: Login, browser: Any) -> None:
+    # last in the module: it uses up the login limit the other tests log in under
+    page = login("li.operator")
+    with stack.svc.engine.connect() as conn:
+        alarm_id = conn.execute(select(t.alarms.c.id).limit(1)).scalar_one()
+    forged = page.request.post(f"/console/alarms/{alarm_id}/clear", form={"csrf": "forged"})
+    assert forged.status == 403
+    missing = page.request.post(f"/api/alarms/{alarm_id}/clear", data={"note": "x"})
+    assert missing.status == 403 and "CSRF" in missing.json()["error"]
+    with stack.svc.engine.connect() as conn:
+        assert conn.execute(select(t.alarms.c.state).where(t.alarms.c.id == alarm_id)).scalar_one() != "cleared"
+
+    ctx = browser.new_context(base_url=stack.base)
+    p = ctx.new_page()
+    for _ in range(5):
+        p.goto("/console/login")
+        p.fill("input[name=username]", "li.operator")
+        p.fill("input[name=password]", "not the password")
+        p.click("button.primary")
+        assert "Wrong user name or password" in p.inner_text(".flash.err")
+    p.fill("input[name=username]", "li.operator")
+    p.fill("input[name=password]", PASSWORD)  # even the right password waits now
+    with p.expect_response(re.compile(r"/console/login$")) as resp:
+        p.click("button.primary")
+    assert resp.value.status == 429
+    assert "Too many failed logins" in p.inner_text(".flash.err")
+    ctx.close()
