@@ -21,6 +21,22 @@ from simulators.community import Community, CommunitySpec
 from simulators.fleet import InProcessAgents, agent_config
 
 
+def gateway_doc(
+    workdir: Path, site: str, gw: str, host: str, port: int, public_key: str, health_s: float, units: list[Any]
+) -> dict[str, Any]:
+    """One district gateway's agent config (its outbox under ``workdir/agents``, its uplink at host:port)."""
+    return agent_config(
+        workdir / "agents",
+        site=site,
+        device=gw,
+        host=host,
+        port=port,
+        public_key=public_key or None,
+        health={"interval_s": health_s},
+        units=units,
+    )
+
+
 async def run_shard(cfg: dict[str, Any]) -> None:
     community = await asyncio.to_thread(
         Community, CommunitySpec(**cfg["spec"]), Path(cfg["workdir"]) / "hardware", set(cfg["only"])
@@ -32,15 +48,15 @@ async def run_shard(cfg: dict[str, Any]) -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         docs = [
-            agent_config(
-                Path(cfg["workdir"]) / "agents",
-                site=cfg["site"],
-                device=gw,
-                host=cfg["host"],
-                port=cfg["ports"][gw],
-                public_key=cfg["public_key"] or None,
-                health={"interval_s": cfg["health_s"]},
-                units=units,
+            gateway_doc(
+                Path(cfg["workdir"]),
+                cfg["site"],
+                gw,
+                cfg["host"],
+                cfg["ports"][gw],
+                cfg["public_key"],
+                cfg["health_s"],
+                units,
             )
             for gw, units in community.units().items()
         ]

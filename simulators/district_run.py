@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from simulators.community import Community, CommunitySpec, gateway_ids
+from simulators.community_shard import gateway_doc
 from simulators.district import CoverFleet, District, DistrictSpec, generate, register
-from simulators.fleet import InProcessAgents, agent_config
+from simulators.fleet import InProcessAgents
 from simulators.outages import GatewayLinks
 
 log = logging.getLogger("civicedge.sim.district")
@@ -144,14 +145,8 @@ class DistrictRun:
         else:
             self.site_sim = await asyncio.to_thread(Community, self.community, self.workdir / "hardware")
             docs = [
-                agent_config(
-                    self.workdir / "agents",
-                    site=self.site,
-                    device=gw,
-                    port=self.links.port(gw),
-                    public_key=self.public_key,
-                    health={"interval_s": self.health_s},
-                    units=units,
+                gateway_doc(
+                    self.workdir, self.site, gw, "127.0.0.1", self.links.port(gw), self.public_key, self.health_s, units
                 )
                 for gw, units in self.site_sim.units().items()
             ]
