@@ -12,11 +12,28 @@ from __future__ import annotations
 import asyncio
 import random
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bench.stats import percentile
 from protocol.parking import ALL_CLOSED
+
+
+async def _until(
+    ready: Callable[[], bool], unit: Any, unit_task: asyncio.Task[None], what: str, within_s: float = 60.0
+) -> None:
+    """Wait for the unit to see something (real seconds); a unit that died or a wait that never ends is an error
+    naming what was awaited, not a bench that spins for ever."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    while not ready():
+        if unit_task.done():
+            exc = None if unit_task.cancelled() else unit_task.exception()
+            raise RuntimeError(f"the lift unit stopped while waiting for {what}: {exc!r}") from exc
+        if loop.time() > deadline:
+            raise TimeoutError(f"{what}: not within {within_s:.0f} s (the unit hears its PLC: {unit.comm_ok})")
+        await asyncio.sleep(0.005)
 
 
 async def _morning(
@@ -95,6 +112,9 @@ async def _morning(
     refused = 0
     i = 0
     while i < len(script) or any(street) or any(not j.done.done() for j in jobs):
+        if task.done():  # the unit died: say why instead of waiting for jobs that cannot finish
+            await task
+            raise RuntimeError("the lift unit stopped before the morning was over")
         now = unit.now() - t0
         while i < len(script) and script[i][0] <= now:
             _, what, car = script[i]
@@ -117,8 +137,8 @@ async def _morning(
             ):
                 car, stay = street[lf].pop(0)
                 tower.vehicle_arrives(lf)
-                while unit.lifts[lf].vehicle is None:
-                    await asyncio.sleep(0.005)
+                view = unit.lifts[lf]  # awaited here, so the loop variable cannot change under the lambda
+                await _until(lambda: view.vehicle is not None, unit, task, f"the car in lift {lf}'s bay")  # noqa: B023
                 try:
                     await unit.store(car, lf, "plate", stay)
                 except ParkingError:
@@ -130,8 +150,7 @@ async def _morning(
         elif fault_open and now >= fault_at + 60:
             tower.set_interlock(1, "no_person", True)
             fault_open, fault_cleared = False, True
-            while unit.lifts[1].interlocks != ALL_CLOSED:
-                await asyncio.sleep(0.005)
+            await _until(lambda: unit.lifts[1].interlocks == ALL_CLOSED, unit, task, "lift 1's interlocks closed")
             await unit._cmd_reset({"lift": 1, "by": "operator"})
             faults += 1
         if unit.now() - t0 > hours * 3600 + 1800:  # half an hour to finish the queue

@@ -16,6 +16,7 @@ from cloud.console.app import Session
 from cloud.console.pages import rows_of
 from cloud.console.render import render
 from cloud.db import schema as t
+from cloud.db import schema_gate as g
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 DAY_MS = 86_400_000
@@ -63,6 +64,10 @@ def sensors(request: Request, svc: Service, page: Session) -> HTMLResponse:
         gas_rows = _latest_metrics(conn, devices, "gas.")
         zone_rows = _latest_metrics(conn, devices, "perimeter.")
         water_rows = _latest_metrics(conn, devices, "water.")
+        # the alarm comes on the priority lane, its picture after it on the bulk lane: until it is stored the
+        # page says so instead of showing a broken image
+        refs = {r for a in alarms for k in ("snapshot_ref", "frames_ref") if (r := (a["details"] or {}).get(k))}
+        stored = {r for (r,) in conn.execute(select(g.media.c.ref).where(g.media.c.ref.in_(refs)))} if refs else set()
     open_keys = {a["key"] for a in alarms if a["state"] != "cleared"}
     gas = []
     for r in gas_rows:
@@ -110,4 +115,5 @@ def sensors(request: Request, svc: Service, page: Session) -> HTMLResponse:
         throws=throws,
         meters=sorted(meters, key=lambda m: m["meter"]),
         day_ms=DAY_MS,
+        stored=stored,
     )

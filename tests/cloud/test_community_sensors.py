@@ -3,7 +3,6 @@ unit's alarm arrives, the serious ones become work orders, snapshots and frame s
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +85,14 @@ async def test_community_sensor_alarms_reach_the_cloud(make_cloud: MakeCloud, ru
             items = api.get("/api/alarms", params={"device": device}).json()["items"]
             return next((a for a in items if a["code"] == code), None)
 
+        async def media(ref: str) -> Any:
+            # the alarm travels on the priority lane, its picture after it on the bulk lane
+            def stored() -> Any:
+                r = api.get(f"/api/media/{ref}")
+                return r if r.status_code == 200 else None
+
+            return await until(stored, 60, f"media {ref} uploaded", thread=True)
+
         detector.lel = 28.0
         high = await until(lambda: alarm("gas-b2", "high"), 60, "the gas alarm in the cloud", thread=True)
         assert high["severity"] == "critical" and valve_board.output(0)
@@ -93,8 +100,8 @@ async def test_community_sensor_alarms_reach_the_cloud(make_cloud: MakeCloud, ru
         await until(lambda: fence.units and fence.units[0].armed, 60, "the fence armed")
         fence_board.set_input(0, True)
         intrusion = await until(lambda: alarm("fence-01", "intrusion"), 60, "the intrusion", thread=True)
-        snap = await asyncio.to_thread(api.get, f"/api/media/{intrusion['details']['snapshot_ref']}")
-        assert snap.status_code == 200 and snap.content[:2] == b"\xff\xd8"
+        snap = await media(intrusion["details"]["snapshot_ref"])
+        assert snap.content[:2] == b"\xff\xd8"
 
         leak = await until(lambda: alarm("meters-12", "leak"), 60, "the leak", thread=True)
         assert leak["details"]["household"] == "12-0103"
@@ -104,8 +111,8 @@ async def test_community_sensor_alarms_reach_the_cloud(make_cloud: MakeCloud, ru
         await unit._cmd_drop({"floor": 15})
         thrown = await until(lambda: alarm("facade-12", "throwing"), 60, "the throwing alarm", thread=True)
         assert thrown["details"]["floor_low"] <= 15 <= thrown["details"]["floor_high"]
-        strip = await asyncio.to_thread(api.get, f"/api/media/{thrown['details']['frames_ref']}")
-        assert strip.status_code == 200 and strip.content[:2] == b"\xff\xd8"
+        strip = await media(thrown["details"]["frames_ref"])
+        assert strip.content[:2] == b"\xff\xd8"
         kept = tmp_path / "evidence" / f"{thrown['details']['frames_ref']}.jpg"
         assert kept.read_bytes() == strip.content  # the same evidence stays on the gateway
 
