@@ -19,6 +19,7 @@ import numpy as np
 
 from bench.stats import percentile
 from edge.drivers.camera import Frame
+from edge.tasks import cancel_and_wait
 
 
 class PushCamera:
@@ -97,8 +98,7 @@ async def open_latency(work: Path, n: int = 40) -> dict[str, float]:
             await asyncio.sleep(0.001)
         while len(board.history) - before < 2 and time.monotonic() < deadline + 1:  # the pulse ends
             await asyncio.sleep(0.005)
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    await cancel_and_wait(task)
     await outbox.close()
     board.close()
     return {

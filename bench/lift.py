@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.stats import percentile
+from edge.tasks import cancel_and_wait
 from protocol.parking import ALL_CLOSED
 
 
@@ -156,8 +157,7 @@ async def _morning(
         if unit.now() - t0 > hours * 3600 + 1800:  # half an hour to finish the queue
             break
         await asyncio.sleep(0.005)
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    await cancel_and_wait(task)
     await outbox.close()
     tower.close()
     times = [r.duration_s for r in unit.results if r.kind == "retrieve" and r.ok]

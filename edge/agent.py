@@ -24,6 +24,7 @@ from edge.commands import CommandError, CommandProcessor
 from edge.config import AgentConfig, ConfigError, expand_env, parse_config
 from edge.health import snapshot
 from edge.outbox import Outbox
+from edge.tasks import cancel_and_wait
 from edge.units.base import ChannelHandler, CommandHandler, Unit, UnitContext
 from edge.units.registry import build_unit
 from edge.updater import Updater
@@ -130,9 +131,7 @@ class Agent:
                     self.units.append(unit)
                     others.append(tg.create_task(unit.run(ctx), name=f"unit:{unit.name}:{i}"))
                 await self._stop.wait()
-                for t in others:
-                    t.cancel()
-                await asyncio.gather(*others, return_exceptions=True)
+                await cancel_and_wait(*others)
                 await self.outbox.put(DeviceEvent(code="agent.stopping", message=f"exit code {self.exit_code}"))
                 self.uplink.stop()
                 await uplink_task

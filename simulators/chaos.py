@@ -22,6 +22,7 @@ from typing import Any
 
 import aiomqtt
 
+from edge.tasks import cancel_and_wait
 from protocol import decode, parse
 from protocol.messages import Lane
 from simulators.fleet import AgentProcess, agent_config, write_config
@@ -46,9 +47,7 @@ class Subscriber:
 
     async def stop(self) -> None:
         if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
         while True:

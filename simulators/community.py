@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge.tasks import cancel_and_wait
 from simulators.elevator import ElevatorWorld
 from simulators.firmware import FirmwareBoard
 from simulators.ioboard import IOBoardSim
@@ -271,9 +272,7 @@ class Community:
         await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
         stopping.cancel()
         if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
             return False
         return task.result()
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import aiomqtt
 
+from edge.tasks import cancel_and_wait
 from protocol import Envelope, decode, parse
 
 
@@ -30,9 +31,7 @@ class Collector:
 
     async def __aexit__(self, *exc: object) -> None:
         assert self._task is not None
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
         while True:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable
 from typing import Any
 
 from edge.drivers.config import ModbusRtu, ModbusTcp
@@ -24,6 +25,15 @@ def modbus_client(transport: ModbusRtu | ModbusTcp, timeout_s: float, retries: i
     return AsyncModbusTcpClient(
         transport.host, port=transport.port, timeout=timeout_s, retries=retries, reconnect_delay=0.2
     )
+
+
+async def bounded(call: Awaitable[Any], timeout_s: float) -> Any:
+    """One request, bounded beyond the client's own timeout: a request the client never settles (neither a reply
+    nor its timeout, e.g. caught in a reconnect) is a ``TimeoutError`` like a silent device, instead of a poll loop
+    that waits for ever, holding the bus, while the watchdog that would report it never runs. (``asyncio.timeout``,
+    not ``wait_for``: see ``edge.tasks``.)"""
+    async with asyncio.timeout(timeout_s * 2 + 1.0):
+        return await call
 
 
 class ModbusIO(IO):
@@ -61,8 +71,8 @@ class ModbusIO(IO):
 
         async with self._lock:
             try:
-                rr = await fn(*args, device_id=self.cfg.unit_id, **kw)
-            except ModbusException as exc:
+                rr = await bounded(fn(*args, device_id=self.cfg.unit_id, **kw), self.cfg.timeout_s * 2)  # one retry
+            except (ModbusException, TimeoutError) as exc:
                 raise DriverError(f"Modbus module {self.cfg.unit_id} at {self.cfg.port}: {what}: {exc}") from None
         if rr.isError():
             raise DriverError(f"Modbus module {self.cfg.unit_id}: {what} refused: {rr}")

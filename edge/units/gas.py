@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 from edge.drivers.io import IO, DriverError, build_io
+from edge.drivers.modbus import bounded
 from edge.units.alarms import AlarmSet
 from edge.units.base import Unit, UnitContext
 from edge.units.community_config import GasConfig, GasContacts, GasModbus
@@ -89,7 +90,7 @@ class GasUnit(Unit):
         try:
             a = min(src.concentration_register, src.status_register)
             n = max(src.concentration_register, src.status_register) - a + 1
-            rr = await self._client.read_input_registers(a, count=n, device_id=src.unit_id)
+            rr = await bounded(self._client.read_input_registers(a, count=n, device_id=src.unit_id), src.timeout_s)
             if rr.isError() or len(rr.registers) < n:
                 raise ConnectionError(str(rr))
         except (TimeoutError, ModbusException, ConnectionError, OSError) as exc:

@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from edge.drivers.modbus import bounded
 from edge.store import open_sqlite
 from edge.units.base import Unit, UnitContext
 from edge.units.parking_config import ParkingLiftConfig
@@ -176,7 +177,10 @@ class ParkingLiftUnit(Unit):
     # --- the PLC ---------------------------------------------------------------------------------------
 
     async def _read(self, lf: LiftView) -> None:
-        rr = await self._client.read_input_registers(p.base(lf.index), count=13, device_id=self.cfg.unit_id)
+        rr = await bounded(
+            self._client.read_input_registers(p.base(lf.index), count=13, device_id=self.cfg.unit_id),
+            self.cfg.timeout_s,
+        )
         if rr.isError():
             raise ConnectionError(str(rr))
         r = rr.registers
@@ -192,7 +196,10 @@ class ParkingLiftUnit(Unit):
 
     async def _write(self, lf: LiftView, cmd: int, floor: int = 0, bay: int = 0) -> int:
         lf.seq = (lf.seq % 0xFFFF) + 1
-        rr = await self._client.write_registers(p.base(lf.index), [cmd, floor, bay, lf.seq], device_id=self.cfg.unit_id)
+        rr = await bounded(
+            self._client.write_registers(p.base(lf.index), [cmd, floor, bay, lf.seq], device_id=self.cfg.unit_id),
+            self.cfg.timeout_s,
+        )
         if rr.isError():
             raise ConnectionError(str(rr))
         return lf.seq

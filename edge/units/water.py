@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edge.drivers.io import IO, build_io
+from edge.drivers.modbus import bounded
 from edge.units.alarms import AlarmSet
 from edge.units.base import Unit, UnitContext
 from edge.units.community_config import Meter, MeterModbus, MeterPulse, WaterConfig
@@ -106,7 +107,9 @@ class WaterUnit(Unit):
 
         client = await self._client(src)
         try:
-            rr = await client.read_input_registers(src.volume_register, count=3, device_id=src.unit_id)
+            rr = await bounded(
+                client.read_input_registers(src.volume_register, count=3, device_id=src.unit_id), src.timeout_s
+            )
             if rr.isError() or len(rr.registers) < 3:
                 raise ConnectionError(str(rr))
         except (TimeoutError, ModbusException, ConnectionError, OSError) as exc:

@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from edge.outbox import Outbox
+from edge.tasks import cancel_and_wait
 from edge.units.base import Unit, UnitContext
 from edge.units.community_config import GasConfig, PerimeterConfig, WaterConfig
 from edge.units.gas import GasUnit
@@ -55,9 +56,7 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
     outbox = await Outbox(tmp_path / "outbox.db", "dev-1").open()
     h = Harness(outbox)
     yield h
-    for t in h.tasks:
-        t.cancel()
-    await asyncio.gather(*h.tasks, return_exceptions=True)
+    await cancel_and_wait(*h.tasks)
     await outbox.close()
 
 

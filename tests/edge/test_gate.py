@@ -16,6 +16,7 @@ import orjson
 import pytest
 
 from edge.outbox import Outbox
+from edge.tasks import cancel_and_wait
 from edge.units.base import UnitContext
 from edge.units.gate import GateUnit
 from edge.units.gate_config import GateConfig
@@ -103,9 +104,8 @@ async def rig(tmp_path: Path, astronaut_embedding: np.ndarray) -> AsyncIterator[
     await until(lambda: unit.vision is not None and unit.sim is not None, 30, "the gate to load its models")
     await until(lambda: board.requests >= 2, 5, "the gate to talk to its I/O board")
     yield r
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await cancel_and_wait(task)
+    assert task.cancelled()  # the unit stops when told, without an error of its own
     await outbox.close()
     board.close()
 

@@ -1,0 +1,41 @@
+"""Stopping asyncio tasks for sure.
+
+On Python 3.11 ``asyncio.wait_for`` drops a cancellation that arrives just as the awaited result does: the
+coroutine goes on as if nothing happened. Libraries the units rely on use it for every request (pymodbus waits
+for each Modbus answer that way), so a unit polling a PLC every few milliseconds can outlive one ``cancel()``
+and an agent waiting for it would never stop. ``cancel_and_wait`` cancels again until the tasks are done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+log = logging.getLogger("civicedge.edge.tasks")
+
+
+async def cancel_and_wait(*tasks: asyncio.Future[Any], grace_s: float = 1.0, give_up_s: float = 30.0) -> None:
+    """Cancel ``tasks`` and wait until each has finished. One still running ``grace_s`` after a cancel (its
+    cleanup is done by then) swallowed it and is cancelled again; after ``give_up_s`` a ``RuntimeError`` names the
+    tasks that would not stop. Their results and exceptions are left on the tasks."""
+    pending = {t for t in tasks if not t.done()}
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + give_up_s
+    first = True
+    while pending:
+        if not first:
+            log.info("a task swallowed its cancellation; cancelling it again", extra={"tasks": _names(pending)})
+        for t in pending:
+            t.cancel()
+        first = False
+        _, pending = await asyncio.wait(pending, timeout=grace_s)
+        if pending and loop.time() > deadline:
+            raise RuntimeError(f"tasks would not stop within {give_up_s:.0f} s: {', '.join(_names(pending))}")
+    for t in tasks:  # retrieved, so asyncio does not log "exception was never retrieved"
+        if t.done() and not t.cancelled():
+            t.exception()
+
+
+def _names(tasks: set[asyncio.Future[Any]]) -> list[str]:
+    return sorted(t.get_name() if isinstance(t, asyncio.Task) else repr(t) for t in tasks)

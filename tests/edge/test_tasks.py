@@ -1,0 +1,88 @@
+"""Stopping a unit for sure: a cancel that races a Modbus answer is lost on Python 3.11 (``asyncio.wait_for``, as
+pymodbus uses it for every request); ``cancel_and_wait`` cancels again until the task has stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import pytest
+
+from edge.tasks import cancel_and_wait
+
+
+class Poller:
+    """A unit's poll loop in miniature: each request waits for its answer with ``wait_for``."""
+
+    def __init__(self) -> None:
+        self.answer: asyncio.Future[int] | None = None
+        self.polls = 0
+        self.asking = asyncio.Event()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            self.answer = loop.create_future()
+            self.asking.set()
+            await asyncio.wait_for(self.answer, 10)
+            self.polls += 1
+            self.asking.clear()
+
+
+async def _cancel_as_the_answer_arrives(p: Poller, task: asyncio.Task[None]) -> None:
+    await p.asking.wait()
+    assert p.answer is not None
+    p.answer.set_result(1)  # the answer arrives ...
+    task.cancel()  # ... in the same turn of the loop as the stop
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="the race is fixed in 3.12's wait_for")
+async def test_a_cancel_that_races_an_answer_is_lost_on_3_11() -> None:
+    p = Poller()
+    task = asyncio.create_task(p.run())
+    await _cancel_as_the_answer_arrives(p, task)
+    await asyncio.wait({task}, timeout=0.2)
+    assert not task.done() and p.polls >= 1  # the poller went on polling, as the lift unit did
+    await cancel_and_wait(task)
+
+
+async def test_cancel_and_wait_stops_a_task_that_swallowed_the_first_cancel() -> None:
+    p = Poller()
+    task = asyncio.create_task(p.run())
+    await _cancel_as_the_answer_arrives(p, task)
+    await cancel_and_wait(task, grace_s=0.1)
+    assert task.cancelled()
+
+
+async def test_cancel_and_wait_leaves_cleanup_alone_and_names_a_task_that_never_stops() -> None:
+    cleaned = asyncio.Event()
+
+    async def tidy() -> None:
+        try:
+            await asyncio.sleep(10)
+        finally:
+            await asyncio.sleep(0.05)  # closing a port, flushing a file
+            cleaned.set()
+
+    t = asyncio.create_task(tidy())
+    await asyncio.sleep(0)
+    await cancel_and_wait(t, grace_s=1.0)
+    assert cleaned.is_set() and t.cancelled()
+
+    relent = False
+
+    async def stubborn() -> None:
+        while True:
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                if relent:
+                    raise
+
+    s = asyncio.create_task(stubborn(), name="stubborn")
+    await asyncio.sleep(0)
+    with pytest.raises(RuntimeError, match="stubborn"):
+        await cancel_and_wait(s, grace_s=0.05, give_up_s=0.2)
+    relent = True
+    await cancel_and_wait(s)
+    assert s.cancelled()
