@@ -15,10 +15,13 @@ from typing import Any
 log = logging.getLogger("civicedge.edge.tasks")
 
 
-async def cancel_and_wait(*tasks: asyncio.Future[Any], grace_s: float = 1.0, give_up_s: float = 30.0) -> None:
+async def cancel_and_wait(
+    *tasks: asyncio.Future[Any], grace_s: float = 1.0, give_up_s: float = 30.0, raise_errors: bool = False
+) -> None:
     """Cancel ``tasks`` and wait until each has finished. One still running ``grace_s`` after a cancel (its
     cleanup is done by then) swallowed it and is cancelled again; after ``give_up_s`` a ``RuntimeError`` names the
-    tasks that would not stop. Their results and exceptions are left on the tasks."""
+    tasks that would not stop. A task that had failed on its own is not an error here (its exception stays on the
+    task) unless ``raise_errors``: then the first such exception is raised."""
     pending = {t for t in tasks if not t.done()}
     loop = asyncio.get_running_loop()
     deadline = loop.time() + give_up_s
@@ -32,9 +35,9 @@ async def cancel_and_wait(*tasks: asyncio.Future[Any], grace_s: float = 1.0, giv
         _, pending = await asyncio.wait(pending, timeout=grace_s)
         if pending and loop.time() > deadline:
             raise RuntimeError(f"tasks would not stop within {give_up_s:.0f} s: {', '.join(_names(pending))}")
-    for t in tasks:  # retrieved, so asyncio does not log "exception was never retrieved"
-        if t.done() and not t.cancelled():
-            t.exception()
+    failed = [exc for t in tasks if not t.cancelled() and (exc := t.exception()) is not None]
+    if failed and raise_errors:
+        raise failed[0]
 
 
 def _names(tasks: set[asyncio.Future[Any]]) -> list[str]:

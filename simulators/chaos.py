@@ -47,7 +47,7 @@ class Subscriber:
 
     async def stop(self) -> None:
         if self._task:
-            await cancel_and_wait(self._task)
+            await cancel_and_wait(self._task, raise_errors=True)
 
     async def _run(self) -> None:
         while True:

@@ -272,7 +272,7 @@ class Community:
         await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
         stopping.cancel()
         if not task.done():
-            await cancel_and_wait(task)
+            await cancel_and_wait(task, raise_errors=True)
             return False
         return task.result()
 

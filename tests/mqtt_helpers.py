@@ -31,7 +31,7 @@ class Collector:
 
     async def __aexit__(self, *exc: object) -> None:
         assert self._task is not None
-        await cancel_and_wait(self._task)
+        await cancel_and_wait(self._task, raise_errors=True)
 
     async def _run(self) -> None:
         while True:

@@ -86,3 +86,14 @@ async def test_cancel_and_wait_leaves_cleanup_alone_and_names_a_task_that_never_
     relent = True
     await cancel_and_wait(s)
     assert s.cancelled()
+
+
+async def test_a_task_that_failed_on_its_own_is_raised_only_when_asked() -> None:
+    async def broken() -> None:
+        raise ValueError("the port went away")
+
+    t = asyncio.create_task(broken())
+    await asyncio.wait({t})
+    await cancel_and_wait(t)  # stopping the agent: the failure was reported when it happened
+    with pytest.raises(ValueError, match="port went away"):
+        await cancel_and_wait(t, raise_errors=True)  # a test helper: the failure is the test's business
