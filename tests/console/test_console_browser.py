@@ -374,6 +374,16 @@ def test_the_sensors_page_shows_zones_gas_falls_and_water(stack: Stack, login: L
             details={"facade": "block-12-south", "floor_low": 11, "floor_high": 14, "frames_ref": "throwing-south-1"},
         ),
     )
+    stack.device_says(  # a second fall whose frames are still on the gateway
+        "facade-12",
+        AlarmRaise(
+            key="throwing.south.2",
+            code="throwing",
+            severity="critical",
+            message="object falling",
+            details={"facade": "block-12-south", "floor_low": 3, "floor_high": 5, "frames_ref": "throwing-south-2"},
+        ),
+    )
     hours = [
         ("water.m1.hourly_l", v, now - (24 - h) * 3_600_000)
         for h, v in enumerate(
@@ -396,12 +406,15 @@ def test_the_sensors_page_shows_zones_gas_falls_and_water(stack: Stack, login: L
     def shown() -> bool:
         page.goto("/console/sensors")
         text = page.inner_text("main")
-        return all(s in text for s in ("plant-b2", "north", "yard", "floors 11–14", "m1"))
+        filled = all(s in text for s in ("plant-b2", "north", "yard", "floors 11–14", "floors 3–5", "m1"))
+        return filled and page.query_selector("figure.throw img.strip") is not None  # the first strip stored
 
     wait(shown, 20, "every panel filled")
     assert page.query_selector(".tile.zone.st-alarm h2").inner_text().startswith("north")
     assert page.query_selector(".tile.zone.st-disarmed h2").inner_text().startswith("yard")
     assert page.query_selector(".badge.level-high").inner_text() == "high"
+    assert len(page.query_selector_all("figure.throw img.strip")) == 1  # no broken image for the second fall
+    assert page.query_selector("figure.throw p.uploading").inner_text() == "frames on their way from the gateway"
     strip_img = page.wait_for_selector("figure.throw img.strip")
     wait(lambda: page.evaluate("(img) => img.complete && img.naturalWidth > 0", strip_img), 10, "the frame strip")
     page.wait_for_selector("figure.chart canvas")  # the water chart drawn
