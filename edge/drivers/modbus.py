@@ -12,6 +12,7 @@ from edge.drivers.config import ModbusRtu, ModbusTcp
 from edge.drivers.io import IO, DriverError, ModbusConfig
 
 POLL_S = 0.1
+RETRIES = 1  # a relay write is worth one retry
 
 
 def modbus_client(transport: ModbusRtu | ModbusTcp, timeout_s: float, retries: int = 0) -> Any:
@@ -27,12 +28,13 @@ def modbus_client(transport: ModbusRtu | ModbusTcp, timeout_s: float, retries: i
     )
 
 
-async def bounded(call: Awaitable[Any], timeout_s: float) -> Any:
-    """One request, bounded beyond the client's own timeout: a request the client never settles (neither a reply
+async def bounded(call: Awaitable[Any], client_timeout_s: float, retries: int = 0) -> Any:
+    """One request, bounded at twice what the client itself may take (``client_timeout_s`` per attempt, ``retries``
+    more attempts) plus a second: a request the client never settles (neither a reply
     nor its timeout, e.g. caught in a reconnect) is a ``TimeoutError`` like a silent device, instead of a poll loop
     that waits for ever, holding the bus, while the watchdog that would report it never runs. (``asyncio.timeout``,
     not ``wait_for``: see ``edge.tasks``.)"""
-    async with asyncio.timeout(timeout_s * 2 + 1.0):
+    async with asyncio.timeout(client_timeout_s * (1 + retries) * 2 + 1.0):
         return await call
 
 
@@ -49,7 +51,7 @@ class ModbusIO(IO):
 
     async def start(self) -> None:
         rtu = ModbusRtu(type="rtu", port=self.cfg.port, baud=self.cfg.baud)
-        self._client = modbus_client(rtu, self.cfg.timeout_s, retries=1)  # a relay write is worth one retry
+        self._client = modbus_client(rtu, self.cfg.timeout_s, retries=RETRIES)
         if not await self._client.connect():
             raise DriverError(f"Modbus module at {self.cfg.port}: cannot open the port")
         if self.cfg.inputs:
@@ -71,7 +73,7 @@ class ModbusIO(IO):
 
         async with self._lock:
             try:
-                rr = await bounded(fn(*args, device_id=self.cfg.unit_id, **kw), self.cfg.timeout_s * 2)  # one retry
+                rr = await bounded(fn(*args, device_id=self.cfg.unit_id, **kw), self.cfg.timeout_s, retries=RETRIES)
             except (ModbusException, TimeoutError) as exc:
                 raise DriverError(f"Modbus module {self.cfg.unit_id} at {self.cfg.port}: {what}: {exc}") from None
         if rr.isError():

@@ -364,26 +364,19 @@ def test_the_sensors_page_shows_zones_gas_falls_and_water(stack: Stack, login: L
         ),
         "evt",
     )
-    stack.device_says(
-        "facade-12",
-        AlarmRaise(
-            key="throwing.south.1",
+
+    def fall(n: int, floors: tuple[int, int]) -> AlarmRaise:
+        details = {"facade": "block-12-south", "floor_low": floors[0], "floor_high": floors[1]}
+        return AlarmRaise(
+            key=f"throwing.south.{n}",
             code="throwing",
             severity="critical",
             message="object falling",
-            details={"facade": "block-12-south", "floor_low": 11, "floor_high": 14, "frames_ref": "throwing-south-1"},
-        ),
-    )
-    stack.device_says(  # a second fall whose frames are still on the gateway
-        "facade-12",
-        AlarmRaise(
-            key="throwing.south.2",
-            code="throwing",
-            severity="critical",
-            message="object falling",
-            details={"facade": "block-12-south", "floor_low": 3, "floor_high": 5, "frames_ref": "throwing-south-2"},
-        ),
-    )
+            details={**details, "frames_ref": f"throwing-south-{n}"},
+        )
+
+    stack.device_says("facade-12", fall(1, (11, 14)))
+    stack.device_says("facade-12", fall(2, (3, 5)))  # a second fall whose frames are still on the gateway
     hours = [
         ("water.m1.hourly_l", v, now - (24 - h) * 3_600_000)
         for h, v in enumerate(
