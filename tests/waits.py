@@ -4,17 +4,21 @@ awaited."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Callable
 from typing import Any
 
 
 async def until(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition", thread: bool = False) -> Any:
-    """Poll ``cond`` until it returns something truthy (returned); ``thread``: call it off the event loop (for
-    conditions that block, such as HTTP calls through a test client)."""
+    """Poll ``cond`` until it returns something truthy (returned); ``cond`` may return an awaitable (a coroutine
+    reading the outbox, say), which is awaited; ``thread``: call it off the event loop (for conditions that block,
+    such as HTTP calls through a test client)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         v = await asyncio.to_thread(cond) if thread else cond()
+        if inspect.isawaitable(v):
+            v = await v
         if v:
             return v
         await asyncio.sleep(0.02)

@@ -55,7 +55,7 @@ class WaterUnit(Unit):
         self.meters = {mid: MeterView(mid, m) for mid, m in cfg.meters.items()}
         self._clients: dict[tuple[Any, ...], Any] = {}
         self._t0 = time.monotonic()
-        self.hours = 0  # meter-hours completed
+        self.hours = 0  # meter-hours completed (their readings committed)
         self.alarms: AlarmSet | None = None
         self._ctx: UnitContext | None = None
 
@@ -65,6 +65,7 @@ class WaterUnit(Unit):
 
     async def run(self, ctx: UnitContext) -> None:
         self._ctx = ctx
+        self._t0 = time.monotonic()  # meter time starts with the unit
         self.alarms = AlarmSet(ctx.outbox, "water")
         ctx.register_command("water-status", self._cmd_status)
         if self.io is not None:
@@ -188,7 +189,6 @@ class WaterUnit(Unit):
     async def _hour(self) -> None:
         """A meter-hour ended: consumption readings, and the continuous-flow (leak) check."""
         assert self._ctx is not None and self.alarms is not None
-        self.hours += 1
         ob, cfg = self._ctx.outbox, self.cfg
         for m in self.meters.values():
             if m.litres is None or m.hour_start_l is None:
@@ -212,6 +212,7 @@ class WaterUnit(Unit):
                 min_flow_lph=m.hour_min_lph,
             )
             m.hour_start_l, m.hour_min_lph = m.litres, None
+        self.hours += 1
 
     async def _cmd_status(self, args: dict[str, Any]) -> dict[str, Any]:
         assert self.alarms is not None

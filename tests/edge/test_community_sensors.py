@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from edge.units.gas import GasUnit
 from edge.units.perimeter import PerimeterUnit, in_window
 from edge.units.water import WaterUnit
 from edge.vision.falling import Calibration, FallDetector
+from protocol.messages import Lane
 from simulators.facade import FacadeRenderer, scenario
 from simulators.gas_detector import GasDetectorSim
 from simulators.ioboard import IOBoardSim
@@ -35,14 +36,20 @@ class Harness:
         self.outbox = outbox
         self.commands: dict[str, Any] = {}
         self.tasks: list[asyncio.Task[None]] = []
+        self._after: dict[Lane, int] = {}
+        self._seen: list[dict[str, Any]] = []
 
     def start(self, unit: Unit) -> None:
         ctx = UnitContext("dev-1", self.outbox, self.commands.__setitem__, online=lambda: False)
         self.tasks.append(asyncio.create_task(unit.run(ctx)))
 
     async def sent(self, type_: str) -> list[dict[str, Any]]:
-        msgs = await self.outbox.fetch(100_000, {})
-        return [b for b in (orjson.loads(m.payload) for m in msgs) if b["type"] == type_]
+        """Everything the unit has committed so far of ``type_``, in order: read on from where the last call
+        stopped, as the uplink does (the outbox seals new readings only after what has been fetched)."""
+        for m in await self.outbox.fetch(100_000, self._after):
+            self._after[m.lane] = m.row
+            self._seen.append(orjson.loads(m.payload))
+        return [b for b in self._seen if b["type"] == type_]
 
     async def raised(self) -> list[str]:
         return [m["body"]["key"] for m in await self.sent("alarm.raise")]
@@ -231,9 +238,23 @@ async def test_a_day_of_water_readings_leak_and_burst(harness: Harness) -> None:
         bus.meters[2].leak_lph = 15.0  # a running toilet in 12-0203
         unit = WaterUnit(cfg)
         harness.start(unit)
-        await until(lambda: unit.hours >= 6, 30, "six meter-hours")
+
+        async def hourly(meter: str) -> list[dict[str, Any]]:
+            return [
+                r
+                for m in await harness.sent("telemetry")
+                for r in m["body"]["readings"]
+                if r["metric"] == f"water.{meter}.hourly_l"
+            ]
+
+        # a meter's hour is reported once it has been read in that hour: wait for six of them from each meter
+        for meter in ("m1", "m2", "m3"):
+            await until(lambda m=meter: _at_least(hourly(m), 6), 30, f"six hourly readings from {meter}")
         keys = set(await harness.raised())
         assert "water.m2.leak" in keys and "water.m1.leak" not in keys and "water.m3.leak" not in keys
+        first_hours = (await hourly("m1"))[:5]
+        assert first_hours[0]["tags"] == {"household": "12-0103"}
+        assert sum(r["value"] for r in first_hours) < 5  # nobody uses water between midnight and five
         bus.meters[3].burst_lph = 4000.0
         await until(lambda: unit.alarms.is_active("m3.burst"), 10, "the burst")  # type: ignore[union-attr]
         bus.meters[3].burst_lph = 0.0
@@ -243,16 +264,12 @@ async def test_a_day_of_water_readings_leak_and_burst(harness: Harness) -> None:
         bus.meters[2].alive = False
         await until(lambda: unit.alarms.is_active("m2.silent"), 10, "a meter gone quiet")  # type: ignore[union-attr]
         assert "water.m3.burst" in await harness.cleared()
-        hourly = [
-            r
-            for m in await harness.sent("telemetry")
-            for r in m["body"]["readings"]
-            if r["metric"] == "water.m1.hourly_l"
-        ]
-        assert len(hourly) >= 6 and hourly[0]["tags"] == {"household": "12-0103"}
-        assert sum(r["value"] for r in hourly[:5]) < 5  # nobody uses water between midnight and five
     finally:
         bus.close()
+
+
+async def _at_least(rows: Awaitable[list[Any]], n: int) -> bool:
+    return len(await rows) >= n
 
 
 # --- throwing ------------------------------------------------------------------------------------------------
