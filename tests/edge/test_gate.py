@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 import pytest
 
 from edge.outbox import Outbox
@@ -29,6 +28,7 @@ from protocol.topics import Channel, parse
 from simulators.camera import photo
 from simulators.ioboard import IOBoardSim
 from simulators.thermal import Scene
+from tests.sent import Sent
 from tests.waits import until
 
 LOCK, CONTACT, FIRE = 0, 0, 1
@@ -50,10 +50,10 @@ class Rig:
     online: dict[str, bool] = field(default_factory=lambda: {"up": True})
     channel_handlers: dict[Channel, Any] = field(default_factory=dict)
 
-    async def sent(self, type_: str | None = None) -> list[dict[str, Any]]:
-        msgs = await self.outbox.fetch(100_000, {})
-        out = [orjson.loads(m.payload) for m in msgs]
-        return [m for m in out if type_ is None or m["type"] == type_]
+    sent: Sent = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sent = Sent(self.outbox)
 
     def reasons(self) -> list[str]:
         return [d.reason for d in self.unit.decisions]

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
 from edge.outbox import Outbox
@@ -19,6 +18,7 @@ from edge.units.parking_config import ParkingLiftConfig
 from edge.units.parking_lift import ParkingError, ParkingLiftUnit
 from protocol import parking as p
 from simulators.parking_tower import Tower
+from tests.sent import Sent
 from tests.waits import until
 
 SPEED = 20.0
@@ -31,8 +31,10 @@ class Rig:
     outbox: Outbox
     commands: dict[str, Any]
 
-    async def sent(self, type_: str) -> list[dict[str, Any]]:
-        return [b for b in (orjson.loads(m.payload) for m in await self.outbox.fetch(10_000, {})) if b["type"] == type_]
+    sent: Sent = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sent = Sent(self.outbox)
 
 
 @pytest.fixture
