@@ -24,6 +24,7 @@ from protocol.signing import public_key_b64
 from simulators.services import Mosquitto
 from tests.cloud.conftest import MakeCloud, register
 from tests.conftest import RunAgent
+from tests.waits import until as _until
 
 
 def count(svc: CloudService, table: t.Table, *where: object) -> int:
@@ -33,10 +34,7 @@ def count(svc: CloudService, table: t.Table, *where: object) -> int:
 
 async def until(cond: Callable[[], bool], timeout: float = 20) -> None:
     """Wait for a condition on stored state (the store is polled; nothing else signals it)."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
+    await _until(cond, timeout, "a condition on stored state", thread=True)
 
 
 async def publish(broker: Mosquitto, items: list[tuple[str, bytes]]) -> None:

@@ -60,15 +60,6 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
     await outbox.close()
 
 
-async def _until_async(fn: Callable[[], Any], timeout: float = 5.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        if v := await fn():
-            return v
-        await asyncio.sleep(0.02)
-    raise AssertionError("timed out")
-
-
 # --- gas ---------------------------------------------------------------------------------------------------
 
 
@@ -99,7 +90,7 @@ async def test_gas_levels_close_the_valve_locally_and_latch(harness: Harness) ->
             keys = await harness.raised()
             return keys if len(keys) >= 2 else []
 
-        assert (await _until_async(two_alarms))[:2] == ["gas.plant-b2.low", "gas.plant-b2.high"]
+        assert (await until(two_alarms, 5, "two alarms"))[:2] == ["gas.plant-b2.low", "gas.plant-b2.high"]
         high = next(m for m in await harness.sent("alarm.raise") if m["body"]["code"] == "high")["body"]
         assert high["severity"] == "critical" and high["details"]["lel"] == 31.0
         with pytest.raises(Exception, match="ventilate"):
@@ -115,7 +106,6 @@ async def test_gas_levels_close_the_valve_locally_and_latch(harness: Harness) ->
         await until(lambda: unit.fault and unit.end_of_life, 3, "the status bits")
         detector.fault = False
         detector.alive = False
-        await asyncio.sleep(0)  # the next polls time out
         await until(lambda: "gas.plant-b2.end_of_life" in unit.alarms.active, 3, "end of life")  # type: ignore[union-attr]
         raised = await harness.raised()
         assert {"gas.plant-b2.fault", "gas.plant-b2.end_of_life"} <= set(raised)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -209,7 +209,7 @@ async def test_fire_alarm_opens_until_cleared(rig: Rig) -> None:
     rig.board.set_input(FIRE, False)
     await until(lambda: not rig.board.output(LOCK), 3, "the lock to close again")
     assert "gate.door_forced" not in await rig.alarms()
-    clears = await until_async(lambda: rig.sent("alarm.clear"), 3)
+    clears = await until(lambda: rig.sent("alarm.clear"), 3, "the alarm cleared")
     assert [m["body"]["code"] for m in clears] == ["gate.fire_mode"]
 
 
@@ -223,18 +223,8 @@ async def test_door_forced_and_held_open(rig: Rig) -> None:
     await until_alarm(rig, "gate.door_held_open", timeout=4)
     rig.board.set_input(CONTACT, False)
     await until(lambda: rig.unit.door_open_since is None, 2, "the door to close")
-    clears = await until_async(lambda: rig.sent("alarm.clear"), 3)
+    clears = await until(lambda: rig.sent("alarm.clear"), 3, "the alarm cleared")
     assert clears[-1]["body"]["code"] == "gate.door_held_open"
-
-
-async def until_async(fn: Callable[[], Any], timeout: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = await fn()
-        if v:
-            return v
-        await asyncio.sleep(0.02)
-    raise AssertionError("timed out")
 
 
 async def until_alarm(rig: Rig, code: str, timeout: float = 3.0) -> list[str]:
@@ -242,7 +232,7 @@ async def until_alarm(rig: Rig, code: str, timeout: float = 3.0) -> list[str]:
         codes = await rig.alarms()
         return codes if code in codes else None
 
-    return await until_async(check, timeout)  # type: ignore[no-any-return]
+    return await until(check, timeout, f"the alarm {code}")  # type: ignore[no-any-return]
 
 
 async def test_dead_lock_controller_fails_secure(rig: Rig) -> None:
@@ -255,7 +245,7 @@ async def test_dead_lock_controller_fails_secure(rig: Rig) -> None:
     # the controller answers again: the next opening works and the fault clears
     rig.board.alive = True
     assert await rig.commands["open-door"]({"by": "operator-7"}) == {"opened": True}
-    clears = await until_async(lambda: rig.sent("alarm.clear"), 3)
+    clears = await until(lambda: rig.sent("alarm.clear"), 3, "the alarm cleared")
     assert [m["body"]["code"] for m in clears] == ["gate.lock_fault"] and not rig.unit.lock_faulted
 
 
@@ -279,7 +269,7 @@ async def test_gallery_deltas_apply_in_order_and_ask_for_a_resync_when_behind(
         events = await rig.sent("event")
         return any(m["body"]["code"] == "gallery.status" and m["body"]["details"]["revision"] == 0 for m in events)
 
-    assert await until_async(announced, 3)
+    assert await until(announced, 3, "the gallery announced")
     handler = rig.channel_handlers[Channel.GALLERY]
     t = parse(topic("riverside", "gate-01", "gallery"))
     other = np.random.default_rng(1).normal(size=128).astype(np.float32)
