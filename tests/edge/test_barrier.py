@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
 from edge.outbox import Outbox
@@ -24,6 +23,7 @@ from protocol.messages import AllowlistDelta, PlateEntry
 from protocol.topics import Channel, parse
 from simulators.anpr import SerialAnpr, TcpAnpr
 from simulators.modbus_relay import ModbusRelaySim
+from tests.sent import Sent
 from tests.waits import until
 
 BARRIER, LOOP = 0, 0
@@ -111,8 +111,7 @@ async def test_allowed_plate_read_with_a_confusable_letter_opens_and_closes_afte
     t0 = time.monotonic()
     await until(lambda: not rig.relay.coil(BARRIER), 3, "the barrier to close")
     assert time.monotonic() - t0 >= 0.2  # after clear_s, not at once
-    reads = [orjson.loads(m.payload) for m in await rig.outbox.fetch(1000, {})]
-    plate_reads = [m["body"] for m in reads if m["type"] == "plate.read"]
+    plate_reads = [m["body"] for m in await Sent(rig.outbox)("plate.read")]
     assert plate_reads[0]["plate"] == "京A12340" and plate_reads[0]["decision"] == "open"
 
 
@@ -143,7 +142,7 @@ async def test_allowlist_deltas_and_resync(rig: Rig) -> None:
     await rig.deliver(AllowlistDelta(revision=2, base_revision=1, deletes=["京A12340"]))
     await rig.deliver(AllowlistDelta(revision=4, base_revision=3, upserts=[PlateEntry(plate="京A12340", holder="x")]))
     assert rig.unit.allowlist.revision == 2 and rig.unit.allowlist.lookup("京A12340") is None
-    events = [orjson.loads(m.payload)["body"] for m in await rig.outbox.fetch(1000, {})]
+    events = [m["body"] for m in await Sent(rig.outbox)()]
     assert any(e.get("code") == "allowlist.resync" and e["details"]["revision"] == 2 for e in events)
     rig.camera.see("京A12340")
     await until(lambda: rig.reasons(), what="a decision")

@@ -2,6 +2,7 @@
 nothing; each fault is detected with its evidence, and clears when it ends."""
 
 from __future__ import annotations
+from tests.sent import Sent
 from tests.waits import until
 
 import asyncio
@@ -49,7 +50,7 @@ async def test_a_normal_day_raises_nothing(rig: Any) -> None:
     await until(lambda: unit.trips >= 5, 3, "the trips counted")
     assert unit.raised == [], unit.raised
     assert unit.door_cycles >= 5 and unit.running_s > 2
-    status = [orjson.loads(m.payload)["body"] for m in await outbox.fetch(10_000, {})]
+    status = [m["body"] for m in await Sent(outbox)()]
     assert any(s.get("direction") == "up" for s in status) and any(s.get("direction") == "down" for s in status)
 
 
@@ -62,7 +63,7 @@ async def test_trapped_passenger_is_critical_with_evidence(rig: Any) -> None:
     await until(lambda: "trapped" in unit.active, 3, "the entrapment")
     evidence = unit.active["trapped"]
     assert "person inside" in evidence and "outside door zone" in evidence and "4.50 m" in evidence
-    faults = [orjson.loads(m.payload)["body"] for m in await outbox.fetch(10_000, {})]
+    faults = [m["body"] for m in await Sent(outbox)()]
     trapped = [f for f in faults if f.get("code") == "trapped"]
     assert trapped[0]["severity"] == "critical" and trapped[0]["entrapment"] and trapped[0]["active"]
     await asyncio.to_thread(world.move_to, 6.0)  # released: the car levels at floor 2
