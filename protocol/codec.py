@@ -56,6 +56,8 @@ def decode(payload: bytes | bytearray | memoryview | str, topic: str | Topic | N
         env = ENVELOPE_ADAPTER.validate_json(raw)
     except ValidationError as exc:
         raise DecodeError(Reason.SCHEMA, f"{kind}: {_summarise(exc)}") from None
+    except (ValueError, TypeError, RecursionError, OverflowError) as exc:  # a validator met what it did not expect
+        raise DecodeError(Reason.SCHEMA, f"{kind}: {type(exc).__name__}: {exc}"[:300]) from None
     if top is not None:
         check_topic(env, top)
     return env

@@ -24,6 +24,10 @@ class Reason(StrEnum):
     REPLAYED = "replayed"
     UNKNOWN_DEVICE = "unknown_device"
     REVOKED_DEVICE = "revoked_device"
+    #: valid on the wire, but names something that is not the device's own (another site's resident, …)
+    NOT_PERMITTED = "not_permitted"
+    #: valid, permitted, and still failed while being stored (the exception's text is the detail)
+    STORE_ERROR = "store_error"
 
 
 class ProtocolError(ValueError):

@@ -9,19 +9,24 @@ from __future__ import annotations
 import base64
 import binascii
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from protocol.limits import (
     EMBEDDING_DIM,
+    INT_MAX,
+    INT_MIN,
+    LINE_PATTERN,
     MAX_ARGS_BYTES,
     MAX_GALLERY_ENTRIES,
     MAX_ID_LEN,
     MAX_NAME_LEN,
     MAX_READINGS_PER_BATCH,
     MAX_TEXT_LEN,
+    TEXT_PATTERN,
+    check_json,
 )
 from protocol.topics import Channel
 
@@ -39,20 +44,40 @@ LANE_PRIORITY: dict[Lane, int] = {Lane.ALARM: 0, Lane.EVENT: 1, Lane.TELEMETRY: 
 
 Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_LEN, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]
 Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME_LEN, pattern=r"^[a-z][a-z0-9_.-]*$")]
-Text = Annotated[str, Field(max_length=MAX_TEXT_LEN)]
+#: free text: any printable character, line breaks and tabs; never NUL or another control character
+#: (PostgreSQL refuses NUL in text, and a control character has no business on an operator's screen)
+Text = Annotated[str, Field(max_length=MAX_TEXT_LEN, pattern=TEXT_PATTERN)]
 Ms = Annotated[int, Field(ge=0, le=2**53)]
+#: integers both databases store (BIGINT: signed 64-bit)
+Int = Annotated[int, Field(ge=INT_MIN, le=INT_MAX)]
+Count = Annotated[int, Field(ge=0, le=INT_MAX)]
+
+# short one-line strings: printable characters only
+Line16 = Annotated[str, Field(max_length=16, pattern=LINE_PATTERN)]
+Line40 = Annotated[str, Field(max_length=40, pattern=LINE_PATTERN)]
+Line64 = Annotated[str, Field(max_length=MAX_NAME_LEN, pattern=LINE_PATTERN)]
+Word16 = Annotated[str, Field(min_length=1, max_length=16, pattern=LINE_PATTERN)]
+Key = Annotated[str, Field(min_length=1, max_length=128, pattern=LINE_PATTERN)]
+PlateText = Annotated[str, Field(min_length=7, max_length=16, pattern=LINE_PATTERN)]
 Ulid = Annotated[str, Field(pattern=r"^[0-9A-HJKMNP-TV-Z]{26}$")]
 Severity = Literal["critical", "major", "minor", "warning", "info"]
+#: what a device's picture may be for (the cloud keeps each for its own retention period)
+SnapshotPurpose = Literal["visitor_request", "perimeter", "throwing"]
+SNAPSHOT_PURPOSES: tuple[str, ...] = get_args(SnapshotPurpose)
+IMAGE_MAGIC: dict[str, bytes] = {"image/jpeg": b"\xff\xd8\xff", "image/png": b"\x89PNG\r\n\x1a\n"}
 
 
 class Body(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
     TYPE: ClassVar[str]
     CHANNELS: ClassVar[frozenset[Channel]]
     LANE: ClassVar[Lane]
 
 
 def _small_json(value: dict[str, Any], what: str) -> dict[str, Any]:
+    """A free-form object (details, args, result, doc): only what every store keeps as it is (see
+    :func:`protocol.limits.check_json`), and small."""
+    check_json(value, what)
     if len(orjson.dumps(value)) > MAX_ARGS_BYTES:
         raise ValueError(f"{what} larger than {MAX_ARGS_BYTES} bytes")
     return value
@@ -68,28 +93,28 @@ class Health(Body):
     CHANNELS = frozenset({Channel.TELE})
     LANE = Lane.TELEMETRY
     uptime_s: float = Field(ge=0)
-    agent_version: Annotated[str, Field(max_length=MAX_NAME_LEN)]
+    agent_version: Line64
     kind: Name | None = Field(default=None, description="gate, barrier, parking_lift, elevator, manhole, …")
     cpu_load: float | None = Field(default=None, ge=0, description="1-minute load average")
-    mem_rss_bytes: int | None = Field(default=None, ge=0)
-    disk_free_bytes: int | None = Field(default=None, ge=0)
-    outbox_depth: dict[Name, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
-    outbox_bytes: int | None = Field(default=None, ge=0)
-    shed: dict[Name, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
-    refused: dict[Name, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
+    mem_rss_bytes: Count | None = None
+    disk_free_bytes: Count | None = None
+    outbox_depth: dict[Name, Count] = Field(default_factory=dict, max_length=16)
+    outbox_bytes: Count | None = None
+    shed: dict[Name, Count] = Field(default_factory=dict, max_length=16)
+    refused: dict[Name, Count] = Field(default_factory=dict, max_length=16)
     last_publish_ts: Ms | None = None
-    clock_offset_ms: int | None = Field(default=None, description="device clock minus broker/NTP time, if known")
+    clock_offset_ms: Int | None = Field(default=None, description="device clock minus broker/NTP time, if known")
     battery_v: float | None = Field(default=None, ge=0, le=60)
     rssi_dbm: float | None = Field(default=None, ge=-150, le=0)
 
 
 class Reading(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
     metric: Name
     value: float
     ts: Ms
-    unit: Annotated[str, Field(max_length=16)] | None = None
-    tags: dict[Name, Annotated[str, Field(max_length=MAX_NAME_LEN)]] | None = Field(default=None, max_length=8)
+    unit: Line16 | None = None
+    tags: dict[Name, Line64] | None = Field(default=None, max_length=8)
 
 
 class TelemetryBatch(Body):
@@ -108,7 +133,7 @@ class DeviceState(Body):
     CHANNELS = frozenset({Channel.STATE})
     LANE = Lane.EVENT
     status: Literal["online", "offline"]
-    agent_version: Annotated[str, Field(max_length=MAX_NAME_LEN)] | None = None
+    agent_version: Line64 | None = None
     kind: Name | None = None
     since_ts: Ms | None = None
 
@@ -182,8 +207,8 @@ class VisitorRequest(Body):
     LANE = Lane.EVENT
     request_id: Ulid
     door: Id
-    unit: Annotated[str, Field(min_length=1, max_length=16)]
-    visitor_name: Annotated[str, Field(max_length=MAX_NAME_LEN)] | None = None
+    unit: Word16
+    visitor_name: Line64 | None = None
     snapshot_ref: Id | None = None
     expires_ts: Ms
 
@@ -203,7 +228,7 @@ class PlateRead(Body):
     CHANNELS = frozenset({Channel.EVT})
     LANE = Lane.EVENT
     lane: Id
-    plate: Annotated[str, Field(min_length=1, max_length=16)]
+    plate: Word16
     confidence: float = Field(ge=0, le=1)
     decision: Literal["open", "deny", "visitor"]
     subject_id: Id | None = None
@@ -217,8 +242,30 @@ class MediaSnapshot(Body):
     LANE = Lane.BULK
     ref: Id
     content_type: Literal["image/jpeg", "image/png"]
-    data_b64: Annotated[str, Field(max_length=200_000)]
-    purpose: Name
+    data_b64: Annotated[str, Field(min_length=4, max_length=200_000)] = Field(
+        description="the image, standard base64 with padding; its first bytes must match content_type"
+    )
+    purpose: SnapshotPurpose = Field(description="what the picture is for; the cloud decides how long it keeps it")
+
+    @field_validator("data_b64")
+    @classmethod
+    def _strict_base64(cls, v: str) -> str:
+        try:
+            base64.b64decode(v, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("data_b64 is not base64 (standard alphabet, padded)") from None
+        return v
+
+    @model_validator(mode="after")
+    def _image_matches_type(self) -> MediaSnapshot:
+        head = base64.b64decode(self.data_b64[:16])
+        if not head.startswith(IMAGE_MAGIC[self.content_type]):
+            raise ValueError(f"data_b64 does not start like a {self.content_type} file")
+        return self
+
+    @property
+    def data(self) -> bytes:
+        return base64.b64decode(self.data_b64, validate=True)
 
 
 # --- parking lift --------------------------------------------------------------------------------
@@ -233,9 +280,9 @@ class LiftStatus(Body):
     lift: Id
     state: LiftState
     floor: int = Field(ge=-10, le=200)
-    position_mm: int | None = None
-    queue: int = Field(default=0, ge=0)
-    interlocks: dict[Name, bool] = Field(default_factory=dict, description="name → closed (true is safe)")
+    position_mm: Int | None = None
+    queue: int = Field(default=0, ge=0, le=10_000)
+    interlocks: dict[Name, bool] = Field(default_factory=dict, max_length=64, description="name → closed (true is safe)")
 
 
 class LiftRequest(Body):
@@ -288,7 +335,7 @@ class ElevatorFault(Body):
     severity: Severity
     active: bool
     entrapment: bool = False
-    floor: int | None = None
+    floor: int | None = Field(default=None, ge=-10, le=300)
     description: Text = ""
 
 
@@ -326,7 +373,7 @@ class AlarmRaise(Body):
     TYPE = "alarm.raise"
     CHANNELS = frozenset({Channel.ALM})
     LANE = Lane.ALARM
-    key: Annotated[str, Field(min_length=1, max_length=128)]
+    key: Key
     code: Name
     severity: Severity
     message: Text
@@ -342,7 +389,7 @@ class AlarmClear(Body):
     TYPE = "alarm.clear"
     CHANNELS = frozenset({Channel.ALM})
     LANE = Lane.ALARM
-    key: Annotated[str, Field(min_length=1, max_length=128)]
+    key: Key
     code: Name
     message: Text = ""
 
@@ -360,7 +407,7 @@ class Command(Body):
     name: Name
     args: dict[str, Any] = Field(default_factory=dict)
     deadline_ms: Ms
-    sig: Annotated[str, Field(min_length=1, max_length=200)]
+    sig: Annotated[str, Field(min_length=1, max_length=200, pattern=LINE_PATTERN)]
 
     @field_validator("args")
     @classmethod
@@ -390,7 +437,7 @@ class ConfigDocument(Body):
     TYPE = "config"
     CHANNELS = frozenset({Channel.CFG})
     LANE = Lane.EVENT
-    revision: int = Field(ge=0)
+    revision: Count
     doc: dict[str, Any]
 
     @field_validator("doc")
@@ -400,9 +447,9 @@ class ConfigDocument(Body):
 
 
 class GalleryEntry(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
     resident_id: Id
-    unit: Annotated[str, Field(max_length=16)] | None = None
+    unit: Line16 | None = None
     embedding_b64: str = Field(description=f"{EMBEDDING_DIM} little-endian float32, base64")
 
     @field_validator("embedding_b64")
@@ -423,15 +470,15 @@ class GalleryDelta(Body):
     TYPE = "gallery.delta"
     CHANNELS = frozenset({Channel.GALLERY})
     LANE = Lane.EVENT
-    revision: int = Field(ge=0)
-    base_revision: int | None = Field(default=None, ge=0)
+    revision: Count
+    base_revision: Count | None = None
     upserts: list[GalleryEntry] = Field(default_factory=list, max_length=MAX_GALLERY_ENTRIES)
     deletes: list[Id] = Field(default_factory=list, max_length=MAX_GALLERY_ENTRIES)
 
 
 class PlateEntry(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
-    plate: Annotated[str, Field(min_length=7, max_length=16)] = Field(description="normalised (protocol.plates)")
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
+    plate: PlateText = Field(description="normalised (protocol.plates)")
     holder: Id
     kind: Literal["resident", "visitor", "staff", "service"] = "resident"
     valid_from_ts: Ms | None = None
@@ -444,10 +491,10 @@ class AllowlistDelta(Body):
     TYPE = "allowlist.delta"
     CHANNELS = frozenset({Channel.GALLERY})
     LANE = Lane.EVENT
-    revision: int = Field(ge=0)
-    base_revision: int | None = Field(default=None, ge=0)
+    revision: Count
+    base_revision: Count | None = None
     upserts: list[PlateEntry] = Field(default_factory=list, max_length=MAX_GALLERY_ENTRIES)
-    deletes: list[Annotated[str, Field(min_length=7, max_length=16)]] = Field(
+    deletes: list[PlateText] = Field(
         default_factory=list, max_length=MAX_GALLERY_ENTRIES
     )
 
@@ -462,11 +509,11 @@ class UpdateStatus(Body):
     CHANNELS = frozenset({Channel.EVT})
     LANE = Lane.EVENT
     rollout: Id
-    version: Annotated[str, Field(max_length=40)]
+    version: Line40
     state: Literal["downloading", "installed", "activated", "healthy", "rolled_back", "refused", "failed"]
     reason: Name | None = None
     detail: Text = ""
-    running: Annotated[str, Field(max_length=40)] | None = Field(default=None, description="the version running now")
+    running: Line40 | None = Field(default=None, description="the version running now")
 
 
 BODIES: tuple[type[Body], ...] = (
