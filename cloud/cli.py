@@ -38,9 +38,15 @@ def run(
 @app.command()
 def ingest(
     worker_id: Annotated[str, typer.Option(help="stable id: a restarted worker gets its unacked messages back")] = "0",
+    health_host: Annotated[str, typer.Option(help="address of the worker's /healthz and /metrics")] = "127.0.0.1",
+    health_port: Annotated[
+        int, typer.Option(envvar="CE_INGEST_HEALTH_PORT", help="port of /healthz and /metrics (0: any free port)")
+    ] = 0,
 ) -> None:
     """Run one standalone ingestion worker (scale out by starting more, on any machine): the workers split the
-    stream through the shared subscription group CE_INGEST_SHARE_GROUP (default ``ingest``)."""
+    stream through the shared subscription group CE_INGEST_SHARE_GROUP (default ``ingest``). The worker serves
+    ``/healthz`` (503 when it stalls) and ``/metrics`` on its own port."""
+    from cloud.ingest.health import HealthServer
     from cloud.service import CloudService
     from cloud.settings import Settings
 
@@ -50,17 +56,36 @@ def ingest(
     svc.start()
     host, port, _user, _password = settings.broker
     worker = svc.new_worker(worker_id, shared=True)
+    svc.workers.append(worker)  # its health and gauges, the stall alarm
+
+    def check() -> tuple[int, dict[str, object]]:
+        report = svc.gauges()
+        return (503 if report["stalled"] else 200), {"status": "degraded" if report["stalled"] else "ok", **report}
+
+    try:
+        health = HealthServer(health_host, health_port, check, svc.metrics)
+    except OSError as exc:
+        typer.echo(f"error: cannot serve /healthz on {health_host}:{health_port}: {exc.strerror}; pick another "
+                   "--health-port", err=True)  # fmt: skip
+        svc.stop()
+        raise typer.Exit(2) from None
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_a: stop.set())
     signal.signal(signal.SIGINT, lambda *_a: stop.set())
     worker.start()
+    health.start()
     if not worker.connected.wait(30):
         typer.echo(f"error: cannot reach the broker at {host}:{port}; check CE_BROKER_URL", err=True)
-        worker.stop()
+        health.stop()
+        svc.stop()
         raise typer.Exit(1)
-    typer.echo(f"ingest worker {worker.client_id} subscribed to {worker.topic} at {host}:{port}", err=True)
+    typer.echo(
+        f"ingest worker {worker.client_id} subscribed to {worker.topic} at {host}:{port}; "
+        f"health at http://{health_host}:{health.port}/healthz",
+        err=True,
+    )
     stop.wait()
-    worker.stop()
+    health.stop()
     svc.stop()
 
 

@@ -17,6 +17,7 @@ from cloud.db import schema_gate as g
 from cloud.db.engine import make_engine, migrate
 from cloud.db.schema_registry import assets
 from cloud.gate.service import GateService
+from cloud.ingest.health import IngestWatch, ingest_report
 from cloud.ingest.store import BatchResult, Store, now_ms
 from cloud.ingest.worker import IngestWorker
 from cloud.live import LiveHub
@@ -31,6 +32,9 @@ from cloud.workorders.service import WorkOrders
 
 log = logging.getLogger("civicedge.cloud")
 RETENTION_EVERY_S = 3600.0
+WATCH_EVERY_S = 1.0
+#: pictures kept as evidence (CE_EVIDENCE_SNAPSHOT_RETENTION_DAYS); every other purpose is a visitor's face
+EVIDENCE_PURPOSES = ("perimeter", "throwing")
 
 
 class CloudService:
@@ -53,6 +57,9 @@ class CloudService:
         self._sync: ThreadPoolExecutor | None = None
         self._retention_stop = threading.Event()
         self._retention: threading.Thread | None = None
+        self.ingest_watch = IngestWatch(
+            self.engine, self.metrics, lambda: self.workers, self.publish_live, WATCH_EVERY_S
+        )
 
     def start(self) -> None:
         migrate(self.engine)
@@ -73,6 +80,7 @@ class CloudService:
         self._retention_stop.clear()
         self._retention = threading.Thread(target=self._retention_loop, name="retention", daemon=True)
         self._retention.start()
+        self.ingest_watch.start()
         if not self.start_mqtt:
             return
         for i in range(s.ingest_workers):
@@ -104,6 +112,8 @@ class CloudService:
             username=user,
             password=password,
             on_batch=self._on_batch,
+            queue_max=s.ingest_queue_max,
+            stall_s=s.ingest_stall_s,
         )
 
     def _on_batch(self, res: BatchResult) -> None:
@@ -159,6 +169,7 @@ class CloudService:
 
     def stop(self) -> None:
         self._retention_stop.set()
+        self.ingest_watch.stop()
         self.live.close()
         self.gate.stopping.set()
         for w in self.workers:  # first: a last batch may still hand work to the sync pool and the rules
@@ -183,6 +194,7 @@ class CloudService:
             return now - int(days * 86_400_000)
 
         gate_cut, snap_cut = before(s.gate_log_retention_days), before(s.visitor_snapshot_retention_days)
+        evidence_cut = before(s.evidence_snapshot_retention_days)
         m = t.messages.c
         with self.engine.begin() as conn:
             n = conn.execute(delete(t.telemetry).where(t.telemetry.c.ts < before(s.telemetry_retention_days))).rowcount
@@ -192,16 +204,22 @@ class CloudService:
                 )
             ).rowcount
             n += conn.execute(delete(g.visitor_requests).where(g.visitor_requests.c.created_ms < gate_cut)).rowcount
-            snaps = g.media.c.purpose.like("visitor%") & (g.media.c.received_ms < snap_cut)
-            n += conn.execute(delete(g.media).where(snaps)).rowcount
+            # the cloud decides how long a picture is kept, by its purpose (a fixed list in the protocol); a
+            # purpose without its own period is kept no longer than a visitor's face
+            mc = g.media.c
+            visitors = (mc.purpose == "visitor_request") | ~mc.purpose.in_(EVIDENCE_PURPOSES)
+            n += conn.execute(delete(g.media).where(visitors, mc.received_ms < snap_cut)).rowcount
+            n += conn.execute(
+                delete(g.media).where(mc.purpose.in_(EVIDENCE_PURPOSES), mc.received_ms < evidence_cut)
+            ).rowcount
         return int(n or 0)
 
     def gauges(self) -> dict[str, Any]:
-        depth = sum(w.q.qsize() for w in self.workers)
-        self.metrics.set("ce_ingest_queue_depth", depth, "messages received, not yet stored")
+        """Refresh the ingestion gauges; return the ingestion report (workers, stall, dead letters)."""
+        self.ingest_watch.check()
         self.metrics.set(
             "ce_ingest_workers_connected",
             sum(w.connected.is_set() for w in self.workers),
             "ingestion workers connected to the broker",
         )
-        return {"ingest_queue_depth": depth}
+        return ingest_report(self.workers, self.metrics)

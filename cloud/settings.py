@@ -24,6 +24,18 @@ class Settings(BaseSettings):
     ingest_workers: int = Field(default=1, ge=0, le=64, description="ingestion workers started by `cloud run`")
     ingest_batch_rows: int = Field(default=500, ge=1, le=50_000)
     ingest_batch_ms: int = Field(default=50, ge=1, le=10_000)
+    ingest_queue_max: int = Field(
+        default=5000,
+        ge=100,
+        le=1_000_000,
+        description="messages a worker holds in memory before it stops reading from the broker (which then keeps them)",
+    )
+    ingest_stall_s: float = Field(
+        default=30,
+        gt=0,
+        le=3600,
+        description="a message waiting this long to be stored makes /healthz unhealthy and raises an operator alarm",
+    )
     ingest_share_group: str | None = Field(
         default=None,
         description="MQTT shared-subscription group for several ingestion workers; unset: one worker takes a plain "
@@ -50,6 +62,11 @@ class Settings(BaseSettings):
     )
     visitor_snapshot_retention_days: float = Field(
         default=7, gt=0, description="visitor snapshots (photos of people at the gate) are deleted after this"
+    )
+    evidence_snapshot_retention_days: float = Field(
+        default=90,
+        gt=0,
+        description="intrusion stills and thrown-object frame strips (evidence for the police) are deleted after this",
     )
     default_language: Literal["en", "zh-CN"] = Field(
         default="en", description="language of new accounts and of the login page: en or zh-CN"

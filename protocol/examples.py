@@ -89,7 +89,9 @@ EXAMPLES: dict[str, tuple[str, m.Body]] = {
     ),
     "media.snapshot": (
         "gate-01",
-        m.MediaSnapshot(ref="snap-0001", content_type="image/jpeg", data_b64="/9j/4AAQSkZJRgABAQ==", purpose="visitor_request"),
+        m.MediaSnapshot(
+            ref="snap-0001", content_type="image/jpeg", data_b64="/9j/4AAQSkZJRgABAQ==", purpose="visitor_request"
+        ),
     ),
     "lift.status": (
         "lift-01",

@@ -282,7 +282,9 @@ class LiftStatus(Body):
     floor: int = Field(ge=-10, le=200)
     position_mm: Int | None = None
     queue: int = Field(default=0, ge=0, le=10_000)
-    interlocks: dict[Name, bool] = Field(default_factory=dict, max_length=64, description="name → closed (true is safe)")
+    interlocks: dict[Name, bool] = Field(
+        default_factory=dict, max_length=64, description="name → closed (true is safe)"
+    )
 
 
 class LiftRequest(Body):
@@ -494,9 +496,7 @@ class AllowlistDelta(Body):
     revision: Count
     base_revision: Count | None = None
     upserts: list[PlateEntry] = Field(default_factory=list, max_length=MAX_GALLERY_ENTRIES)
-    deletes: list[PlateText] = Field(
-        default_factory=list, max_length=MAX_GALLERY_ENTRIES
-    )
+    deletes: list[PlateText] = Field(default_factory=list, max_length=MAX_GALLERY_ENTRIES)
 
 
 # --- updates -------------------------------------------------------------------------------------

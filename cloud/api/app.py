@@ -20,6 +20,7 @@ from cloud.api.resources import router
 from cloud.api.updates import router as updates_router
 from cloud.api.workorders import router as work_orders_router
 from cloud.console.app import install as install_console
+from cloud.ingest.health import ingest_report
 from cloud.service import CloudService
 from cloud.settings import Settings
 from edge import __version__
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None, service: CloudService | None = 
 
     @app.get("/healthz", tags=["ops"])
     def healthz(request: Request) -> JSONResponse:
+        """200 when the database answers and no ingestion worker is stalled; 503 with what is wrong otherwise."""
         svc: CloudService = request.app.state.service
         checks: dict[str, object] = {}
         try:
@@ -75,7 +77,9 @@ def create_app(settings: Settings | None = None, service: CloudService | None = 
             checks["database"] = f"error: {exc}"[:200]
         checks["ingest_workers_connected"] = sum(w.connected.is_set() for w in svc.workers)
         checks["ingest_workers"] = len(svc.workers)
-        ok = checks["database"] == "ok"
+        ingest = ingest_report(svc.workers, svc.metrics)
+        checks["ingest"] = ingest
+        ok = checks["database"] == "ok" and not ingest["stalled"]
         return JSONResponse({"status": "ok" if ok else "degraded", **checks}, 200 if ok else 503)
 
     @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)

@@ -3,7 +3,6 @@ dead-lettered with its reason. Used by every ingestion worker."""
 
 from __future__ import annotations
 
-import base64
 import logging
 import threading
 import time
@@ -11,16 +10,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Engine, select, update
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 
 from cloud.alarms import clear_alarm, raise_alarm
 from cloud.db import schema as t
 from cloud.db import schema_gate as g
+from cloud.ingest.permits import refusal
 from cloud.metrics import Metrics
 from protocol import messages as m
 from protocol.codec import decode
 from protocol.envelope import Envelope
 from protocol.errors import ProtocolError, Reason
+from protocol.limits import text_problem
 from protocol.topics import UPLINK, Topic, parse
 
 log = logging.getLogger("civicedge.cloud.ingest")
@@ -41,6 +43,48 @@ _SYNC_EVENTS = {
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def printable(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters with control characters and lone surrogates replaced (a dead
+    letter's topic and detail quote what a device sent, and every database must store them)."""
+    out = text[:limit]
+    if text_problem(out) is None:
+        return out
+    return "".join("\ufffd" if text_problem(ch) is not None else ch for ch in out)
+
+
+def dead_letter(item: Inbound, reason: Reason, detail: str, device: str | None = None) -> dict[str, Any]:
+    """The dead-letter row for ``item``: the payload kept (cut at 64 KiB) with why it was refused."""
+    return {
+        "received_ms": item.received_ms,
+        "topic": printable(item.topic, 300),
+        "reason": reason.value,
+        "detail": printable(detail, 2000),
+        "device_id": device,
+        "payload": item.payload[:MAX_DEAD_PAYLOAD],
+        "size": len(item.payload),
+    }
+
+
+#: SQLSTATE classes that mean the database, not the message, failed: connection (08), transaction rollback
+#: (40: serialization, deadlock), insufficient resources (53: disk full, out of memory), operator intervention
+#: (57: shutdown), system error (58: I/O)
+_DATABASE_SQLSTATES = frozenset({"08", "40", "53", "57", "58"})
+
+
+def database_failure(exc: BaseException) -> bool:
+    """True when ``exc`` is the database failing (retry the batch later), False when a message made it fail
+    (dead-letter the message). Decided by the exception's class and, on PostgreSQL, its SQLSTATE."""
+    if isinstance(exc, sa_exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        state = getattr(exc.orig, "sqlstate", None)
+        if isinstance(state, str) and state:
+            return state[:2] in _DATABASE_SQLSTATES
+        # SQLite (no SQLSTATE): locked, busy, disk I/O, disk full and a missing file are all OperationalError
+        return isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError)
+    return isinstance(exc, sa_exc.DisconnectionError | sa_exc.TimeoutError | MemoryError | ConnectionError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +115,16 @@ class BatchResult:
     updates: list[tuple[str, str, str, str | None, str]] = field(default_factory=list)
     #: what the consoles' live channel shows (alarms, device status, gate decisions, visitor requests)
     live: list[dict[str, Any]] = field(default_factory=list)
+    dead_by_reason: dict[str, int] = field(default_factory=dict)
+
+    def merge(self, other: BatchResult) -> None:
+        """Add what ``other`` (a part of the same batch, committed on its own) did."""
+        for name in ("stored", "duplicates", "dead", "ignored", "readings"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for name in ("points", "messages", "readings_rows", "sync_requests", "enrolments", "acks", "updates", "live"):
+            getattr(self, name).extend(getattr(other, name))
+        for reason, n in other.dead_by_reason.items():
+            self.dead_by_reason[reason] = self.dead_by_reason.get(reason, 0) + n
 
 
 class Store:
@@ -125,28 +179,21 @@ class Store:
     # --- the batch ---------------------------------------------------------------------------------
 
     def write_batch(self, items: list[Inbound]) -> BatchResult:
+        """Store what is valid, dead-letter the rest with its reason; return what happened.
+
+        A message that passes validation and still fails while being stored (a value the database refuses, a
+        bug) is dead-lettered ``store_error`` and the rest of its batch is committed: the batch is split in
+        halves until the failing message stands alone. Only a failure of the database itself (connection lost,
+        server gone, disk full; :func:`database_failure`) propagates, so the caller retries the whole batch.
+        """
         res = BatchResult()
         decoded: list[tuple[Inbound, Topic, Envelope]] = []
         dead: list[dict[str, Any]] = []
-
-        def reject(item: Inbound, reason: Reason, detail: str, device: str | None = None) -> None:
-            dead.append(
-                {
-                    "received_ms": item.received_ms,
-                    "topic": item.topic[:300],
-                    "reason": reason.value,
-                    "detail": detail[:2000],
-                    "device_id": device,
-                    "payload": item.payload[:MAX_DEAD_PAYLOAD],
-                    "size": len(item.payload),
-                }
-            )
-
         for item in items:
             try:
                 top = parse(item.topic)
             except ProtocolError as exc:
-                reject(item, exc.reason, exc.detail)
+                dead.append(dead_letter(item, exc.reason, exc.detail))
                 continue
             if top.channel not in UPLINK:
                 res.ignored += 1  # cloud → device traffic seen on the wildcard
@@ -154,45 +201,90 @@ class Store:
             try:
                 env = decode(item.payload, top)
             except ProtocolError as exc:
-                reject(item, exc.reason, exc.detail, top.device)
+                dead.append(dead_letter(item, exc.reason, exc.detail, top.device))
+                continue
+            except Exception as exc:  # the decoder met something no one foresaw: still a refusal, not a stall
+                dead.append(dead_letter(item, Reason.SCHEMA, f"{type(exc).__name__}: {exc}", top.device))
                 continue
             decoded.append((item, top, env))
-
-        with self.engine.begin() as conn:
-            if decoded:
-                known = self._known(conn, {top.device for _i, top, _e in decoded})
-                ok: list[tuple[Inbound, Topic, Envelope]] = []
-                for item, top, env in decoded:
-                    site = known.get(top.device)
-                    if site is None and self.auto_register:
-                        self._register(conn, top)
-                        site = known[top.device] = top.site
-                    if top.device in self.revoked:
-                        reject(item, Reason.REVOKED_DEVICE, f"device {top.device!r} was revoked", top.device)
-                    elif site is None:
-                        reject(item, Reason.UNKNOWN_DEVICE, f"device {top.device!r} is not registered", top.device)
-                    elif site != top.site:
-                        reject(
-                            item,
-                            Reason.SPOOFED_DEVICE,
-                            f"device {top.device!r} belongs to site {site!r}, not {top.site!r}",
-                            top.device,
-                        )
-                    else:
-                        ok.append((item, top, env))
-                if ok:
-                    self._store(conn, ok, res)
-            if dead:
-                conn.execute(t.dead_letters.insert(), dead)
-        res.dead = len(dead)
+        if decoded or dead:
+            self._write(decoded, dead, res)
         mt = self.metrics
         mt.inc("ce_ingest_messages_total", len(items), "messages taken from the broker")
         mt.inc("ce_ingest_stored_total", res.stored, "messages stored (new)")
         mt.inc("ce_ingest_duplicates_total", res.duplicates, "duplicate messages dropped by id")
         mt.inc("ce_ingest_readings_total", res.readings, "telemetry readings stored")
-        for d in dead:
-            mt.inc("ce_dead_letters_total", 1, "messages dead-lettered", reason=d["reason"])
+        for reason, n in res.dead_by_reason.items():
+            mt.inc("ce_dead_letters_total", n, "messages dead-lettered", reason=reason)
         return res
+
+    def _write(
+        self, group: list[tuple[Inbound, Topic, Envelope]], dead: list[dict[str, Any]], res: BatchResult
+    ) -> None:
+        """One transaction for ``group`` and the dead letters found so far; on a message's own failure, each
+        half again (and a message failing alone is dead-lettered)."""
+        try:
+            res.merge(self._attempt(group, dead))
+            return
+        except Exception as exc:
+            if database_failure(exc):
+                raise
+            failure = exc
+        if dead:  # what was refused before the failure is still refused
+            res.merge(self._attempt([], dead))
+        if len(group) == 1:
+            item, top, _env = group[0]
+            log.warning(
+                "message failed while being stored; dead-lettered",
+                extra={"device": top.device, "error": f"{type(failure).__name__}: {failure}"[:300]},
+            )
+            detail = f"{type(failure).__name__}: {failure}"
+            res.merge(self._attempt([], [dead_letter(item, Reason.STORE_ERROR, detail, top.device)]))
+            return
+        half = len(group) // 2
+        self._write(group[:half], [], res)
+        self._write(group[half:], [], res)
+
+    def _attempt(self, group: list[tuple[Inbound, Topic, Envelope]], dead: list[dict[str, Any]]) -> BatchResult:
+        res = BatchResult()
+        dead = list(dead)
+        with self.engine.begin() as conn:
+            if group:
+                ok = self._admit(conn, group, dead)
+                if ok:
+                    self._store(conn, ok, res)
+            if dead:
+                conn.execute(t.dead_letters.insert(), dead)
+        for d in dead:
+            res.dead += 1
+            res.dead_by_reason[d["reason"]] = res.dead_by_reason.get(d["reason"], 0) + 1
+        return res
+
+    def _admit(
+        self, conn: Any, group: list[tuple[Inbound, Topic, Envelope]], dead: list[dict[str, Any]]
+    ) -> list[tuple[Inbound, Topic, Envelope]]:
+        """The messages whose device is registered at the topic's site, not revoked, and which touch only what
+        is the device's own (:mod:`cloud.ingest.permits`); the others go to ``dead``."""
+        known = self._known(conn, {top.device for _i, top, _e in group})
+        ok: list[tuple[Inbound, Topic, Envelope]] = []
+        for item, top, env in group:
+            site = known.get(top.device)
+            if site is None and self.auto_register:
+                self._register(conn, top)
+                site = known[top.device] = top.site
+            if top.device in self.revoked:
+                dead.append(dead_letter(item, Reason.REVOKED_DEVICE, f"device {top.device!r} was revoked", top.device))
+            elif site is None:
+                detail = f"device {top.device!r} is not registered"
+                dead.append(dead_letter(item, Reason.UNKNOWN_DEVICE, detail, top.device))
+            elif site != top.site:
+                detail = f"device {top.device!r} belongs to site {site!r}, not {top.site!r}"
+                dead.append(dead_letter(item, Reason.SPOOFED_DEVICE, detail, top.device))
+            elif (why := refusal(conn, site, top.device, env)) is not None:
+                dead.append(dead_letter(item, Reason.NOT_PERMITTED, why, top.device))
+            else:
+                ok.append((item, top, env))
+        return ok
 
     def _register(self, conn: Any, top: Topic) -> None:
         ins = self._insert
@@ -412,7 +504,7 @@ class Store:
                     device_id=dev,
                     content_type=b.content_type,
                     purpose=b.purpose,
-                    data=base64.b64decode(b.data_b64),
+                    data=b.data,
                     received_ms=item.received_ms,
                     note="",
                 )

@@ -4,6 +4,12 @@ paho runs with ``manual_ack=True``: a message's PUBACK is sent only after the ba
 worker killed mid-batch leaves its messages unacknowledged in its persistent session (fixed client id,
 ``clean_session=False``); the broker redelivers them when the worker reconnects, and the unique message id
 turns any that were already stored into counted duplicates.
+
+Nothing a device sends stops it: the store dead-letters a message that fails (:meth:`Store.write_batch`), and
+only a failure of the database itself is retried, with a capped, jittered backoff and the batch kept. The
+queue between the network thread and the batcher is bounded: when the store is slow the network thread waits
+to hand over the next message, so the broker holds the rest. :meth:`IngestWorker.health` tells how far behind
+the worker is.
 """
 
 from __future__ import annotations
@@ -11,20 +17,47 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import random
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from cloud.ingest.store import BatchResult, Inbound, Store, now_ms
+from cloud.ingest.store import BatchResult, Inbound, Store, database_failure, now_ms
 from protocol.topics import shared, subscription
 
 log = logging.getLogger("civicedge.cloud.ingest")
 _STOP = object()
 FAULT_EXIT_ENV = "CE_FAULT_EXIT_AFTER_BATCHES"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerHealth:
+    """How far behind one worker is. ``oldest_pending_s``: age of the oldest message received and not yet
+    committed (0 when nothing waits); a worker is stalled when that passes the configured limit."""
+
+    worker: str
+    connected: bool
+    queue_depth: int
+    oldest_pending_s: float
+    last_commit_ms: int | None
+    retrying: bool
+    stalled: bool
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "worker": self.worker,
+            "connected": self.connected,
+            "queue_depth": self.queue_depth,
+            "oldest_pending_s": round(self.oldest_pending_s, 3),
+            "last_commit_ms": self.last_commit_ms,
+            "retrying": self.retrying,
+            "stalled": self.stalled,
+        }
 
 
 class IngestWorker:
@@ -41,6 +74,8 @@ class IngestWorker:
         username: str | None = None,
         password: str | None = None,
         on_batch: Callable[[BatchResult], None] | None = None,
+        queue_max: int = 5000,
+        stall_s: float = 30.0,
     ) -> None:
         self.store = store
         self.host, self.port = host, port
@@ -51,10 +86,17 @@ class IngestWorker:
         self.batch_rows = batch_rows
         self.batch_s = batch_ms / 1000
         self.on_batch = on_batch
-        self.q: queue.Queue[object] = queue.Queue()
+        # bounded: a full queue blocks paho's network thread in on_message, so it stops reading and the broker
+        # keeps what is not yet taken (in the session, for this client)
+        self.q: queue.Queue[object] = queue.Queue(maxsize=max(queue_max, batch_rows))
+        self.stall_s = stall_s
         self.connected = threading.Event()
         self.batches = 0
-        self.errors = 0
+        self.errors = 0  # database failures retried, in total
+        self.after_commit_errors = 0
+        self.last_commit_ms: int | None = None
+        self._pending: list[tuple[Inbound, int, int]] = []  # the batch being written
+        self._retrying = False
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         fault = os.environ.get(FAULT_EXIT_ENV)  # fault injection for tests: die after a commit, before acks
@@ -65,6 +107,7 @@ class IngestWorker:
         c.max_inflight_messages_set(1000)
         c.max_queued_messages_set(0)
         c.reconnect_delay_set(1, 5)
+        c.suppress_exceptions = True  # a callback's error is logged; the network thread never dies of it
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
@@ -83,7 +126,33 @@ class IngestWorker:
         self.connected.clear()
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-        self.q.put((Inbound(msg.topic, bytes(msg.payload), now_ms()), msg.mid, msg.qos))
+        try:
+            top = msg.topic
+        except UnicodeDecodeError:  # only a broker that breaks MQTT sends this; the store refuses it as a bad topic
+            top = bytes(msg._topic).decode("utf-8", "replace")
+        self.q.put((Inbound(top, bytes(msg.payload), now_ms()), msg.mid, msg.qos))
+
+    # health ---------------------------------------------------------------------------------------
+
+    def health(self) -> WorkerHealth:
+        """Queue depth, age of the oldest message not yet committed, last commit: from any thread."""
+        pending = self._pending
+        with self.q.mutex:
+            head = self.q.queue[0] if self.q.queue else None
+            depth = len(self.q.queue)
+        firsts = [pending[0][0].received_ms] if pending else []
+        if isinstance(head, tuple):
+            firsts.append(head[0].received_ms)
+        oldest = (now_ms() - min(firsts)) / 1000 if firsts else 0.0
+        return WorkerHealth(
+            worker=self.client_id,
+            connected=self.connected.is_set(),
+            queue_depth=depth + len(pending),
+            oldest_pending_s=max(0.0, oldest),
+            last_commit_ms=self.last_commit_ms,
+            retrying=self._retrying,
+            stalled=oldest > self.stall_s,
+        )
 
     # lifecycle ------------------------------------------------------------------------------------
 
@@ -125,25 +194,39 @@ class IngestWorker:
             self._commit(batch)  # type: ignore[arg-type]
 
     def _commit(self, batch: list[tuple[Inbound, int, int]]) -> None:
+        self._pending = batch
+        attempt = 0
         while True:
             try:
                 res = self.store.write_batch([b[0] for b in batch])
                 break
-            except Exception:
-                # database down or locked: keep the batch (unacknowledged) and retry; never drop it
+            except Exception as exc:
+                # the database is away (or failing in a way no message explains): keep the batch unacknowledged
+                # and try again; never drop it, never acknowledge it early
                 self.errors += 1
-                log.exception("batch write failed; retrying")
-                if self._stopping.wait(min(5.0, 0.2 * self.errors)):
+                self._retrying = True
+                attempt += 1
+                what = "database unavailable" if database_failure(exc) else "batch write failed unexpectedly"
+                log.warning(f"{what}; retrying", extra={"attempt": attempt, "error": f"{type(exc).__name__}: {exc}"})
+                if self._stopping.wait(random.uniform(0.2, min(10.0, 0.2 * 1.5**attempt))):
+                    self._pending = []
                     return  # stopping with the database still away: unacknowledged, the broker redelivers
-
+        self._retrying = False
         self.batches += 1
+        self.last_commit_ms = now_ms()
         if self._fault_exit_after is not None and self.batches >= self._fault_exit_after:
             os._exit(137)  # stored, not acknowledged: the broker must redeliver, the cloud must dedup
         for _inb, mid, qos in batch:
             if qos > 0:
                 self.client.ack(mid, qos)
+        self._pending = []
         if self.on_batch:
-            self.on_batch(res)
+            try:
+                self.on_batch(res)
+            except Exception:  # rules, live push, sync: their failure never stops ingestion
+                self.after_commit_errors += 1
+                self.store.metrics.inc("ce_ingest_after_commit_errors_total", 1, "failures after a batch committed")
+                log.exception("after-commit work failed")
 
 
 def _is_alarm(item: object) -> bool:

@@ -89,7 +89,8 @@ async def test_every_dead_letter_reason(make_cloud: MakeCloud, mosquitto: Mosqui
     svc, api = make_cloud()
     register(api, "riverside", "gate-01")
     register(api, "hillside", "gate-99")
-    _, good = example("gate.decision")
+    assert api.post("/api/sites/riverside/residents", json={"id": "res-1042", "unit": "1203"}).status_code == 201
+    _, good = example("gate.decision")  # a decision for res-1042
     ok = orjson.loads(encode(good))
 
     def mutate(**kw: object) -> bytes:

@@ -29,7 +29,10 @@ def alarm(i: int) -> AlarmRaise:
 def snap(i: int, size: int = 2000) -> MediaSnapshot:
     # a JPEG's first bytes, then filler: ``size`` characters of base64 (rounded up to a whole group)
     return MediaSnapshot(
-        ref=f"s{i}", content_type="image/jpeg", data_b64="/9j/" + "A" * (-(-size // 4) * 4 - 4), purpose="visitor_request"
+        ref=f"s{i}",
+        content_type="image/jpeg",
+        data_b64="/9j/" + "A" * (-(-size // 4) * 4 - 4),
+        purpose="visitor_request",
     )
 
 

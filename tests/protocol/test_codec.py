@@ -83,7 +83,10 @@ def test_too_many_readings() -> None:
 def test_encode_refuses_oversized() -> None:
     from protocol.messages import MediaSnapshot
 
-    big = [MediaSnapshot(ref=f"r{i}", content_type="image/jpeg", data_b64="/9j/" + "A" * 198_996, purpose="perimeter") for i in range(2)]
+    big = [
+        MediaSnapshot(ref=f"r{i}", content_type="image/jpeg", data_b64="/9j/" + "A" * 198_996, purpose="perimeter")
+        for i in range(2)
+    ]
     assert len(encode(envelope(big[0], dev="d", seq=1))) < MAX_PAYLOAD_BYTES
     from protocol.messages import AlarmRaise
 

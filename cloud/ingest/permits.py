@@ -1,0 +1,79 @@
+"""What a device's message may create or change in the cloud: only what belongs to its own site.
+
+The wire contract (``protocol``) says what a message may look like; this module says what a *valid* message
+from a given device may touch. It runs inside the batch's transaction, after the device, its site and the
+topic were checked, and answers with the reason a message is refused (dead-lettered ``not_permitted``), or
+None. docs/security.md lists every message type and what it may touch; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Connection, exists, select
+
+from cloud.db import schema_gate as g
+from protocol import messages as m
+from protocol.envelope import Envelope
+from protocol.limits import EMBEDDING_DIM
+
+
+def refusal(conn: Connection, site: str, device: str, env: Envelope) -> str | None:
+    """Why ``device`` (registered at ``site``) may not have the cloud act on ``env``; None: it may."""
+    b = env.body
+    if isinstance(b, m.DeviceEvent) and b.code == "gallery.enrolled":
+        return _enrolment(conn, site, b.details)
+    if isinstance(b, m.GateDecision) and b.subject_id is not None:
+        if b.method == "face":
+            return _resident(conn, site, b.subject_id)
+        if b.method == "plate":
+            return _plate_holder(conn, site, b.subject_id)
+    if isinstance(b, m.TemperatureScreening) and b.subject_id is not None:
+        return _resident(conn, site, b.subject_id)
+    if isinstance(b, m.PlateRead) and b.subject_id is not None:
+        return _plate_holder(conn, site, b.subject_id)
+    if isinstance(b, m.VisitorRequest):
+        flat = exists().where(g.residents.c.site_id == site, g.residents.c.unit == b.unit)
+        if not conn.execute(select(flat)).scalar():
+            return f"no resident of site {site!r} lives in flat {b.unit!r}"
+    if isinstance(b, m.MediaSnapshot):
+        owner = conn.execute(select(g.media.c.device_id).where(g.media.c.ref == b.ref)).scalar()
+        if owner is not None and owner != device:
+            return f"picture {b.ref!r} was sent by another device"
+    return None
+
+
+def _resident(conn: Connection, site: str, resident_id: str) -> str | None:
+    at = conn.execute(select(g.residents.c.site_id).where(g.residents.c.id == resident_id)).scalar()
+    if at != site:
+        return f"{resident_id!r} is not a resident of site {site!r}"
+    return None
+
+
+def _plate_holder(conn: Connection, site: str, holder: str) -> str | None:
+    held = exists().where(g.plates.c.site_id == site, g.plates.c.holder == holder)
+    if not conn.execute(select(held)).scalar():
+        return f"{holder!r} holds no plate at site {site!r}"
+    return None
+
+
+def _enrolment(conn: Connection, site: str, details: dict[str, Any]) -> str | None:
+    """A face enrolled at a gate: for a resident of the gate's own site who consented, one finite embedding."""
+    rid, emb = details.get("resident_id"), details.get("embedding_b64")
+    if not isinstance(rid, str) or not isinstance(emb, str):
+        return "an enrolment names resident_id and embedding_b64 (strings)"
+    try:
+        raw = base64.b64decode(emb, validate=True)
+    except (binascii.Error, ValueError):
+        return "embedding_b64 is not base64"
+    if len(raw) != EMBEDDING_DIM * 4 or not np.isfinite(np.frombuffer(raw, dtype="<f4")).all():
+        return f"an embedding is {EMBEDDING_DIM} finite float32 values"
+    row = conn.execute(select(g.residents.c.site_id, g.residents.c.consent_ms).where(g.residents.c.id == rid)).first()
+    if row is None or row.site_id != site:
+        return f"{rid!r} is not a resident of site {site!r}"
+    if row.consent_ms is None:
+        return f"resident {rid!r} has not consented to face recognition"
+    return None
