@@ -216,7 +216,7 @@ class CloudService:
 
     def gauges(self) -> dict[str, Any]:
         """Refresh the ingestion gauges; return the ingestion report (workers, stall, dead letters)."""
-        self.ingest_watch.check()
+        self.ingest_watch.gauges()
         self.metrics.set(
             "ce_ingest_workers_connected",
             sum(w.connected.is_set() for w in self.workers),

@@ -66,6 +66,7 @@ class IngestWatch:
         self._announced: set[str] = set()  # workers whose stall the consoles were told of
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # the watch thread and /metrics both check
 
     def start(self) -> None:
         self._stop.clear()
@@ -85,6 +86,18 @@ class IngestWatch:
                 log.exception("ingestion health check failed")
 
     def check(self) -> list[WorkerHealth]:
+        """Gauges, and the stall alarm raised or cleared (the watch thread; also callable from a test)."""
+        with self._lock:
+            healths = self.gauges()
+            for h in healths:
+                if h.stalled and h.worker not in self._raised:
+                    self._alarm(h, raised=True)
+                elif not h.stalled and (h.worker in self._raised or h.worker in self._announced):
+                    self._alarm(h, raised=False)
+            return healths
+
+    def gauges(self) -> list[WorkerHealth]:
+        """Set the ingestion gauges of ``/metrics``; return each worker's health."""
         healths = [w.health() for w in self.workers()]
         m = self.metrics
         m.set("ce_ingest_queue_depth", sum(h.queue_depth for h in healths), "messages received, not yet stored")
@@ -97,48 +110,48 @@ class IngestWatch:
         for h in healths:
             if h.last_commit_ms is not None:
                 m.set("ce_ingest_last_commit_ms", h.last_commit_ms, "when a batch last committed", worker=h.worker)
-            if h.stalled and h.worker not in self._raised:
-                self._alarm(h, raised=True)
-            elif not h.stalled and h.worker in self._raised:
-                self._alarm(h, raised=False)
         return healths
 
     def _alarm(self, h: WorkerHealth, raised: bool) -> None:
+        """Raise (``raised``) or clear the worker's stall alarm. A stall the database kept us from recording
+        while it lasted is recorded when it ends: raised and cleared at once, so the operators see it happened."""
         key, at = f"ingest.stalled.{h.worker}"[:128], now_ms()
         why = "the database is not answering" if h.retrying else "the database is too slow"
         message = f"ingestion on {h.worker} is {h.oldest_pending_s:.0f} s behind: {why}"
         live: dict[str, Any] = {"kind": "alarm", "device_id": self.node, "site_id": None, "at_ms": at}
+        event = {**live, "event": "raised", "code": "ingest_stalled", "severity": "critical", "message": message}
+        late = not raised and h.worker in self._announced and h.worker not in self._raised
+        ids: list[int] = []
+        if raised and h.worker not in self._announced:  # the consoles hear of it now, whatever the database does
+            self.publish_live([{**event, "id": None}])
+            self._announced.add(h.worker)
         try:
             with self.engine.begin() as conn:
-                if raised:
+                if raised or late:
                     details = {"worker": h.worker, "queue_depth": h.queue_depth, "oldest_pending_s": h.oldest_pending_s}
-                    alarm_id = raise_alarm(
-                        conn,
-                        device=self.node,
-                        key=key,
-                        code="ingest_stalled",
-                        severity="critical",
-                        message=message,
-                        details=details,
-                        at=at,
-                        msg_id=new_id(),
-                        by="system",
-                    )
-                    ids: list[int] = [alarm_id]
-                else:
+                    if late:
+                        message, details = f"ingestion on {h.worker} stalled and caught up", {"worker": h.worker}
+                    ids = [
+                        raise_alarm(
+                            conn,
+                            device=self.node,
+                            key=key,
+                            code="ingest_stalled",
+                            severity="critical",
+                            message=message,
+                            details=details,
+                            at=at,
+                            msg_id=new_id(),
+                            by="system",
+                        )
+                    ]
+                if not raised:
                     ids = clear_alarm(conn, device=self.node, key=key, at=at, by="system", note="caught up")
         except Exception as exc:
             log.warning("ingestion stall alarm not stored yet", extra={"error": f"{type(exc).__name__}: {exc}"})
-            ids = []
-            if not raised:
-                return
-        event = {**live, "event": "raised", "code": "ingest_stalled", "severity": "critical", "message": message}
+            return  # tried again on the next check
         if raised:
-            if ids:
-                self._raised.add(h.worker)
-            if ids or h.worker not in self._announced:  # without the database: told once, stored later
-                self.publish_live([{**event, "id": ids[0] if ids else None}])
-                self._announced.add(h.worker)
+            self._raised.add(h.worker)
         else:
             self._raised.discard(h.worker)
             self._announced.discard(h.worker)

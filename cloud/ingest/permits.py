@@ -21,8 +21,9 @@ from protocol.envelope import Envelope
 from protocol.limits import EMBEDDING_DIM
 
 
-def refusal(conn: Connection, site: str, device: str, env: Envelope) -> str | None:
-    """Why ``device`` (registered at ``site``) may not have the cloud act on ``env``; None: it may."""
+def refusal(conn: Connection, site: str, device: str, env: Envelope, claimed: dict[str, str]) -> str | None:
+    """Why ``device`` (registered at ``site``) may not have the cloud act on ``env``; None: it may.
+    ``claimed``: picture refs taken earlier in the same batch (ref → device), filled in here."""
     b = env.body
     if isinstance(b, m.DeviceEvent) and b.code == "gallery.enrolled":
         return _enrolment(conn, site, b.details)
@@ -40,9 +41,10 @@ def refusal(conn: Connection, site: str, device: str, env: Envelope) -> str | No
         if not conn.execute(select(flat)).scalar():
             return f"no resident of site {site!r} lives in flat {b.unit!r}"
     if isinstance(b, m.MediaSnapshot):
-        owner = conn.execute(select(g.media.c.device_id).where(g.media.c.ref == b.ref)).scalar()
+        owner = claimed.get(b.ref) or conn.execute(select(g.media.c.device_id).where(g.media.c.ref == b.ref)).scalar()
         if owner is not None and owner != device:
             return f"picture {b.ref!r} was sent by another device"
+        claimed[b.ref] = device
     return None
 
 

@@ -267,6 +267,7 @@ class Store:
         is the device's own (:mod:`cloud.ingest.permits`); the others go to ``dead``."""
         known = self._known(conn, {top.device for _i, top, _e in group})
         ok: list[tuple[Inbound, Topic, Envelope]] = []
+        claimed: dict[str, str] = {}
         for item, top, env in group:
             site = known.get(top.device)
             if site is None and self.auto_register:
@@ -280,7 +281,7 @@ class Store:
             elif site != top.site:
                 detail = f"device {top.device!r} belongs to site {site!r}, not {top.site!r}"
                 dead.append(dead_letter(item, Reason.SPOOFED_DEVICE, detail, top.device))
-            elif (why := refusal(conn, site, top.device, env)) is not None:
+            elif (why := refusal(conn, site, top.device, env, claimed)) is not None:
                 dead.append(dead_letter(item, Reason.NOT_PERMITTED, why, top.device))
             else:
                 ok.append((item, top, env))

@@ -25,6 +25,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from cloud.provisioning.pki import issue_server_cert, make_ca
+from protocol.limits import MAX_PAYLOAD_BYTES
 from protocol.topics import PREFIX, UPLINK, Channel
 
 CONTROL = "$CONTROL/dynamic-security/v1"
@@ -148,11 +149,17 @@ def write_broker_files(
 
 
 def security_conf(dynsec_file: Path) -> str:
-    """The lines that lock a Mosquitto down (first in its configuration file)."""
+    """The lines that lock a Mosquitto down (first in its configuration file). ``max_packet_size``: the broker
+    disconnects a client that sends a packet larger than a message may be (the protocol's payload limit plus room
+    for the topic), before the cloud ever reads it."""
     return (
         f"per_listener_settings false\nallow_anonymous false\nplugin {plugin_path()}\n"
-        f"plugin_opt_config_file {dynsec_file}\n"
+        f"plugin_opt_config_file {dynsec_file}\nmax_packet_size {MAX_PACKET_BYTES}\n"
     )
+
+
+#: the largest MQTT packet the broker accepts: a full payload (protocol.limits) with generous room for the rest
+MAX_PACKET_BYTES = 4 * MAX_PAYLOAD_BYTES
 
 
 class BrokerAdmin:

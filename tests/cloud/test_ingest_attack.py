@@ -1,0 +1,446 @@
+"""Ingestion under attack, on SQLite and PostgreSQL: what a device with valid credentials can send.
+
+Every message is stored or dead-lettered with its reason, never retried for ever; an alarm sent after any of
+them is stored; a device's message touches only what belongs to its own site.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import aiomqtt
+import numpy as np
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import func, insert, select, text
+
+from cloud.db import schema as t
+from cloud.db import schema_gate as g
+from cloud.db.engine import make_engine, migrate
+from cloud.ingest.store import Inbound, Store, now_ms
+from protocol import encode, envelope, topic
+from protocol.envelope import new_id
+from protocol.messages import BODY_BY_TYPE, AlarmRaise, DeviceEvent, GateDecision, MediaSnapshot
+from protocol.topics import UPLINK, Channel
+from simulators.services import Mosquitto
+from tests.cloud.conftest import MakeCloud, register
+from tests.cloud.schema_strategies import from_schema
+from tests.cloud.test_ingest import publish, until
+
+SITE, DEV, OTHER_SITE, OTHER_DEV = "riverside", "gate-01", "hillside", "gate-99"
+JPEG = "/9j/" + base64.b64encode(b"\xe0" + bytes(range(200))).decode()
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Store]:
+    """A migrated database with two sites, a gate at each, residents (one without consent) and a plate."""
+    engine = make_engine(db_url)
+    migrate(engine)
+    now = now_ms()
+    with engine.begin() as conn:
+        conn.execute(insert(t.sites), [{"id": s, "name": s, "created_ms": now} for s in (SITE, OTHER_SITE)])
+        conn.execute(
+            insert(t.devices),
+            [
+                {"id": DEV, "site_id": SITE, "kind": "gate", "name": DEV, "status": "online", "created_ms": now},
+                {
+                    "id": OTHER_DEV,
+                    "site_id": OTHER_SITE,
+                    "kind": "gate",
+                    "name": "x",
+                    "status": "online",
+                    "created_ms": now,
+                },
+            ],
+        )
+        conn.execute(
+            insert(g.residents),
+            [
+                {"id": "res-1", "site_id": SITE, "unit": "1203", "name": "A", "created_ms": now, "consent_ms": now},
+                {"id": "res-2", "site_id": SITE, "unit": "1204", "name": "B", "created_ms": now, "consent_ms": None},
+                {
+                    "id": "res-9",
+                    "site_id": OTHER_SITE,
+                    "unit": "1203",
+                    "name": "C",
+                    "created_ms": now,
+                    "consent_ms": now,
+                },
+            ],
+        )
+        conn.execute(
+            insert(g.plates),
+            [{"site_id": OTHER_SITE, "plate": "ZJA12345", "holder": "res-9", "kind": "resident", "created_ms": now}],
+        )
+    yield Store(engine)
+    engine.dispose()
+
+
+def inbound(body: Any, *, dev: str = DEV, site: str = SITE, channel: str | None = None) -> tuple[Inbound, str]:
+    env = envelope(body, dev=dev, seq=1)
+    ch = channel or next(iter(sorted(c.value for c in body.CHANNELS)))
+    return Inbound(topic(site, dev, ch), encode(env), now_ms()), env.id
+
+
+def stored(s: Store, msg_id: str) -> bool:
+    with s.engine.connect() as conn:
+        return conn.execute(select(func.count()).where(t.messages.c.msg_id == msg_id)).scalar_one() == 1
+
+
+def dead_reasons(s: Store) -> list[tuple[str, str]]:
+    with s.engine.connect() as conn:
+        return [(r.reason, r.detail) for r in conn.execute(select(t.dead_letters).order_by(t.dead_letters.c.id))]
+
+
+def alarm() -> tuple[Inbound, str]:
+    return inbound(AlarmRaise(key=f"gas:{new_id()}", code="gas", severity="critical", message="gas high"))
+
+
+# --- every body type, generated from the protocol's own schemas ---------------------------------------------
+
+
+def _uplink_channel(kind: str) -> str:
+    ups = sorted(c.value for c in BODY_BY_TYPE[kind].CHANNELS if c in UPLINK)
+    return ups[0] if ups else Channel.EVT.value  # cloud → device types sent up anyway: refused, never stored
+
+
+def _body(kind: str) -> st.SearchStrategy[dict[str, Any]]:
+    schema = BODY_BY_TYPE[kind].model_json_schema()
+    base = from_schema(schema)
+    if kind == "media.snapshot":  # a real image's first bytes, so some get past validation
+        return base | base.map(lambda b: {**b, "content_type": "image/jpeg", "data_b64": JPEG})
+    if kind == "event":  # the events the store acts on: enrolments and gallery/allow-list reports
+        resident = st.sampled_from(["res-1", "res-2", "res-9", "nobody"])
+        emb = st.sampled_from(
+            [
+                base64.b64encode(np.ones(128, "<f4").tobytes()).decode(),
+                base64.b64encode(np.full(128, np.nan, "<f4").tobytes()).decode(),
+                "abc",
+            ]
+        )
+        enrolled = st.fixed_dictionaries(
+            {
+                "code": st.just("gallery.enrolled"),
+                "details": st.fixed_dictionaries({"resident_id": resident, "embedding_b64": emb}),
+            }
+        )
+        revision = st.integers(min_value=-(2**64), max_value=2**64) | st.sampled_from([2**63 - 1, 2**63, -(2**63)])
+        report = st.fixed_dictionaries(
+            {
+                "code": st.sampled_from(["gallery.status", "allowlist.applied"]),
+                "details": st.fixed_dictionaries({"revision": revision}),
+            }
+        )
+        return base | enrolled | report
+    return base
+
+
+@st.composite
+def messages(draw: st.DrawFn) -> tuple[Inbound, str]:
+    kind = draw(st.sampled_from(sorted(BODY_BY_TYPE)))
+    body = draw(_body(kind))
+    msg_id = draw(st.text(alphabet="0123456789ABCDEFGHJKMNPQRSTVWXYZ", min_size=26, max_size=26))
+    doc = {"v": 1, "id": msg_id, "dev": DEV, "seq": draw(st.integers(0, 2**53)), "ts": now_ms(), "type": kind}
+    # the standard library's encoder: it writes integers past 64 bits, which a hostile device could send too
+    payload = json.dumps({**doc, "body": body}, ensure_ascii=draw(st.booleans())).encode()
+    return Inbound(topic(SITE, DEV, _uplink_channel(kind)), payload, now_ms()), msg_id
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(batch=st.lists(messages(), min_size=1, max_size=6))
+def test_every_message_is_stored_or_dead_lettered_and_the_alarm_after_it_is_stored(
+    store: Store, batch: list[tuple[Inbound, str]]
+) -> None:
+    after = alarm()
+    before_dead = len(dead_reasons(store))
+    res = store.write_batch([i for i, _ in batch] + [after[0]])
+    assert res.stored + res.duplicates + res.dead + res.ignored == len(batch) + 1
+    assert stored(store, after[1]), "the alarm sent after the hostile messages was not stored"
+    assert len(dead_reasons(store)) - before_dead == res.dead
+    with store.engine.connect() as conn:
+        raised = conn.execute(select(func.count()).where(t.alarms.c.msg_id == after[1])).scalar_one()
+    assert raised == 1
+
+
+# --- the holes found by hand, each closed -------------------------------------------------------------------
+
+
+def _raw(kind: str, body: dict[str, Any]) -> Inbound:
+    doc = {"v": 1, "id": new_id(), "dev": DEV, "seq": 1, "ts": now_ms(), "type": kind, "body": body}
+    return Inbound(topic(SITE, DEV, _uplink_channel(kind)), json.dumps(doc).encode(), now_ms())
+
+
+def test_the_known_poison_messages_are_refused_and_the_alarm_after_them_is_stored(store: Store) -> None:
+    poison = [
+        _raw(
+            "media.snapshot",
+            {"ref": "s1", "content_type": "image/jpeg", "data_b64": "abc", "purpose": "visitor_request"},
+        ),
+        _raw("media.snapshot", {"ref": "s2", "content_type": "image/png", "data_b64": JPEG, "purpose": "perimeter"}),
+        _raw("event", {"code": "gallery.status", "details": {"revision": 2**64}}),
+        _raw("event", {"code": "gallery.status", "details": {"revision": 2**63}}),
+        _raw("event", {"code": "door.note", "message": "a\u0000b"}),
+        _raw("event", {"code": "door.note", "details": {"k\u0000": 1}}),
+        _raw("alarm.raise", {"key": "k\u0000", "code": "x", "severity": "info", "message": ""}),
+        _raw("health", {"uptime_s": 1.0, "agent_version": "1.0", "mem_rss_bytes": 2**63}),
+    ]
+    after = alarm()
+    res = store.write_batch([*poison, after[0]])
+    assert res.dead == len(poison) and stored(store, after[1])
+    assert {r for r, _d in dead_reasons(store)} == {"schema"}
+
+
+def test_a_message_the_database_refuses_is_dead_lettered_and_its_batch_committed(store: Store) -> None:
+    """A value valid on the wire that the database still refuses (here a trigger plays that database) is
+    dead-lettered ``store_error`` with the error; the other messages of its batch are stored."""
+    with store.engine.begin() as conn:
+        if store.engine.dialect.name == "postgresql":
+            conn.execute(
+                text(
+                    "CREATE FUNCTION refuse_poison() RETURNS trigger AS $$ BEGIN "
+                    "IF NEW.body::text LIKE '%poison%' THEN RAISE EXCEPTION 'poison refused by the database'; END IF; "
+                    "RETURN NEW; END $$ LANGUAGE plpgsql"
+                )
+            )
+            conn.execute(
+                text(
+                    "CREATE TRIGGER refuse_poison BEFORE INSERT ON messages "
+                    "FOR EACH ROW EXECUTE FUNCTION refuse_poison()"
+                )
+            )
+        else:
+            conn.execute(
+                text(
+                    "CREATE TRIGGER refuse_poison BEFORE INSERT ON messages WHEN NEW.body LIKE '%poison%' "
+                    "BEGIN SELECT RAISE(ABORT, 'poison refused by the database'); END"
+                )
+            )
+    good = [inbound(DeviceEvent(code="door.opened", details={"i": i})) for i in range(20)]
+    bad = inbound(DeviceEvent(code="door.opened", message="poison"))
+    after = alarm()
+    items = [i for i, _ in good[:7]] + [bad[0]] + [i for i, _ in good[7:]] + [after[0]]
+    res = store.write_batch(items)
+    assert res.stored == 21 and res.dead == 1
+    assert all(stored(store, m) for _, m in good) and stored(store, after[1]) and not stored(store, bad[1])
+    [(reason, detail)] = dead_reasons(store)
+    assert reason == "store_error" and "poison refused by the database" in detail
+    assert store.metrics.get("ce_dead_letters_total", reason="store_error") == 1
+
+
+# --- what a device may say about whom -----------------------------------------------------------------------
+
+
+def _enrolment(resident: str, emb: np.ndarray | None = None) -> DeviceEvent:
+    vec = np.ones(128, "<f4") if emb is None else emb
+    details = {"resident_id": resident, "embedding_b64": base64.b64encode(vec.astype("<f4").tobytes()).decode()}
+    return DeviceEvent(code="gallery.enrolled", details=details)
+
+
+def test_a_gate_enrols_faces_only_for_consenting_residents_of_its_own_site(store: Store) -> None:
+    own = inbound(_enrolment("res-1"))
+    other_site = inbound(_enrolment("res-9"))
+    no_consent = inbound(_enrolment("res-2"))
+    nobody = inbound(_enrolment("ghost"))
+    nan = inbound(_enrolment("res-1", np.full(128, np.nan)))
+    res = store.write_batch([m for m, _ in (own, other_site, no_consent, nobody, nan)])
+    assert res.enrolments == [("res-1", own[0] and _enrolment("res-1").details["embedding_b64"])]
+    reasons = dead_reasons(store)
+    assert [r for r, _ in reasons] == ["not_permitted"] * 4
+    assert "not a resident of site 'riverside'" in reasons[0][1]
+    assert "has not consented" in reasons[1][1]
+    assert "finite" in reasons[3][1]
+
+
+def test_a_device_names_only_residents_and_plate_holders_of_its_own_site(store: Store) -> None:
+    def decision(subject: str, method: str = "face") -> GateDecision:
+        return GateDecision(door="a1", decision="open", reason="resident_match", method=method, subject_id=subject)  # type: ignore[arg-type]
+
+    ok = inbound(decision("res-1"))
+    foreign = inbound(decision("res-9"))
+    foreign_plate = inbound(decision("res-9", "plate"))
+    visitor = inbound(decision("operator-7", "visitor"))  # who answered: a person, not a resident id
+    res = store.write_batch([m for m, _ in (ok, foreign, foreign_plate, visitor)])
+    assert res.stored == 2 and stored(store, ok[1]) and stored(store, visitor[1])
+    assert [r for r, _ in dead_reasons(store)] == ["not_permitted", "not_permitted"]
+
+
+def test_a_device_cannot_take_over_another_devices_picture_or_call_a_flat_of_another_site(store: Store) -> None:
+    from protocol.messages import VisitorRequest
+
+    theirs = inbound(
+        MediaSnapshot(ref="visitor-x", content_type="image/jpeg", data_b64=JPEG, purpose="visitor_request"),
+        dev=OTHER_DEV,
+        site=OTHER_SITE,
+    )
+    mine = inbound(MediaSnapshot(ref="visitor-x", content_type="image/jpeg", data_b64=JPEG, purpose="visitor_request"))
+    flat_here = inbound(VisitorRequest(request_id=new_id(), door="a1", unit="1203", expires_ts=now_ms() + 60_000))
+    no_such_flat = inbound(VisitorRequest(request_id=new_id(), door="a1", unit="0000", expires_ts=now_ms() + 60_000))
+    res = store.write_batch([theirs[0], mine[0], flat_here[0], no_such_flat[0]])
+    assert res.stored == 2 and stored(store, theirs[1]) and stored(store, flat_here[1])
+    with store.engine.connect() as conn:
+        assert conn.execute(select(g.media.c.device_id).where(g.media.c.ref == "visitor-x")).scalar_one() == OTHER_DEV
+    assert [r for r, _ in dead_reasons(store)] == ["not_permitted", "not_permitted"]
+
+
+def test_a_device_cannot_choose_how_long_its_picture_is_kept(store: Store) -> None:
+    forever = _raw(
+        "media.snapshot", {"ref": "s9", "content_type": "image/jpeg", "data_b64": JPEG, "purpose": "archive"}
+    )
+    assert store.write_batch([forever]).dead == 1
+    assert dead_reasons(store)[0][0] == "schema"
+
+
+# --- through a real broker to a running cloud ----------------------------------------------------------------
+
+
+def _hostile_corpus() -> list[tuple[str, bytes]]:
+    evt, alm = topic(SITE, DEV, "evt"), topic(SITE, DEV, "alm")
+    good = orjson.loads(
+        encode(envelope(AlarmRaise(key="k", code="gas", severity="critical", message="m"), dev=DEV, seq=1))
+    )
+
+    def doc(**kw: Any) -> bytes:
+        return json.dumps({**good, "id": new_id(), **kw}).encode()  # the standard encoder writes any integer
+
+    raw = encode(envelope(DeviceEvent(code="door.note", message="MARK"), dev=DEV, seq=1))
+    return [
+        (evt, b"\x00\xff\xfe not json at all"),
+        (evt, b""),
+        (alm, raw[: len(raw) // 2]),  # truncated
+        (evt, b"[" * 20_000 + b"]" * 20_000),  # deeply nested
+        (evt, b'{"a":' * 5_000 + b"1" + b"}" * 5_000),
+        (evt, raw.replace(b"MARK", b"\xff\xfe\xc3\x28")),  # invalid UTF-8 inside a string
+        (evt, raw.replace(b"MARK", b"\\ud800")),  # a lone surrogate
+        (evt, raw.replace(b"MARK", b"\\u0000")),  # NUL
+        (evt, raw.replace(b"MARK", b"<script>alert(1)</script>\\u001b[2J")),  # a terminal escape in text
+        (alm, raw.replace(b'"type":"event"', b'"type":"event","type":"gate.levitate"')),  # duplicate keys
+        (alm, doc(seq=10**30)),  # an integer past 64 bits
+        (alm, doc(ts=-1)),
+        (alm, orjson.dumps(good).replace(b'"seq":1', b'"seq":NaN')),
+        (alm, doc(body={**good["body"], "details": {"x": [[[[[[[[[[1]]]]]]]]]]}})),  # nested past the limit
+        (alm, doc(body={**good["body"], "message": "x" * 100_000})),
+        (
+            evt,
+            doc(
+                type="media.snapshot",
+                body={"ref": "s", "content_type": "image/jpeg", "data_b64": "abc", "purpose": "visitor_request"},
+            ),
+        ),
+        (evt, doc(type="event", body={"code": "gallery.status", "details": {"revision": 2**64}})),
+        (
+            evt,
+            json.dumps(
+                {
+                    **good,
+                    "id": new_id(),
+                    "type": "event",
+                    "body": {"code": "gallery.status", "details": {"revision": 2**63}},
+                }
+            ).encode(),
+        ),
+        (topic(SITE, "gate-02", "alm"), doc()),  # speaks for another device
+        (topic(OTHER_SITE, DEV, "alm"), doc()),  # from another site
+        (topic(SITE, "gate-77", "alm"), doc(dev="gate-77")),  # not registered
+        (f"ce/v1/{SITE}/{DEV}/alm/extra", doc()),
+        ("ce/v1/riverside/GATE-01/alm", doc()),
+        (f"ce/v1/{SITE}/{DEV}/cmd/open", doc()),  # device → cloud on a cloud → device channel
+        (alm, orjson.dumps([1, 2, 3])),
+        (alm, b"1e999999"),
+        (alm, b"x" * (256 * 1024 + 1)),  # past the protocol's limit, under the broker's
+    ]
+
+
+async def test_a_hostile_stream_through_the_broker_stores_every_valid_alarm(
+    make_cloud: MakeCloud, mosquitto: Mosquitto
+) -> None:
+    svc, api = make_cloud()
+    register(api, SITE, DEV, "gate-02")
+    corpus = _hostile_corpus()
+    alarms = [
+        envelope(AlarmRaise(key=f"gas:{i}", code="gas", severity="critical", message="gas"), dev=DEV, seq=i + 1)
+        for i in range(len(corpus))
+    ]
+    stream: list[tuple[str, bytes]] = []
+    for (top, payload), a in zip(corpus, alarms, strict=True):
+        stream += [(top, payload), (topic(SITE, DEV, "alm"), encode(a))]
+    async with aiomqtt.Client(mosquitto.host, mosquitto.port, identifier="attacker") as c:
+        for top, payload in stream:
+            await c.publish(top, payload, qos=1)
+    # 10 MB: the broker hangs up on whoever sends it (max_packet_size); the cloud never sees it
+    with contextlib.suppress(aiomqtt.MqttError):
+        async with aiomqtt.Client(mosquitto.host, mosquitto.port, identifier="flooder") as c:
+            await c.publish(topic(SITE, DEV, "alm"), b"{" * (10 * 1024 * 1024), qos=1, timeout=5)
+    after = envelope(AlarmRaise(key="after", code="gas", severity="critical", message="after"), dev=DEV, seq=999)
+    await publish(mosquitto, [(topic(SITE, DEV, "alm"), encode(after))])
+    ids = [a.id for a in alarms] + [after.id]
+    await until(lambda: all(stored(svc.store, i) for i in ids), 30)
+    health = api.get("/healthz")
+    assert health.status_code == 200, health.text
+    report = health.json()["ingest"]
+    assert report["stalled"] is False and report["queue_depth"] == 0
+    assert sum(report["dead_letters"].values()) >= len(corpus) - 3  # the three wildcard-ish topics may be ignored
+    assert {"malformed_json", "schema", "spoofed_device", "unknown_device", "bad_topic", "too_large"} <= set(
+        report["dead_letters"]
+    )
+    assert svc.workers[0].connected.is_set()
+
+
+async def test_a_stalled_database_makes_the_node_unhealthy_and_raises_an_alarm_until_it_catches_up(
+    make_cloud: MakeCloud, mosquitto: Mosquitto, db_url: str
+) -> None:
+    svc, api = make_cloud(ingest_stall_s=1.0)
+    register(api, SITE, DEV)
+    consoles = svc.live.subscribe(lambda e: e.get("code") == "ingest_stalled")
+    lock = _Lock(db_url)
+    try:
+        msg = envelope(AlarmRaise(key="gas", code="gas", severity="critical", message="gas"), dev=DEV, seq=1)
+        await publish(mosquitto, [(topic(SITE, DEV, "alm"), encode(msg))])
+        await until(lambda: api.get("/healthz").status_code == 503, 30)
+        body = api.get("/healthz").json()
+        assert body["status"] == "degraded" and body["ingest"]["stalled"] is True
+        assert body["ingest"]["workers"][0]["oldest_pending_s"] >= 1.0
+        assert not stored(svc.store, msg.id)
+        told = await asyncio.wait_for(consoles.get(), 30)  # the consoles hear of it while the database is away
+        assert told["event"] == "raised" and "behind" in told["message"]
+    finally:
+        lock.release()
+    await until(lambda: stored(svc.store, msg.id), 60)
+    await until(lambda: api.get("/healthz").status_code == 200, 30)
+
+    def stall_alarm() -> str | None:
+        with svc.engine.connect() as conn:
+            return conn.execute(select(t.alarms.c.state).where(t.alarms.c.code == "ingest_stalled")).scalar()
+
+    await until(lambda: stall_alarm() == "cleared", 60)
+    assert "ce_ingest_stalled 0" in api.get("/metrics").text
+
+
+class _Lock:
+    """Another client holding the messages table against writers (SQLite: the whole database)."""
+
+    def __init__(self, url: str) -> None:
+        if url.startswith("sqlite"):
+            import sqlite3
+
+            self.conn: Any = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+            self.conn.execute("BEGIN EXCLUSIVE")
+        else:
+            import psycopg
+
+            self.conn = psycopg.connect(url)
+            self.conn.execute("LOCK TABLE messages IN EXCLUSIVE MODE")  # writers wait, readers read
+
+    def release(self) -> None:
+        self.conn.commit() if hasattr(self.conn, "pgconn") else self.conn.execute("COMMIT")
+        self.conn.close()
