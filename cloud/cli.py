@@ -65,8 +65,8 @@ def ingest(
     try:
         health = HealthServer(health_host, health_port, check, svc.metrics)
     except OSError as exc:
-        typer.echo(f"error: cannot serve /healthz on {health_host}:{health_port}: {exc.strerror}; pick another "
-                   "--health-port", err=True)  # fmt: skip
+        where = f"{health_host}:{health_port}"
+        typer.echo(f"error: cannot serve /healthz on {where}: {exc.strerror}; pick another --health-port", err=True)
         svc.stop()
         raise typer.Exit(2) from None
     stop = threading.Event()

@@ -48,6 +48,26 @@ def budget(
     raise typer.Exit(0 if report["alarms_lost"] == 0 and report["accounted"] else 1)
 
 
+@app.command()
+def cloud(
+    duration: Annotated[float, typer.Option(help="seconds of traffic")] = 20.0,
+    rate: Annotated[float, typer.Option(help="messages per second, valid and hostile together")] = 300.0,
+    devices: Annotated[int, typer.Option(help="devices the stream comes from")] = 50,
+    hostile_share: Annotated[float, typer.Option(help="share of hostile messages (0-1)", min=0, max=1)] = 0.1,
+    database_url: Annotated[
+        str | None, typer.Option(help="a fresh database to use (default: SQLite in a temporary folder)")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print only the JSON report on stdout")] = False,
+) -> None:
+    """A stream from many devices with hostile messages of every kind mixed in, through a real Mosquitto to a
+    cloud node; exit 1 if a valid message is lost or ingestion is still stalled at the end."""
+    from simulators.cloud_chaos import cloud_scenario
+
+    report = cloud_scenario(duration, rate, devices, hostile_share, database_url, progress=_progress(json_out))  # type: ignore[arg-type]
+    print(json.dumps(report, indent=None if json_out else 2))
+    raise typer.Exit(1 if report["lost"] > 0 or report["stalled_at_end"] else 0)
+
+
 sim_app = typer.Typer(help="Simulators: the demo, fleets of devices.", no_args_is_help=True)
 
 

@@ -11,13 +11,17 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from protocol.messages import MediaSnapshot
+from protocol.messages import MediaSnapshot, SnapshotPurpose
 
 STEPS = ((80, 1.0), (60, 0.6), (50, 0.35))  # (JPEG quality, scale), tried in order
 
 
 def jpeg_snapshot(
-    rgb: npt.NDArray[Any], ref: str, purpose: str, max_bytes: int, steps: tuple[tuple[int, float], ...] = STEPS
+    rgb: npt.NDArray[Any],
+    ref: str,
+    purpose: SnapshotPurpose,
+    max_bytes: int,
+    steps: tuple[tuple[int, float], ...] = STEPS,
 ) -> tuple[MediaSnapshot, bytes] | None:
     """The message and the JPEG bytes, or None if even the last step does not fit."""
     for quality, scale in steps:

@@ -10,12 +10,13 @@ import asyncio
 import base64
 import contextlib
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
 import aiomqtt
 import numpy as np
-import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -29,6 +30,7 @@ from protocol import encode, envelope, topic
 from protocol.envelope import new_id
 from protocol.messages import BODY_BY_TYPE, AlarmRaise, DeviceEvent, GateDecision, MediaSnapshot
 from protocol.topics import UPLINK, Channel
+from simulators.hostile import hostile_corpus
 from simulators.services import Mosquitto
 from tests.cloud.conftest import MakeCloud, register
 from tests.cloud.schema_strategies import from_schema
@@ -304,69 +306,12 @@ def test_a_device_cannot_choose_how_long_its_picture_is_kept(store: Store) -> No
 # --- through a real broker to a running cloud ----------------------------------------------------------------
 
 
-def _hostile_corpus() -> list[tuple[str, bytes]]:
-    evt, alm = topic(SITE, DEV, "evt"), topic(SITE, DEV, "alm")
-    good = orjson.loads(
-        encode(envelope(AlarmRaise(key="k", code="gas", severity="critical", message="m"), dev=DEV, seq=1))
-    )
-
-    def doc(**kw: Any) -> bytes:
-        return json.dumps({**good, "id": new_id(), **kw}).encode()  # the standard encoder writes any integer
-
-    raw = encode(envelope(DeviceEvent(code="door.note", message="MARK"), dev=DEV, seq=1))
-    return [
-        (evt, b"\x00\xff\xfe not json at all"),
-        (evt, b""),
-        (alm, raw[: len(raw) // 2]),  # truncated
-        (evt, b"[" * 20_000 + b"]" * 20_000),  # deeply nested
-        (evt, b'{"a":' * 5_000 + b"1" + b"}" * 5_000),
-        (evt, raw.replace(b"MARK", b"\xff\xfe\xc3\x28")),  # invalid UTF-8 inside a string
-        (evt, raw.replace(b"MARK", b"\\ud800")),  # a lone surrogate
-        (evt, raw.replace(b"MARK", b"\\u0000")),  # NUL
-        (evt, raw.replace(b"MARK", b"<script>alert(1)</script>\\u001b[2J")),  # a terminal escape in text
-        (alm, raw.replace(b'"type":"event"', b'"type":"event","type":"gate.levitate"')),  # duplicate keys
-        (alm, doc(seq=10**30)),  # an integer past 64 bits
-        (alm, doc(ts=-1)),
-        (alm, orjson.dumps(good).replace(b'"seq":1', b'"seq":NaN')),
-        (alm, doc(body={**good["body"], "details": {"x": [[[[[[[[[[1]]]]]]]]]]}})),  # nested past the limit
-        (alm, doc(body={**good["body"], "message": "x" * 100_000})),
-        (
-            evt,
-            doc(
-                type="media.snapshot",
-                body={"ref": "s", "content_type": "image/jpeg", "data_b64": "abc", "purpose": "visitor_request"},
-            ),
-        ),
-        (evt, doc(type="event", body={"code": "gallery.status", "details": {"revision": 2**64}})),
-        (
-            evt,
-            json.dumps(
-                {
-                    **good,
-                    "id": new_id(),
-                    "type": "event",
-                    "body": {"code": "gallery.status", "details": {"revision": 2**63}},
-                }
-            ).encode(),
-        ),
-        (topic(SITE, "gate-02", "alm"), doc()),  # speaks for another device
-        (topic(OTHER_SITE, DEV, "alm"), doc()),  # from another site
-        (topic(SITE, "gate-77", "alm"), doc(dev="gate-77")),  # not registered
-        (f"ce/v1/{SITE}/{DEV}/alm/extra", doc()),
-        ("ce/v1/riverside/GATE-01/alm", doc()),
-        (f"ce/v1/{SITE}/{DEV}/cmd/open", doc()),  # device → cloud on a cloud → device channel
-        (alm, orjson.dumps([1, 2, 3])),
-        (alm, b"1e999999"),
-        (alm, b"x" * (256 * 1024 + 1)),  # past the protocol's limit, under the broker's
-    ]
-
-
 async def test_a_hostile_stream_through_the_broker_stores_every_valid_alarm(
     make_cloud: MakeCloud, mosquitto: Mosquitto
 ) -> None:
     svc, api = make_cloud()
     register(api, SITE, DEV, "gate-02")
-    corpus = _hostile_corpus()
+    corpus = hostile_corpus(SITE, DEV, OTHER_SITE)
     alarms = [
         envelope(AlarmRaise(key=f"gas:{i}", code="gas", severity="critical", message="gas"), dev=DEV, seq=i + 1)
         for i in range(len(corpus))
@@ -444,3 +389,35 @@ class _Lock:
     def release(self) -> None:
         self.conn.commit() if hasattr(self.conn, "pgconn") else self.conn.execute("COMMIT")
         self.conn.close()
+
+
+def test_chaos_cloud_prints_its_report_and_loses_nothing(postgres_url: str) -> None:
+    """``civicedge chaos cloud --json`` on PostgreSQL: a short stream with a third of it hostile."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "civicedge_cli",
+            "chaos",
+            "cloud",
+            "--json",
+            "--duration",
+            "3",
+            "--rate",
+            "200",
+            "--devices",
+            "10",
+            "--hostile-share",
+            "0.3",
+            "--database-url",
+            postgres_url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = json.loads(out.stdout)
+    assert report["lost"] == 0 and report["valid_sent"] == report["valid_stored"] > 0
+    assert report["hostile_sent"] > 0 and report["stalled_at_end"] is False
+    assert {"malformed_json", "schema", "not_permitted", "spoofed_device"} <= set(report["dead_letters"])
