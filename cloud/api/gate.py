@@ -202,17 +202,28 @@ def answer_visitor(request_id: str, body: AnswerIn, svc: Service, user: CurrentU
 
 @router.get("/media/{ref}", dependencies=[allow("visitors.answer")])
 def get_media(ref: str, conn: Conn, svc: Service, user: CurrentUser) -> Response:
-    row = conn.execute(select(g.media.c.data, g.media.c.content_type).where(g.media.c.ref == ref)).first()
+    row = conn.execute(
+        select(g.media.c.data, g.media.c.content_type, g.media.c.device_id).where(g.media.c.ref == ref)
+    ).first()
     if row is not None and user.role == "resident":  # only the snapshot of a visitor to their own flat
         me = run(actions.resident_of, svc, user)
         c = g.visitor_requests.c
         mine = conn.execute(
-            select(c.request_id).where(c.snapshot_ref == ref, c.unit == me["unit"], c.site_id == me["site_id"])
+            select(c.request_id).where(
+                c.snapshot_ref == ref,
+                c.unit == me["unit"],
+                c.site_id == me["site_id"],
+                c.device_id == row.device_id,  # the picture came from the gate that raised the request
+            )
         ).first()
         row = row if mine else None
     if row is None:
         raise HTTPException(404, detail=f"no media {ref}")
-    return Response(row.data, media_type=row.content_type, headers={"Cache-Control": "private, max-age=3600"})
+    return Response(
+        row.data,
+        media_type=row.content_type,
+        headers={"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"},
+    )
 
 
 @router.get("/gate/decisions", response_model=Page, dependencies=[allow("gate.view")])
