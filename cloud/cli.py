@@ -44,38 +44,43 @@ def ingest(
     ] = 0,
 ) -> None:
     """Run one standalone ingestion worker (scale out by starting more, on any machine): the workers split the
-    stream through the shared subscription group CE_INGEST_SHARE_GROUP (default ``ingest``). The worker serves
-    ``/healthz`` (503 when it stalls) and ``/metrics`` on its own port."""
-    from cloud.ingest.health import HealthServer
+    stream through the shared subscription group CE_INGEST_SHARE_GROUP (default: ingest). The worker serves
+    /healthz (503 when it stalls or the database is away) and /metrics on its own port."""
+    from cloud.ingest.health import HealthServer, node_health
     from cloud.service import CloudService
     from cloud.settings import Settings
 
     settings = Settings(ingest_workers=0)
     setup_logging(settings.log_level)
     svc = CloudService(settings, start_mqtt=False)
-    svc.start()
-    host, port, _user, _password = settings.broker
-    worker = svc.new_worker(worker_id, shared=True)
-    svc.workers.append(worker)  # its health and gauges, the stall alarm
 
     def check() -> tuple[int, dict[str, object]]:
-        report = svc.gauges()
-        return (503 if report["stalled"] else 200), {"status": "degraded" if report["stalled"] else "ok", **report}
+        svc.gauges()
+        return node_health(svc.engine, svc.workers, svc.metrics)
 
-    try:
+    try:  # first: a port in use is said before anything else happens
         health = HealthServer(health_host, health_port, check, svc.metrics)
     except OSError as exc:
         where = f"{health_host}:{health_port}"
-        typer.echo(f"error: cannot serve /healthz on {where}: {exc.strerror}; pick another --health-port", err=True)
-        svc.stop()
+        typer.echo(
+            f"error: cannot serve /healthz on {where}: {exc.strerror}; pick another --health-port "
+            "(or CE_INGEST_HEALTH_PORT)",
+            err=True,
+        )
         raise typer.Exit(2) from None
+    svc.start()
+    host, port, _user, _password = settings.ingest_broker
+    worker = svc.new_worker(worker_id, shared=True)
+    svc.workers.append(worker)  # its health and gauges, the stall alarm
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_a: stop.set())
     signal.signal(signal.SIGINT, lambda *_a: stop.set())
     worker.start()
     health.start()
     if not worker.connected.wait(30):
-        typer.echo(f"error: cannot reach the broker at {host}:{port}; check CE_BROKER_URL", err=True)
+        typer.echo(
+            f"error: cannot reach the broker at {host}:{port}; check CE_INGEST_BROKER_URL (or CE_BROKER_URL)", err=True
+        )
         health.stop()
         svc.stop()
         raise typer.Exit(1)

@@ -132,7 +132,8 @@ class CloudService:
             self._sync.submit(self.updates.on_status, list(res.updates))
         res.updates.clear()
         if res.sync_requests and self._sync is not None:  # publishing waits on the broker: not on ingestion
-            self._sync.submit(self.gate.on_sync_requests, list(res.sync_requests))
+            if self.gate.want_sync(res.sync_requests):
+                self._sync.submit(self.gate.answer_wanted)
             res.sync_requests.clear()
         if self.tsdb is not None:
             self.tsdb.submit(res.points)

@@ -21,11 +21,15 @@ INT_MAX: Final = 2**63 - 1
 #: Nesting of free-form objects (event details, command args): deeper is refused.
 MAX_JSON_DEPTH: Final = 8
 #: Free text (messages, descriptions): printable characters, tab and line breaks. Never NUL (PostgreSQL refuses
-#: it) or another C0/C1 control character. (A lone surrogate cannot arrive: the JSON decoder refuses it.)
-TEXT_PATTERN: Final = "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f-\\u009f]*$"
-#: One-line strings (keys, versions, flats, plates): printable characters only.
-LINE_PATTERN: Final = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
-_BAD_TEXT = frozenset([*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), *range(0x7F, 0xA0)])
+#: it), another C0/C1 control character, a bidirectional override or isolate (which would make an operator read
+#: a reordered text) or a byte-order mark. (A lone surrogate cannot arrive: the JSON decoder refuses it.)
+TEXT_PATTERN: Final = (
+    "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f-\\u009f\\u202a-\\u202e\\u2066-\\u2069\\ufeff]*$"
+)
+#: One-line strings (keys, versions, flats, plates): the same, without line or paragraph separators.
+LINE_PATTERN: Final = "^[^\\u0000-\\u001f\\u007f-\\u009f\\u2028\\u2029\\u202a-\\u202e\\u2066-\\u2069\\ufeff]*$"
+_CONTROLS = [*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), *range(0x7F, 0xA0)]
+_BAD_TEXT = frozenset([*_CONTROLS, *range(0x202A, 0x202F), *range(0x2066, 0x206A), 0xFEFF])
 
 
 def text_problem(s: str) -> str | None:
@@ -33,10 +37,25 @@ def text_problem(s: str) -> str | None:
     for ch in s:
         o = ord(ch)
         if o in _BAD_TEXT:
-            return f"control character U+{o:04X}"
+            return f"control character U+{o:04X}"  # (bidirectional controls and the BOM count as such)
         if 0xD800 <= o <= 0xDFFF:
             return f"lone surrogate U+{o:04X}"
     return None
+
+
+def strict_base64(text: str) -> bytes:
+    """Decode standard, padded base64 and refuse every other spelling of the same bytes (other alphabets, missing
+    padding, stray bits in the last character): one text for one value. ValueError if it is not that."""
+    import base64
+    import binascii
+
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("not base64 (standard alphabet, padded)") from None
+    if base64.b64encode(data).decode() != text:
+        raise ValueError("not canonical base64 (stray bits after the last byte)")
+    return data
 
 
 def check_json(value: object, what: str, depth: int = 0) -> None:

@@ -7,7 +7,6 @@ Each body names its ``TYPE`` (the envelope's ``type``), the ``CHANNELS`` it may 
 from __future__ import annotations
 
 import base64
-import binascii
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal, get_args
 
@@ -27,6 +26,7 @@ from protocol.limits import (
     MAX_TEXT_LEN,
     TEXT_PATTERN,
     check_json,
+    strict_base64,
 )
 from protocol.topics import Channel
 
@@ -60,6 +60,10 @@ Word16 = Annotated[str, Field(min_length=1, max_length=16, pattern=LINE_PATTERN)
 Key = Annotated[str, Field(min_length=1, max_length=128, pattern=LINE_PATTERN)]
 PlateText = Annotated[str, Field(min_length=7, max_length=16, pattern=LINE_PATTERN)]
 Ulid = Annotated[str, Field(pattern=r"^[0-9A-HJKMNP-TV-Z]{26}$")]
+#: an outbox lane's name (short: the cloud stores its depth as the reading ``outbox_<lane>``)
+LaneName = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[a-z][a-z0-9_.-]*$")]
+#: an elevator car (short: the cloud keys its faults ``elevator.<car>.<code>`` in 128 characters)
+CarId = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]
 Severity = Literal["critical", "major", "minor", "warning", "info"]
 #: what a device's picture may be for (the cloud keeps each for its own retention period)
 SnapshotPurpose = Literal["visitor_request", "perimeter", "throwing"]
@@ -98,10 +102,10 @@ class Health(Body):
     cpu_load: float | None = Field(default=None, ge=0, description="1-minute load average")
     mem_rss_bytes: Count | None = None
     disk_free_bytes: Count | None = None
-    outbox_depth: dict[Name, Count] = Field(default_factory=dict, max_length=16)
+    outbox_depth: dict[LaneName, Count] = Field(default_factory=dict, max_length=16)
     outbox_bytes: Count | None = None
-    shed: dict[Name, Count] = Field(default_factory=dict, max_length=16)
-    refused: dict[Name, Count] = Field(default_factory=dict, max_length=16)
+    shed: dict[LaneName, Count] = Field(default_factory=dict, max_length=16)
+    refused: dict[LaneName, Count] = Field(default_factory=dict, max_length=16)
     last_publish_ts: Ms | None = None
     clock_offset_ms: Int | None = Field(default=None, description="device clock minus broker/NTP time, if known")
     battery_v: float | None = Field(default=None, ge=0, le=60)
@@ -250,10 +254,7 @@ class MediaSnapshot(Body):
     @field_validator("data_b64")
     @classmethod
     def _strict_base64(cls, v: str) -> str:
-        try:
-            base64.b64decode(v, validate=True)
-        except (binascii.Error, ValueError):
-            raise ValueError("data_b64 is not base64 (standard alphabet, padded)") from None
+        strict_base64(v)
         return v
 
     @model_validator(mode="after")
@@ -319,7 +320,7 @@ class ElevatorStatus(Body):
     TYPE = "elevator.status"
     CHANNELS = frozenset({Channel.TELE, Channel.EVT})
     LANE = Lane.EVENT
-    car: Id
+    car: CarId
     floor: int = Field(ge=-10, le=300)
     direction: Literal["up", "down", "idle"]
     door: Literal["open", "closed", "opening", "closing"]
@@ -332,7 +333,7 @@ class ElevatorFault(Body):
     TYPE = "elevator.fault"
     CHANNELS = frozenset({Channel.ALM})
     LANE = Lane.ALARM
-    car: Id
+    car: CarId
     code: Name
     severity: Severity
     active: bool
@@ -457,11 +458,7 @@ class GalleryEntry(BaseModel):
     @field_validator("embedding_b64")
     @classmethod
     def _embedding_size(cls, v: str) -> str:
-        try:
-            raw = base64.b64decode(v, validate=True)
-        except (binascii.Error, ValueError):
-            raise ValueError("embedding_b64 is not base64") from None
-        if len(raw) != EMBEDDING_DIM * 4:
+        if len(strict_base64(v)) != EMBEDDING_DIM * 4:
             raise ValueError(f"embedding must be {EMBEDDING_DIM} float32 ({EMBEDDING_DIM * 4} bytes)")
         return v
 

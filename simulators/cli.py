@@ -11,7 +11,8 @@ from typing import Annotated
 import typer
 
 app = typer.Typer(
-    help="Fault scenarios against real processes (broker restarts, kill -9, network cuts).", no_args_is_help=True
+    help="Fault scenarios against real processes (broker restarts, kill -9, network cuts, hostile devices).",
+    no_args_is_help=True,
 )
 
 
@@ -55,7 +56,7 @@ def cloud(
     devices: Annotated[int, typer.Option(help="devices the stream comes from")] = 50,
     hostile_share: Annotated[float, typer.Option(help="share of hostile messages (0-1)", min=0, max=1)] = 0.1,
     database_url: Annotated[
-        str | None, typer.Option(help="a fresh database to use (default: SQLite in a temporary folder)")
+        str | None, typer.Option(help="an empty database to use (default: SQLite in a temporary folder)")
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print only the JSON report on stdout")] = False,
 ) -> None:

@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
-from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cloud.api.auth import router as auth_router
@@ -20,7 +19,7 @@ from cloud.api.resources import router
 from cloud.api.updates import router as updates_router
 from cloud.api.workorders import router as work_orders_router
 from cloud.console.app import install as install_console
-from cloud.ingest.health import ingest_report
+from cloud.ingest.health import node_health
 from cloud.service import CloudService
 from cloud.settings import Settings
 from edge import __version__
@@ -68,19 +67,8 @@ def create_app(settings: Settings | None = None, service: CloudService | None = 
     def healthz(request: Request) -> JSONResponse:
         """200 when the database answers and no ingestion worker is stalled; 503 with what is wrong otherwise."""
         svc: CloudService = request.app.state.service
-        checks: dict[str, object] = {}
-        try:
-            with svc.engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-            checks["database"] = "ok"
-        except Exception as exc:
-            checks["database"] = f"error: {exc}"[:200]
-        checks["ingest_workers_connected"] = sum(w.connected.is_set() for w in svc.workers)
-        checks["ingest_workers"] = len(svc.workers)
-        ingest = ingest_report(svc.workers, svc.metrics)
-        checks["ingest"] = ingest
-        ok = checks["database"] == "ok" and not ingest["stalled"]
-        return JSONResponse({"status": "ok" if ok else "degraded", **checks}, 200 if ok else 503)
+        status, body = node_health(svc.engine, svc.workers, svc.metrics)
+        return JSONResponse(body, status)
 
     @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
     def metrics(request: Request) -> str:

@@ -200,25 +200,23 @@ def answer_visitor(request_id: str, body: AnswerIn, svc: Service, user: CurrentU
     return run(actions.answer_visitor, svc, acting(user, body.by), request_id, body.approved)  # type: ignore[no-any-return]
 
 
-@router.get("/media/{ref}", dependencies=[allow("visitors.answer")])
-def get_media(ref: str, conn: Conn, svc: Service, user: CurrentUser) -> Response:
-    row = conn.execute(
-        select(g.media.c.data, g.media.c.content_type, g.media.c.device_id).where(g.media.c.ref == ref)
-    ).first()
-    if row is not None and user.role == "resident":  # only the snapshot of a visitor to their own flat
+@router.get("/media/{device_id}/{ref}", dependencies=[allow("visitors.answer")])
+def get_media(device_id: str, ref: str, conn: Conn, svc: Service, user: CurrentUser) -> Response:
+    """A picture a device sent (``ref`` as the device named it). Residents see only the snapshot of a visitor to
+    their own flat, taken by the gate that raised the request."""
+    m = g.media.c
+    row = conn.execute(select(m.data, m.content_type).where(m.device_id == device_id, m.ref == ref)).first()
+    if row is not None and user.role == "resident":
         me = run(actions.resident_of, svc, user)
         c = g.visitor_requests.c
         mine = conn.execute(
             select(c.request_id).where(
-                c.snapshot_ref == ref,
-                c.unit == me["unit"],
-                c.site_id == me["site_id"],
-                c.device_id == row.device_id,  # the picture came from the gate that raised the request
+                c.snapshot_ref == ref, c.device_id == device_id, c.unit == me["unit"], c.site_id == me["site_id"]
             )
         ).first()
         row = row if mine else None
     if row is None:
-        raise HTTPException(404, detail=f"no media {ref}")
+        raise HTTPException(404, detail=f"no media {ref} from {device_id}")
     return Response(
         row.data,
         media_type=row.content_type,

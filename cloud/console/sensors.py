@@ -66,8 +66,14 @@ def sensors(request: Request, svc: Service, page: Session) -> HTMLResponse:
         water_rows = _latest_metrics(conn, devices, "water.")
         # the alarm comes on the priority lane, its picture after it on the bulk lane: until it is stored the
         # page says so instead of showing a broken image
+        # a picture is the alarm's device's own: another device's picture under the same ref is not this one
         refs = {r for a in alarms for k in ("snapshot_ref", "frames_ref") if (r := (a["details"] or {}).get(k))}
-        stored = {r for (r,) in conn.execute(select(g.media.c.ref).where(g.media.c.ref.in_(refs)))} if refs else set()
+        mc = g.media.c
+        stored = (
+            {f"{d}/{r}" for d, r in conn.execute(select(mc.device_id, mc.ref).where(mc.ref.in_(refs)))}
+            if refs
+            else set()
+        )
     open_keys = {a["key"] for a in alarms if a["state"] != "cleared"}
     gas = []
     for r in gas_rows:

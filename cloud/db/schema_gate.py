@@ -84,11 +84,12 @@ visitor_requests = Table(
     Index("ix_visitor_requests_status", "status", "expires_ms"),
 )
 
+# a picture is named by the device that sent it and the ref that device chose (migration 0011)
 media = Table(
     "media",
     metadata,
+    Column("device_id", String(64), primary_key=True),
     Column("ref", String(64), primary_key=True),
-    Column("device_id", String(64), nullable=False),
     Column("content_type", String(32), nullable=False),
     Column("purpose", String(64), nullable=False),
     Column("data", LargeBinary, nullable=False),

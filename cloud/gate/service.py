@@ -43,6 +43,10 @@ class GateService:
         self.engine = engine
         self._publisher = publisher
         self.stopping = threading.Event()  # set on shutdown: a sync waiting for the broker gives up
+        # sync requests not yet answered, one per (site, device, what): a gateway repeating itself (or a hostile
+        # one asking for the whole gallery a thousand times) costs one answer
+        self._wanted: dict[tuple[str, str, str], int] = {}
+        self._wanted_lock = threading.Lock()
 
     # --- residents and faces ---------------------------------------------------------------------------
 
@@ -357,6 +361,21 @@ class GateService:
                     log.warning("delta not sent", extra={"device": dev, "error": str(exc)})
                     break
         return sent
+
+    def want_sync(self, requests: list[tuple[str, str, str, int]]) -> bool:
+        """Note gateways' sync requests (the latest revision of each wins); True when none was waiting, so the
+        caller schedules :meth:`answer_wanted` (once for any number of requests)."""
+        with self._wanted_lock:
+            idle = not self._wanted
+            for site, device, what, have in requests:
+                self._wanted[(site, device, what)] = have
+            return idle
+
+    def answer_wanted(self) -> None:
+        """Answer every waiting sync request, once each."""
+        with self._wanted_lock:
+            wanted, self._wanted = self._wanted, {}
+        self.on_sync_requests([(s, d, w, have) for (s, d, w), have in wanted.items()])
 
     def on_sync_requests(self, requests: list[tuple[str, str, str, int]], attempts: int = 6) -> None:
         """Answer gateways that reported their revision; the broker may still be coming back (this runs

@@ -1,10 +1,9 @@
 """Ingestion health: what ``/healthz`` and ``/metrics`` report, and the operator alarm when a worker stalls.
 
 A worker is stalled when a message it received has waited longer than ``CE_INGEST_STALL_S`` to be committed
-(the database is away, or far too slow). The node then answers ``/healthz`` with 503, and an alarm
-``ingest.stalled`` is raised on the node's own id (``cloud-<host>``) for the operators, and cleared when the
-worker has caught up. When the database itself is away the alarm cannot be stored: it is pushed live to the
-consoles and stored once the database is back, while ``/healthz`` already says so.
+(the database is away, or far too slow). The node then answers ``/healthz`` with 503, and the alarm
+``ingest_stalled`` (key ``ingest.stalled.<worker>``) is raised on the node's own id (``cloud-<host>``): pushed
+to the consoles at once, stored as soon as the database answers, cleared when the worker has caught up.
 """
 
 from __future__ import annotations
@@ -29,6 +28,26 @@ log = logging.getLogger("civicedge.cloud.ingest")
 def node_id() -> str:
     """The id this cloud node's own alarms carry (alarms are keyed by device id)."""
     return f"cloud-{os.uname().nodename}"[:64]
+
+
+def node_health(engine: Engine, workers: Sequence[IngestWorker], metrics: Metrics) -> tuple[int, dict[str, Any]]:
+    """What ``/healthz`` answers, on a node with the API and on a standalone worker alike: 200 when the database
+    answers and no worker is stalled, else 503 with what is wrong."""
+    from sqlalchemy import text
+
+    checks: dict[str, Any] = {}
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:
+        checks["database"] = f"error: {exc}"[:200]
+    checks["ingest_workers_connected"] = sum(w.connected.is_set() for w in workers)
+    checks["ingest_workers"] = len(workers)
+    ingest = ingest_report(workers, metrics)
+    checks["ingest"] = ingest
+    ok = checks["database"] == "ok" and not ingest["stalled"]
+    return (200 if ok else 503), {"status": "ok" if ok else "degraded", **checks}
 
 
 def ingest_report(workers: Sequence[IngestWorker], metrics: Metrics) -> dict[str, Any]:

@@ -214,6 +214,7 @@ class Store:
         mt.inc("ce_ingest_stored_total", res.stored, "messages stored (new)")
         mt.inc("ce_ingest_duplicates_total", res.duplicates, "duplicate messages dropped by id")
         mt.inc("ce_ingest_readings_total", res.readings, "telemetry readings stored")
+        mt.inc("ce_ingest_ignored_total", res.ignored, "messages on cloud → device channels, not for ingestion")
         for reason, n in res.dead_by_reason.items():
             mt.inc("ce_dead_letters_total", n, "messages dead-lettered", reason=reason)
         return res
@@ -267,7 +268,6 @@ class Store:
         is the device's own (:mod:`cloud.ingest.permits`); the others go to ``dead``."""
         known = self._known(conn, {top.device for _i, top, _e in group})
         ok: list[tuple[Inbound, Topic, Envelope]] = []
-        claimed: dict[str, str] = {}
         for item, top, env in group:
             site = known.get(top.device)
             if site is None and self.auto_register:
@@ -281,7 +281,7 @@ class Store:
             elif site != top.site:
                 detail = f"device {top.device!r} belongs to site {site!r}, not {top.site!r}"
                 dead.append(dead_letter(item, Reason.SPOOFED_DEVICE, detail, top.device))
-            elif (why := refusal(conn, site, top.device, env, claimed)) is not None:
+            elif (why := refusal(conn, site, env)) is not None:
                 dead.append(dead_letter(item, Reason.NOT_PERMITTED, why, top.device))
             else:
                 ok.append((item, top, env))
@@ -509,7 +509,7 @@ class Store:
                     received_ms=item.received_ms,
                     note="",
                 )
-                .on_conflict_do_nothing(index_elements=["ref"])
+                .on_conflict_do_nothing(index_elements=["device_id", "ref"])
             )
         elif isinstance(b, m.DeviceEvent) and b.code == "gallery.enrolled":
             rid, emb = b.details.get("resident_id"), b.details.get("embedding_b64")
@@ -517,7 +517,7 @@ class Store:
                 res.enrolments.append((rid, emb))
         elif isinstance(b, m.DeviceEvent) and b.code in _SYNC_EVENTS:
             rev = b.details.get("revision")
-            if isinstance(rev, int):
+            if type(rev) is int:  # not a bool (which Python counts as an int and no database stores as one)
                 what = _SYNC_EVENTS[b.code]
                 self._synced(conn, top.site, dev, what, rev, item.received_ms)
                 if not b.code.endswith(".applied"):

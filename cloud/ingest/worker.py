@@ -230,5 +230,5 @@ class IngestWorker:
 
 
 def _is_alarm(item: object) -> bool:
-    """A message on a device's alarm channel (``…/alm``)."""
-    return isinstance(item, tuple) and "/alm" in item[0].topic
+    """A message on a device's alarm channel (``ce/v1/<site>/<device>/alm``)."""
+    return isinstance(item, tuple) and item[0].topic.endswith("/alm")

@@ -149,17 +149,28 @@ def write_broker_files(
 
 
 def security_conf(dynsec_file: Path) -> str:
-    """The lines that lock a Mosquitto down (first in its configuration file). ``max_packet_size``: the broker
-    disconnects a client that sends a packet larger than a message may be (the protocol's payload limit plus room
-    for the topic), before the cloud ever reads it."""
+    """The lines that lock a Mosquitto down (first in its configuration file), and its limits:
+
+    - ``max_packet_size``: a client that sends a packet larger than a message may be (the protocol's payload limit
+      with room for the topic) is disconnected before the cloud reads anything;
+    - ``max_inflight_messages``: an ingestion worker acknowledges a message only once its batch is stored, so the
+      broker must let a whole batch be in flight to it (Mosquitto's default, 20, would cap every batch at 20);
+    - ``max_queued_messages 0`` with ``max_queued_bytes``: what waits for a slow worker is bounded by size, not by a
+      count of 1,000 beyond which Mosquitto drops QoS 1 messages without a word.
+    """
     return (
         f"per_listener_settings false\nallow_anonymous false\nplugin {plugin_path()}\n"
         f"plugin_opt_config_file {dynsec_file}\nmax_packet_size {MAX_PACKET_BYTES}\n"
+        f"max_inflight_messages {MAX_INFLIGHT}\nmax_queued_messages 0\nmax_queued_bytes {MAX_QUEUED_BYTES}\n"
     )
 
 
 #: the largest MQTT packet the broker accepts: a full payload (protocol.limits) with generous room for the rest
 MAX_PACKET_BYTES = 4 * MAX_PAYLOAD_BYTES
+#: messages in flight to one client (a worker's batch is unacknowledged until stored: CE_INGEST_BATCH_ROWS fits)
+MAX_INFLIGHT = 1000
+#: bytes the broker queues for one client that is behind or away (a day of a busy district for the workers)
+MAX_QUEUED_BYTES = 2 * 1024**3
 
 
 class BrokerAdmin:

@@ -85,10 +85,10 @@ async def test_community_sensor_alarms_reach_the_cloud(make_cloud: MakeCloud, ru
             items = api.get("/api/alarms", params={"device": device}).json()["items"]
             return next((a for a in items if a["code"] == code), None)
 
-        async def media(ref: str) -> Any:
+        async def media(device: str, ref: str) -> Any:
             # the alarm travels on the priority lane, its picture after it on the bulk lane
             def stored() -> Any:
-                r = api.get(f"/api/media/{ref}")
+                r = api.get(f"/api/media/{device}/{ref}")
                 return r if r.status_code == 200 else None
 
             return await until(stored, 60, f"media {ref} uploaded", thread=True)
@@ -100,7 +100,7 @@ async def test_community_sensor_alarms_reach_the_cloud(make_cloud: MakeCloud, ru
         await until(lambda: fence.units and fence.units[0].armed, 60, "the fence armed")
         fence_board.set_input(0, True)
         intrusion = await until(lambda: alarm("fence-01", "intrusion"), 60, "the intrusion", thread=True)
-        snap = await media(intrusion["details"]["snapshot_ref"])
+        snap = await media("fence-01", intrusion["details"]["snapshot_ref"])
         assert snap.content[:2] == b"\xff\xd8"
 
         leak = await until(lambda: alarm("meters-12", "leak"), 60, "the leak", thread=True)
@@ -111,7 +111,7 @@ async def test_community_sensor_alarms_reach_the_cloud(make_cloud: MakeCloud, ru
         await unit._cmd_drop({"floor": 15})
         thrown = await until(lambda: alarm("facade-12", "throwing"), 60, "the throwing alarm", thread=True)
         assert thrown["details"]["floor_low"] <= 15 <= thrown["details"]["floor_high"]
-        strip = await media(thrown["details"]["frames_ref"])
+        strip = await media("facade-12", thrown["details"]["frames_ref"])
         assert strip.content[:2] == b"\xff\xd8"
         kept = tmp_path / "evidence" / f"{thrown['details']['frames_ref']}.jpg"
         assert kept.read_bytes() == strip.content  # the same evidence stays on the gateway

@@ -80,4 +80,4 @@ def test_visitor_answer_for_unknown_or_expired_requests(make_cloud: MakeCloud) -
     r = client.post("/api/visitor-requests/01KAB3C4D5E6F7G8H9JKMN0001/answer", json={"approved": True, "by": "x"})
     assert r.status_code == 404
     assert client.get("/api/visitor-requests", params={"status": "bogus"}).status_code == 422
-    assert client.get("/api/media/nothing").status_code == 404
+    assert client.get("/api/media/gate-01/nothing").status_code == 404

@@ -80,7 +80,7 @@ async def test_resident_enrolled_in_the_cloud_and_a_visitor_confirmed_by_the_app
             return client.get("/api/visitor-requests", params={"unit": "1203", "status": "pending"}).json()["items"]
 
         (req,) = await until(pending, 15, "the request in the resident app")
-        snap = await asyncio.to_thread(client.get, f"/api/media/{req['snapshot_ref']}")
+        snap = await asyncio.to_thread(client.get, f"/api/media/{req['device_id']}/{req['snapshot_ref']}")
         assert (
             snap.status_code == 200 and snap.headers["content-type"] == "image/jpeg" and snap.content[:2] == b"\xff\xd8"
         )

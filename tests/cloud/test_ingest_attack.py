@@ -280,19 +280,21 @@ def test_a_device_names_only_residents_and_plate_holders_of_its_own_site(store: 
 def test_a_device_cannot_take_over_another_devices_picture_or_call_a_flat_of_another_site(store: Store) -> None:
     from protocol.messages import VisitorRequest
 
-    theirs = inbound(
-        MediaSnapshot(ref="visitor-x", content_type="image/jpeg", data_b64=JPEG, purpose="visitor_request"),
-        dev=OTHER_DEV,
-        site=OTHER_SITE,
-    )
-    mine = inbound(MediaSnapshot(ref="visitor-x", content_type="image/jpeg", data_b64=JPEG, purpose="visitor_request"))
+    def snap(data: str) -> MediaSnapshot:
+        return MediaSnapshot(ref="perimeter-z1-1", content_type="image/jpeg", data_b64=data, purpose="perimeter")
+
+    squat = inbound(snap("/9j/"), dev=OTHER_DEV, site=OTHER_SITE)  # first, under the ref the real one will use
+    real = inbound(snap(JPEG))
     flat_here = inbound(VisitorRequest(request_id=new_id(), door="a1", unit="1203", expires_ts=now_ms() + 60_000))
     no_such_flat = inbound(VisitorRequest(request_id=new_id(), door="a1", unit="0000", expires_ts=now_ms() + 60_000))
-    res = store.write_batch([theirs[0], mine[0], flat_here[0], no_such_flat[0]])
-    assert res.stored == 2 and stored(store, theirs[1]) and stored(store, flat_here[1])
+    res = store.write_batch([squat[0], real[0], flat_here[0], no_such_flat[0]])
+    assert res.stored == 3 and stored(store, real[1]) and stored(store, flat_here[1])
     with store.engine.connect() as conn:
-        assert conn.execute(select(g.media.c.device_id).where(g.media.c.ref == "visitor-x")).scalar_one() == OTHER_DEV
-    assert [r for r, _ in dead_reasons(store)] == ["not_permitted", "not_permitted"]
+        pictures = dict(
+            conn.execute(select(g.media.c.device_id, g.media.c.data).where(g.media.c.ref == "perimeter-z1-1"))
+        )
+    assert pictures == {OTHER_DEV: b"\xff\xd8\xff", DEV: base64.b64decode(JPEG)}  # each device's own
+    assert [r for r, _ in dead_reasons(store)] == ["not_permitted"]
 
 
 def test_a_device_cannot_choose_how_long_its_picture_is_kept(store: Store) -> None:

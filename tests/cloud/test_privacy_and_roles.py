@@ -178,8 +178,9 @@ def test_a_resident_sees_and_answers_only_their_own_flat(make_cloud: MakeCloud) 
     csrf = login(phone, "chen", PW)
     listed = phone.get("/api/visitor-requests", params={"unit": "0808"}).json()["items"]  # asks for another flat
     assert [r["request_id"] for r in listed] == [mine]
-    assert phone.get("/api/media/snap-mine").status_code == 200
-    assert phone.get("/api/media/snap-theirs").status_code == 404
+    assert phone.get("/api/media/gate-01/snap-mine").status_code == 200
+    assert phone.get("/api/media/gate-01/snap-theirs").status_code == 404
+    assert phone.get("/api/media/gate-02/snap-mine").status_code == 404  # the same ref from another device
     assert (
         phone.post(f"/api/visitor-requests/{theirs}/answer", json={"approved": True}, headers=csrf).status_code == 404
     )
