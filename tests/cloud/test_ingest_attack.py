@@ -196,10 +196,17 @@ def test_the_known_poison_messages_are_refused_and_the_alarm_after_them_is_store
         _raw("event", {"code": "door.note", "details": {"k\u0000": 1}}),
         _raw("alarm.raise", {"key": "k\u0000", "code": "x", "severity": "info", "message": ""}),
         _raw("health", {"uptime_s": 1.0, "agent_version": "1.0", "mem_rss_bytes": 2**63}),
+        _raw("health", {"uptime_s": 1.0, "agent_version": "1.0", "outbox_depth": {"a" * 64: 1}}),
+        _raw("elevator.fault", {"car": "c" * 64, "code": "x" * 64, "severity": "critical", "active": True}),
+        _raw(
+            "media.snapshot", {"ref": "s3", "content_type": "image/jpeg", "data_b64": "/9j/AB==", "purpose": "throwing"}
+        ),
+        _raw("alarm.raise", {"key": "k", "code": "x", "severity": "info", "message": "pay \u202etxt.exe"}),
     ]
+    boolean = _raw("event", {"code": "gallery.status", "details": {"revision": True}})  # stored, nothing synced
     after = alarm()
-    res = store.write_batch([*poison, after[0]])
-    assert res.dead == len(poison) and stored(store, after[1])
+    res = store.write_batch([*poison, boolean, after[0]])
+    assert res.dead == len(poison) and stored(store, after[1]) and res.stored == 2 and not res.sync_requests
     assert {r for r, _d in dead_reasons(store)} == {"schema"}
 
 
@@ -290,9 +297,8 @@ def test_a_device_cannot_take_over_another_devices_picture_or_call_a_flat_of_ano
     res = store.write_batch([squat[0], real[0], flat_here[0], no_such_flat[0]])
     assert res.stored == 3 and stored(store, real[1]) and stored(store, flat_here[1])
     with store.engine.connect() as conn:
-        pictures = dict(
-            conn.execute(select(g.media.c.device_id, g.media.c.data).where(g.media.c.ref == "perimeter-z1-1"))
-        )
+        rows = conn.execute(select(g.media.c.device_id, g.media.c.data).where(g.media.c.ref == "perimeter-z1-1"))
+        pictures = {d: bytes(data) for d, data in rows}
     assert pictures == {OTHER_DEV: b"\xff\xd8\xff", DEV: base64.b64decode(JPEG)}  # each device's own
     assert [r for r, _ in dead_reasons(store)] == ["not_permitted"]
 
