@@ -103,6 +103,11 @@ async def rig(tmp_path: Path, astronaut_embedding: np.ndarray) -> AsyncIterator[
     task = asyncio.create_task(unit.run(ctx))
     await until(lambda: unit.vision is not None and unit.sim is not None, 30, "the gate to load its models")
     await until(lambda: board.requests >= 2, 5, "the gate to talk to its I/O board")
+
+    async def locked_at_start() -> bool | None:  # a test that kills the board must not race the start-up relock
+        return any(m["body"]["reason"] == "startup" for m in await r.sent("relay.state")) or None
+
+    await until(locked_at_start, 10, "the lock set at start-up")
     yield r
     await cancel_and_wait(task)
     assert task.cancelled()  # the unit stops when told, without an error of its own
