@@ -399,8 +399,9 @@ class _Lock:
         self.conn.close()
 
 
-def test_chaos_cloud_prints_its_report_and_loses_nothing(postgres_url: str) -> None:
-    """``civicedge chaos cloud --json`` on PostgreSQL: a short stream with a third of it hostile."""
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)  # SQLite, its default, in a by-hand run
+def test_chaos_cloud_prints_its_report_and_loses_nothing(db_url: str) -> None:
+    """``civicedge chaos cloud --json`` on a fresh PostgreSQL database: a short stream with a third of it hostile."""
     out = subprocess.run(
         [
             sys.executable,
@@ -418,7 +419,7 @@ def test_chaos_cloud_prints_its_report_and_loses_nothing(postgres_url: str) -> N
             "--hostile-share",
             "0.3",
             "--database-url",
-            postgres_url,
+            db_url,
         ],
         capture_output=True,
         text=True,
