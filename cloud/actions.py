@@ -325,6 +325,17 @@ def revoke_device(svc: CloudService, user: User, device_id: str) -> dict[str, An
     return out
 
 
+def reinstate_device(svc: CloudService, user: User, device_id: str) -> dict[str, Any]:
+    """Only an admin undoes a revocation, and it is audited."""
+    from cloud.provisioning.service import ClaimError
+
+    need(user, "devices.reinstate")
+    with _translated(conflict=(ClaimError,)):
+        out = svc.provisioning.reinstate(device_id)
+    svc.auth.audit(user.username, "device.reinstate", device_id)
+    return out
+
+
 def rotate_credentials(svc: CloudService, user: User, device_id: str) -> dict[str, Any]:
     from cloud.provisioning.service import ClaimError
 

@@ -35,6 +35,15 @@ class CommandUnknownDevice(LookupError):
     pass
 
 
+#: command arguments that are secrets: sent to the device, never kept readable in the command history
+SECRET_ARGS = frozenset({"password", "secret", "token", "key"})
+
+
+def redacted(args: dict[str, Any]) -> dict[str, Any]:
+    """``args`` as the command history keeps them: secrets replaced by ``"<redacted>"``."""
+    return {k: "<redacted>" if k in SECRET_ARGS else v for k, v in args.items()}
+
+
 class CommandPublisher:
     def __init__(
         self,
@@ -78,7 +87,7 @@ class CommandPublisher:
                     cid=cmd.cid,
                     device_id=device_id,
                     name=name,
-                    args=args,
+                    args=redacted(args),
                     deadline_ms=cmd.deadline_ms,
                     status="sent",
                     created_ms=now_ms(),

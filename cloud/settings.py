@@ -6,10 +6,21 @@ Secrets (API tokens, the command-signing key) are read when the app starts, neve
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+#: roles an API token may carry (departments, residents and grid workers are people with accounts, not machines)
+TOKEN_ROLES = ("admin", "operator")
+
+
+def token_role(entry: str) -> tuple[str, str]:
+    """``role:token`` → (role, token); a bare token acts as an operator."""
+    role, sep, token = entry.partition(":")
+    if sep and role in TOKEN_ROLES:
+        return role, token
+    return "operator", entry
 
 
 class Settings(BaseSettings):
@@ -73,7 +84,11 @@ class Settings(BaseSettings):
     )
     timezone: str = Field(default="UTC", description="IANA zone for times on the console, e.g. Asia/Shanghai")
     secure_cookies: bool = Field(default=False, description="mark session cookies Secure (serve over HTTPS)")
-    api_tokens: list[str] = Field(default_factory=list, description="bearer tokens for /api (comma-separated)")
+    api_tokens: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="bearer tokens for /api, comma-separated; each `role:token` (admin or operator) or "
+        "a bare token, which acts as an operator",
+    )
     command_key_file: Path = Field(default=Path("var/command-key.pem"), description="Ed25519 private key (PEM)")
     update_key_file: Path = Field(default=Path("var/update-key.pem"), description="Ed25519 key signing update bundles")
     public_url: str = Field(default="http://127.0.0.1:8000", description="this cloud's address as devices reach it")
@@ -89,6 +104,19 @@ class Settings(BaseSettings):
     def _split(cls, v: object) -> object:
         if isinstance(v, str):
             return [t.strip() for t in v.split(",") if t.strip()]
+        return v
+
+    @field_validator("api_tokens")
+    @classmethod
+    def _roles(cls, v: list[str]) -> list[str]:
+        for entry in v:
+            role, token = token_role(entry)
+            if role not in TOKEN_ROLES:
+                raise ValueError(f"a token's role is one of {', '.join(TOKEN_ROLES)}, not {role!r}")
+            if len(token) < 16:
+                raise ValueError(
+                    "a token is at least 16 characters (python -c 'import secrets; print(secrets.token_urlsafe())')"
+                )
         return v
 
     @property

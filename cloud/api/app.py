@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cloud.api.auth import router as auth_router
@@ -57,6 +58,15 @@ def create_app(settings: Settings | None = None, service: CloudService | None = 
         return JSONResponse(
             {"error": exc.detail, "status": exc.status_code}, exc.status_code, headers=getattr(exc, "headers", None)
         )
+
+    @app.exception_handler(OverflowError)
+    async def overflow(_r: Request, exc: OverflowError) -> JSONResponse:
+        # a number a client typed that the database cannot hold (an id of 2^63, …): the client's error, not ours
+        return JSONResponse({"error": "a number in the request is out of range", "status": 422}, 422)
+
+    @app.exception_handler(DataError)
+    async def data_error(_r: Request, exc: DataError) -> JSONResponse:
+        return JSONResponse({"error": "a value in the request cannot be stored or compared", "status": 422}, 422)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_r: Request, exc: RequestValidationError) -> JSONResponse:

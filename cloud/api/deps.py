@@ -17,6 +17,7 @@ from cloud.auth.scope import can
 from cloud.auth.service import User
 from cloud.ingest.store import now_ms
 from cloud.service import CloudService
+from cloud.settings import token_role
 
 _bearer = HTTPBearer(auto_error=False)
 
@@ -39,7 +40,6 @@ Conn = Annotated[Connection, Depends(get_conn)]
 
 COOKIE = "ce_session"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-SERVICE_USER = User(0, "api-token", "admin", None, None, "en")  # machines with a bearer token
 OPEN_USER = User(0, "local", "admin", None, None, "en")  # no tokens configured: a local demo, wide open
 
 
@@ -59,8 +59,12 @@ def current_user(
             raise HTTPException(403, detail="missing or wrong CSRF token (send X-CSRF-Token from /auth/me)")
         return s.user
     tokens = svc.settings.api_tokens
-    if cred is not None and any(secrets.compare_digest(cred.credentials, t) for t in tokens):
-        return SERVICE_USER
+    if cred is not None:
+        sent = cred.credentials.encode()
+        for entry in tokens:
+            role, token = token_role(entry)
+            if secrets.compare_digest(sent, token.encode()):
+                return User(0, f"api-token:{role}", role, None, None, "en")  # a machine, with the token's role
     if not tokens and cred is None and not svc.auth.has_users():
         return OPEN_USER  # a fresh local demo: nothing configured yet
     raise HTTPException(
@@ -119,7 +123,7 @@ class PageParams(BaseModel):
 
 def page_params(
     limit: Annotated[int, Query(ge=1, le=1000, description="items per page")] = 100,
-    offset: Annotated[int, Query(ge=0, description="items to skip")] = 0,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000, description="items to skip")] = 0,
 ) -> PageParams:
     return PageParams(limit=limit, offset=offset)
 

@@ -63,6 +63,12 @@ def revoke(device_id: str, svc: Service, user: CurrentUser) -> dict[str, Any]:
     return run(actions.revoke_device, svc, user, device_id)  # type: ignore[no-any-return]
 
 
+@router.post("/api/devices/{device_id}/reinstate", dependencies=[allow("devices.reinstate")])
+def reinstate(device_id: str, svc: Service, user: CurrentUser) -> dict[str, Any]:
+    """Undo a revocation (admins only, audited): the device may then be claimed again for new credentials."""
+    return run(actions.reinstate_device, svc, user, device_id)  # type: ignore[no-any-return]
+
+
 @router.post("/api/devices/{device_id}/rotate-credentials", status_code=202, dependencies=[allow("devices.provision")])
 def rotate(device_id: str, svc: Service, user: CurrentUser) -> dict[str, Any]:
     """Send the device a new broker password; the broker switches once the device acknowledges."""

@@ -23,8 +23,8 @@ class DepartmentIn(BaseModel):
     id: Key
     name: str = Field(min_length=1, max_length=200)
     contact: str = Field(default="", max_length=200)
-    sla_hours: dict[Literal["urgent", "high", "normal", "low"], float] | None = Field(
-        default=None, description="hours to resolve per priority, overriding the defaults (4/24/72/168)"
+    sla_hours: dict[Literal["urgent", "high", "normal", "low"], Annotated[float, Field(gt=0, le=24 * 366)]] | None = (
+        Field(default=None, description="hours to resolve per priority, overriding the defaults (4/24/72/168)")
     )
 
 

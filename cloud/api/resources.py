@@ -153,9 +153,11 @@ def telemetry(
     device_id: str,
     conn: Conn,
     metric: Annotated[str, Query(description="metric name")],
-    since: Annotated[int | None, Query(description="ms since epoch (default: 1 h ago)")] = None,
-    until: Annotated[int | None, Query(description="ms since epoch (default: now)")] = None,
-    bucket_s: Annotated[float | None, Query(gt=0, description="downsample into buckets of this many seconds")] = None,
+    since: Annotated[int | None, Query(ge=0, le=2**53, description="ms since epoch (default: 1 h ago)")] = None,
+    until: Annotated[int | None, Query(ge=0, le=2**53, description="ms since epoch (default: now)")] = None,
+    bucket_s: Annotated[
+        float | None, Query(gt=0, le=366 * 86_400, description="downsample into buckets of this many seconds")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
 ) -> dict[str, Any]:
     until = until if until is not None else now_ms()

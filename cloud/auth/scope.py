@@ -22,6 +22,7 @@ PERMS: dict[str, frozenset[str]] = {
     "devices.view": _STAFF,
     "devices.command": _STAFF,
     "devices.provision": _STAFF,  # claim tokens, revocation, credential rotation
+    "devices.reinstate": frozenset({"admin"}),  # a revoked device may be claimed again
     "updates.manage": _STAFF,  # bundles and rollouts
     "alarms.view": _STAFF | {"department"},
     "alarms.act": _STAFF | {"department"},

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse
+from markupsafe import Markup
 from sqlalchemy import func, select
 
 from cloud import actions
@@ -243,7 +244,10 @@ def alarm_action(request: Request, svc: Service, page: Session, alarm_id: int, a
         try:
             row = actions.alarm_act(svc, page.user, alarm_id, what)
         except actions.ActionError as exc:
-            return HTMLResponse(f'<tr><td colspan="7" class="err">{exc}</td></tr>', status_code=200)
+            # the error names things people and devices chose (an operator's name, an alarm's text): text, not HTML
+            return HTMLResponse(
+                Markup('<tr><td colspan="7" class="err">{}</td></tr>').format(str(exc)), status_code=200
+            )
         return render(request, "_alarm_row.html", page.user, page.csrf, a=row)
     return act(
         request, page, csrf, "/console/alarms", lambda: actions.alarm_act(svc, page.user, alarm_id, what), "Done."

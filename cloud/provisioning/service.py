@@ -109,6 +109,12 @@ class Provisioning:
             existing = conn.execute(select(t.devices).where(t.devices.c.id == dev)).first()
             if existing is not None and existing.site_id != claim.site_id:
                 raise ClaimError(f"device {dev} belongs to site {existing.site_id}")
+            if existing is not None and existing.kind != kind:  # a claim replaces a board, never takes another
+                raise ClaimError(f"device {dev} is a {existing.kind}, not a {kind}: pick another id")
+            if existing is not None and existing.status == "revoked":
+                raise ClaimError(
+                    f"device {dev} was revoked; an admin must re-enable it first (POST /api/devices/{dev}/reinstate)"
+                )
             # single use, even when two devices race with the same token
             used = conn.execute(
                 update(p.claims)
@@ -123,8 +129,6 @@ class Provisioning:
                         id=dev, site_id=claim.site_id, kind=kind, name=name or dev, status="unknown", created_ms=now
                     )
                 )
-            elif existing.status == "revoked":
-                conn.execute(update(t.devices).where(t.devices.c.id == dev).values(status="unknown", kind=kind))
             conn.execute(p.device_credentials.delete().where(p.device_credentials.c.device_id == dev))
             conn.execute(p.device_credentials.insert().values(device_id=dev, username=dev, issued_ms=now))
             password = new_password()
@@ -180,6 +184,18 @@ class Provisioning:
                 if "not found" not in str(exc).lower():
                     raise ConnectionError(f"revoked here, but the broker did not confirm: {exc}") from None
         return {"device_id": device_id, "revoked": True, "broker": self.admin is not None}
+
+    def reinstate(self, device_id: str) -> dict[str, Any]:
+        """A revoked device may be claimed again (its old credentials stay revoked: a claim issues new ones)."""
+        with self.engine.begin() as conn:
+            row = conn.execute(select(t.devices.c.status).where(t.devices.c.id == device_id)).first()
+            if row is None:
+                raise LookupError(f"device {device_id}")
+            if row.status != "revoked":
+                raise ClaimError(f"device {device_id} is not revoked")
+            conn.execute(update(t.devices).where(t.devices.c.id == device_id).values(status="unknown"))
+        self._forget(device_id)
+        return {"device_id": device_id, "revoked": False, "next": "claim it again to issue new credentials"}
 
     def rotate(self, device_id: str, commands: CommandPublisher | None) -> dict[str, Any]:
         """Send the device a new password; the broker switches when the device acknowledges

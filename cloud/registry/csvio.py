@@ -19,6 +19,8 @@ from cloud.db.schema_registry import assets, departments, grid_cells
 from cloud.ingest.store import now_ms
 from cloud.registry.catalog import ASSET_KINDS, COVER_SUBTYPES
 
+#: a cell a spreadsheet would run as a formula starts with one of these (OWASP "CSV injection")
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 COLUMNS = ("id", "kind", "subtype", "department_id", "grid_cell_id", "lat", "lon", "device_id", "install_date", "notes")
 CHUNK = 2000
 
@@ -40,6 +42,12 @@ class AssetRow(BaseModel):
     @classmethod
     def _blank_is_none(cls, v: object) -> object:
         return None if isinstance(v, str) and not v.strip() else v
+
+    @field_validator("subtype", "notes", mode="before")
+    @classmethod
+    def _unquote(cls, v: object) -> object:
+        """A cell the export neutralised (``'=…``) reads back as it was."""
+        return v[1:] if isinstance(v, str) and v[:1] == "'" and v[1:2] in FORMULA_START else v
 
     @field_validator("kind")
     @classmethod
@@ -164,5 +172,15 @@ def export_assets(engine: Engine) -> Iterator[str]:
         for r in conn.execute(select(*[assets.c[c] for c in COLUMNS]).order_by(assets.c.id)):
             buf.seek(0)
             buf.truncate()
-            w.writerow(["" if v is None else v for v in r])
+            w.writerow([neutralise(v) for v in r])
             yield buf.getvalue()
+
+
+def neutralise(value: object) -> object:
+    """A cell as it may be written for a spreadsheet: text that would run as a formula gets a leading ``'``
+    (shown, not run; the import takes it off again). Numbers are numbers."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value

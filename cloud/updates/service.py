@@ -110,7 +110,8 @@ class Updates:
         return hmac.new(self._link_secret, f"{bundle_id}:{device}:{exp}".encode(), "sha256").hexdigest()
 
     def bundle_path(self, bundle_id: str, device: str, exp: int, sig: str) -> Path:
-        if exp < time.time() or not hmac.compare_digest(sig, self._sig(bundle_id, device, exp)):
+        # compared as bytes: the link's sig is whatever the caller typed (compare_digest refuses non-ASCII str)
+        if exp < time.time() or not hmac.compare_digest(sig.encode(), self._sig(bundle_id, device, exp).encode()):
             raise PermissionError("this download link is not valid (expired or altered)")
         with self.engine.connect() as conn:
             row = conn.execute(select(u.update_bundles.c.path).where(u.update_bundles.c.id == bundle_id)).first()

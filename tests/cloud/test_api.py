@@ -34,10 +34,10 @@ def test_openapi_served(make_cloud: MakeCloud) -> None:
 
 
 def test_tokens_required_when_configured(make_cloud: MakeCloud) -> None:
-    _, api = make_cloud(ingest_workers=0, api_tokens=["s3cret"])
+    _, api = make_cloud(ingest_workers=0, api_tokens=["s3cret-s3cret-s3cret"])
     r = api.get("/api/devices")
     assert r.status_code == 401 and r.json()["error"].startswith("missing or invalid bearer token")
-    ok = api.get("/api/devices", headers={"Authorization": "Bearer s3cret"})
+    ok = api.get("/api/devices", headers={"Authorization": "Bearer s3cret-s3cret-s3cret"})
     assert ok.status_code == 200 and ok.json()["total"] == 0
     assert api.get("/healthz").status_code == 200  # probes stay open
 

@@ -66,8 +66,8 @@ def test_login_rate_limit(make_cloud: MakeCloud) -> None:
 
 
 def test_bearer_tokens_for_machines(make_cloud: MakeCloud) -> None:
-    _svc, client = make_cloud(api_tokens=["machine-token-1"])
+    _svc, client = make_cloud(api_tokens=["machine-token-0001"])
     assert client.get("/api/devices").status_code == 401
-    ok = client.get("/api/devices", headers={"Authorization": "Bearer machine-token-1"})
+    ok = client.get("/api/devices", headers={"Authorization": "Bearer machine-token-0001"})
     assert ok.status_code == 200
     assert client.get("/api/devices", headers={"Authorization": "Bearer wrong"}).status_code == 401

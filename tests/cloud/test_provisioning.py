@@ -153,6 +153,9 @@ async def test_a_provisioned_agent_runs_with_its_identity(locked: Locked, tmp_pa
             return cmd["status"] == "ok"
 
         await until(rotated, 20, "the rotation acknowledged", thread=True)
+        history = locked.api.get(f"/api/commands/{r.json()['cid']}").json()
+        assert history["args"] == {"password": "<redacted>"}  # the new password is never kept readable
+        assert secret.read_text().strip() not in str(history)
         stale = Client(locked, ident["device_id"], old)
         await until(lambda: stale.refused is not None or stale.connected.is_set(), 20, "the broker's answer")
         for _ in range(50):  # the broker switches right after the acknowledgement arrives

