@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -24,6 +25,9 @@ from cloud.ingest.health import node_health
 from cloud.service import CloudService
 from cloud.settings import Settings
 from edge import __version__
+
+
+log = logging.getLogger("civicedge.cloud.api")
 
 
 def create_app(settings: Settings | None = None, service: CloudService | None = None) -> FastAPI:
@@ -65,7 +69,9 @@ def create_app(settings: Settings | None = None, service: CloudService | None = 
         return JSONResponse({"error": "a number in the request is out of range", "status": 422}, 422)
 
     @app.exception_handler(DataError)
-    async def data_error(_r: Request, exc: DataError) -> JSONResponse:
+    async def data_error(r: Request, exc: DataError) -> JSONResponse:
+        # a value the database refused: answered as the client's, logged as ours (a model should have bounded it)
+        log.warning("request value refused by the database", extra={"path": r.url.path, "error": str(exc.orig)[:300]})
         return JSONResponse({"error": "a value in the request cannot be stored or compared", "status": 422}, 422)
 
     @app.exception_handler(RequestValidationError)

@@ -228,7 +228,7 @@ def alarms(
 
 
 class AlarmAction(BaseModel):
-    by: str = Field(min_length=1, max_length=100, description="who (operator name)")
+    by: str = Field(min_length=1, max_length=64, description="who (operator name; the audit log keeps 64 characters)")
     note: str = Field(default="", max_length=1000)
 
 

@@ -31,7 +31,7 @@ class WorkOrderIn(BaseModel):
 
 
 class Act(BaseModel):
-    by: str | None = Field(default=None, min_length=1, max_length=100, description="machines: for whom")
+    by: str | None = Field(default=None, min_length=1, max_length=64, description="machines: for whom")
     note: str = Field(default="", max_length=4000)
     department_id: str | None = None
 
