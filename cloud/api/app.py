@@ -26,7 +26,6 @@ from cloud.service import CloudService
 from cloud.settings import Settings
 from edge import __version__
 
-
 log = logging.getLogger("civicedge.cloud.api")
 
 
