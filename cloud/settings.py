@@ -120,6 +120,11 @@ class Settings(BaseSettings):
         return v
 
     @property
+    def cookies_secure(self) -> bool:
+        """Session cookies are ``Secure`` when asked, and whenever the cloud is reached over HTTPS."""
+        return self.secure_cookies or self.public_url.lower().startswith("https://")
+
+    @property
     def broker(self) -> tuple[str, int, str | None, str | None]:
         return _split_url(self.broker_url)
 

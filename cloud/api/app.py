@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -27,6 +28,19 @@ from cloud.settings import Settings
 from edge import __version__
 
 log = logging.getLogger("civicedge.cloud.api")
+#: every response: never sniffed, never framed, no referrer leaves the console
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+#: scripts only from the console's own files (no inline script, no eval); pictures from the cloud itself
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+API_DOCS = ("/docs", "/redoc")
 
 
 def create_app(settings: Settings | None = None, service: CloudService | None = None) -> FastAPI:
@@ -55,6 +69,15 @@ def create_app(settings: Settings | None = None, service: CloudService | None = 
     app.include_router(provisioning_router)
     app.include_router(updates_router)
     install_console(app)
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next: Any) -> Any:
+        response = await call_next(request)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        if not request.url.path.startswith(API_DOCS):  # FastAPI's own docs page runs an inline script
+            response.headers.setdefault("Content-Security-Policy", CSP)
+        return response
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_r: Request, exc: StarletteHTTPException) -> JSONResponse:

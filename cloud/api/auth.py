@@ -43,7 +43,7 @@ def login(body: LoginIn, request: Request, response: Response, svc: Service) -> 
     except AuthError as exc:
         raise HTTPException(401, detail=str(exc)) from None
     response.set_cookie(
-        COOKIE, token, httponly=True, samesite="lax", secure=svc.settings.secure_cookies, max_age=12 * 3600, path="/"
+        COOKIE, token, httponly=True, samesite="lax", secure=svc.settings.cookies_secure, max_age=12 * 3600, path="/"
     )
     return _me(s.user, s.csrf)
 

@@ -113,7 +113,7 @@ def login(
     target = next if next.startswith("/console") and not next.startswith("//") else home(s.user)
     resp = RedirectResponse(target, status_code=303)
     resp.set_cookie(
-        COOKIE, token, httponly=True, samesite="lax", secure=svc.settings.secure_cookies, max_age=12 * 3600, path="/"
+        COOKIE, token, httponly=True, samesite="lax", secure=svc.settings.cookies_secure, max_age=12 * 3600, path="/"
     )
     return resp
 

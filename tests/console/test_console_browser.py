@@ -11,6 +11,7 @@ import io
 import re
 from typing import Any
 
+import pytest
 from PIL import Image
 from sqlalchemy import select
 
@@ -18,7 +19,15 @@ from cloud.db import schema as t
 from cloud.db import schema_gate as g
 from cloud.db.schema_workorders import work_orders
 from protocol import new_id
-from protocol.messages import ElevatorFault, ElevatorStatus, LiftRequest, LiftResult, LiftStatus, ManholeAlarm
+from protocol.messages import (
+    AlarmRaise,
+    ElevatorFault,
+    ElevatorStatus,
+    LiftRequest,
+    LiftResult,
+    LiftStatus,
+    ManholeAlarm,
+)
 from simulators.thermal import Scene
 from tests.console.conftest import PASSWORD, USERS, Login, Stack, shot
 from tests.waits import wait
@@ -412,6 +421,29 @@ def test_the_sensors_page_shows_zones_gas_falls_and_water(stack: Stack, login: L
     wait(lambda: page.evaluate("(img) => img.complete && img.naturalWidth > 0", strip_img), 10, "the frame strip")
     page.wait_for_selector("figure.chart canvas")  # the water chart drawn
     shot(page, "sensors")
+
+
+XSS = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>'
+
+
+def test_hostile_text_from_devices_and_people_is_shown_as_text(stack: Stack, login: Login) -> None:
+    """A device's alarm text and key, an operator's name and a work order's title and note, all hostile: every
+    page that shows them shows the text, and no script runs (escaping first; the CSP forbids inline script too)."""
+    stack.device_says("mh-101", AlarmRaise(key=f"x:{XSS}"[:128], code="gas", severity="critical", message=XSS))
+    wo = stack.svc.work_orders.create(title=XSS, source="operator", description=XSS)
+    page = login("li.operator")
+    page.on("dialog", lambda d: (d.dismiss(), pytest.fail(f"a dialog opened: {d.message}")))
+    row = page.wait_for_selector(f"#alarm-rows tr:has-text('{XSS[:20]}')")  # live, through the WebSocket
+    assert XSS in row.inner_text()
+    for path in ("/console/", "/console/alarms", "/console/work-orders", f"/console/work-orders/{wo['id']}"):
+        r = page.goto(path)
+        assert r is not None and "script-src 'self'" in r.headers["content-security-policy"]
+        assert XSS in page.inner_text("main"), path
+        assert page.evaluate("() => window.__xss") is None, path
+    page.goto("/console/alarms")
+    page.click(f"tr:has-text('{XSS[:20]}') button:has-text('Acknowledge')")
+    page.wait_for_selector(f"tr.state-acknowledged:has-text('{XSS[:20]}')")
+    assert page.evaluate("() => window.__xss") is None
 
 
 def test_csrf_is_required_and_logins_are_rate_limited(stack: Stack, login: Login, browser: Any) -> None:

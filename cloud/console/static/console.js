@@ -9,6 +9,18 @@
   const t = (s) => i18n[s] || s;
   const clock = new Intl.DateTimeFormat(lang, { hour: "2-digit", minute: "2-digit", second: "2-digit" });
 
+  // --- forms: a question before a grave action, a select that submits (no inline handlers: the CSP forbids them)
+  document.addEventListener("submit", (e) => {
+    const form = e.target;
+    if (form instanceof HTMLFormElement && form.dataset.confirm && !window.confirm(form.dataset.confirm)) {
+      e.preventDefault();
+    }
+  });
+  document.addEventListener("change", (e) => {
+    const el = e.target;
+    if (el instanceof HTMLSelectElement && el.hasAttribute("data-autosubmit") && el.form) el.form.submit();
+  });
+
   // --- live channel (overview) -------------------------------------------------------------------------
   function bump(id, by) {
     const el = document.getElementById(id);
