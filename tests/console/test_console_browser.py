@@ -427,7 +427,7 @@ XSS = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>'
 
 
 def test_hostile_text_from_devices_and_people_is_shown_as_text(stack: Stack, login: Login) -> None:
-    """A device's alarm text and key, an operator's name and a work order's title and note, all hostile: every
+    """A device's alarm text and key and a work order's title and description, all hostile: every
     page that shows them shows the text, and no script runs (escaping first; the CSP forbids inline script too)."""
     stack.device_says("mh-101", AlarmRaise(key=f"x:{XSS}"[:128], code="gas", severity="critical", message=XSS))
     wo = stack.svc.work_orders.create(title=XSS, source="operator", description=XSS)
