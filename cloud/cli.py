@@ -133,7 +133,7 @@ def import_assets_cmd(
     from cloud.settings import Settings
 
     try:
-        lines = file.read_text(encoding="utf-8-sig").splitlines()
+        text = file.read_text(encoding="utf-8-sig")
     except OSError as exc:
         typer.echo(f"error: cannot read {file}: {exc.strerror}", err=True)
         raise typer.Exit(2) from None
@@ -143,8 +143,8 @@ def import_assets_cmd(
     engine = make_engine(Settings().database_url)
     do_migrate(engine)
     with Progress(transient=True) as bar:
-        task = bar.add_task("importing", total=max(0, len(lines) - 1))
-        report = import_assets(engine, lines, strict=strict, progress=lambda n: bar.advance(task, n))
+        task = bar.add_task("importing", total=max(0, text.count("\n") - 1))
+        report = import_assets(engine, text, strict=strict, progress=lambda n: bar.advance(task, n))
     for line, reason in report.errors[:200]:
         typer.echo(f"{file}:{line}: {reason}", err=True)
     if len(report.errors) > 200:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
@@ -108,7 +109,10 @@ async def import_csv(
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise HTTPException(422, detail="the CSV must be UTF-8") from None
-    report = import_assets(svc.engine, text.splitlines(), strict=strict)
+    # in a worker thread: a district's registry takes seconds, and the rest of the API keeps answering meanwhile
+    report = await run_in_threadpool(import_assets, svc.engine, text, strict=strict)
+    if report.rejected:
+        raise HTTPException(422, detail={"message": "nothing imported", **report.as_dict()})
     return report.as_dict()
 
 

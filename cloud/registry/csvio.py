@@ -64,6 +64,8 @@ class AssetRow(BaseModel):
         return v
 
     def check(self) -> None:
+        if (self.lat is None) != (self.lon is None):
+            raise ValueError("a location needs both lat and lon (or neither)")
         if self.kind == "manhole_cover" and self.subtype not in COVER_SUBTYPES:
             raise ValueError(f"unknown cover subtype {self.subtype!r} (one of: {', '.join(COVER_SUBTYPES)})")
 
@@ -91,9 +93,10 @@ def _reason(exc: ValidationError) -> str:
 
 
 def parse(
-    lines: Iterable[str], known_departments: set[str], known_cells: set[str], report: ImportReport
+    source: str | Iterable[str], known_departments: set[str], known_cells: set[str], report: ImportReport
 ) -> Iterator[AssetRow]:
-    reader = csv.DictReader(lines)
+    """``source``: the whole file as text (a quoted field may hold line breaks), or its lines with their endings."""
+    reader = csv.DictReader(io.StringIO(source, newline="") if isinstance(source, str) else source)
     missing = [c for c in ("id", "kind") if c not in (reader.fieldnames or [])]
     if missing:
         report.errors.append((1, f"header lacks column(s) {', '.join(missing)}; expected {','.join(COLUMNS)}"))
@@ -134,9 +137,10 @@ def parse(
 
 
 def import_assets(
-    engine: Engine, lines: Iterable[str], *, strict: bool = False, progress: Callable[[int], None] | None = None
+    engine: Engine, lines: str | Iterable[str], *, strict: bool = False, progress: Callable[[int], None] | None = None
 ) -> ImportReport:
-    """Validate every row, then upsert the good ones (all or nothing with ``strict``)."""
+    """Validate every row, then upsert the good ones (all or nothing with ``strict``). ``lines``: the file's text
+    (or its lines, with their endings)."""
     report = ImportReport()
     with engine.connect() as conn:
         deps = {r[0] for r in conn.execute(select(departments.c.id))}

@@ -113,3 +113,15 @@ def test_the_registry_export_cannot_carry_a_spreadsheet_formula(make_cloud: Make
     # the export imports back to the same text
     assert api.post("/api/assets/import", content=exported, headers={"Content-Type": "text/csv"}).status_code == 200
     assert api.get("/api/assets/mc-1").json()["notes"] == formula
+
+
+def test_a_registry_row_keeps_its_line_breaks_and_a_half_location_is_refused(make_cloud: MakeCloud) -> None:
+    _svc, api = make_cloud()
+    csv = "id,kind,subtype,department_id,grid_cell_id,lat,lon,device_id,install_date,notes\n"
+    csv += 'mc-1,manhole_cover,sewage,,,,,,,"first line\nsecond line"\n'
+    csv += "mc-2,manhole_cover,sewage,,,31.2,,,,\n"
+    r = api.post("/api/assets/import", content=csv, headers={"Content-Type": "text/csv"}).json()
+    assert r["imported"] == 1 and r["errors"] == [
+        {"line": 4, "reason": "a location needs both lat and lon (or neither)"}
+    ]
+    assert api.get("/api/assets/mc-1").json()["notes"] == "first line\nsecond line"

@@ -37,7 +37,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, dict[st
         update_key_file=work / "update-key.pem",
         media_dir=work / "media",
         api_tokens=[TOKEN],
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
     )
     app = create_app(service=CloudService(settings_))
     try:

@@ -66,7 +66,9 @@ def test_strict_rejects_the_whole_file_and_reimport_updates(make_cloud: MakeClou
     setup_records(api)
     good = f"{HEADER}\nmh-1,manhole_cover,sewage,water,g-0001,31.2,121.4,,,first\n"
     bad = good + "mh-2,manhole_cover,lava,water,,1,1,,,\n"
-    r = api.post("/api/assets/import", params={"strict": True}, content=bad).json()
+    refused = api.post("/api/assets/import", params={"strict": True}, content=bad)
+    assert refused.status_code == 422  # a rejected file is the client's error, with the report
+    r = refused.json()["error"]
     assert r["rejected_file"] and r["imported"] == 0
     assert api.get("/api/assets").json()["total"] == 0
     assert api.post("/api/assets/import", content=good).json()["imported"] == 1
@@ -75,7 +77,7 @@ def test_strict_rejects_the_whole_file_and_reimport_updates(make_cloud: MakeClou
     a = api.get("/api/assets/mh-1").json()
     assert (a["notes"], a["subtype"]) == ("second", "storm_water")
     bad_header = "id,colour\nx,red\n"
-    r = api.post("/api/assets/import", content=bad_header).json()
+    r = api.post("/api/assets/import", content=bad_header).json()["error"]
     assert r["rejected_file"] and "header lacks column(s) kind" in r["errors"][0]["reason"]
 
 
