@@ -23,8 +23,11 @@ CLOSED: Event = {"kind": "closed"}
 
 
 class Subscription:
-    def __init__(self, hub: LiveHub, accept: Callable[[Event], bool], loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, hub: LiveHub, accept: Callable[[Event], bool], loop: asyncio.AbstractEventLoop, owner: int | None = None
+    ) -> None:
         self.hub = hub
+        self.owner = owner  # the user whose console reads it
         self.accept = accept
         self.loop = loop
         self.queue: asyncio.Queue[Event] = asyncio.Queue(QUEUE_MAX)
@@ -50,9 +53,9 @@ class LiveHub:
         self._subs: set[Subscription] = set()
         self._lock = threading.Lock()
 
-    def subscribe(self, accept: Callable[[Event], bool]) -> Subscription:
-        """Called on the event loop that will read the subscription."""
-        sub = Subscription(self, accept, asyncio.get_running_loop())
+    def subscribe(self, accept: Callable[[Event], bool], owner: int | None = None) -> Subscription:
+        """Called on the event loop that will read the subscription; ``owner``: the user reading it."""
+        sub = Subscription(self, accept, asyncio.get_running_loop(), owner)
         with self._lock:
             self._subs.add(sub)
         self.metrics.set("ce_live_subscribers", len(self._subs), "consoles connected to the live channel")
@@ -78,6 +81,15 @@ class LiveHub:
                 except RuntimeError:  # that loop has closed: the console is gone
                     self._remove(sub)
                     break
+
+    def end_user(self, user_id: int) -> int:
+        """End the streams of one user (disabled, or their password changed): at once, not at their next page."""
+        with self._lock:
+            subs = [s for s in self._subs if s.owner == user_id]
+        for sub in subs:
+            with contextlib.suppress(RuntimeError):
+                sub.loop.call_soon_threadsafe(sub._put, CLOSED)
+        return len(subs)
 
     def close(self) -> None:
         """Tell every console stream to end (the server is stopping)."""

@@ -84,6 +84,23 @@ def create_user(body: UserIn, svc: Service, user: CurrentUser) -> dict[str, Any]
     return _me(u)
 
 
+class UserChange(BaseModel):
+    disabled: bool | None = Field(default=None, description="true: the user cannot log in; their sessions end")
+    password: str | None = Field(default=None, min_length=10, max_length=200, description="a new password")
+
+
+@router.patch("/api/users/{username}", dependencies=[Depends(require_role("admin"))])
+def change_user(username: str, body: UserChange, svc: Service, user: CurrentUser) -> dict[str, Any]:
+    """Disable, enable, or set a new password: every session of that user ends, and their live streams with it."""
+    try:
+        uid = svc.auth.change(username, user.username, disabled=body.disabled, password=body.password)
+    except LookupError:
+        raise HTTPException(404, detail=f"no user {username}") from None
+    ended = svc.live.end_user(uid)
+    changed = {"disabled": body.disabled, "password_changed": body.password is not None}
+    return {"username": username, **changed, "streams_ended": ended}
+
+
 @router.get("/api/users", response_model=Page, dependencies=[Depends(require_role("admin"))])
 def list_users(conn: Conn, p: Paging) -> Page:
     c = a.users.c

@@ -4,8 +4,12 @@
   whether or not the user exists.
 * A session is a random 32-byte token in an HttpOnly, SameSite=Lax cookie; the database keeps only its sha256,
   with a per-session CSRF token that unsafe requests must echo in ``X-CSRF-Token``.
-* Logins are rate limited per user name and per client address (``MAX_FAILURES`` failures in
-  ``WINDOW_S``), answered with 429 and the time to wait.
+* Logins are limited per user name *and* client address together: after ``MAX_FAILURES`` failures in
+  ``WINDOW_S`` each further attempt from that address for that user waits twice as long as the last (up to
+  ``MAX_DELAY_S``), answered with 429 and the time to wait. Someone guessing from elsewhere slows only themselves:
+  the user still logs in from their own address. An address that tries many users is limited on its own
+  (``MAX_ADDRESS_FAILURES``).
+* Disabling a user or changing their password ends their sessions at once.
 * Every account change and login is written to the audit log.
 """
 
@@ -23,10 +27,12 @@ from pwdlib import PasswordHash
 from sqlalchemy import Engine, delete, select, update
 
 from cloud.db import schema_auth as a
-from cloud.ingest.store import now_ms
+from cloud.ingest.store import now_ms, printable
 
 MAX_FAILURES = 5
-WINDOW_S = 300.0
+MAX_ADDRESS_FAILURES = 50
+WINDOW_S = 900.0
+MAX_DELAY_S = 900
 SESSION_S = 12 * 3600
 _hasher = PasswordHash.recommended()
 _DUMMY = _hasher.hash("not a password")
@@ -115,8 +121,9 @@ class Auth:
         self.audit(by, "user.create", username, {"role": role, "department_id": department_id})
         return User(int(uid), username, role, department_id, resident_id, language)
 
-    def limited(self, keys: list[str]) -> int:
-        """Seconds to wait before another attempt for any of ``keys`` (0: go ahead)."""
+    def limited(self, keys: list[str], free: int = MAX_FAILURES) -> int:
+        """Seconds to wait before another attempt for any of ``keys`` (0: go ahead): nothing for the first
+        ``free`` failures in ``WINDOW_S``, then 1 s after the last failure, doubling with each one."""
         now = time.monotonic()
         worst = 0
         with self._lock:
@@ -124,8 +131,9 @@ class Auth:
                 q = self._failures.get(k)
                 while q and now - q[0] > WINDOW_S:
                     q.popleft()
-                if q and len(q) >= MAX_FAILURES:
-                    worst = max(worst, int(WINDOW_S - (now - q[0])) + 1)
+                if q and len(q) >= free:
+                    delay = min(MAX_DELAY_S, 2 ** (len(q) - free))
+                    worst = max(worst, int(delay - (now - q[-1])) + 1 if now - q[-1] < delay else 0)
         return worst
 
     def failed(self, keys: list[str]) -> None:
@@ -136,10 +144,11 @@ class Auth:
                 self._failures.setdefault(k, deque()).append(now)
 
     def login(self, username: str, password: str, client: str) -> tuple[str, Session]:
-        keys = [f"user:{username.lower()}", f"ip:{client}"]
-        wait = self.limited(keys)
+        pair, address = [f"user:{username.lower()}@{client}"], [f"ip:{client}"]
+        wait = max(self.limited(pair), self.limited(address, MAX_ADDRESS_FAILURES))
         if wait:
             raise RateLimited(wait)
+        keys = pair + address
         with self.engine.connect() as conn:
             row = conn.execute(select(a.users).where(a.users.c.username == username)).first()
         ok = _hasher.verify(password, row.password_hash if row else _DUMMY)
@@ -175,6 +184,27 @@ class Auth:
             row.expires_ms,
         )
 
+    def change(self, username: str, by: str, *, disabled: bool | None = None, password: str | None = None) -> int:
+        """Disable or enable a user, or set their password; either ends every session they have. Returns the
+        user's id (the caller ends their live streams too)."""
+        if password is not None and len(password) < 10:
+            raise ValueError("a password has at least 10 characters")
+        with self.engine.begin() as conn:
+            row = conn.execute(select(a.users.c.id).where(a.users.c.username == username)).first()
+            if row is None:
+                raise LookupError(f"user {username}")
+            values: dict[str, Any] = {}
+            if disabled is not None:
+                values["disabled"] = disabled
+            if password is not None:
+                values["password_hash"] = _hasher.hash(password)
+            if values:
+                conn.execute(update(a.users).where(a.users.c.id == row.id).values(**values))
+                conn.execute(delete(a.sessions).where(a.sessions.c.user_id == row.id))
+        what = {"disabled": disabled} if disabled is not None else {}
+        self.audit(by, "user.change", username, {**what, "password": password is not None})
+        return int(row.id)
+
     def set_language(self, user_id: int, language: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(update(a.users).where(a.users.c.id == user_id).values(language=language))
@@ -184,9 +214,14 @@ class Auth:
             conn.execute(delete(a.sessions).where(a.sessions.c.token_hash == _h(token)))
 
     def audit(self, username: str, action: str, target: str = "", detail: dict[str, Any] | None = None) -> None:
+        """One line in the audit log. ``username`` may be what a stranger typed at the login: kept to the column."""
         with self.engine.begin() as conn:
             conn.execute(
                 a.audit_log.insert().values(
-                    at_ms=now_ms(), username=username, action=action, target=target[:200], detail=detail or {}
+                    at_ms=now_ms(),
+                    username=printable(username, 64),
+                    action=action,
+                    target=printable(target, 200),
+                    detail=detail or {},
                 )
             )

@@ -23,7 +23,7 @@ KEEPALIVE_S = 15.0
 @router.get("/live")
 async def live(request: Request, svc: Service, page: Session) -> StreamingResponse:
     user = page.user
-    sub = svc.live.subscribe(lambda ev: sees_event(user, ev))
+    sub = svc.live.subscribe(lambda ev: sees_event(user, ev), owner=user.id)
 
     async def stream() -> AsyncIterator[bytes]:
         try:
