@@ -32,6 +32,20 @@ def run(
         overrides["ingest_workers"] = workers
     settings = Settings(**overrides)  # type: ignore[arg-type]
     setup_logging(settings.log_level)
+    if not settings.api_tokens:
+        from cloud.auth.service import Auth
+        from cloud.db.engine import make_engine
+        from cloud.db.engine import migrate as do_migrate
+
+        engine = make_engine(settings.database_url)
+        do_migrate(engine)
+        if not Auth(engine).has_users():
+            typer.echo(
+                "no account exists yet: the API and console stay closed (only /healthz answers) until you create the "
+                "first admin: civicedge cloud create-user NAME",
+                err=True,
+            )
+        engine.dispose()
     uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port, log_level=log_level)
 
 

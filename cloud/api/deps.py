@@ -40,14 +40,18 @@ Conn = Annotated[Connection, Depends(get_conn)]
 
 COOKIE = "ce_session"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-OPEN_USER = User(0, "local", "admin", None, None, "en")  # no tokens configured: a local demo, wide open
+FIRST_ADMIN_HINT = (
+    "no account exists yet: create the first admin where the cloud runs (civicedge cloud create-user NAME), "
+    "or give machines a token (CE_API_TOKENS=admin:<token>)"
+)
 
 
 def current_user(
     request: Request, svc: Service, cred: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> User:
-    """Who is asking: a browser session (cookie; unsafe methods must echo its CSRF token in ``X-CSRF-Token``),
-    a machine with a bearer token, or — while neither tokens nor accounts exist — the local demo user."""
+    """Who is asking: a browser session (cookie; unsafe methods must echo its CSRF token in ``X-CSRF-Token``) or
+    a machine with a bearer token (its role from ``CE_API_TOKENS``). Nobody else: before the first account or token
+    exists the API is closed, and says how to create the first admin."""
     token = request.cookies.get(COOKIE)
     if token:
         s = svc.auth.session(token)
@@ -65,8 +69,8 @@ def current_user(
             role, token = token_role(entry)
             if secrets.compare_digest(sent, token.encode()):
                 return User(0, f"api-token:{role}", role, None, None, "en")  # a machine, with the token's role
-    if not tokens and cred is None and not svc.auth.has_users():
-        return OPEN_USER  # a fresh local demo: nothing configured yet
+    if not tokens and not svc.auth.has_users():
+        raise HTTPException(401, detail=FIRST_ADMIN_HINT)
     raise HTTPException(
         401,
         detail="missing or invalid bearer token (Authorization: Bearer <token>); people log in at POST /auth/login",

@@ -41,6 +41,8 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 SITE = "riverside"
 TOKEN = "technician-tools-token"
+#: the admin token a test cloud answers (the API is closed until a token or an account exists)
+ADMIN_TOKEN = "test-admin-token-0000000001"
 MakeCloud = Callable[..., tuple[CloudService, TestClient]]
 
 
@@ -58,9 +60,14 @@ def make_cloud(db_url: str, mosquitto: Mosquitto, tmp_path: Path) -> Iterator[Ma
             "media_dir": tmp_path / "media",
             "ingest_batch_ms": 20,
         }
+        machine = "api_tokens" not in overrides  # a test that sets its own tokens speaks for itself
+        if machine:
+            defaults["api_tokens"] = [f"admin:{ADMIN_TOKEN}"]
         settings = Settings(_env_file=None, **(defaults | overrides))  # type: ignore[call-arg]
         svc = CloudService(settings)
-        client = TestClient(create_app(service=svc))
+        client = TestClient(
+            create_app(service=svc), headers={"Authorization": f"Bearer {ADMIN_TOKEN}"} if machine else None
+        )
         client.__enter__()
         clients.append(client)
         assert svc.workers[0].connected.wait(10) if svc.workers else True

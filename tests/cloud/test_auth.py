@@ -21,7 +21,11 @@ def login(client: TestClient, username: str, password: str) -> dict[str, str]:
 
 
 def test_first_admin_from_the_cli_then_sessions_csrf_roles_and_audit(make_cloud: MakeCloud, db_url: str) -> None:
-    _svc, client = make_cloud()
+    _svc, client = make_cloud(api_tokens=[])  # no token, no account: a fresh install
+    closed = client.get("/api/devices")
+    assert closed.status_code == 401 and "civicedge cloud create-user" in closed.json()["error"]
+    assert client.post("/api/sites", json={"id": "x", "name": "x"}).status_code == 401
+    assert client.get("/healthz").status_code == 200
     cli = subprocess.run(
         [sys.executable, "-m", "civicedge_cli", "cloud", "create-user", "chief", "--role", "admin", "--password-stdin"],
         input="correct horse battery\n",

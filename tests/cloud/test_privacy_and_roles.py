@@ -189,7 +189,7 @@ def test_a_resident_sees_and_answers_only_their_own_flat(make_cloud: MakeCloud) 
     with svc.engine.connect() as conn:  # the API is closed to the anonymous client once accounts exist
         audit = conn.execute(select(a.audit_log.c.username, a.audit_log.c.action)).all()
     assert ("chen", "login") in [tuple(r) for r in audit]
-    assert client.get("/api/devices").status_code == 401
+    assert TestClient(client.app).get("/api/devices").status_code == 401  # no cookie, no token
 
 
 async def test_the_live_channel_shows_each_department_its_own_alarms() -> None:
