@@ -219,9 +219,13 @@ def create_user(
 @app.command("broker-init")
 def broker_init(
     directory: Annotated[Path, typer.Argument(help="where to write mosquitto.conf, dynamic-security.json, the CA")],
-    host: Annotated[str, typer.Option(help="address the broker listens on")] = "0.0.0.0",
+    host: Annotated[
+        str,
+        typer.Option(help="address of the plain listener (the cloud's workers; loopback unless they run elsewhere)"),
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="plain MQTT port (keep it on a private network)")] = 1883,
     tls_port: Annotated[int, typer.Option(help="TLS port for devices (0: none)")] = 8883,
+    tls_bind: Annotated[str, typer.Option(help="address the TLS listener for devices binds to")] = "0.0.0.0",
     tls_host: Annotated[list[str], typer.Option(help="names/addresses in the broker's certificate")] = ["localhost"],  # noqa: B006
 ) -> None:
     """Lock a Mosquitto down: anonymous access off, per-device users and ACLs through the dynamic-security
@@ -233,7 +237,12 @@ def broker_init(
         raise typer.Exit(2)
     try:
         out = write_broker_files(
-            directory, host=host, port=port, tls_port=tls_port or None, tls_hosts=(*tls_host, "127.0.0.1")
+            directory,
+            host=host,
+            port=port,
+            tls_port=tls_port or None,
+            tls_bind=tls_bind,
+            tls_hosts=(*tls_host, "127.0.0.1"),
         )
     except BrokerError as exc:
         typer.echo(f"error: {exc}", err=True)

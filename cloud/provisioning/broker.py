@@ -105,15 +105,18 @@ def cloud_roles() -> list[dict[str, Any]]:
 def write_broker_files(
     directory: Path,
     *,
-    host: str = "0.0.0.0",
+    host: str = "127.0.0.1",
     port: int = 1883,
     tls_port: int | None = 8883,
+    tls_bind: str = "0.0.0.0",
     tls_hosts: tuple[str, ...] = ("localhost", "127.0.0.1"),
     ingest_password: str | None = None,
     cloud_password: str | None = None,
 ) -> dict[str, Any]:
     """Write ``mosquitto.conf``, ``dynamic-security.json`` (mode 0600) and the CA / server certificate into
-    ``directory``; return the paths and the cloud's passwords (shown once: put them in the cloud's settings)."""
+    ``directory``; return the paths and the cloud's passwords (shown once: put them in the cloud's settings).
+    The plain listener (the cloud's own workers) is bound to ``host``, loopback unless said otherwise; devices
+    use the TLS listener on ``tls_bind``."""
     directory.mkdir(parents=True, exist_ok=True)
     ingest_password = ingest_password or new_password()
     cloud_password = cloud_password or new_password()
@@ -139,7 +142,7 @@ def write_broker_files(
     if tls_port is not None:
         ca, ca_key = make_ca(directory)
         cert, key = issue_server_cert(directory, ca, ca_key, list(tls_hosts))
-        tls = f"listener {tls_port} {host}\ncafile {ca}\ncertfile {cert}\nkeyfile {key}\ntls_version tlsv1.2\n"
+        tls = f"listener {tls_port} {tls_bind}\ncafile {ca}\ncertfile {cert}\nkeyfile {key}\ntls_version tlsv1.2\n"
         out["ca"] = ca
     out["security"] = security_conf(dyn_path)
     out["tls"] = tls
@@ -152,7 +155,8 @@ def security_conf(dynsec_file: Path) -> str:
     """The lines that lock a Mosquitto down (first in its configuration file), and its limits:
 
     - ``max_packet_size``: a client that sends a packet larger than a message may be (the protocol's payload limit
-      with room for the topic) is disconnected before the cloud reads anything;
+      with room for the topic) is disconnected before the cloud reads anything; ``message_size_limit``: a payload
+      past the protocol's limit is dropped by the broker;
     - ``max_inflight_messages``: an ingestion worker acknowledges a message only once its batch is stored, so the
       broker must let a whole batch be in flight to it (Mosquitto's default, 20, would cap every batch at 20);
     - ``max_queued_messages 0`` with ``max_queued_bytes``: what waits for a slow worker is bounded by size, not by a
@@ -161,6 +165,7 @@ def security_conf(dynsec_file: Path) -> str:
     return (
         f"per_listener_settings false\nallow_anonymous false\nplugin {plugin_path()}\n"
         f"plugin_opt_config_file {dynsec_file}\nmax_packet_size {MAX_PACKET_BYTES}\n"
+        f"message_size_limit {MAX_PAYLOAD_BYTES}\n"
         f"max_inflight_messages {MAX_INFLIGHT}\nmax_queued_messages 0\nmax_queued_bytes {MAX_QUEUED_BYTES}\n"
     )
 
