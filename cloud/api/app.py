@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cloud.api.auth import router as auth_router
 from cloud.api.gate import router as gate_router
+from cloud.api.limits import BodyLimit
 from cloud.api.parking import router as parking_router
 from cloud.api.provisioning import router as provisioning_router
 from cloud.api.registry import router as registry_router
@@ -69,6 +70,8 @@ def create_app(settings: Settings | None = None, service: CloudService | None = 
     app.include_router(provisioning_router)
     app.include_router(updates_router)
     install_console(app)
+
+    app.add_middleware(BodyLimit)
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next: Any) -> Any:

@@ -98,14 +98,12 @@ def _face_models() -> tuple[FaceDetector, Embedder]:
 
 def _embed_photo(data: bytes) -> np.ndarray:
     """The same models as the gates (edge.vision), so cloud-made embeddings match gate-made ones."""
-    import io
-
-    from PIL import Image, UnidentifiedImageError
+    from cloud.images import ImageRefused, open_image
 
     try:
-        rgb = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-    except (UnidentifiedImageError, OSError):
-        raise GateError("the body is not a readable image (JPEG or PNG)") from None
+        rgb = np.asarray(open_image(data, ("JPEG", "PNG")).convert("RGB"))
+    except ImageRefused as exc:
+        raise GateError(str(exc)) from None
     det, emb = _face_models()
     faces = det.detect(rgb)
     if not faces:

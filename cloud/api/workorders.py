@@ -79,7 +79,7 @@ async def add_photo(
     svc: Service,
     user: CurrentUser,
     stage: Annotated[Literal["before", "after"], Query()],
-    by: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
+    by: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
 ) -> dict[str, Any]:
     """The image is the request body (JPEG, PNG or WebP, ≤ 10 MB); EXIF is stripped, a thumbnail made."""
     data = await request.body()

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import io
 import math
 import uuid
 from pathlib import Path
 from typing import Any, Final
 
-from PIL import Image, UnidentifiedImageError
 from sqlalchemy import Engine, select, update
 
 from cloud.db.schema_registry import assets, departments
 from cloud.db.schema_workorders import work_order_history, work_order_photos, work_orders
+from cloud.images import ImageRefused, open_image
 from cloud.ingest.store import now_ms
 
 #: hours to resolve, by priority (the SLA clock starts when the order is created)
@@ -210,12 +209,9 @@ class WorkOrders:
             raise WorkOrderError(f"photo larger than {MAX_PHOTO_BYTES // (1024 * 1024)} MB")
         self.get(wo_id)
         try:
-            img = Image.open(io.BytesIO(data))
-            if img.format not in ("JPEG", "PNG", "WEBP"):
-                raise WorkOrderError(f"photo must be JPEG, PNG or WebP, not {img.format}")
-            img.load()
-        except (UnidentifiedImageError, OSError):
-            raise WorkOrderError("not an image (JPEG, PNG or WebP expected)") from None
+            img = open_image(data)
+        except ImageRefused as exc:
+            raise WorkOrderError(f"photo: {exc}") from None
         rgb = img.convert("RGB")
         folder = self.media_dir / "work-orders" / str(wo_id)
         folder.mkdir(parents=True, exist_ok=True)

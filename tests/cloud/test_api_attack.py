@@ -3,6 +3,8 @@ in HTML fragments, numbers out of range, spreadsheet formulas in the registry ex
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -125,3 +127,34 @@ def test_a_registry_row_keeps_its_line_breaks_and_a_half_location_is_refused(mak
         {"line": 4, "reason": "a location needs both lat and lon (or neither)"}
     ]
     assert api.get("/api/assets/mc-1").json()["notes"] == "first line\nsecond line"
+
+
+def test_bodies_are_limited_before_they_are_read_and_pixel_bombs_refused(make_cloud: MakeCloud) -> None:
+    import io
+
+    from PIL import Image
+
+    _svc, api = make_cloud()
+    register(api, "riverside")
+    big = api.post(
+        "/api/sites", content=b"{" + b" " * (2 * 1024 * 1024) + b"}", headers={"Content-Type": "application/json"}
+    )
+    assert big.status_code == 413 and "larger than 1 MiB" in big.json()["error"]
+
+    def chunks() -> Any:
+        for _ in range(20):
+            yield b"x" * (1024 * 1024)
+
+    streamed = api.post("/api/residents/res-1/faces", content=chunks())  # no Content-Length: counted as it comes
+    assert streamed.status_code == 413
+    assert (
+        api.post("/api/sites/riverside/residents", json={"id": "res-1", "unit": "1203", "consent": True}).status_code
+        == 201
+    )
+    buf = io.BytesIO()
+    Image.new("1", (9000, 9000)).save(buf, "PNG")  # 81 megapixels in a few kilobytes
+    bomb = api.post("/api/residents/res-1/faces", content=buf.getvalue())
+    assert bomb.status_code == 422 and "megapixels" in bomb.json()["error"], bomb.text
+    wo = api.post("/api/work-orders", json={"title": "t"}).json()
+    photo = api.post(f"/api/work-orders/{wo['id']}/photos", params={"stage": "before"}, content=buf.getvalue())
+    assert photo.status_code == 422 and "megapixels" in photo.json()["error"], photo.text
