@@ -84,6 +84,10 @@ class Settings(BaseSettings):
     )
     timezone: str = Field(default="UTC", description="IANA zone for times on the console, e.g. Asia/Shanghai")
     secure_cookies: bool = Field(default=False, description="mark session cookies Secure (serve over HTTPS)")
+    ops_need_login: bool = Field(
+        default=False,
+        description="/metrics, /docs and /openapi.json only for staff (a session or a token); /healthz stays open",
+    )
     api_tokens: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="bearer tokens for /api, comma-separated; each `role:token` (admin or operator) or "

@@ -14,6 +14,7 @@ from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cloud.api.auth import router as auth_router
+from cloud.api.deps import allow
 from cloud.api.gate import router as gate_router
 from cloud.api.limits import BodyLimit
 from cloud.api.parking import router as parking_router
@@ -45,9 +46,12 @@ API_DOCS = ("/docs", "/redoc")
 
 
 def create_app(settings: Settings | None = None, service: CloudService | None = None) -> FastAPI:
+    settings = service.settings if service is not None else settings or Settings()
+    private_ops = settings.ops_need_login
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        svc = service or CloudService(settings or Settings())
+        svc = service or CloudService(settings)
         svc.start()
         app.state.service = svc
         try:
@@ -60,7 +64,22 @@ def create_app(settings: Settings | None = None, service: CloudService | None = 
         version=__version__,
         lifespan=lifespan,
         description="Devices, telemetry, events, alarms, dead letters and commands.",
+        # CE_OPS_NEED_LOGIN: the schema and its pages only for someone logged in (below)
+        openapi_url=None if private_ops else "/openapi.json",
+        docs_url=None if private_ops else "/docs",
+        redoc_url=None if private_ops else "/redoc",
     )
+    if private_ops:
+        from fastapi.openapi.docs import get_swagger_ui_html
+
+        @app.get("/openapi.json", include_in_schema=False, dependencies=[allow("devices.view")])
+        def private_openapi() -> JSONResponse:
+            return JSONResponse(app.openapi())
+
+        @app.get("/docs", include_in_schema=False, dependencies=[allow("devices.view")])
+        def private_docs() -> Any:
+            return get_swagger_ui_html(openapi_url="/openapi.json", title="CivicEdge cloud")
+
     app.include_router(auth_router)
     app.include_router(router)
     app.include_router(registry_router)
@@ -111,7 +130,12 @@ def create_app(settings: Settings | None = None, service: CloudService | None = 
         status, body = node_health(svc.engine, svc.workers, svc.metrics)
         return JSONResponse(body, status)
 
-    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
+    @app.get(
+        "/metrics",
+        tags=["ops"],
+        response_class=PlainTextResponse,
+        dependencies=[allow("devices.view")] if private_ops else [],
+    )
     def metrics(request: Request) -> str:
         svc: CloudService = request.app.state.service
         svc.gauges()

@@ -158,3 +158,14 @@ def test_bodies_are_limited_before_they_are_read_and_pixel_bombs_refused(make_cl
     wo = api.post("/api/work-orders", json={"title": "t"}).json()
     photo = api.post(f"/api/work-orders/{wo['id']}/photos", params={"stage": "before"}, content=buf.getvalue())
     assert photo.status_code == 422 and "megapixels" in photo.json()["error"], photo.text
+
+
+def test_metrics_and_docs_can_need_a_login(make_cloud: MakeCloud) -> None:
+    _svc, api = make_cloud(ops_need_login=True)
+    stranger = TestClient(api.app)
+    for path in ("/metrics", "/docs", "/openapi.json"):
+        assert stranger.get(path).status_code == 401, path
+        assert api.get(path).status_code == 200, path  # the admin token
+    assert stranger.get("/healthz").status_code == 200
+    headers = api.get("/api/devices").headers
+    assert headers["x-frame-options"] == "DENY" and headers["x-content-type-options"] == "nosniff"
