@@ -183,10 +183,16 @@ def create_work_order(svc: CloudService, user: User, **fields: Any) -> dict[str,
 # --- devices ---------------------------------------------------------------------------------------------
 
 
+#: commands that only their own action may send (a hand-made one would leave the broker and the device apart)
+RESERVED_COMMANDS = {"set-credentials": "POST /api/devices/{id}/rotate-credentials"}
+
+
 def send_command(
     svc: CloudService, user: User, device_id: str, name: str, args: dict[str, Any], ttl_s: float | None = None
 ) -> dict[str, Any]:
     need(user, "devices.command")
+    if name in RESERVED_COMMANDS:
+        raise ActionError(f"{name!r} is sent by its own action only ({RESERVED_COMMANDS[name]})")
     out = _command(svc, device_id, name, args, ttl_s or svc.settings.command_ttl_s)
     svc.auth.audit(user.username, "command.send", device_id, {"name": name})
     return out

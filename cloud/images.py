@@ -18,7 +18,9 @@ class ImageRefused(ValueError):
 def open_image(data: bytes, formats: tuple[str, ...] = ("JPEG", "PNG", "WEBP")) -> Image.Image:
     """The decoded image, or :class:`ImageRefused` with a reason a person can act on."""
     try:
-        img = Image.open(io.BytesIO(data))
+        img = Image.open(io.BytesIO(data), formats=formats)  # no other decoder ever looks at the bytes
+    except Image.DecompressionBombError:
+        raise ImageRefused(f"the image has too many pixels; at most {MAX_PIXELS // 1_000_000} megapixels") from None
     except (UnidentifiedImageError, OSError):
         raise ImageRefused(f"not an image ({', '.join(formats)} expected)") from None
     if img.format not in formats:

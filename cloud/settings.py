@@ -16,11 +16,10 @@ TOKEN_ROLES = ("admin", "operator")
 
 
 def token_role(entry: str) -> tuple[str, str]:
-    """``role:token`` → (role, token); a bare token acts as an operator."""
+    """``role:token`` → (role, token); a bare token (no ``:``) acts as an operator. A token never holds a ``:``
+    itself, so a role that is not one of :data:`TOKEN_ROLES` is a mistake the settings refuse."""
     role, sep, token = entry.partition(":")
-    if sep and role in TOKEN_ROLES:
-        return role, token
-    return "operator", entry
+    return (role, token) if sep else ("operator", entry)
 
 
 class Settings(BaseSettings):

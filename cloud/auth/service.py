@@ -7,8 +7,10 @@
 * Logins are limited per user name *and* client address together: after ``MAX_FAILURES`` failures in
   ``WINDOW_S`` each further attempt from that address for that user waits twice as long as the last (up to
   ``MAX_DELAY_S``), answered with 429 and the time to wait. Someone guessing from elsewhere slows only themselves:
-  the user still logs in from their own address. An address that tries many users is limited on its own
-  (``MAX_ADDRESS_FAILURES``).
+  the user still logs in from their own address. An address (IPv6: its /64) that tries many users is limited on
+  its own (``MAX_ADDRESS_FAILURES``), and a user guessed at from many addresses is slowed for everyone by short
+  delays (``MAX_USER_FAILURES``, at most ``MAX_USER_DELAY_S``). An attempt is counted before the password is
+  checked, so parallel guesses cannot all get through.
 * Disabling a user or changing their password ends their sessions at once.
 * Every account change and login is written to the audit log.
 """
@@ -16,6 +18,7 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import secrets
 import threading
 import time
@@ -31,6 +34,10 @@ from cloud.ingest.store import now_ms, printable
 
 MAX_FAILURES = 5
 MAX_ADDRESS_FAILURES = 50
+#: failures for one user from every address together before each attempt at that user waits (a distributed
+#: guesser is slowed; the delay stays short, so the user is never locked out for long)
+MAX_USER_FAILURES = 20
+MAX_USER_DELAY_S = 60
 WINDOW_S = 900.0
 MAX_DELAY_S = 900
 SESSION_S = 12 * 3600
@@ -65,6 +72,17 @@ class Session:
     expires_ms: int
 
 
+def address_group(client: str) -> str:
+    """The unit a client address is limited as: itself for IPv4, its /64 for IPv6 (one subscriber holds a /64)."""
+    try:
+        ip = ipaddress.ip_address(client)
+    except ValueError:
+        return client
+    if ip.version == 6:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
 def _h(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -73,6 +91,7 @@ class Auth:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._failures: dict[str, deque[float]] = {}
+        self._attempt_lock = threading.Lock()
         self._lock = threading.Lock()
         self._has_users: tuple[bool, float] | None = None
 
@@ -121,7 +140,7 @@ class Auth:
         self.audit(by, "user.create", username, {"role": role, "department_id": department_id})
         return User(int(uid), username, role, department_id, resident_id, language)
 
-    def limited(self, keys: list[str], free: int = MAX_FAILURES) -> int:
+    def limited(self, keys: list[str], free: int = MAX_FAILURES, cap: int = MAX_DELAY_S) -> int:
         """Seconds to wait before another attempt for any of ``keys`` (0: go ahead): nothing for the first
         ``free`` failures in ``WINDOW_S``, then 1 s after the last failure, doubling with each one."""
         now = time.monotonic()
@@ -132,9 +151,17 @@ class Auth:
                 while q and now - q[0] > WINDOW_S:
                     q.popleft()
                 if q and len(q) >= free:
-                    delay = min(MAX_DELAY_S, 2 ** (len(q) - free))
+                    delay = min(cap, 2 ** (len(q) - free))
                     worst = max(worst, int(delay - (now - q[-1])) + 1 if now - q[-1] < delay else 0)
         return worst
+
+    def forgive(self, keys: list[str]) -> None:
+        """Take back the attempt counted for ``keys`` (it succeeded)."""
+        with self._lock:
+            for k in keys:
+                q = self._failures.get(k)
+                if q:
+                    q.pop()
 
     def failed(self, keys: list[str]) -> None:
         """Count a failed attempt against each key (logins, claim tokens)."""
@@ -144,18 +171,26 @@ class Auth:
                 self._failures.setdefault(k, deque()).append(now)
 
     def login(self, username: str, password: str, client: str) -> tuple[str, Session]:
-        pair, address = [f"user:{username.lower()}@{client}"], [f"ip:{client}"]
-        wait = max(self.limited(pair), self.limited(address, MAX_ADDRESS_FAILURES))
-        if wait:
-            raise RateLimited(wait)
-        keys = pair + address
+        source = address_group(client)
+        name = username.lower()
+        pair, address, everyone = [f"user:{name}@{source}"], [f"ip:{source}"], [f"user:{name}"]
+        with self._attempt_lock:  # checked and counted together: parallel guesses cannot all pass the check
+            wait = max(
+                self.limited(pair),
+                self.limited(address, MAX_ADDRESS_FAILURES),
+                self.limited(everyone, MAX_USER_FAILURES, MAX_USER_DELAY_S),
+            )
+            if wait:
+                raise RateLimited(wait)
+            keys = pair + address + everyone
+            self.failed(keys)  # counted before the password is checked; taken back if it was right
         with self.engine.connect() as conn:
             row = conn.execute(select(a.users).where(a.users.c.username == username)).first()
         ok = _hasher.verify(password, row.password_hash if row else _DUMMY)
         if row is None or not ok or row.disabled:
-            self.failed(keys)
             self.audit(username, "login.failed", client)
             raise AuthError("wrong user name or password")
+        self.forgive(keys)
         token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
         expires = now_ms() + SESSION_S * 1000
         with self.engine.begin() as conn:

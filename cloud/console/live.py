@@ -11,7 +11,7 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from cloud.api.deps import Service
+from cloud.api.deps import COOKIE, Service
 from cloud.auth.scope import sees_event
 from cloud.console.app import Session
 from cloud.live import CLOSED
@@ -35,6 +35,9 @@ async def live(request: Request, svc: Service, page: Session) -> StreamingRespon
                 except TimeoutError:
                     if await request.is_disconnected():
                         return
+                    token = request.cookies.get(COOKIE)
+                    if not token or await asyncio.to_thread(svc.auth.session, token) is None:
+                        return  # logged out, expired, disabled, or a new password: the stream ends with the session
                     yield b": keep-alive\n\n"
                     continue
                 if ev is CLOSED:

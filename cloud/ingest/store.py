@@ -27,6 +27,8 @@ from protocol.topics import UPLINK, Topic, parse
 
 log = logging.getLogger("civicedge.cloud.ingest")
 MAX_DEAD_PAYLOAD = 64 * 1024
+#: how long a worker trusts its cached view of the device registry (site, kind, revoked)
+REGISTRY_CACHE_S = 30.0
 _HEALTH_METRICS = ("uptime_s", "cpu_load", "mem_rss_bytes", "disk_free_bytes", "outbox_bytes", "battery_v", "rssi_dbm")
 _MANHOLE_METRICS = ("tilt_deg", "battery_v", "water_level_cm", "gas_lel", "temperature_c", "rssi_dbm")
 
@@ -148,6 +150,7 @@ class Store:
         self.sites: dict[str, str] = {}  # device id → site id (known devices)
         self.revoked: set[str] = set()  # devices whose identity was revoked: everything they send is refused
         self._lock = threading.Lock()
+        self._cached_at = time.monotonic()
         dialect = engine.dialect.name
         self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
 
@@ -155,6 +158,12 @@ class Store:
 
     def _known(self, conn: Any, ids: set[str]) -> dict[str, str]:
         with self._lock:
+            if time.monotonic() - self._cached_at > REGISTRY_CACHE_S:
+                # re-read now and then: another node (or the API on another process) may have revoked or moved one
+                self.sites.clear()
+                self.kinds.clear()
+                self.revoked.clear()
+                self._cached_at = time.monotonic()
             missing = ids - self.sites.keys()
         if missing:
             rows = list(
@@ -427,7 +436,9 @@ class Store:
             vals: dict[str, Any] = {"status": b.status}
             if b.agent_version:
                 vals["agent_version"] = b.agent_version
-            conn.execute(update(t.devices).where(t.devices.c.id == dev).values(**vals))
+            # a revoked device stays revoked whatever it (or its last will) says: only an admin reinstates it
+            devs = t.devices.c
+            conn.execute(update(t.devices).where(devs.id == dev, devs.status != "revoked").values(**vals))
             res.live.append({"kind": "device", "device_id": dev, "site_id": top.site, "status": b.status})
         elif isinstance(b, m.AlarmRaise):
             raise_(b.key, b.code, b.severity, b.message, b.details)

@@ -20,7 +20,7 @@ from cloud.ingest.store import now_ms
 from cloud.registry.catalog import ASSET_KINDS, COVER_SUBTYPES
 
 #: a cell a spreadsheet would run as a formula starts with one of these (OWASP "CSV injection")
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "＝", "＋", "－", "＠")  # the full-width ones too
 COLUMNS = ("id", "kind", "subtype", "department_id", "grid_cell_id", "lat", "lon", "device_id", "install_date", "notes")
 CHUNK = 2000
 
@@ -108,7 +108,16 @@ def parse(
         report.rejected = True
         return
     seen: set[str] = set()
-    for rec in reader:
+    records = iter(reader)
+    while True:
+        try:
+            rec = next(records)
+        except StopIteration:
+            break
+        except csv.Error as exc:  # a field past the parser's limit, a stray quote: that row, not the whole import
+            report.rows += 1
+            report.errors.append((reader.line_num, f"unreadable row: {exc}"))
+            continue
         line = reader.line_num
         report.rows += 1
         if None in rec:

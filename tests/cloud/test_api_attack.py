@@ -169,3 +169,40 @@ def test_metrics_and_docs_can_need_a_login(make_cloud: MakeCloud) -> None:
     assert stranger.get("/healthz").status_code == 200
     headers = api.get("/api/devices").headers
     assert headers["x-frame-options"] == "DENY" and headers["x-content-type-options"] == "nosniff"
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG that claims ``width``×``height`` pixels in a few dozen bytes (a decompression bomb's header)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def test_hostile_uploads_and_commands_are_refused_not_errors(make_cloud: MakeCloud) -> None:
+    _svc, api = make_cloud()
+    register(api, "riverside", "gate-01")
+    wo = api.post("/api/work-orders", json={"title": "t"}).json()
+    bomb = api.post(
+        f"/api/work-orders/{wo['id']}/photos", params={"stage": "before"}, content=_png_header_only(20000, 20000)
+    )
+    assert bomb.status_code == 422 and "megapixels" in bomb.json()["error"], bomb.text
+    csv = "id,kind,subtype,department_id,grid_cell_id,lat,lon,device_id,install_date,notes\n"
+    csv += f'mc-1,manhole_cover,sewage,,,,,,,"{"x" * 200_000}"\nmc-2,manhole_cover,sewage,,,,,,,fine\n'
+    r = api.post("/api/assets/import", content=csv, headers={"Content-Type": "text/csv"})
+    assert r.status_code == 200 and "unreadable row" in r.json()["errors"][0]["reason"], r.text
+    hand_made = api.post("/api/devices/gate-01/commands", json={"name": "set-credentials", "args": {"password": "x"}})
+    assert hand_made.status_code == 422 and "rotate-credentials" in hand_made.json()["error"]
+    stranger = TestClient(api.app)
+    assert stranger.post("/api/updates", content=b"x" * (2 * 1024 * 1024)).status_code == 413  # before who-are-you
+    assert api.post("/api/updatesx", content=b"x" * (2 * 1024 * 1024)).status_code == 413
+
+
+def test_a_token_with_an_unknown_role_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CE_API_TOKENS", f"Admin:{ADMIN_TOKEN}")
+    with pytest.raises(ValueError, match="role is one of admin, operator"):
+        Settings(_env_file=None)  # type: ignore[call-arg]

@@ -430,3 +430,17 @@ def test_chaos_cloud_prints_its_report_and_loses_nothing(db_url: str) -> None:
     assert report["lost"] == 0 and report["valid_sent"] == report["valid_stored"] > 0
     assert report["hostile_sent"] > 0 and report["stalled_at_end"] is False
     assert {"malformed_json", "schema", "not_permitted", "spoofed_device"} <= set(report["dead_letters"])
+
+
+def test_a_revoked_device_stays_revoked_whatever_a_stale_worker_heard(store: Store) -> None:
+    """A worker that cached the device before another node revoked it still may not un-revoke it."""
+    from sqlalchemy import update as sql_update
+
+    from protocol.messages import DeviceState
+
+    assert store.write_batch([inbound(DeviceState(status="online"), channel="state")[0]]).stored == 1
+    with store.engine.begin() as conn:  # revoked elsewhere: this store's cache does not know yet
+        conn.execute(sql_update(t.devices).where(t.devices.c.id == DEV).values(status="revoked"))
+    store.write_batch([inbound(DeviceState(status="offline"), channel="state")[0]])  # its last will
+    with store.engine.connect() as conn:
+        assert conn.execute(select(t.devices.c.status).where(t.devices.c.id == DEV)).scalar_one() == "revoked"
