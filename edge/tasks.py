@@ -34,11 +34,28 @@ async def cancel_and_wait(
         first = False
         _, pending = await asyncio.wait(pending, timeout=grace_s)
         if pending and loop.time() > deadline:
-            raise RuntimeError(f"tasks would not stop within {give_up_s:.0f} s: {', '.join(_names(pending))}")
+            where = "; ".join(_where(t) for t in pending)
+            raise RuntimeError(f"tasks would not stop within {give_up_s:.0f} s: {', '.join(_names(pending))} ({where})")
     failed = [exc for t in tasks if not t.cancelled() and (exc := t.exception()) is not None]
     if failed and raise_errors:
         raise failed[0]
 
 
+def _where(task: asyncio.Future[Any]) -> str:
+    """Where a task that will not stop is waiting (its innermost frames), for the error that names it."""
+    if not isinstance(task, asyncio.Task):
+        return repr(task)
+    frames = task.get_stack(limit=3)
+    return " > ".join(f"{f.f_code.co_name}:{f.f_lineno}" for f in frames) or "no frame"
+
+
 def _names(tasks: set[asyncio.Future[Any]]) -> list[str]:
     return sorted(t.get_name() if isinstance(t, asyncio.Task) else repr(t) for t in tasks)
+
+
+def raise_if_cancelled(exc: BaseException) -> None:
+    """Re-raise a cancellation a library turned into an error of its own (pymodbus answers a cancelled request
+    with ``ModbusIOException``): a loop that catches that error must still stop when its task was cancelled."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError from exc

@@ -20,7 +20,6 @@ Scheduling (``policy``):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 import time
@@ -29,6 +28,7 @@ from typing import Any, Literal
 
 from edge.drivers.modbus import bounded
 from edge.store import open_sqlite
+from edge.tasks import raise_if_cancelled
 from edge.units.base import Unit, UnitContext
 from edge.units.parking_config import ParkingLiftConfig
 from protocol import new_id
@@ -219,6 +219,7 @@ class ParkingLiftUnit(Unit):
                     await self._clear(f"lift.{self.cfg.tower}.comm_lost", "PLC answering again")
                 await self._progress()
             except (TimeoutError, ModbusException, ConnectionError, OSError) as exc:
+                raise_if_cancelled(exc)
                 if self.comm_ok and time.monotonic() - self._last_ok > self.cfg.watchdog_s:
                     self.comm_ok = False
                     await self._alarm(
@@ -438,9 +439,11 @@ class ParkingLiftUnit(Unit):
                 for lf in self.lifts:
                     if lf.job is None and lf.safe and lf.state == p.STATE_IDLE:
                         await self._start_next(lf)
-            with contextlib.suppress(TimeoutError):
+            try:
                 async with asyncio.timeout(self.cfg.poll_s * 2):
                     await self._wake.wait()
+            except TimeoutError as exc:  # (3.11 may report a cancel that raced the timeout as the timeout)
+                raise_if_cancelled(exc)
 
     async def _start_next(self, lf: LiftView) -> None:
         job = self._pick(lf)
@@ -454,6 +457,7 @@ class ParkingLiftUnit(Unit):
             try:
                 job.seq = await self._write(lf, cmd, job.floor, job.bay)
             except Exception as exc:
+                raise_if_cancelled(exc)
                 log.warning("command not written", extra={"error": str(exc)})
                 return
         lf.queue.remove(job)
@@ -470,10 +474,13 @@ class ParkingLiftUnit(Unit):
         if floor in (lf.floor, lf.moving_to):
             return
         async with self._lock:
-            with contextlib.suppress(Exception):
+            try:
                 seq = await self._write(lf, p.CMD_MOVE, floor, 1)
-                lf.job = Job(new_id(), "move", subject, lf.index, floor, 1, created=self.now(), seq=seq)
-                lf.moving_to = floor
+            except Exception as exc:  # a move ahead of time is a nicety: not now, then
+                raise_if_cancelled(exc)
+                return
+            lf.job = Job(new_id(), "move", subject, lf.index, floor, 1, created=self.now(), seq=seq)
+            lf.moving_to = floor
 
     # --- commands --------------------------------------------------------------------------------------
 
