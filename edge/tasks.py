@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from typing import Any
 
 log = logging.getLogger("civicedge.edge.tasks")
@@ -39,6 +40,32 @@ async def cancel_and_wait(
     failed = [exc for t in tasks if not t.cancelled() and (exc := t.exception()) is not None]
     if failed and raise_errors:
         raise failed[0]
+
+
+async def run_together(**loops: Coroutine[Any, Any, Any]) -> None:
+    """Run the named coroutines as child tasks until one fails or this task is cancelled, then stop the rest
+    for sure. ``asyncio.TaskGroup`` cancels its children once and then waits for ever: a child whose
+    cancellation ``wait_for`` dropped keeps its parent (and the agent waiting for it) alive. Here the children
+    are cancelled again until they end, even while the caller repeats its own cancel. The first child's error
+    is raised; a child that returns simply ends."""
+    tasks = [asyncio.create_task(coro, name=name) for name, coro in loops.items()]
+    try:
+        pending = set(tasks)
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
+            for t in done:
+                if not t.cancelled() and t.exception() is not None:
+                    raise t.exception()  # type: ignore[misc]
+    finally:
+        cancelled = False
+        while True:
+            try:
+                await cancel_and_wait(*tasks)
+                break
+            except asyncio.CancelledError:
+                cancelled = True  # the caller cancels again: the children are still stopping; keep at it
+        if cancelled:
+            raise asyncio.CancelledError
 
 
 def _where(task: asyncio.Future[Any]) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 
 from edge.drivers.anpr import AnprSource, build_anpr
 from edge.drivers.io import IO, DriverError, build_io
+from edge.tasks import run_together
 from edge.units.allowlist import Allowlist
 from edge.units.barrier_config import BarrierConfig
 from edge.units.base import Unit, UnitContext
@@ -51,11 +52,12 @@ class BarrierUnit(Unit):
         await self.anpr.start()
         await self._announce()
         try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._watch_plates(), name="barrier-anpr")
-                tg.create_task(self._watch_loop(), name="barrier-loop")
-                tg.create_task(self._closer(), name="barrier-closer")
-                tg.create_task(self._sync_check(), name="barrier-sync-check")
+            await run_together(
+                barrier_anpr=self._watch_plates(),
+                barrier_loop=self._watch_loop(),
+                barrier_closer=self._closer(),
+                barrier_sync_check=self._sync_check(),
+            )
         finally:
             self.closed = True
             await self.anpr.close()

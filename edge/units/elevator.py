@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edge.drivers.boardlink import BoardLink
+from edge.tasks import run_together
 from edge.units.base import Unit, UnitContext
 from edge.units.elevator_config import ElevatorConfig
 from protocol import serial_frame as sf
@@ -108,10 +109,11 @@ class ElevatorUnit(Unit):
         ctx.register_command("elevator-status", self._cmd_status)
         await self.link.open()
         try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._consume(), name="elevator-samples")
-                tg.create_task(self._watch_link(), name="elevator-link")
-                tg.create_task(self._totals(), name="elevator-totals")
+            await run_together(
+                elevator_samples=self._consume(),
+                elevator_link=self._watch_link(),
+                elevator_totals=self._totals(),
+            )
         finally:
             await self.link.close()
 

@@ -18,6 +18,7 @@ from typing import Any
 from edge.drivers.camera import Frame, FrameSource, OpenCVCamera
 from edge.drivers.io import IO, DriverError, build_io
 from edge.i18n import prompt_text
+from edge.tasks import run_together
 from edge.units.base import Unit, UnitContext
 from edge.units.gate_config import GateConfig
 from edge.units.media import jpeg_snapshot
@@ -109,10 +110,11 @@ class GateUnit(Unit):
             await self._lock_fault(exc)
         await self._announce_gallery()
         try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._watch_inputs(), name="gate-inputs")
-                tg.create_task(self._watch_camera(camera), name="gate-camera")
-                tg.create_task(self._sync_check(), name="gate-sync-check")
+            await run_together(
+                gate_inputs=self._watch_inputs(),
+                gate_camera=self._watch_camera(camera),
+                gate_sync_check=self._sync_check(),
+            )
         finally:
             self.closed = True  # the uplink may still hand over a gallery message: it is not for a closed gallery
             for t in self._tasks:

@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from edge.drivers.modbus import bounded
 from edge.store import open_sqlite
-from edge.tasks import raise_if_cancelled
+from edge.tasks import raise_if_cancelled, run_together
 from edge.units.base import Unit, UnitContext
 from edge.units.parking_config import ParkingLiftConfig
 from protocol import new_id
@@ -154,10 +154,11 @@ class ParkingLiftUnit(Unit):
             ctx.register_command(name, handler)
         await self._connect()
         try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._poll_loop(), name="parking-poll")
-                tg.create_task(self._dispatch_loop(), name="parking-dispatch")
-                tg.create_task(self._telemetry_loop(), name="parking-telemetry")
+            await run_together(
+                parking_poll=self._poll_loop(),
+                parking_dispatch=self._dispatch_loop(),
+                parking_telemetry=self._telemetry_loop(),
+            )
         finally:
             if self._client is not None:
                 self._client.close()

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from edge.tasks import cancel_and_wait
+from edge.tasks import cancel_and_wait, run_together
 
 
 class Poller:
@@ -97,3 +97,45 @@ async def test_a_task_that_failed_on_its_own_is_raised_only_when_asked() -> None
     await cancel_and_wait(t)  # stopping the agent: the failure was reported when it happened
     with pytest.raises(ValueError, match="port went away"):
         await cancel_and_wait(t, raise_errors=True)  # a test helper: the failure is the test's business
+
+
+async def test_a_unit_whose_loop_swallowed_the_cancel_still_stops() -> None:
+    """``asyncio.TaskGroup`` cancels its children once: a loop that lost that cancel kept the unit (and the
+    agent stopping it) waiting for ever. ``run_together`` cancels the children again while its caller does."""
+    p = Poller()
+    beats = 0
+
+    async def beat() -> None:
+        nonlocal beats
+        while True:
+            beats += 1
+            await asyncio.sleep(0.01)
+
+    unit = asyncio.create_task(run_together(poll=p.run(), beat=beat()))
+    await p.asking.wait()
+    assert p.answer is not None
+    p.answer.set_result(1)
+    unit.cancel()  # the child's wait_for sees the answer and the cancel in one turn
+    await cancel_and_wait(unit, grace_s=0.1, give_up_s=5)
+    assert unit.cancelled()
+    settled = beats
+    await asyncio.sleep(0.05)
+    assert beats == settled  # no child outlived its unit
+
+
+async def test_one_failing_loop_stops_its_siblings_and_its_error_is_raised() -> None:
+    stopped = asyncio.Event()
+
+    async def sibling() -> None:
+        try:
+            await asyncio.sleep(10)
+        finally:
+            stopped.set()
+
+    async def broken() -> None:
+        await asyncio.sleep(0)
+        raise OSError("serial port gone")
+
+    with pytest.raises(OSError, match="serial port gone"):
+        await run_together(sibling=sibling(), broken=broken())
+    assert stopped.is_set()
