@@ -143,6 +143,7 @@ def _wo_live(svc: CloudService, wo: dict[str, Any], event: str) -> None:
                 "state": wo["state"],
                 "title": wo["title"],
                 "department_id": wo["department_id"],
+                "asset_id": wo.get("asset_id"),
             }
         ]
     )

@@ -15,7 +15,7 @@ from cloud.commands import CommandPublisher, load_or_create_key
 from cloud.db import schema as t
 from cloud.db import schema_gate as g
 from cloud.db.engine import make_engine, migrate
-from cloud.db.schema_registry import assets
+from cloud.db.schema_registry import assets, confidential_subtypes
 from cloud.gate.service import GateService
 from cloud.ingest.health import IngestWatch, ingest_report
 from cloud.ingest.store import BatchResult, Store, now_ms
@@ -142,22 +142,40 @@ class CloudService:
             self.rules.on_batch(res)
 
     def publish_live(self, events: list[dict[str, Any]]) -> None:
-        """Push events to the consoles, alarms labelled with the department owning the device's asset."""
-        devs = {e["device_id"] for e in events if e.get("kind") == "alarm" and "department_id" not in e}
-        if devs:
+        """Push events to the consoles, alarms and work orders labelled with the department owning the asset and
+        whether its subtype is confidential (who may see them is decided from these labels; an event that could
+        not be labelled is kept from everyone but admins and its department)."""
+        devs = {e["device_id"] for e in events if e.get("kind") == "alarm" and "confidential" not in e}
+        wos = {e["asset_id"] for e in events if e.get("kind") == "workorder" and e.get("asset_id")}
+        owners: dict[str, tuple[str | None, bool]] = {}
+        by_asset: dict[str, bool] = {}
+        if devs or wos:
+            secret = assets.c.subtype.in_(select(confidential_subtypes.c.subtype))
             try:
                 with self.engine.connect() as conn:
-                    owners = dict(
-                        conn.execute(
-                            select(assets.c.device_id, assets.c.department_id).where(assets.c.device_id.in_(devs))
-                        ).all()
-                    )
+                    if devs:
+                        q = select(assets.c.device_id, assets.c.department_id, secret).where(
+                            assets.c.device_id.in_(devs)
+                        )
+                        owners = {d: (dept, bool(c)) for d, dept, c in conn.execute(q)}
+                    if wos:
+                        by_asset = {
+                            a: bool(c) for a, c in conn.execute(select(assets.c.id, secret).where(assets.c.id.in_(wos)))
+                        }
             except Exception:
                 log.exception("live channel: department lookup failed")
-                owners = {}
+                owners, by_asset = {}, {}
+                devs = wos = set()
             for e in events:
-                if e.get("kind") == "alarm":
-                    e.setdefault("department_id", owners.get(e["device_id"]))
+                if e.get("kind") == "alarm" and "confidential" not in e:
+                    if e["device_id"] in devs:
+                        dept, confidential = owners.get(e["device_id"], (None, False))
+                        e.setdefault("department_id", dept)
+                        e["confidential"] = confidential
+                elif e.get("kind") == "workorder" and "confidential" not in e:
+                    asset = e.get("asset_id")
+                    if not asset or asset in wos:
+                        e["confidential"] = by_asset.get(asset, False) if asset else False
         self.live.publish(*events)
 
     def _retention_loop(self) -> None:

@@ -8,10 +8,12 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
-from sqlalchemy import select
+from sqlalchemy import delete, insert, select
 
-from cloud.api.deps import Conn, Page, Paging, Service, allow, insert_new, paged, require_token
-from cloud.db.schema_registry import assets, departments, grid_cells
+from cloud.api.deps import Conn, CurrentUser, Page, Paging, Service, allow, insert_new, paged, require_token
+from cloud.auth.scope import asset_filter
+from cloud.db.schema_registry import assets, confidential_subtypes, departments, grid_cells
+from cloud.ingest.store import now_ms
 from cloud.registry.catalog import ASSET_KINDS, COVER_SUBTYPES
 from cloud.registry.csvio import export_assets, import_assets
 
@@ -36,9 +38,50 @@ class GridCellIn(BaseModel):
     worker_contact: str = Field(default="", max_length=200)
 
 
-@router.get("/registry/catalog", dependencies=[allow("assets.view")])
-def catalog() -> dict[str, Any]:
-    return {"kinds": list(ASSET_KINDS), "cover_subtypes": list(COVER_SUBTYPES)}
+Subtype = Annotated[str, Field(min_length=1, max_length=48, pattern=r"^[a-z0-9][a-z0-9_]*$")]
+
+
+class Catalog(BaseModel):
+    kinds: list[str]
+    cover_subtypes: list[str]
+    confidential_subtypes: list[str] = Field(description="seen only by the owning department and admins")
+
+
+class ConfidentialIn(BaseModel):
+    subtypes: list[Subtype] = Field(
+        max_length=200, description="the whole list: subtypes left out are no longer confidential"
+    )
+
+
+def _confidential(conn: Any) -> list[str]:
+    return [
+        r[0] for r in conn.execute(select(confidential_subtypes.c.subtype).order_by(confidential_subtypes.c.subtype))
+    ]
+
+
+@router.get("/registry/catalog", response_model=Catalog, dependencies=[allow("assets.view")])
+def catalog(conn: Conn) -> Catalog:
+    return Catalog(
+        kinds=list(ASSET_KINDS), cover_subtypes=list(COVER_SUBTYPES), confidential_subtypes=_confidential(conn)
+    )
+
+
+@router.put("/registry/confidential-subtypes", response_model=Catalog, dependencies=[allow("registry.confidential")])
+def set_confidential(body: ConfidentialIn, svc: Service, user: CurrentUser) -> Catalog:
+    """Mark which asset subtypes only their owning department and admins may see (audited)."""
+    wanted = sorted(set(body.subtypes))
+    with svc.engine.begin() as conn:
+        before = _confidential(conn)
+        conn.execute(delete(confidential_subtypes))
+        if wanted:
+            at = now_ms()
+            conn.execute(
+                insert(confidential_subtypes),
+                [{"subtype": s, "marked_ms": at, "marked_by": user.username} for s in wanted],
+            )
+    svc.auth.audit(user.username, "registry.confidential", "", {"before": before, "after": wanted})
+    with svc.engine.connect() as conn:
+        return catalog(conn)
 
 
 @router.get("/departments", response_model=Page, dependencies=[allow("assets.view")])
@@ -67,6 +110,7 @@ def create_grid_cell(body: GridCellIn, svc: Service) -> dict[str, Any]:
 def list_assets(
     conn: Conn,
     p: Paging,
+    user: CurrentUser,
     kind: str | None = None,
     subtype: str | None = None,
     department: str | None = None,
@@ -74,7 +118,7 @@ def list_assets(
     device: str | None = None,
 ) -> Page:
     c = assets.c
-    q = select(assets).order_by(c.id)
+    q = select(assets).where(asset_filter(user)).order_by(c.id)
     for col, value in (
         (c.kind, kind),
         (c.subtype, subtype),
@@ -88,8 +132,8 @@ def list_assets(
 
 
 @router.get("/assets/{asset_id}", dependencies=[allow("assets.view")])
-def get_asset(asset_id: str, conn: Conn) -> dict[str, Any]:
-    row = conn.execute(select(assets).where(assets.c.id == asset_id)).first()
+def get_asset(asset_id: str, conn: Conn, user: CurrentUser) -> dict[str, Any]:
+    row = conn.execute(select(assets).where(assets.c.id == asset_id, asset_filter(user))).first()
     if row is None:
         raise HTTPException(404, detail=f"no asset {asset_id!r}")
     return dict(row._mapping)
@@ -117,9 +161,9 @@ async def import_csv(
 
 
 @router.get("/assets.csv", response_class=StreamingResponse, dependencies=[allow("assets.view")])
-def export_csv(svc: Service) -> StreamingResponse:
+def export_csv(svc: Service, user: CurrentUser) -> StreamingResponse:
     return StreamingResponse(
-        export_assets(svc.engine),
+        export_assets(svc.engine, asset_filter(user)),
         media_type="text/csv",
         headers={"Content-Disposition": 'attachment; filename="assets.csv"'},
     )

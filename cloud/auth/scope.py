@@ -3,17 +3,20 @@
 Roles: ``admin`` (everything, accounts), ``operator`` (the command centre: everything but accounts),
 ``department`` (its own department's alarms and work orders), ``grid_worker`` (reports issues, sees its own
 reports), ``resident`` (its own flat's visitors, cars and parking).
+
+Assets of a subtype marked confidential in the registry (public security video, confidential lines), and the
+alarms and work orders on them, are seen only by admins and the department that owns the asset.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, false, select, true
+from sqlalchemy import ColumnElement, and_, false, or_, select, true
 
 from cloud.auth.service import User
 from cloud.db import schema as t
-from cloud.db.schema_registry import assets
+from cloud.db.schema_registry import assets, confidential_subtypes
 from cloud.db.schema_workorders import work_orders
 
 _STAFF = frozenset({"admin", "operator"})
@@ -33,6 +36,7 @@ PERMS: dict[str, frozenset[str]] = {
     "workorders.close": _STAFF,
     "workorders.report": _STAFF | {"grid_worker"},
     "assets.view": _STAFF | {"department"},
+    "registry.confidential": frozenset({"admin"}),  # which subtypes only their department may see
     "gate.view": _STAFF,
     "residents.manage": _STAFF,
     "parking.view": _STAFF,
@@ -55,10 +59,41 @@ def home(user: User) -> str:
     return {"grid_worker": "/console/m/report", "resident": "/console/m/home"}.get(user.role, "/console/")
 
 
+def _is_confidential() -> ColumnElement[bool]:
+    return assets.c.subtype.in_(select(confidential_subtypes.c.subtype))
+
+
+def confidential_assets() -> Any:
+    """Ids of the assets of a confidential subtype (a subquery)."""
+    return select(assets.c.id).where(_is_confidential())
+
+
+def confidential_devices() -> Any:
+    """Devices fitted to assets of a confidential subtype (a subquery, without NULLs so NOT IN works)."""
+    return select(assets.c.device_id).where(_is_confidential(), assets.c.device_id.is_not(None))
+
+
+def asset_filter(user: User) -> ColumnElement[bool]:
+    """The registry rows this user may see."""
+    if user.role == "admin":
+        return true()
+    open_ = ~_is_confidential()
+    if user.role == "operator":
+        return open_
+    if user.role == "department" and user.department_id:
+        return or_(open_, assets.c.department_id == user.department_id)
+    return false()
+
+
 def work_order_filter(user: User) -> ColumnElement[bool]:
     c = work_orders.c
-    if user.role in _STAFF:
+    if user.role == "admin":
         return true()
+    if user.role == "operator":
+        return and_(
+            or_(c.asset_id.is_(None), c.asset_id.not_in(confidential_assets())),
+            or_(c.device_id.is_(None), c.device_id.not_in(confidential_devices())),
+        )
     if user.role == "department":
         return c.department_id == user.department_id if user.department_id else false()
     if user.role == "grid_worker":
@@ -72,20 +107,25 @@ def department_devices(department_id: str) -> Any:
 
 
 def alarm_filter(user: User) -> ColumnElement[bool]:
-    if user.role in _STAFF:
+    if user.role == "admin":
         return true()
+    if user.role == "operator":
+        return t.alarms.c.device_id.not_in(confidential_devices())
     if user.role == "department" and user.department_id:
         return t.alarms.c.device_id.in_(department_devices(user.department_id))
     return false()
 
 
 def sees_event(user: User, ev: dict[str, Any]) -> bool:
-    """Whether a live-channel event is for this user (events carry ``department_id`` where one applies)."""
+    """Whether a live-channel event is for this user (alarm and work-order events carry ``department_id`` and
+    ``confidential``; an event not yet labelled is treated as confidential)."""
     kind = ev.get("kind")
     if kind in ("resync", "closed"):
         return True
-    if user.role in _STAFF:
+    if user.role == "admin":
         return True
+    if user.role == "operator":
+        return kind not in ("alarm", "workorder") or ev.get("confidential") is False
     if user.role == "department" and user.department_id:
         return kind in ("alarm", "workorder") and ev.get("department_id") == user.department_id
     return False  # residents' and grid workers' phone views poll their own short lists

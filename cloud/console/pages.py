@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from cloud import actions
 from cloud.api.deps import Service
-from cloud.auth.scope import alarm_filter, can, work_order_filter
+from cloud.auth.scope import alarm_filter, asset_filter, can, work_order_filter
 from cloud.console.app import Session, act, check_csrf
 from cloud.console.render import SEVERITIES, WO_STATES, render
 from cloud.console.shapes import asset_map, bay_grid
@@ -127,7 +127,7 @@ def devices(
     with svc.engine.connect() as conn:
         rows = rows_of(conn.execute(q.limit(500)))
         sites = [r[0] for r in conn.execute(select(t.sites.c.id).order_by(t.sites.c.id))]
-        kinds = [r[0] for r in conn.execute(select(c.kind).distinct().order_by(c.kind))]
+        kinds = [r[0] for r in conn.execute(select(c.kind).where(asset_filter(page.user)).distinct().order_by(c.kind))]
     for r in rows:
         r["outbox"] = _outbox_depth(r["health"])
     return render(
@@ -348,7 +348,7 @@ def asset_list(
 ) -> HTMLResponse:
     page.need("assets.view")
     c = assets.c
-    q = select(assets).order_by(c.id)
+    q = select(assets).where(asset_filter(page.user)).order_by(c.id)
     for col, v in ((c.kind, kind), (c.department_id, department), (c.grid_cell_id, cell)):
         if v:
             q = q.where(col == v)
@@ -363,7 +363,7 @@ def asset_list(
                 .limit(20_000)
             )
         ]
-        kinds = [r[0] for r in conn.execute(select(c.kind).distinct().order_by(c.kind))]
+        kinds = [r[0] for r in conn.execute(select(c.kind).where(asset_filter(page.user)).distinct().order_by(c.kind))]
         depts = rows_of(conn.execute(select(departments.c.id, departments.c.name).order_by(departments.c.id)))
         cells = [r[0] for r in conn.execute(select(grid_cells.c.id).order_by(grid_cells.c.id))]
     return render(

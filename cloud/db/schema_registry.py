@@ -46,3 +46,13 @@ assets = Table(
     Index("ix_assets_kind_subtype", "kind", "subtype"),
     Index("ix_assets_device", "device_id"),
 )
+
+#: Asset subtypes only their owning department and admins may see (public security video, confidential lines):
+#: their assets, and the alarms and work orders on them, are left out for everyone else (migration 0012).
+confidential_subtypes = Table(
+    "confidential_subtypes",
+    metadata,
+    Column("subtype", String(48), primary_key=True),
+    Column("marked_ms", BigInteger, nullable=False),
+    Column("marked_by", String(100), nullable=False, default=""),
+)

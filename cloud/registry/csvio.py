@@ -175,14 +175,15 @@ def import_assets(
     return report
 
 
-def export_assets(engine: Engine) -> Iterator[str]:
-    """The registry as CSV, the same columns the import takes."""
+def export_assets(engine: Engine, where: Any = None) -> Iterator[str]:
+    """The registry as CSV, the same columns the import takes (only the rows ``where`` selects, if given)."""
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(COLUMNS)
     yield buf.getvalue()
     with engine.connect() as conn:
-        for r in conn.execute(select(*[assets.c[c] for c in COLUMNS]).order_by(assets.c.id)):
+        q = select(*[assets.c[c] for c in COLUMNS]).order_by(assets.c.id)
+        for r in conn.execute(q if where is None else q.where(where)):
             buf.seek(0)
             buf.truncate()
             w.writerow([neutralise(v) for v in r])

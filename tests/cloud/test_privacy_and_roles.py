@@ -199,8 +199,22 @@ async def test_the_live_channel_shows_each_department_its_own_alarms() -> None:
     resident = User(3, "r", "resident", None, "res-1", "en")
     subs = {u.username: hub.subscribe(lambda ev, u=u: sees_event(u, ev)) for u in (water, ops, resident)}
     events = [
-        {"kind": "alarm", "event": "raised", "id": 1, "device_id": "mh-1", "department_id": "water"},
-        {"kind": "alarm", "event": "raised", "id": 2, "device_id": "mh-2", "department_id": "roads"},
+        {
+            "kind": "alarm",
+            "event": "raised",
+            "id": 1,
+            "device_id": "mh-1",
+            "department_id": "water",
+            "confidential": False,
+        },
+        {
+            "kind": "alarm",
+            "event": "raised",
+            "id": 2,
+            "device_id": "mh-2",
+            "department_id": "roads",
+            "confidential": False,
+        },
         {"kind": "gate", "device_id": "gate-01", "decision": "open"},
     ]
     await asyncio.to_thread(hub.publish, *events)  # from another thread, as ingestion does

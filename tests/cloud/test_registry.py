@@ -126,3 +126,97 @@ def test_cli_import_lists_bad_lines(make_cloud: MakeCloud, db_url: str, tmp_path
     )
     assert strict.returncode == 1 and "rejected: nothing imported" in strict.stderr
     assert api.get("/api/assets").json()["total"] == 1
+
+
+def test_confidential_assets_are_seen_only_by_their_department_and_admins(make_cloud: MakeCloud, mosquitto) -> None:  # type: ignore[no-untyped-def]
+    """Playing an operator and another department: a public-security camera's cover is invisible to them in the
+    registry, its CSV export, the console, the alarm list and the live channel; its own department and admins
+    see it; only an admin changes which subtypes are confidential (audited)."""
+    import paho.mqtt.publish as mqtt_publish
+    from sqlalchemy import select
+
+    from cloud.auth.scope import sees_event
+    from cloud.auth.service import User
+    from cloud.db import schema_auth as a
+    from protocol import encode, envelope
+    from protocol.messages import AlarmRaise
+    from protocol.topics import topic
+    from tests.cloud.conftest import register
+    from tests.cloud.test_auth import login
+    from tests.waits import wait
+
+    svc, admin = make_cloud()
+    setup_records(admin)
+    assert admin.post("/api/departments", json={"id": "police", "name": "Public Security"}).status_code == 201
+    register(admin, "riverside", "mh-sec", "mh-open")
+    body = "\n".join(
+        [
+            HEADER,
+            "cctv-1,manhole_cover,public_security_video,police,g-0001,31.2304,121.4737,mh-sec,,",
+            "sew-1,manhole_cover,sewage,water,g-0001,31.2310,121.4740,mh-open,,",
+        ]
+    )
+    assert admin.post("/api/assets/import", content=body, headers={"content-type": "text/csv"}).status_code == 200
+    pw = "correct horse battery"
+    svc.auth.create_user("ops", pw, "operator")
+    svc.auth.create_user("pol", pw, "department", department_id="police")
+    svc.auth.create_user("wat", pw, "department", department_id="water")
+    clients = {}
+    for name in ("ops", "pol", "wat"):
+        c = TestClient(admin.app)
+        login(c, name, pw)
+        clients[name] = c
+    for seq, dev in enumerate(("mh-sec", "mh-open"), 1):
+        raise_ = AlarmRaise(key="tilt", code="cover.tilt", severity="critical", message="cover lifted")
+        mqtt_publish.single(
+            topic("riverside", dev, "alm"),
+            encode(envelope(raise_, dev=dev, seq=seq)),
+            qos=1,
+            hostname=mosquitto.host,
+            port=mosquitto.port,
+        )
+    wait(lambda: admin.get("/api/alarms").json()["total"] == 2, 10, "both alarms stored")
+
+    def ids(c: TestClient, path: str, key: str = "id") -> set[str]:
+        return {str(i[key]) for i in c.get(path).json()["items"]}
+
+    assert ids(admin, "/api/assets") == {"cctv-1", "sew-1"}
+    assert ids(clients["pol"], "/api/assets") == {"cctv-1", "sew-1"}
+    assert ids(clients["ops"], "/api/assets") == ids(clients["wat"], "/api/assets") == {"sew-1"}
+    assert clients["ops"].get("/api/assets/cctv-1").status_code == 404
+    assert clients["pol"].get("/api/assets/cctv-1").status_code == 200
+    assert "cctv-1" not in clients["ops"].get("/api/assets.csv").text
+    assert "cctv-1" in admin.get("/api/assets.csv").text
+    page = clients["ops"].get("/console/assets")
+    assert page.status_code == 200 and "sew-1" in page.text and "cctv-1" not in page.text
+    assert ids(clients["ops"], "/api/alarms", "device_id") == {"mh-open"}
+    assert ids(clients["pol"], "/api/alarms", "device_id") == {"mh-sec"}
+    assert ids(admin, "/api/alarms", "device_id") == {"mh-sec", "mh-open"}
+
+    # the live channel: events are labelled from the registry, and the operator's console is not sent the secret one
+    sent: list[dict] = []
+    svc.live.publish = lambda *evs: sent.extend(evs)  # type: ignore[method-assign]
+    svc.publish_live(
+        [
+            {"kind": "alarm", "event": "raised", "id": 1, "device_id": "mh-sec"},
+            {"kind": "alarm", "event": "raised", "id": 2, "device_id": "mh-open"},
+            {"kind": "workorder", "event": "dispatch", "id": 7, "asset_id": "cctv-1", "department_id": "police"},
+        ]
+    )
+    ops = User(9, "ops", "operator", None, None, "en")
+    pol = User(10, "pol", "department", "police", None, "en")
+    assert [e["id"] for e in sent if sees_event(ops, e)] == [2]
+    assert [e["id"] for e in sent if sees_event(pol, e)] == [1, 7]
+    assert not sees_event(ops, {"kind": "alarm", "id": 3, "device_id": "x"})  # unlabelled: kept back
+
+    # only an admin decides what is confidential
+    ops_csrf = login(clients["ops"], "ops", pw)
+    denied = clients["ops"].put("/api/registry/confidential-subtypes", json={"subtypes": []}, headers=ops_csrf)
+    assert denied.status_code == 403
+    assert admin.put("/api/registry/confidential-subtypes", json={"subtypes": ["Bad Name"]}).status_code == 422
+    opened = admin.put("/api/registry/confidential-subtypes", json={"subtypes": ["military_confidential"]})
+    assert opened.status_code == 200 and opened.json()["confidential_subtypes"] == ["military_confidential"]
+    assert ids(clients["ops"], "/api/assets") == {"cctv-1", "sew-1"}
+    with svc.engine.connect() as conn:
+        actions = [r.action for r in conn.execute(select(a.audit_log.c.action))]
+    assert "registry.confidential" in actions
