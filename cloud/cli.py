@@ -163,6 +163,10 @@ def import_assets_cmd(
         typer.echo(f"{file}:{line}: {reason}", err=True)
     if len(report.errors) > 200:
         typer.echo(f"… and {len(report.errors) - 200} more bad rows", err=True)
+    for line, reason in report.warnings[:50]:
+        typer.echo(f"{file}:{line}: warning: {reason}", err=True)
+    if len(report.warnings) > 50:
+        typer.echo(f"… and {len(report.warnings) - 50} more warnings", err=True)
     if report.rejected:
         typer.echo(f"rejected: nothing imported ({len(report.errors)} problem(s))", err=True)
         raise typer.Exit(1)

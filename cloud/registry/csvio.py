@@ -75,6 +75,7 @@ class ImportReport:
     rows: int = 0
     imported: int = 0
     errors: list[tuple[int, str]] = field(default_factory=list)  # (line number, reason)
+    warnings: list[tuple[int, str]] = field(default_factory=list)  # imported, but worth a look
     rejected: bool = False
 
     def as_dict(self) -> dict[str, Any]:
@@ -83,6 +84,7 @@ class ImportReport:
             "imported": self.imported,
             "rejected_file": self.rejected,
             "errors": [{"line": n, "reason": r} for n, r in self.errors],
+            "warnings": [{"line": n, "reason": r} for n, r in self.warnings],
         }
 
 
@@ -142,6 +144,16 @@ def parse(
             report.errors.append((line, f"id: {row.id!r} appears twice in the file"))
             continue
         seen.add(row.id)
+        for name in ("subtype", "notes"):
+            raw = (rec.get(name) or "").strip()  # as the file has it: an exported, neutralised cell starts with '
+            if raw.startswith(FORMULA_START):
+                report.warnings.append(
+                    (
+                        line,
+                        f"{name}: starts with {raw[0]!r}, which a spreadsheet runs as a formula; stored as text "
+                        "and exported with a leading '",
+                    )
+                )
         yield row
 
 
