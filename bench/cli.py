@@ -41,6 +41,20 @@ def ingest(
 
 
 @app.command()
+def fuzz(
+    examples: Annotated[int, typer.Option(help="generated requests per operation and mode (valid, refused)")] = 100,
+    json_out: Annotated[bool, typer.Option("--json", help="compact JSON")] = False,
+) -> None:
+    """The API fuzzer against the cloud's OpenAPI schema: requests sent, operations that answered 5xx."""
+    from bench.fuzz import run
+
+    report = run(examples)
+    print(json.dumps(report, indent=None if json_out else 2))
+    if report["failures"]:
+        raise typer.Exit(1)
+
+
+@app.command()
 def rules(
     rounds: Annotated[int, typer.Option(help="rounds; medians are reported")] = 3,
     json_out: Annotated[bool, typer.Option("--json", help="compact JSON")] = False,

@@ -37,11 +37,17 @@ class BundleError(ValueError):
         self.detail = detail
 
 
+#: a dotted version with an optional suffix (``1.4.0``, ``1.4.0-rc1``, ``1.4.0+build.7``)
+VERSION_PATTERN = r"^[0-9]+(\.[0-9]+)*([-+][0-9A-Za-z.-]+)?$"
+
+
 class Manifest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     kind: str = Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=32)
-    version: str = Field(max_length=40)
-    min_version: str | None = Field(default=None, max_length=40, description="installs only over this or newer")
+    version: str = Field(max_length=40, pattern=VERSION_PATTERN)  # it names files and URLs: no "/" or ".." tricks
+    min_version: str | None = Field(
+        default=None, max_length=40, pattern=VERSION_PATTERN, description="installs only over this or newer"
+    )
     files: dict[str, str] = Field(description="path → sha256 hex")
     created_ts: int
     notes: str = Field(default="", max_length=2000)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from cloud.api.deps import COOKIE, Conn, CurrentUser, Page, Paging, Service, paged, require_role
+from cloud.api.deps import COOKIE, Conn, CurrentUser, Page, Paging, Service, Username, paged, require_role
 from cloud.auth.service import AuthError, RateLimited, User
 from cloud.db import schema_auth as a
 
@@ -90,7 +90,7 @@ class UserChange(BaseModel):
 
 
 @router.patch("/api/users/{username}", dependencies=[Depends(require_role("admin"))])
-def change_user(username: str, body: UserChange, svc: Service, user: CurrentUser) -> dict[str, Any]:
+def change_user(username: Username, body: UserChange, svc: Service, user: CurrentUser) -> dict[str, Any]:
     """Disable, enable, or set a new password: every session of that user ends, and their live streams with it."""
     try:
         uid = svc.auth.change(username, user.username, disabled=body.disabled, password=body.password)

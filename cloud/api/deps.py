@@ -7,7 +7,7 @@ import secrets
 from collections.abc import Iterator
 from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Query, Request
+from fastapi import Depends, HTTPException, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 from sqlalchemy import Connection, Select, Table, func, select
@@ -18,8 +18,21 @@ from cloud.auth.service import User
 from cloud.ingest.store import now_ms
 from cloud.service import CloudService
 from cloud.settings import token_role
+from protocol.limits import LINE_PATTERN, MAX_ID_LEN
 
 _bearer = HTTPBearer(auto_error=False)
+
+# What ids in a path look like, so the schema (and its fuzzer) says so and a stray value is a 422, not a lookup.
+#: sites and devices: their ids are MQTT topic levels
+SiteId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LEN, pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
+DeviceId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LEN, pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
+#: records the cloud or a registry names: assets, residents, media refs, commands, bundles, rollouts, requests
+RecordKey = Annotated[str, Path(min_length=1, max_length=MAX_ID_LEN, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]
+#: an update bundle: ``<kind>-<version>``
+BundleId = Annotated[str, Path(min_length=3, max_length=80, pattern=r"^[a-z][a-z0-9_]*-[0-9][0-9A-Za-z.+-]*$")]
+Username = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$")]
+#: a plate as registered (Chinese characters included): one line of text
+PlatePath = Annotated[str, Path(min_length=1, max_length=16, pattern=LINE_PATTERN)]
 
 
 def get_service(request: Request) -> CloudService:

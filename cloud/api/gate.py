@@ -16,7 +16,23 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from cloud import actions
-from cloud.api.deps import Conn, CurrentUser, Page, Paging, Service, acting, allow, page, paged, require_token, run
+from cloud.api.deps import (
+    Conn,
+    CurrentUser,
+    DeviceId,
+    Page,
+    Paging,
+    PlatePath,
+    RecordKey,
+    Service,
+    SiteId,
+    acting,
+    allow,
+    page,
+    paged,
+    require_token,
+    run,
+)
 from cloud.db import schema as t
 from cloud.db import schema_gate as g
 from cloud.gate.service import GateError
@@ -49,14 +65,14 @@ class ResidentIn(BaseModel):
 
 
 @router.post("/sites/{site_id}/residents", status_code=201, dependencies=[allow("residents.manage")])
-def add_resident(site_id: str, body: ResidentIn, svc: Service, user: CurrentUser) -> dict[str, Any]:
+def add_resident(site_id: SiteId, body: ResidentIn, svc: Service, user: CurrentUser) -> dict[str, Any]:
     out = _call(svc.gate.add_resident, site_id, body.id, body.unit, body.name, body.consent, user.username)
     svc.auth.audit(user.username, "resident.create", body.id, {"consent": body.consent})
     return out  # type: ignore[no-any-return]
 
 
 @router.get("/sites/{site_id}/residents", response_model=Page, dependencies=[allow("residents.manage")])
-def list_residents(site_id: str, conn: Conn, p: Paging, unit: str | None = None) -> Page:
+def list_residents(site_id: SiteId, conn: Conn, p: Paging, unit: str | None = None) -> Page:
     q = select(g.residents).where(g.residents.c.site_id == site_id).order_by(g.residents.c.id)
     if unit:
         q = q.where(g.residents.c.unit == unit)
@@ -64,19 +80,19 @@ def list_residents(site_id: str, conn: Conn, p: Paging, unit: str | None = None)
 
 
 @router.delete("/residents/{resident_id}", dependencies=[allow("residents.manage")])
-def remove_resident(resident_id: str, svc: Service, user: CurrentUser) -> dict[str, Any]:
+def remove_resident(resident_id: RecordKey, svc: Service, user: CurrentUser) -> dict[str, Any]:
     """Delete the resident; their faces are erased from every gate (follow it at GET /api/erasures)."""
     return run(actions.erase_resident, svc, user, resident_id, "deleted")  # type: ignore[no-any-return]
 
 
 @router.post("/residents/{resident_id}/consent", dependencies=[allow("residents.manage")])
-def record_consent(resident_id: str, svc: Service, user: CurrentUser) -> dict[str, Any]:
+def record_consent(resident_id: RecordKey, svc: Service, user: CurrentUser) -> dict[str, Any]:
     """Record the resident's consent to face recognition (needed before any face is enrolled)."""
     return run(actions.record_consent, svc, user, resident_id)  # type: ignore[no-any-return]
 
 
 @router.post("/residents/{resident_id}/consent/withdraw", dependencies=[allow("residents.manage")])
-def withdraw_consent(resident_id: str, svc: Service, user: CurrentUser) -> dict[str, Any]:
+def withdraw_consent(resident_id: RecordKey, svc: Service, user: CurrentUser) -> dict[str, Any]:
     """Consent withdrawn: the resident stays (plates, visitors) but their faces are erased from every gate."""
     return run(actions.erase_resident, svc, user, resident_id, "withdrawn")  # type: ignore[no-any-return]
 
@@ -112,7 +128,7 @@ def _embed_photo(data: bytes) -> np.ndarray:
 
 
 @router.post("/residents/{resident_id}/faces", status_code=201, dependencies=[allow("residents.manage")])
-async def add_face_photo(resident_id: str, request: Request, svc: Service) -> dict[str, Any]:
+async def add_face_photo(resident_id: RecordKey, request: Request, svc: Service) -> dict[str, Any]:
     """The photo is the request body (JPEG/PNG ≤ 10 MB); only its embedding is kept, never the image."""
     data = await request.body()
     if not data or len(data) > MAX_PHOTO:
@@ -126,7 +142,7 @@ class EmbeddingsIn(BaseModel):
 
 
 @router.post("/residents/{resident_id}/embeddings", status_code=201, dependencies=[allow("residents.manage")])
-def add_embeddings(resident_id: str, body: EmbeddingsIn, svc: Service) -> dict[str, Any]:
+def add_embeddings(resident_id: RecordKey, body: EmbeddingsIn, svc: Service) -> dict[str, Any]:
     """Embeddings made elsewhere with the same model (128 little-endian float32, base64)."""
     try:
         vecs = [np.frombuffer(base64.b64decode(e, validate=True), dtype="<f4") for e in body.embeddings_b64]
@@ -144,14 +160,14 @@ class PlateIn(BaseModel):
 
 
 @router.post("/sites/{site_id}/plates", status_code=201, dependencies=[allow("residents.manage")])
-def add_plate(site_id: str, body: PlateIn, svc: Service) -> dict[str, Any]:
+def add_plate(site_id: SiteId, body: PlateIn, svc: Service) -> dict[str, Any]:
     return _call(  # type: ignore[no-any-return]
         svc.gate.add_plate, site_id, body.plate, body.holder, body.kind, body.valid_from_ms, body.valid_until_ms
     )
 
 
 @router.get("/sites/{site_id}/plates", response_model=Page, dependencies=[allow("residents.manage")])
-def list_plates(site_id: str, conn: Conn, p: Paging, holder: str | None = None) -> Page:
+def list_plates(site_id: SiteId, conn: Conn, p: Paging, holder: str | None = None) -> Page:
     q = select(g.plates).where(g.plates.c.site_id == site_id).order_by(g.plates.c.plate)
     if holder:
         q = q.where(g.plates.c.holder == holder)
@@ -159,7 +175,7 @@ def list_plates(site_id: str, conn: Conn, p: Paging, holder: str | None = None) 
 
 
 @router.delete("/sites/{site_id}/plates/{plate}", dependencies=[allow("residents.manage")])
-def remove_plate(site_id: str, plate: str, svc: Service) -> dict[str, Any]:
+def remove_plate(site_id: SiteId, plate: PlatePath, svc: Service) -> dict[str, Any]:
     return _call(svc.gate.remove_plate, site_id, plate)  # type: ignore[no-any-return]
 
 
@@ -193,13 +209,13 @@ class AnswerIn(BaseModel):
 
 
 @router.post("/visitor-requests/{request_id}/answer", dependencies=[allow("visitors.answer")])
-def answer_visitor(request_id: str, body: AnswerIn, svc: Service, user: CurrentUser) -> dict[str, Any]:
+def answer_visitor(request_id: RecordKey, body: AnswerIn, svc: Service, user: CurrentUser) -> dict[str, Any]:
     """The resident's answer goes to the gate as a signed command that expires with the request."""
     return run(actions.answer_visitor, svc, acting(user, body.by), request_id, body.approved)  # type: ignore[no-any-return]
 
 
 @router.get("/media/{device_id}/{ref}", dependencies=[allow("visitors.answer")])
-def get_media(device_id: str, ref: str, conn: Conn, svc: Service, user: CurrentUser) -> Response:
+def get_media(device_id: DeviceId, ref: RecordKey, conn: Conn, svc: Service, user: CurrentUser) -> Response:
     """A picture a device sent (``ref`` as the device named it). Residents see only the snapshot of a visitor to
     their own flat, taken by the gate that raised the request."""
     m = g.media.c

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from cloud import actions
-from cloud.api.deps import Conn, CurrentUser, Page, Paging, Service, allow, paged, require_token, run
+from cloud.api.deps import Conn, CurrentUser, DeviceId, Page, Paging, Service, allow, paged, require_token, run
 from cloud.db import schema as t
 
 router = APIRouter(prefix="/api/parking", dependencies=[Depends(require_token)], tags=["parking"])
@@ -21,14 +21,14 @@ class RetrieveIn(BaseModel):
 
 
 @router.post("/{device_id}/retrieve", status_code=202, dependencies=[allow("parking.retrieve")])
-def retrieve(device_id: str, body: RetrieveIn, svc: Service, user: CurrentUser) -> dict[str, Any]:
+def retrieve(device_id: DeviceId, body: RetrieveIn, svc: Service, user: CurrentUser) -> dict[str, Any]:
     """Ask the tower for a car (a resident: one of their own plates); the answer (request id, ETA) comes back
     as the command's acknowledgement and the ``lift.request`` / ``lift.result`` events."""
     return run(actions.retrieve_car, svc, user, device_id, body.subject, body.by)  # type: ignore[no-any-return]
 
 
 @router.get("/{device_id}/status", dependencies=[allow("parking.view")])
-def status(device_id: str, conn: Conn) -> dict[str, Any]:
+def status(device_id: DeviceId, conn: Conn) -> dict[str, Any]:
     """The newest ``lift.status`` of each lift of the tower."""
     c = t.messages.c
     rows = conn.execute(
@@ -44,7 +44,7 @@ def status(device_id: str, conn: Conn) -> dict[str, Any]:
 
 
 @router.get("/{device_id}/requests", response_model=Page, dependencies=[allow("parking.view")])
-def requests(device_id: str, conn: Conn, p: Paging) -> Page:
+def requests(device_id: DeviceId, conn: Conn, p: Paging) -> Page:
     """Requests and their results, newest first (``lift.request`` and ``lift.result`` events)."""
     c = t.messages.c
     q = (

@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
 from cloud import actions
-from cloud.api.deps import CurrentUser, Service, allow, run
+from cloud.api.deps import CurrentUser, DeviceId, Service, SiteId, allow, run
 from cloud.provisioning.service import ClaimError
 
 router = APIRouter(tags=["provisioning"])
@@ -22,7 +22,7 @@ class ClaimIn(BaseModel):
 
 
 @router.post("/api/sites/{site_id}/claims", status_code=201, dependencies=[allow("devices.provision")])
-def new_claim(site_id: str, body: ClaimIn, svc: Service, user: CurrentUser) -> dict[str, Any]:
+def new_claim(site_id: SiteId, body: ClaimIn, svc: Service, user: CurrentUser) -> dict[str, Any]:
     """A single-use claim token for one new device at the site (shown once; only its hash is kept)."""
     return run(actions.new_claim, svc, user, site_id, body.ttl_s, body.kind, body.note)  # type: ignore[no-any-return]
 
@@ -58,18 +58,18 @@ def provision(body: ProvisionIn, request: Request, svc: Service) -> dict[str, An
 
 
 @router.post("/api/devices/{device_id}/revoke", dependencies=[allow("devices.provision")])
-def revoke(device_id: str, svc: Service, user: CurrentUser) -> dict[str, Any]:
+def revoke(device_id: DeviceId, svc: Service, user: CurrentUser) -> dict[str, Any]:
     """Lock the device out: disabled at the broker (its connection drops) and refused by ingestion."""
     return run(actions.revoke_device, svc, user, device_id)  # type: ignore[no-any-return]
 
 
 @router.post("/api/devices/{device_id}/reinstate", dependencies=[allow("devices.reinstate")])
-def reinstate(device_id: str, svc: Service, user: CurrentUser) -> dict[str, Any]:
+def reinstate(device_id: DeviceId, svc: Service, user: CurrentUser) -> dict[str, Any]:
     """Undo a revocation (admins only, audited): the device may then be claimed again for new credentials."""
     return run(actions.reinstate_device, svc, user, device_id)  # type: ignore[no-any-return]
 
 
 @router.post("/api/devices/{device_id}/rotate-credentials", status_code=202, dependencies=[allow("devices.provision")])
-def rotate(device_id: str, svc: Service, user: CurrentUser) -> dict[str, Any]:
+def rotate(device_id: DeviceId, svc: Service, user: CurrentUser) -> dict[str, Any]:
     """Send the device a new broker password; the broker switches once the device acknowledges."""
     return run(actions.rotate_credentials, svc, user, device_id)  # type: ignore[no-any-return]

@@ -10,7 +10,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import delete, insert, select
 
-from cloud.api.deps import Conn, CurrentUser, Page, Paging, Service, allow, insert_new, paged, require_token
+from cloud.api.deps import Conn, CurrentUser, Page, Paging, RecordKey, Service, allow, insert_new, paged, require_token
 from cloud.auth.scope import asset_filter
 from cloud.db.schema_registry import assets, confidential_subtypes, departments, grid_cells
 from cloud.ingest.store import now_ms
@@ -132,7 +132,7 @@ def list_assets(
 
 
 @router.get("/assets/{asset_id}", dependencies=[allow("assets.view")])
-def get_asset(asset_id: str, conn: Conn, user: CurrentUser) -> dict[str, Any]:
+def get_asset(asset_id: RecordKey, conn: Conn, user: CurrentUser) -> dict[str, Any]:
     row = conn.execute(select(assets).where(assets.c.id == asset_id, asset_filter(user))).first()
     if row is None:
         raise HTTPException(404, detail=f"no asset {asset_id!r}")

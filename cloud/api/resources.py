@@ -12,8 +12,10 @@ from cloud import actions
 from cloud.api.deps import (
     Conn,
     CurrentUser,
+    DeviceId,
     Page,
     Paging,
+    RecordKey,
     Service,
     acting,
     allow,
@@ -135,7 +137,7 @@ def create_devices(body: DevicesIn, svc: Service) -> dict[str, int]:
 
 
 @router.get("/devices/{device_id}", tags=["devices"], dependencies=[allow("devices.view")])
-def get_device(device_id: str, conn: Conn) -> dict[str, Any]:
+def get_device(device_id: DeviceId, conn: Conn) -> dict[str, Any]:
     row = conn.execute(select(t.devices).where(t.devices.c.id == device_id)).first()
     if row is None:
         raise HTTPException(404, detail=f"no device {device_id!r}")
@@ -150,7 +152,7 @@ def get_device(device_id: str, conn: Conn) -> dict[str, Any]:
 
 @router.get("/devices/{device_id}/telemetry", tags=["telemetry"], dependencies=[allow("devices.view")])
 def telemetry(
-    device_id: str,
+    device_id: DeviceId,
     conn: Conn,
     metric: Annotated[str, Query(description="metric name")],
     since: Annotated[int | None, Query(ge=0, le=2**53, description="ms since epoch (default: 1 h ago)")] = None,
@@ -284,7 +286,7 @@ class CommandIn(BaseModel):
 @router.post(
     "/devices/{device_id}/commands", status_code=202, tags=["commands"], dependencies=[allow("devices.command")]
 )
-def send_command(device_id: str, body: CommandIn, svc: Service, user: CurrentUser) -> dict[str, Any]:
+def send_command(device_id: DeviceId, body: CommandIn, svc: Service, user: CurrentUser) -> dict[str, Any]:
     try:
         validate_id(device_id, "device")
         validate_name(body.name)
@@ -294,7 +296,7 @@ def send_command(device_id: str, body: CommandIn, svc: Service, user: CurrentUse
 
 
 @router.get("/commands/{cid}", tags=["commands"], dependencies=[allow("devices.view")])
-def get_command(cid: str, conn: Conn) -> dict[str, Any]:
+def get_command(cid: RecordKey, conn: Conn) -> dict[str, Any]:
     row = conn.execute(select(t.commands).where(t.commands.c.cid == cid)).first()
     if row is None:
         raise HTTPException(404, detail=f"no command {cid!r}")

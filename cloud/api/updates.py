@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from cloud import actions
-from cloud.api.deps import Conn, CurrentUser, Service, allow, run
+from cloud.api.deps import BundleId, Conn, CurrentUser, RecordKey, Service, allow, run
 from cloud.db import schema_updates as u
 
 router = APIRouter(tags=["updates"])
@@ -32,7 +32,7 @@ def list_bundles(conn: Conn) -> list[dict[str, Any]]:
 
 @router.get("/updates/{bundle_id}/download", response_class=FileResponse)
 def download(
-    bundle_id: str,
+    bundle_id: BundleId,
     svc: Service,
     device: Annotated[str, Query(max_length=64)],
     exp: Annotated[int, Query()],
@@ -70,7 +70,7 @@ def list_rollouts(conn: Conn) -> list[dict[str, Any]]:
 
 
 @router.get("/api/rollouts/{rollout_id}", dependencies=[allow("updates.manage")])
-def get_rollout(rollout_id: str, svc: Service) -> dict[str, Any]:
+def get_rollout(rollout_id: RecordKey, svc: Service) -> dict[str, Any]:
     """The rollout with each device's state."""
     try:
         return svc.updates.get(rollout_id)
@@ -79,5 +79,5 @@ def get_rollout(rollout_id: str, svc: Service) -> dict[str, Any]:
 
 
 @router.post("/api/rollouts/{rollout_id}/abort", dependencies=[allow("updates.manage")])
-def abort_rollout(rollout_id: str, svc: Service, user: CurrentUser) -> dict[str, Any]:
+def abort_rollout(rollout_id: RecordKey, svc: Service, user: CurrentUser) -> dict[str, Any]:
     return run(actions.abort_rollout, svc, user, rollout_id)  # type: ignore[no-any-return]
