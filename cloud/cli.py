@@ -121,13 +121,56 @@ def migrate() -> None:
 
 
 @app.command("public-key")
-def public_key() -> None:
-    """Print the command-verification public key to put in device configs (commands.public_key)."""
+def public_key(
+    role: Annotated[
+        str, typer.Option(help="commands (commands.public_key), documents (commands.document_key), updates")
+    ] = "commands",
+) -> None:
+    """Print one of the cloud's public keys as device configs hold it."""
     from cloud.commands import load_or_create_key
     from cloud.settings import Settings
     from protocol.signing import public_key_b64
 
-    typer.echo(public_key_b64(load_or_create_key(Settings().command_key_file)))
+    s = Settings()
+    if role == "updates" and s.update_public_key:
+        typer.echo(s.update_public_key)
+        return
+    paths = {"commands": s.command_key_file, "documents": s.document_key_path, "updates": s.update_key_file}
+    if role not in paths:
+        typer.echo(f"error: unknown role {role!r}; use commands, documents or updates", err=True)
+        raise typer.Exit(2)
+    typer.echo(public_key_b64(load_or_create_key(paths[role])))
+
+
+@app.command("endorse-key")
+def endorse_key(
+    role: Annotated[str, typer.Option(help="the key being replaced: commands, documents or updates")],
+    current_key: Annotated[Path, typer.Option(help="the CURRENT private key of that role (PEM); may be offline")],
+    new_key: Annotated[Path, typer.Option(help="the NEW private key (PEM; created if missing) or public key file")],
+    device: Annotated[list[str], typer.Option(help="device id (repeatable): an endorsement names its device")],
+) -> None:
+    """Endorse a new key with the current one, for a key rotation: prints, per device, the arguments of the
+    ``rotate-key`` command to send (POST /api/devices/{id}/commands). See docs/security.md#keys."""
+    import json
+
+    from cloud.commands import load_or_create_key
+    from protocol.signing import load_private_key, public_key_b64, sign_rotation
+
+    try:
+        current = load_private_key(current_key)
+    except (OSError, ValueError) as exc:
+        typer.echo(f"error: cannot use {current_key} as the current key: {exc}", err=True)
+        raise typer.Exit(2) from None
+    text = new_key.read_text().strip() if new_key.exists() else ""
+    new_pub = text if text and "PRIVATE KEY" not in text else public_key_b64(load_or_create_key(new_key))
+    for d in device:
+        try:
+            endorsement = sign_rotation(current, device=d, role=role, new_public_key=new_pub)
+        except ValueError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        args = {"role": role, "public_key": new_pub, "endorsement": endorsement}
+        typer.echo(json.dumps({"device": d, "name": "rotate-key", "args": args}))
 
 
 @app.command("import-assets")
@@ -270,21 +313,43 @@ def bundle(
     min_version: Annotated[str | None, typer.Option(help="install only over this version or newer")] = None,
     exclude: Annotated[list[str], typer.Option(help="glob of files to leave out (repeatable)")] = [],  # noqa: B006
     notes: Annotated[str, typer.Option(help="release notes")] = "",
+    key: Annotated[
+        Path | None, typer.Option(help="the update key (PEM), e.g. on an offline machine (default CE_UPDATE_KEY_FILE)")
+    ] = None,
+    valid_days: Annotated[float, typer.Option(help="devices refuse the bundle after this many days")] = 180,
+    downgrade: Annotated[
+        bool, typer.Option("--downgrade", help="a deliberate roll-back: may install over newer versions")
+    ] = False,
 ) -> None:
-    """Build and sign an update bundle with the cloud's update key (CE_UPDATE_KEY_FILE)."""
+    """Build and sign an update bundle with the update key: on the machine that holds it (it can stay offline;
+    the cloud needs only CE_UPDATE_PUBLIC_KEY), then upload the file (POST /api/updates)."""
     import shutil
     import tempfile
 
     from cloud.commands import load_or_create_key
     from cloud.settings import Settings
+    from protocol.signing import load_private_key
     from protocol.updates import BundleError, build_bundle
 
-    key = load_or_create_key(Settings().update_key_file)
+    try:
+        signing = load_private_key(key) if key is not None else load_or_create_key(Settings().update_key_file)
+    except (OSError, ValueError) as exc:
+        typer.echo(f"error: cannot use {key} as the update key: {exc}", err=True)
+        raise typer.Exit(2) from None
     with tempfile.TemporaryDirectory() as d:
         stage = Path(d) / "src"
         shutil.copytree(src, stage, ignore=shutil.ignore_patterns("__pycache__", *exclude))
         try:
-            data = build_bundle(stage, kind=kind, version=version, key=key, min_version=min_version, notes=notes)
+            data = build_bundle(
+                stage,
+                kind=kind,
+                version=version,
+                key=signing,
+                min_version=min_version,
+                notes=notes,
+                valid_days=valid_days,
+                downgrade=downgrade,
+            )
         except BundleError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None

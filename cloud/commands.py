@@ -1,7 +1,10 @@
-"""Commands out: sign with the cloud's Ed25519 key, record, publish on ``cmd/{name}`` (QoS 1)."""
+"""Cloud → device: commands signed with the command key, recorded and published on ``cmd/{name}`` (QoS 1);
+documents (desired config, gallery and allow-list deltas) signed with the document key for the device they are
+addressed to (``protocol.signing``)."""
 
 from __future__ import annotations
 
+import secrets
 import threading
 from pathlib import Path
 from typing import Any
@@ -15,8 +18,8 @@ from cloud.db import schema as t
 from cloud.ingest.store import now_ms
 from protocol.codec import encode
 from protocol.envelope import envelope
-from protocol.messages import Body
-from protocol.signing import generate_key, load_private_key, private_key_pem, sign_command
+from protocol.messages import Body, ConfigDocument
+from protocol.signing import generate_key, load_private_key, private_key_pem, sign_command, sign_document
 from protocol.topics import topic
 
 
@@ -29,6 +32,19 @@ def load_or_create_key(path: Path) -> Ed25519PrivateKey:
     path.touch(mode=0o600)
     path.write_bytes(private_key_pem(key))
     return key
+
+
+def load_or_create_secret(path: Path) -> bytes:
+    """32 random bytes kept in ``path`` (created mode 0600 on first use)."""
+    if path.exists():
+        data = path.read_bytes()
+        if len(data) >= 32:
+            return data
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = secrets.token_bytes(32)
+    path.touch(mode=0o600)
+    path.write_bytes(data)
+    return data
 
 
 class CommandUnknownDevice(LookupError):
@@ -53,9 +69,11 @@ class CommandPublisher:
         port: int,
         username: str | None = None,
         password: str | None = None,
+        document_key: Ed25519PrivateKey | None = None,
     ) -> None:
         self.engine = engine
         self.key = key
+        self.document_key = document_key
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"cloud-commands-{id(self):x}")
         if username:
             c.username_pw_set(username, password)
@@ -101,11 +119,20 @@ class CommandPublisher:
         info.wait_for_publish(timeout=10)
         return {"cid": cmd.cid, "device_id": device_id, "name": name, "status": "sent", "deadline_ms": cmd.deadline_ms}
 
-    def publish(self, site_id: str, device_id: str, channel: str, body: Body) -> None:
-        """Publish a cloud → device message that is not a command (gallery and allow-list deltas)."""
+    def publish(self, site_id: str, device_id: str, channel: str, body: Body, retain: bool = False) -> None:
+        """Publish a cloud → device document (gallery and allow-list deltas, desired config), signed with the
+        document key for ``device_id``."""
+        if "sig" in type(body).model_fields:
+            if self.document_key is None:
+                raise RuntimeError("no document key: documents would be refused by every device")
+            body = sign_document(self.document_key, body, device_id)
         if not self.connected.wait(5):
             raise ConnectionError("broker not connected")
         info = self.client.publish(
-            topic(site_id, device_id, channel), encode(envelope(body, dev=device_id, seq=0)), qos=1
+            topic(site_id, device_id, channel), encode(envelope(body, dev=device_id, seq=0)), qos=1, retain=retain
         )
         info.wait_for_publish(timeout=10)
+
+    def publish_config(self, site_id: str, device_id: str, revision: int, doc: dict[str, Any]) -> None:
+        """The desired config of a device (retained on ``cfg``; the device applies a newer revision only)."""
+        self.publish(site_id, device_id, "cfg", ConfigDocument(revision=revision, doc=doc), retain=True)

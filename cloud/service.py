@@ -89,7 +89,13 @@ class CloudService:
             self.workers.append(w)
         self.provisioning.start()
         self.commands = CommandPublisher(
-            self.engine, load_or_create_key(s.command_key_file), host, port, user, password
+            self.engine,
+            load_or_create_key(s.command_key_file),
+            host,
+            port,
+            user,
+            password,
+            document_key=load_or_create_key(s.document_key_path),
         )
         self.commands.start()
         self.updates.start()

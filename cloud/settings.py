@@ -92,8 +92,27 @@ class Settings(BaseSettings):
         description="bearer tokens for /api, comma-separated; each `role:token` (admin or operator) or "
         "a bare token, which acts as an operator",
     )
-    command_key_file: Path = Field(default=Path("var/command-key.pem"), description="Ed25519 private key (PEM)")
-    update_key_file: Path = Field(default=Path("var/update-key.pem"), description="Ed25519 key signing update bundles")
+    command_key_file: Path = Field(
+        default=Path("var/command-key.pem"), description="command key: Ed25519 private key (PEM) signing commands"
+    )
+    document_key_file: Path | None = Field(
+        default=None,
+        description="document key: Ed25519 private key (PEM) signing desired config, gallery and allow-list "
+        "documents (default: document-key.pem beside the command key)",
+    )
+    update_key_file: Path = Field(
+        default=Path("var/update-key.pem"),
+        description="update key: Ed25519 private key signing bundles (civicedge cloud bundle); the cloud needs it "
+        "only when CE_UPDATE_PUBLIC_KEY is unset",
+    )
+    update_public_key: str | None = Field(
+        default=None,
+        description="the update key's public half (base64): set it and keep the private key offline, where "
+        "releases are signed",
+    )
+    link_secret_file: Path | None = Field(
+        default=None, description="secret for download links (default: link-secret beside the command key)"
+    )
     public_url: str = Field(default="http://127.0.0.1:8000", description="this cloud's address as devices reach it")
     command_ttl_s: float = Field(default=60, gt=0, le=86_400)
     media_dir: Path = Field(default=Path("var/media"), description="work-order photos and thumbnails")
@@ -121,6 +140,23 @@ class Settings(BaseSettings):
                     "a token is at least 16 characters (python -c 'import secrets; print(secrets.token_urlsafe())')"
                 )
         return v
+
+    @field_validator("update_public_key")
+    @classmethod
+    def _update_public_key(cls, v: str | None) -> str | None:
+        if v:
+            from protocol.signing import load_public_key
+
+            load_public_key(v)  # a readable ValueError: "not a base64 Ed25519 public key …"
+        return v or None
+
+    @property
+    def document_key_path(self) -> Path:
+        return self.document_key_file or self.command_key_file.with_name("document-key.pem")
+
+    @property
+    def link_secret_path(self) -> Path:
+        return self.link_secret_file or self.command_key_file.with_name("link-secret")
 
     @property
     def cookies_secure(self) -> bool:

@@ -25,6 +25,7 @@ from edge.config import AgentConfig, ConfigError, expand_env, parse_config
 from edge.health import snapshot
 from edge.outbox import Outbox
 from edge.tasks import cancel_and_wait
+from edge.trust import Trust
 from edge.units.base import ChannelHandler, CommandHandler, Unit, UnitContext
 from edge.units.registry import build_unit
 from edge.updater import Updater
@@ -32,7 +33,6 @@ from edge.uplink import Uplink
 from protocol.codec import decode
 from protocol.errors import ProtocolError
 from protocol.messages import ConfigDocument, DeviceEvent
-from protocol.signing import load_public_key
 from protocol.topics import Channel, Topic
 
 log = logging.getLogger("civicedge.edge.agent")
@@ -42,6 +42,24 @@ EXIT_CONFIG = 2
 EXIT_FATAL = 3
 EXIT_RESTART = 75
 LIVE_KEYS = {"health", "log_level"}  # config sections applied without a restart
+#: what no config change may touch: the device's identity and the pinned keys (changed by rotate-key only)
+PINNED = ("device", "commands", "updates.public_key")
+
+
+def touches_pinned(patch: dict[str, Any]) -> list[str]:
+    """The pinned settings a config patch would change."""
+    out = []
+    for path in PINNED:
+        node: Any = patch
+        for part in path.split("."):
+            if not isinstance(node, dict) or part not in node:
+                break
+            node = node[part]
+        else:
+            out.append(path)
+    if "updates" in patch and patch["updates"] is None:
+        out.append("updates.public_key")
+    return out
 
 
 def deep_merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
@@ -73,8 +91,8 @@ class Agent:
             durability=config.outbox.durability,
             batch_readings=config.outbox.batch_readings,
         )
-        key = config.commands.key_b64()
-        self.commands = CommandProcessor(config.device.id, self.outbox, load_public_key(key) if key else None)
+        self.trust = Trust(config.device.id, config.provisioned_keys(), self.outbox)
+        self.commands = CommandProcessor(config.device.id, self.outbox, self.trust)
         self.uplink: Uplink | None = None
         self._stop = asyncio.Event()
         self.exit_code = EXIT_OK
@@ -87,11 +105,12 @@ class Agent:
             ("set-config", self._cmd_set_config),
             ("outbox-stats", self._cmd_outbox_stats),
             ("set-credentials", self._cmd_set_credentials),
+            ("rotate-key", self._cmd_rotate_key),
         ):
             self.commands.register(name, handler)
         self.updater: Updater | None = None
         if config.updates is not None:
-            self.updater = Updater(config.updates, self.version, key, self.outbox)
+            self.updater = Updater(config.updates, self.version, self.trust, self.outbox)
             self.commands.register("update", self._cmd_update)
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -109,8 +128,17 @@ class Agent:
                 loop.add_signal_handler(sig, self.request_stop)
         await self.outbox.open()
         try:
+            await self.trust.load()
             self.uplink = Uplink(self.config, self.outbox, self._on_message, self.version)
             await self.outbox.put(DeviceEvent(code="agent.started", message=f"agent {self.version} started"))
+            if self.trust.mismatched:
+                await self.outbox.put(
+                    DeviceEvent(
+                        code="trust.key_mismatch",
+                        message="the config names other keys than the pinned ones; the pinned keys stay",
+                        details={"roles": self.trust.mismatched},
+                    )
+                )
             uplink = self.uplink
             ctx = UnitContext(
                 self.config.device.id,
@@ -119,6 +147,7 @@ class Agent:
                 online=uplink.connected.is_set,
                 subscribe=self._subscribe,
                 on_connect=uplink.connect_hooks.append,
+                trust=self.trust,
             )
             self.ready.set()
             async with asyncio.TaskGroup() as tg:
@@ -174,21 +203,21 @@ class Agent:
             self.uplink.unhandled[key] = self.uplink.unhandled.get(key, 0) + 1
 
     async def _on_desired_config(self, topic: Topic, payload: bytes) -> None:
+        """The retained desired config: applied only when signed by the document key for this device and newer
+        than the revision running; every refusal is reported (``config.rejected`` with its reason)."""
         try:
             env = decode(payload, topic)
+            assert isinstance(env.body, ConfigDocument)
+            applied = await self.kv_get("config.revision")
+            if not self.trust.admit(env.body, int(applied or 0)):
+                return  # the retained copy of what runs already
         except ProtocolError as exc:
-            await self.outbox.put(DeviceEvent(code="config.rejected", message=f"{exc.reason.value}: {exc.detail}"))
+            await self._config_rejected(exc.reason.value, exc.detail)
             return
-        assert isinstance(env.body, ConfigDocument)
-        applied = await self.kv_get("config.revision")
-        if applied is not None and int(applied) >= env.body.revision:
-            return  # retained copy of what we already run
         try:
             result = await self.apply_config(env.body.doc)
         except CommandError as exc:
-            await self.outbox.put(
-                DeviceEvent(code="config.rejected", message=str(exc)[:1000], details={"revision": env.body.revision})
-            )
+            await self._config_rejected("invalid", str(exc), env.body.revision)
             return
         await self.kv_set("config.revision", str(env.body.revision))
         await self.outbox.put(
@@ -196,6 +225,16 @@ class Agent:
                 code="config.applied",
                 message=f"revision {env.body.revision}",
                 details={"revision": env.body.revision, **result},
+            )
+        )
+
+    async def _config_rejected(self, reason: str, detail: str, revision: int | None = None) -> None:
+        log.warning("config refused", extra={"reason": reason, "detail": detail[:200]})
+        await self.outbox.put(
+            DeviceEvent(
+                code="config.rejected",
+                message=f"{reason}: {detail}"[:1000],
+                details={"reason": reason, **({"revision": revision} if revision is not None else {})},
             )
         )
 
@@ -233,7 +272,13 @@ class Agent:
         return await self.apply_config(patch)
 
     async def apply_config(self, patch: dict[str, Any]) -> dict[str, Any]:
-        """Validate ``patch`` merged into the running config; write it atomically; apply or restart."""
+        """Validate ``patch`` merged into the running config; write it atomically; apply or restart. The device's
+        identity and its keys are not config: a patch that touches them is refused whole."""
+        pinned = touches_pinned(patch)
+        if pinned:
+            raise CommandError(
+                f"pinned_key: {', '.join(pinned)} cannot be changed by config (keys change by rotate-key only)"
+            )
         merged_raw = deep_merge(self.raw, patch)
         try:
             new = parse_config(yaml.safe_load(expand_env(yaml.safe_dump(merged_raw))), "new config")
@@ -261,6 +306,27 @@ class Agent:
             raise CommandError("this device keeps its password in the config, not in mqtt.password_file")
         await asyncio.to_thread(_atomic_write, path, password + "\n", 0o600)
         return {"written": str(path)}
+
+    async def _cmd_rotate_key(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Replace a pinned key: ``role`` (commands, documents, updates), ``public_key`` (the new one, base64) and
+        ``endorsement`` (the new key signed by the current key of that role: ``protocol.signing.sign_rotation``).
+        The command itself is signed by the current command key like any other."""
+        role, new, endorsement = args.get("role"), args.get("public_key"), args.get("endorsement")
+        if not (isinstance(role, str) and isinstance(new, str) and isinstance(endorsement, str)):
+            raise CommandError("rotate-key needs args.role, args.public_key and args.endorsement")
+        try:
+            await self.trust.rotate(role, new, endorsement)
+        except ProtocolError as exc:
+            await self.outbox.put(
+                DeviceEvent(
+                    code="trust.rotation_refused",
+                    message=f"{exc.reason.value}: {exc.detail}"[:1000],
+                    details={"reason": exc.reason.value, "role": role},
+                )
+            )
+            raise CommandError(f"{exc.reason.value}: {exc.detail}") from None
+        await self.outbox.put(DeviceEvent(code="trust.rotated", message=f"new {role} key", details={"role": role}))
+        return {"role": role, "public_key": new}
 
     async def _cmd_update(self, args: dict[str, Any]) -> dict[str, Any]:
         """Install a signed bundle beside this version and restart into it (see edge.updater)."""

@@ -1,8 +1,10 @@
 """Signed command intake: verify, refuse replays, dispatch to a handler, acknowledge through the outbox.
 
-Order of checks: decode (schema, topic, device) → signature → deadline → replay. The command id is recorded
-in SQLite *before* the handler runs (at most once), and kept until its deadline has passed, after which the
-signature check alone refuses it as expired.
+Order of checks: decode (schema, topic, device) → signature by the pinned command key → deadline → replay. The
+command id is recorded in SQLite *before* the handler runs (at most once). Ids are forgotten by the clock-free
+floor of ``edge.trust`` (the highest accepted deadline minus the longest lifetime) and by count, never by the
+device's own clock, and a command under the floor is refused: a gateway whose clock went back after a reboot
+cannot be made to run an old command again.
 """
 
 from __future__ import annotations
@@ -10,12 +12,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from edge.outbox import Outbox
+from edge.trust import Trust
 from edge.units.base import CommandHandler
 from protocol.codec import decode
-from protocol.envelope import now_ms
 from protocol.errors import ProtocolError, Reason
 from protocol.messages import Command, CommandAck
 from protocol.signing import verify_command
@@ -29,10 +29,10 @@ class CommandError(Exception):
 
 
 class CommandProcessor:
-    def __init__(self, device: str, outbox: Outbox, public_key: Ed25519PublicKey | None) -> None:
+    def __init__(self, device: str, outbox: Outbox, trust: Trust) -> None:
         self.device = device
         self.outbox = outbox
-        self.public_key = public_key
+        self.trust = trust
         self.handlers: dict[str, CommandHandler] = {}
         self.counters: dict[str, int] = {}
 
@@ -59,14 +59,14 @@ class CommandProcessor:
         if not isinstance(cmd, Command):
             self._count("rejected_wrong_channel")
             return "rejected:wrong_channel"
-        if self.public_key is None:
-            return await self._refuse(cmd, Reason.BAD_SIGNATURE, "no command key configured on this device")
+        key = self.trust.key("commands")
+        if key is None:
+            return await self._refuse(cmd, Reason.BAD_SIGNATURE, "no command key pinned on this device")
         try:
-            verify_command(self.public_key, cmd, device=self.device)
+            verify_command(key, cmd, device=self.device)
+            await self.trust.remember(cmd.cid, cmd.name, cmd.deadline_ms)
         except ProtocolError as exc:
             return await self._refuse(cmd, exc.reason, exc.detail)
-        if not await self._record(cmd):
-            return await self._refuse(cmd, Reason.REPLAYED, f"command {cmd.cid} was already executed")
         handler = self.handlers.get(cmd.name)
         if handler is None:
             self._count("unknown_command")
@@ -92,14 +92,3 @@ class CommandProcessor:
         log.warning("command refused", extra={"cid": cmd.cid, "reason": reason.value})
         await self._ack(cmd, "refused", f"{reason.value}: {detail}")
         return f"refused:{reason.value}"
-
-    async def _record(self, cmd: Command) -> bool:
-        """Remember the id until its deadline; False if it was already there (a replay)."""
-        now = now_ms()
-        await self.outbox.execute("DELETE FROM executed_commands WHERE deadline_ms < ?", (now,))
-        rows = await self.outbox.execute(
-            "INSERT INTO executed_commands (cid, name, deadline_ms, executed_ms) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT(cid) DO NOTHING RETURNING cid",
-            (cmd.cid, cmd.name, cmd.deadline_ms, now),
-        )
-        return bool(rows)

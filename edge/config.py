@@ -94,8 +94,13 @@ class HealthConfig(_Model):
 
 
 class CommandsConfig(_Model):
-    public_key: str | None = Field(default=None, description="cloud's Ed25519 public key, base64 (32 bytes)")
+    """The cloud's public keys as provisioned (pinned at the first start: see ``edge.trust``)."""
+
+    public_key: str | None = Field(default=None, description="command key: Ed25519 public key, base64 (32 bytes)")
     public_key_file: Path | None = None
+    document_key: str | None = Field(
+        default=None, description="document key (config, gallery, allow-list): Ed25519 public key, base64"
+    )
 
     @model_validator(mode="after")
     def _one_key(self) -> CommandsConfig:
@@ -128,7 +133,7 @@ class UpdatesConfig(_Model):
     ``civicedge edge launch``)."""
 
     root: Path = Field(description="install root: versions/<v>/, current → the running one (the launcher's)")
-    public_key: str | None = Field(default=None, description="update-signing key, base64 (default: commands')")
+    public_key: str | None = Field(default=None, description="update key: Ed25519 public key, base64 (32 bytes)")
     health_s: float = Field(default=30.0, gt=0, le=3600, description="a new version must stay connected this long")
     timeout_s: float = Field(default=120.0, gt=0, le=86_400, description="… and become healthy within this")
     keep: int = Field(default=3, ge=2, le=20, description="versions kept on disk")
@@ -147,6 +152,14 @@ class AgentConfig(_Model):
     @property
     def client_id(self) -> str:
         return self.mqtt.client_id or f"{self.device.site}.{self.device.id}"
+
+    def provisioned_keys(self) -> dict[str, str | None]:
+        """The public keys this config was provisioned with, by role (what :class:`edge.trust.Trust` pins)."""
+        return {
+            "commands": self.commands.key_b64(),
+            "documents": self.commands.document_key,
+            "updates": self.updates.public_key if self.updates is not None else None,
+        }
 
 
 def expand_env(text: str, env: dict[str, str] | None = None) -> str:

@@ -30,8 +30,8 @@ from typing import Any
 from edge.commands import CommandError
 from edge.config import UpdatesConfig
 from edge.outbox import Outbox
+from edge.trust import Trust
 from protocol.messages import UpdateStatus
-from protocol.signing import load_public_key
 from protocol.updates import MAX_BUNDLE_BYTES, BundleError, open_bundle
 
 log = logging.getLogger("civicedge.updater")
@@ -62,12 +62,11 @@ def add_note(root: Path, note: dict[str, Any]) -> None:
 
 
 class Updater:
-    def __init__(self, cfg: UpdatesConfig, version: str, public_key_b64: str | None, outbox: Outbox) -> None:
+    def __init__(self, cfg: UpdatesConfig, version: str, trust: Trust, outbox: Outbox) -> None:
         self.cfg = cfg
         self.root = cfg.root
         self.version = version
-        key = cfg.public_key or public_key_b64
-        self.public_key = load_public_key(key) if key else None
+        self.trust = trust  # the pinned update key, and a clock old bundles cannot fool
         self.outbox = outbox
         self.busy = False
 
@@ -135,8 +134,9 @@ class Updater:
         rollout, url, version = args.get("rollout"), args.get("url"), args.get("version")
         if not (isinstance(rollout, str) and isinstance(url, str) and isinstance(version, str)):
             raise CommandError("update needs args.rollout, args.url and args.version")
-        if self.public_key is None:
-            raise CommandError("no update key configured (updates.public_key or commands.public_key)")
+        key = self.trust.key("updates")
+        if key is None:
+            raise CommandError("no update key pinned (updates.public_key at provisioning; never the command key)")
         if version == self.version:
             await self._status(rollout, version, "healthy", "already_running")
             return {"state": "healthy", "version": version}
@@ -147,7 +147,7 @@ class Updater:
             await self._status(rollout, version, "downloading")
             try:
                 data = await asyncio.to_thread(_download, url)
-                manifest, files = open_bundle(data, self.public_key, kind=KIND, installed=self.version)
+                manifest, files = open_bundle(data, key, kind=KIND, installed=self.version, now_ms=self.trust.now_ms())
                 if manifest.version != version:
                     raise BundleError("wrong_version", f"the bundle holds {manifest.version}, not {version}")
             except BundleError as exc:

@@ -28,6 +28,12 @@ class Reason(StrEnum):
     NOT_PERMITTED = "not_permitted"
     #: valid, permitted, and still failed while being stored (the exception's text is the detail)
     STORE_ERROR = "store_error"
+    #: a document that changes what a device does (config, gallery, allow-list) arrived without a signature
+    UNSIGNED = "unsigned"
+    #: a signed document whose revision is not newer than the one the device already runs (a replay)
+    STALE_REVISION = "stale_revision"
+    #: a document or rotation that would change a pinned key other than through a signed rotation
+    PINNED_KEY = "pinned_key"
 
 
 class ProtocolError(ValueError):

@@ -434,14 +434,20 @@ class CommandAck(Body):
         return None if v is None else _small_json(v, "result")
 
 
+#: the signature a cloud → device document carries (base64url, no padding); None: unsigned (and refused)
+DocSig = Annotated[str | None, Field(max_length=200, pattern=r"^[A-Za-z0-9_-]*$")]
+
+
 class ConfigDocument(Body):
-    """Retained desired config on ``cfg``; the device applies it atomically or reports why not."""
+    """Retained desired config on ``cfg``, signed with the document key; the device applies a newer revision
+    atomically or reports why not."""
 
     TYPE = "config"
     CHANNELS = frozenset({Channel.CFG})
     LANE = Lane.EVENT
     revision: Count
     doc: dict[str, Any]
+    sig: DocSig = Field(default=None, description="Ed25519 by the cloud's document key (protocol.signing)")
 
     @field_validator("doc")
     @classmethod
@@ -473,6 +479,7 @@ class GalleryDelta(Body):
     base_revision: Count | None = None
     upserts: list[GalleryEntry] = Field(default_factory=list, max_length=MAX_GALLERY_ENTRIES)
     deletes: list[Id] = Field(default_factory=list, max_length=MAX_GALLERY_ENTRIES)
+    sig: DocSig = Field(default=None, description="Ed25519 by the cloud's document key (protocol.signing)")
 
 
 class PlateEntry(BaseModel):
@@ -494,6 +501,7 @@ class AllowlistDelta(Body):
     base_revision: Count | None = None
     upserts: list[PlateEntry] = Field(default_factory=list, max_length=MAX_GALLERY_ENTRIES)
     deletes: list[PlateText] = Field(default_factory=list, max_length=MAX_GALLERY_ENTRIES)
+    sig: DocSig = Field(default=None, description="Ed25519 by the cloud's document key (protocol.signing)")
 
 
 # --- updates -------------------------------------------------------------------------------------

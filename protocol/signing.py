@@ -1,9 +1,19 @@
-"""Ed25519 signing of commands, so a compromised broker cannot open a door.
+"""Ed25519 signatures on everything the cloud sends that changes what a device does, so whoever controls the
+broker still cannot open a door, re-key a gateway or roll its code back.
 
-The signature covers the canonical encoding of ``{"args", "deadline", "dev", "id", "name"}``: JSON, keys
-sorted at every level, no whitespace, UTF-8 (orjson ``OPT_SORT_KEYS``). It is carried base64url without
-padding in ``Command.sig``. The cloud holds the private key; every device holds the public key (raw 32
-bytes, base64) and refuses unsigned, late, replayed or mis-addressed commands.
+Three keys, each with one job (a device pins the three public keys at provisioning, see ``edge.trust``):
+
+- the **command key** signs commands: the canonical encoding of ``{"args", "deadline", "dev", "id", "name"}``
+  (JSON, keys sorted at every level, no whitespace, UTF-8: orjson ``OPT_SORT_KEYS``), carried base64url
+  without padding in ``Command.sig``;
+- the **document key** signs documents (desired config, gallery and allow-list deltas): the canonical encoding
+  of the body without ``sig``, with its ``type`` and the device it is for (``dev``), so a document signed for one
+  gate is refused by another (``wrong_device``) and one type cannot pass for another; every document carries a
+  revision the device keeps and never goes back on (``stale_revision``);
+- the **update key** signs update bundles (``protocol.updates``); it can live offline.
+
+A pinned key changes only through a rotation: the new public key, signed by the current key of the same role
+(:func:`sign_rotation`), carried by a signed ``rotate-key`` command.
 """
 
 from __future__ import annotations
@@ -21,7 +31,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from protocol.envelope import new_id, now_ms
 from protocol.errors import Reason, SignatureError
 from protocol.limits import MAX_COMMAND_TTL_MS
-from protocol.messages import Command
+from protocol.messages import Body, Command
+
+#: the keys a device pins, by job
+KEY_ROLES = ("commands", "documents", "updates")
 
 
 def canonical(*, cid: str, device: str, name: str, args: dict[str, Any], deadline_ms: int) -> bytes:
@@ -104,3 +117,60 @@ def verify_command(pub: Ed25519PublicKey, cmd: Command, *, device: str, now: int
         raise SignatureError(Reason.EXPIRED, f"command {cmd.cid} expired {t - cmd.deadline_ms} ms ago")
     if cmd.deadline_ms > t + MAX_COMMAND_TTL_MS:
         raise SignatureError(Reason.EXPIRED, f"command {cmd.cid} deadline is more than 24 h ahead")
+
+
+def document_bytes(body: Body, device: str) -> bytes:
+    """What a document's signature covers: its fields but ``sig``, its type and the device it is addressed to."""
+    doc = body.model_dump(mode="json", exclude={"sig"})
+    doc["type"], doc["dev"] = body.TYPE, device
+    return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
+
+
+def sign_document(key: Ed25519PrivateKey, body: Body, device: str) -> Body:
+    """A copy of ``body`` (config, gallery or allow-list delta) signed for ``device``."""
+    return body.model_copy(update={"sig": _b64(key.sign(document_bytes(body, device)))})
+
+
+def verify_document(pub: Ed25519PublicKey | None, body: Body, device: str) -> None:
+    """Raise :class:`SignatureError` (``unsigned``, ``wrong_device`` or ``bad_signature``) unless ``body`` is
+    signed by the document key for ``device``."""
+    sig = getattr(body, "sig", None)
+    if not sig:
+        raise SignatureError(Reason.UNSIGNED, f"{body.TYPE} without a signature")
+    if pub is None:
+        raise SignatureError(Reason.BAD_SIGNATURE, "no document key pinned on this device")
+    try:
+        raw = _unb64(sig)
+    except (binascii.Error, ValueError):
+        raise SignatureError(Reason.BAD_SIGNATURE, f"{body.TYPE}: unreadable signature") from None
+    try:
+        pub.verify(raw, document_bytes(body, device))
+    except InvalidSignature:  # forged, altered, or signed for another device (a copy from another gate's topic)
+        raise SignatureError(
+            Reason.BAD_SIGNATURE, f"{body.TYPE} is not signed by the document key for {device}"
+        ) from None
+
+
+def rotation_bytes(*, device: str, role: str, public_key: str) -> bytes:
+    return orjson.dumps(
+        {"dev": device, "public_key": public_key, "purpose": "key-rotation", "role": role}, option=orjson.OPT_SORT_KEYS
+    )
+
+
+def sign_rotation(current: Ed25519PrivateKey, *, device: str, role: str, new_public_key: str) -> str:
+    """The endorsement of a new key for ``role`` on ``device`` by the key it replaces (base64url)."""
+    if role not in KEY_ROLES:
+        raise ValueError(f"unknown key role {role!r} (one of {', '.join(KEY_ROLES)})")
+    load_public_key(new_public_key)
+    return _b64(current.sign(rotation_bytes(device=device, role=role, public_key=new_public_key)))
+
+
+def verify_rotation(
+    current: Ed25519PublicKey, endorsement: str, *, device: str, role: str, new_public_key: str
+) -> None:
+    try:
+        current.verify(_unb64(endorsement), rotation_bytes(device=device, role=role, public_key=new_public_key))
+    except (InvalidSignature, binascii.Error, ValueError):
+        raise SignatureError(
+            Reason.BAD_SIGNATURE, f"the new {role} key is not endorsed by the current {role} key for {device}"
+        ) from None

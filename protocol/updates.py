@@ -2,9 +2,12 @@
 
 A bundle is a gzip'd tar holding ``manifest.json``, ``manifest.sig`` and ``files/…``. The manifest names the
 target kind (``gateway`` for the agent, an app name for MicroPython boards), the version, the lowest version it
-may be installed over, and the sha256 of every file. The signature is Ed25519 over the manifest's canonical
-JSON (sorted keys, no spaces). A device refuses a bundle whose signature, file hashes, kind or minimum version
-do not fit, naming the reason.
+may be installed over, when it expires, whether it is a deliberate downgrade, and the sha256 of every file. The
+signature is Ed25519 over the manifest's canonical JSON (sorted keys, no spaces), by the update key, which can
+live offline (``civicedge cloud bundle --key FILE``). A device refuses a bundle whose signature, file hashes,
+kind, minimum version or expiry do not fit, and one that is not newer than what it runs unless the bundle
+itself says it is a downgrade (anti-rollback: an older signed bundle replayed by whoever holds the broker does
+nothing), naming the reason.
 """
 
 from __future__ import annotations
@@ -25,7 +28,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from protocol.signing import _b64, _unb64
 
 MAX_BUNDLE_BYTES = 64 * 2**20
-_VERSION = re.compile(r"^\d+(\.\d+){0,3}([.-][0-9A-Za-z.]+)?$")
+#: a dotted version with an optional suffix (``1.4.0``, ``1.4.0-rc1``, ``1.4.0+build.7``): it names files and URLs
+VERSION_PATTERN = r"^\d+(\.\d+){0,3}([.+-][0-9A-Za-z.]+)?$"
+_VERSION = re.compile(VERSION_PATTERN)
+#: how long a bundle stays installable unless its builder says otherwise
+DEFAULT_VALID_DAYS = 180
 
 
 class BundleError(ValueError):
@@ -37,10 +44,6 @@ class BundleError(ValueError):
         self.detail = detail
 
 
-#: a dotted version with an optional suffix (``1.4.0``, ``1.4.0-rc1``, ``1.4.0+build.7``)
-VERSION_PATTERN = r"^[0-9]+(\.[0-9]+)*([-+][0-9A-Za-z.-]+)?$"
-
-
 class Manifest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     kind: str = Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=32)
@@ -50,6 +53,8 @@ class Manifest(BaseModel):
     )
     files: dict[str, str] = Field(description="path → sha256 hex")
     created_ts: int
+    expires_ts: int = Field(description="ms since the epoch after which no device installs it")
+    downgrade: bool = Field(default=False, description="may install over a newer version (a deliberate roll-back)")
     notes: str = Field(default="", max_length=2000)
 
 
@@ -65,9 +70,17 @@ def canonical(manifest: Manifest) -> bytes:
 
 
 def build_bundle(
-    src: Path, *, kind: str, version: str, key: Ed25519PrivateKey, min_version: str | None = None, notes: str = ""
+    src: Path,
+    *,
+    kind: str,
+    version: str,
+    key: Ed25519PrivateKey,
+    min_version: str | None = None,
+    notes: str = "",
+    valid_days: float = DEFAULT_VALID_DAYS,
+    downgrade: bool = False,
 ) -> bytes:
-    """Every file under ``src`` (relative paths kept), signed."""
+    """Every file under ``src`` (relative paths kept), signed; installable for ``valid_days``."""
     version_key(version)
     if min_version:
         version_key(min_version)
@@ -80,6 +93,8 @@ def build_bundle(
         min_version=min_version,
         files={name: hashlib.sha256(p.read_bytes()).hexdigest() for name, p in files.items()},
         created_ts=int(time.time() * 1000),
+        expires_ts=int((time.time() + valid_days * 86_400) * 1000),
+        downgrade=downgrade,
         notes=notes,
     )
     body = canonical(manifest)
@@ -125,10 +140,16 @@ def _member(tar: tarfile.TarFile, name: str) -> bytes:
 
 
 def open_bundle(
-    data: bytes, public_key: Ed25519PublicKey, *, kind: str | None = None, installed: str | None = None
+    data: bytes,
+    public_key: Ed25519PublicKey,
+    *,
+    kind: str | None = None,
+    installed: str | None = None,
+    now_ms: int | None = None,
 ) -> tuple[Manifest, dict[str, bytes]]:
-    """Check a bundle completely (signature, every file's hash, nothing extra, kind, minimum version) and
-    return its manifest and files."""
+    """Check a bundle completely (signature, every file's hash, nothing extra, kind, minimum version; with
+    ``installed``, that it is newer or a signed downgrade; with ``now_ms``, that it has not expired) and return its
+    manifest and files."""
     manifest, body, sig = read_manifest(data)
     try:
         public_key.verify(_unb64(sig.decode().strip()), body)
@@ -138,6 +159,17 @@ def open_bundle(
         raise BundleError("wrong_kind", f"the bundle is for {manifest.kind}, this device is {kind}")
     if installed is not None and manifest.min_version and version_key(installed) < version_key(manifest.min_version):
         raise BundleError("too_old", f"needs {manifest.min_version} or newer installed, this device has {installed}")
+    if (
+        installed is not None
+        and not manifest.downgrade
+        and version_key(manifest.version) <= version_key(installed)
+        and manifest.version != installed
+    ):
+        raise BundleError(
+            "rollback", f"{manifest.version} is not newer than {installed} (and the bundle is not a signed downgrade)"
+        )
+    if now_ms is not None and now_ms > manifest.expires_ts:
+        raise BundleError("expired", f"the bundle expired {(now_ms - manifest.expires_ts) // 86_400_000} day(s) ago")
     files: dict[str, bytes] = {}
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
         for m in tar.getmembers():

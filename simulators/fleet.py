@@ -24,17 +24,19 @@ def agent_config(
     host: str = "127.0.0.1",
     port: int = 1883,
     public_key: str | None = None,
+    document_key: str | None = None,
     **sections: Any,
 ) -> dict[str, Any]:
-    """A config document for one agent with its outbox under ``workdir``."""
+    """A config document for one agent with its outbox under ``workdir``; ``public_key`` and ``document_key``:
+    the cloud's command and document keys (base64)."""
     doc: dict[str, Any] = {
         "device": {"site": site, "id": device, "kind": "gateway"},
         "mqtt": {"host": host, "port": port, "backoff_max_s": 0.5, "keepalive_s": 5},
         "outbox": {"path": str(workdir / f"{device}.db")},
         "health": {"interval_s": 3600},
     }
-    if public_key:
-        doc["commands"] = {"public_key": public_key}
+    if public_key or document_key:
+        doc["commands"] = {"public_key": public_key, "document_key": document_key}
     for key, value in sections.items():
         if isinstance(value, dict) and isinstance(doc.get(key), dict):
             doc[key] = {**doc[key], **value}

@@ -598,7 +598,9 @@ def gateway_bundle(
         config = {
             "device": {"site": ident["site_id"], "id": ident["device_id"], "kind": kind},
             "mqtt": mqtt,
-            "commands": {"public_key": ident["command_public_key"]},
+            # the cloud's three public keys, pinned by the agent at its first start (docs/security.md#keys)
+            "commands": {"public_key": ident["command_public_key"], "document_key": ident.get("document_public_key")},
+            "updates": {"root": "/opt/civicedge", "public_key": ident.get("update_public_key")},
             "outbox": {"path": "/var/lib/civicedge/outbox.db"},
             **{k: v for k, v in ident.get("config", {}).items() if k != "device"},
         }

@@ -155,9 +155,15 @@ class Provisioning:
             },
             "ca_pem": ca,
             "command_public_key": self._public_key(),
-            "update_public_key": self._public_key(self.settings.update_key_file),
+            "document_public_key": self._public_key(self.settings.document_key_path),
+            "update_public_key": self._update_public_key(),
             "config": {"device": {"site": site, "id": device}, "health": {"interval_s": 60}},
         }
+
+    def _update_public_key(self) -> str:
+        if self.settings.update_public_key:
+            return self.settings.update_public_key
+        return self._public_key(self.settings.update_key_file)
 
     def _public_key(self, path: Path | None = None) -> str:
         from cloud.commands import load_or_create_key

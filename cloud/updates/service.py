@@ -3,8 +3,10 @@
 reports, fails a device that stays silent past its timeout, and aborts — sending to nobody else — once the
 share of failed devices among those finished passes ``max_failure_ratio``.
 
-Devices download the bundle over HTTP with a link that names the device and expires (HMAC), so the download
-needs no account; the bundle itself is checked on the device against the update key.
+Devices download the bundle over HTTP with a link that names the device and expires (HMAC with the cloud's own
+link secret), so the download needs no account; the bundle itself is checked on the device against the pinned
+update key. The cloud holds only that key's public half when ``CE_UPDATE_PUBLIC_KEY`` is set: bundles are signed
+where the private key lives (``civicedge cloud bundle --key FILE``) and uploaded already signed.
 """
 
 from __future__ import annotations
@@ -20,14 +22,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Engine, func, select, update
 
-from cloud.commands import load_or_create_key
+from cloud.commands import load_or_create_key, load_or_create_secret
 from cloud.db import schema as t
 from cloud.db import schema_updates as u
 from cloud.ingest.store import now_ms
-from protocol.signing import private_key_pem, public_key_b64
+from protocol.signing import load_public_key, public_key_b64
 from protocol.updates import BundleError, open_bundle
 
 if TYPE_CHECKING:
@@ -57,24 +59,29 @@ class Updates:
         self._lock = threading.Lock()
 
     @functools.cached_property
-    def key(self) -> Ed25519PrivateKey:
-        """The update-signing key (created on first use, mode 0600)."""
-        return load_or_create_key(self.settings.update_key_file)
+    def verify_key(self) -> Ed25519PublicKey:
+        """The update key's public half: from ``CE_UPDATE_PUBLIC_KEY``, else from the private key file (created on
+        first use, mode 0600: a single-machine install that signs its own bundles)."""
+        if self.settings.update_public_key:
+            return load_public_key(self.settings.update_public_key)
+        return load_or_create_key(self.settings.update_key_file).public_key()
 
     @functools.cached_property
     def _link_secret(self) -> bytes:
-        return hashlib.sha256(b"ce-update-links" + private_key_pem(self.key)).digest()
+        return load_or_create_secret(self.settings.link_secret_path)
 
     @property
     def public_key(self) -> str:
-        return public_key_b64(self.key)
+        return public_key_b64(self.verify_key)
 
     # --- bundles -----------------------------------------------------------------------------------------------
 
     def add_bundle(self, data: bytes, by: str) -> dict[str, Any]:
         """Keep a bundle after checking it exactly as a device will (so a bad one never goes out)."""
         try:
-            manifest, _files = open_bundle(data, self.key.public_key())
+            manifest, _files = open_bundle(
+                data, self.verify_key, now_ms=now_ms()
+            )  # an expired bundle would reach no device
         except BundleError as exc:
             raise UpdateError(str(exc)) from None
         bid = f"{manifest.kind}-{manifest.version}"

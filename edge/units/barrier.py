@@ -216,16 +216,23 @@ class BarrierUnit(Unit):
     async def _on_delta(self, topic: Topic, payload: bytes) -> None:
         if self.closed:
             return
+        assert self._ctx is not None
+        have = self.allowlist.revision
         try:
             env = decode(payload, topic)
+            delta = env.body
+            if not isinstance(delta, AllowlistDelta):
+                return  # face gallery deltas are for gates
+            if not self._ctx.trust.admit(delta, have):  # signed for this barrier by the document key, and newer
+                return  # already applied
         except ProtocolError as exc:
-            await self._put(DeviceEvent(code="allowlist.rejected", message=f"{exc.reason.value}: {exc.detail}"[:1000]))
-            return
-        delta = env.body
-        if not isinstance(delta, AllowlistDelta):
-            return  # face gallery deltas are for gates
-        have = self.allowlist.revision
-        if delta.revision <= have:
+            await self._put(
+                DeviceEvent(
+                    code="allowlist.rejected",
+                    message=f"{exc.reason.value}: {exc.detail}"[:1000],
+                    details={"reason": exc.reason.value, "lane": self.cfg.lane, "revision": have},
+                )
+            )
             return
         if delta.base_revision is not None and delta.base_revision != have:
             await self._put(DeviceEvent(code="allowlist.resync", details={"lane": self.cfg.lane, "revision": have}))

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from edge.outbox import Outbox
+from edge.trust import Trust
 from protocol.topics import Channel, Topic
 
 CommandHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any] | None]]
@@ -36,6 +37,7 @@ class UnitContext:
     online: Callable[[], bool] = _always  # is the cloud reachable right now (the broker connected)?
     subscribe: Callable[[Channel, ChannelHandler], None] = _ignore  # cloud → device messages (gallery, …)
     on_connect: Callable[[Callable[[], Awaitable[None]]], None] = _no_hook  # run after every (re)connect
+    trust: Trust = field(default_factory=Trust.refusing)  # pinned keys: which cloud documents to apply
 
 
 class Unit(abc.ABC):

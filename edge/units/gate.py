@@ -509,17 +509,24 @@ class GateUnit(Unit):
     async def _on_gallery(self, topic: Topic, payload: bytes) -> None:
         if self.closed:
             return
+        assert self._ctx is not None
+        have = self.gallery.revision
         try:
             env = decode(payload, topic)
+            delta = env.body
+            if not isinstance(delta, GalleryDelta):
+                return  # vehicle allow-lists are for barriers
+            if not self._ctx.trust.admit(delta, have):  # signed for this gate by the document key, and newer
+                return  # already applied
         except ProtocolError as exc:
-            await self._put(DeviceEvent(code="gallery.rejected", message=f"{exc.reason.value}: {exc.detail}"[:1000]))
+            await self._put(
+                DeviceEvent(
+                    code="gallery.rejected",
+                    message=f"{exc.reason.value}: {exc.detail}"[:1000],
+                    details={"reason": exc.reason.value, "door": self.cfg.door, "revision": have},
+                )
+            )
             return
-        delta = env.body
-        if not isinstance(delta, GalleryDelta):
-            return  # vehicle allow-lists are for barriers
-        have = self.gallery.revision
-        if delta.revision <= have:
-            return  # already applied
         if delta.base_revision is not None and delta.base_revision != have:
             await self._put(
                 DeviceEvent(

@@ -14,12 +14,14 @@ import pytest
 
 from edge.outbox import Outbox
 from edge.tasks import cancel_and_wait
+from edge.trust import Trust
 from edge.units.barrier import BarrierUnit
 from edge.units.barrier_config import BarrierConfig
 from edge.units.base import UnitContext
 from protocol import encode, envelope, topic
 from protocol.envelope import now_ms
 from protocol.messages import AllowlistDelta, PlateEntry
+from protocol.signing import generate_key, public_key_b64, sign_document
 from protocol.topics import Channel, parse
 from simulators.anpr import SerialAnpr, TcpAnpr
 from simulators.modbus_relay import ModbusRelaySim
@@ -27,6 +29,8 @@ from tests.sent import Sent
 from tests.waits import until
 
 BARRIER, LOOP = 0, 0
+
+DOC_KEY = generate_key()  # the cloud's document key: allow-list deltas are signed with it
 
 
 @dataclass
@@ -42,7 +46,8 @@ class Rig:
 
     async def deliver(self, delta: AllowlistDelta) -> None:
         await self.handlers[Channel.GALLERY](
-            parse(topic("riverside", "barrier-01", "gallery")), encode(envelope(delta, dev="barrier-01", seq=0))
+            parse(topic("riverside", "barrier-01", "gallery")),
+            encode(envelope(sign_document(DOC_KEY, delta, "barrier-01"), dev="barrier-01", seq=0)),
         )
 
 
@@ -64,7 +69,15 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     handlers: dict[Channel, Any] = {}
     unit = BarrierUnit(cfg)
     task = asyncio.create_task(
-        unit.run(UnitContext("barrier-01", outbox, lambda *_: None, subscribe=handlers.__setitem__))
+        unit.run(
+            UnitContext(
+                "barrier-01",
+                outbox,
+                lambda *_: None,
+                subscribe=handlers.__setitem__,
+                trust=Trust("barrier-01", {"documents": public_key_b64(DOC_KEY)}),
+            )
+        )
     )
     await until(lambda: Channel.GALLERY in handlers and relay.requests > 0, 5, "the barrier to start")
     r = Rig(unit, relay, camera, outbox, handlers)

@@ -16,6 +16,7 @@ import pytest
 
 from edge.outbox import Outbox
 from edge.tasks import cancel_and_wait
+from edge.trust import Trust
 from edge.units.base import UnitContext
 from edge.units.gate import GateUnit
 from edge.units.gate_config import GateConfig
@@ -24,6 +25,7 @@ from edge.vision.embed import Embedder
 from protocol import encode, envelope, topic
 from protocol.envelope import now_ms
 from protocol.messages import GalleryDelta, GalleryEntry
+from protocol.signing import generate_key, public_key_b64, sign_document
 from protocol.topics import Channel, parse
 from simulators.camera import photo
 from simulators.ioboard import IOBoardSim
@@ -32,6 +34,8 @@ from tests.sent import Sent
 from tests.waits import until
 
 LOCK, CONTACT, FIRE = 0, 0, 1
+
+DOC_KEY = generate_key()  # the cloud's document key: gallery deltas are signed with it
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +103,7 @@ async def rig(tmp_path: Path, astronaut_embedding: np.ndarray) -> AsyncIterator[
         commands.__setitem__,
         online=lambda: r.online["up"],
         subscribe=r.channel_handlers.__setitem__,
+        trust=Trust("gate-01", {"documents": public_key_b64(DOC_KEY)}),
     )
     task = asyncio.create_task(unit.run(ctx))
     await until(lambda: unit.vision is not None and unit.sim is not None, 30, "the gate to load its models")
@@ -264,7 +269,7 @@ def delta(revision: int, base: int | None, upserts: dict[str, np.ndarray], delet
         ],
         deletes=list(deletes),
     )
-    return encode(envelope(body, dev="gate-01", seq=0))
+    return encode(envelope(sign_document(DOC_KEY, body, "gate-01"), dev="gate-01", seq=0))
 
 
 async def test_gallery_deltas_apply_in_order_and_ask_for_a_resync_when_behind(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 import tarfile
 from pathlib import Path
 
@@ -73,7 +74,27 @@ def test_kind_key_and_minimum_version(tmp_path: Path) -> None:
     with pytest.raises(BundleError) as err:
         open_bundle(data, generate_key().public_key())
     assert err.value.reason == "bad_signature"
-    assert open_bundle(data, key.public_key(), installed="0.10.0")[0].version == "0.3.0"  # 0.10 > 0.2
+    assert open_bundle(data, key.public_key(), installed="0.2.5")[0].version == "0.3.0"  # 0.2.5 ≥ 0.2.0
     assert version_key("0.10.0") > version_key("0.9.3")
     with pytest.raises(BundleError):
         read_manifest(b"not a tar")
+
+
+def test_an_older_bundle_installs_only_as_a_signed_downgrade_and_never_after_it_expired(tmp_path: Path) -> None:
+    """Anti-rollback: whoever holds the broker replays an older, validly signed bundle; the device refuses it."""
+    key = generate_key()
+    src = _src(tmp_path)
+    old = build_bundle(src, kind="gateway", version="0.3.0", key=key)
+    with pytest.raises(BundleError) as err:
+        open_bundle(old, key.public_key(), installed="0.10.0")  # 0.3 < 0.10, numerically
+    assert err.value.reason == "rollback"
+    with pytest.raises(BundleError) as err:
+        open_bundle(old, key.public_key(), installed="0.3.0-rc2")  # not newer either
+    assert err.value.reason == "rollback"
+    back = build_bundle(src, kind="gateway", version="0.3.0", key=key, downgrade=True)
+    assert open_bundle(back, key.public_key(), installed="0.10.0")[0].downgrade is True
+    brief = build_bundle(src, kind="gateway", version="0.4.0", key=key, valid_days=1)
+    manifest = open_bundle(brief, key.public_key(), now_ms=int(time.time() * 1000))[0]
+    with pytest.raises(BundleError) as err:
+        open_bundle(brief, key.public_key(), now_ms=manifest.expires_ts + 1)
+    assert err.value.reason == "expired"
