@@ -114,7 +114,6 @@ async def visitor_roundtrip(work: Path, n: int = 15) -> dict[str, float]:
     from cloud.settings import Settings
     from edge.agent import Agent
     from edge.config import parse_config
-    from protocol.signing import public_key_b64
     from simulators.fleet import agent_config
     from simulators.ioboard import IOBoardSim
     from simulators.services import Mosquitto
@@ -150,9 +149,7 @@ async def visitor_roundtrip(work: Path, n: int = 15) -> dict[str, float]:
             "open_s": 0.05,
         }
         assert svc.commands is not None
-        doc = agent_config(
-            work, host=broker.host, port=broker.port, public_key=public_key_b64(svc.commands.key), units=[unit]
-        )
+        doc = agent_config(work, host=broker.host, port=broker.port, **svc.device_keys(), units=[unit])
         agent = Agent(parse_config(doc), handle_signals=False)
         run = asyncio.create_task(agent.run())
         while not agent.units or getattr(agent.units[0], "vision", None) is None or not agent.uplink.connected.is_set():  # type: ignore[union-attr]

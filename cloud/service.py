@@ -29,6 +29,7 @@ from cloud.settings import Settings
 from cloud.tsdb import TsdbExporter
 from cloud.updates.service import Updates
 from cloud.workorders.service import WorkOrders
+from protocol.signing import public_key_b64
 
 log = logging.getLogger("civicedge.cloud")
 RETENTION_EVERY_S = 3600.0
@@ -146,6 +147,14 @@ class CloudService:
         res.points.clear()
         if self.rules is not None:
             self.rules.on_batch(res)
+
+    def device_keys(self) -> dict[str, str]:
+        """The public keys a gateway's config names: ``commands.public_key`` and ``commands.document_key``."""
+        s = self.settings
+        return {
+            "public_key": public_key_b64(load_or_create_key(s.command_key_file)),
+            "document_key": public_key_b64(load_or_create_key(s.document_key_path)),
+        }
 
     def publish_live(self, events: list[dict[str, Any]]) -> None:
         """Push events to the consoles, alarms and work orders labelled with the department owning the asset and

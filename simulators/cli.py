@@ -91,19 +91,21 @@ def demo(
     run_demo(port=port, gateways=gateways, covers=covers, size=district)
 
 
-def _command_public_key(given: str | None) -> str:
-    """The cloud's command-verification key for the gateways: given, or from the cloud's key file on this
-    machine (``civicedge cloud public-key`` prints it)."""
+def _cloud_public_key(given: str | None, role: str) -> str:
+    """One of the cloud's public keys for the gateways (``commands`` or ``documents``): given, or from the
+    cloud's key file on this machine (``civicedge cloud public-key --role …`` prints it)."""
     if given:
         return given
     from cloud.settings import Settings
     from protocol.signing import load_private_key, public_key_b64
 
-    path = Settings().command_key_file
+    s = Settings()
+    path = s.command_key_file if role == "commands" else s.document_key_path
     if not path.exists():
+        flag = "--command-public-key" if role == "commands" else "--document-public-key"
         typer.echo(
-            f"error: no command key at {path}: pass --command-public-key (run `civicedge cloud public-key` where "
-            "the cloud runs) or set CE_COMMAND_KEY_FILE to the cloud's key file",
+            f"error: no {role} key at {path}: pass {flag} (run `civicedge cloud public-key --role {role}` where "
+            "the cloud runs) or point the cloud's settings (CE_COMMAND_KEY_FILE, CE_DOCUMENT_KEY_FILE) at its keys",
             err=True,
         )
         raise typer.Exit(2)
@@ -120,6 +122,13 @@ def district(
     command_public_key: Annotated[
         str | None,
         typer.Option(envvar="CE_COMMAND_PUBLIC_KEY", help="the cloud's command key (civicedge cloud public-key)"),
+    ] = None,
+    document_public_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="CE_DOCUMENT_PUBLIC_KEY",
+            help="the cloud's document key (civicedge cloud public-key --role documents)",
+        ),
     ] = None,
     covers: Annotated[int, typer.Option(help="manhole covers")] = 16_000,
     cells: Annotated[int, typer.Option(help="grid cells")] = 1191,
@@ -152,7 +161,9 @@ def district(
     from simulators.district import DistrictSpec
     from simulators.district_run import DistrictRun, Schedule, answering_residents
 
-    key = _command_public_key(command_public_key) if gates + towers + elevators else ""
+    gateways = gates + towers + elevators
+    key = _cloud_public_key(command_public_key, "commands") if gateways else ""
+    doc_key = _cloud_public_key(document_public_key, "documents") if gateways else ""
     u = urlparse(broker)
     run = DistrictRun(
         DistrictSpec(covers=covers, cells=cells),
@@ -161,6 +172,7 @@ def district(
         u.hostname or "127.0.0.1",
         u.port or 1883,
         key,
+        doc_key,
         schedule=Schedule(speed=speed, fault_every_s=fault_every_s, outage_every_s=outage_every_s, outage_s=outage_s),
         site=site,
         processes=processes,

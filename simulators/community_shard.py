@@ -22,7 +22,15 @@ from simulators.fleet import InProcessAgents, agent_config
 
 
 def gateway_doc(
-    workdir: Path, site: str, gw: str, host: str, port: int, public_key: str, health_s: float, units: list[Any]
+    workdir: Path,
+    site: str,
+    gw: str,
+    host: str,
+    port: int,
+    public_key: str,
+    health_s: float,
+    units: list[Any],
+    document_key: str = "",
 ) -> dict[str, Any]:
     """One district gateway's agent config (its outbox under ``workdir/agents``, its uplink at host:port)."""
     return agent_config(
@@ -32,6 +40,7 @@ def gateway_doc(
         host=host,
         port=port,
         public_key=public_key or None,
+        document_key=document_key or None,
         health={"interval_s": health_s},
         units=units,
     )
@@ -57,6 +66,7 @@ async def run_shard(cfg: dict[str, Any]) -> None:
                 cfg["public_key"],
                 cfg["health_s"],
                 units,
+                cfg.get("document_key", ""),
             )
             for gw, units in community.units().items()
         ]

@@ -81,7 +81,6 @@ def run_demo(
     from cloud.api.app import create_app
     from cloud.settings import Settings
     from edge.log import setup_logging
-    from protocol.signing import public_key_b64
     from simulators.district_run import SIZES, DistrictRun, answering_residents
     from simulators.fleet import InProcessAgents, agent_config
 
@@ -124,7 +123,7 @@ def run_demo(
         time.sleep(0.05)
 
     svc = app.state.service
-    pub = public_key_b64(svc.commands.key)
+    keys = svc.device_keys()
     full = size == "full"
     # broker restarts only when the demo runs Mosquitto itself
     schedule = preset.schedule if isinstance(broker, Mosquitto) else replace(preset.schedule, broker_restart_every_s=0)
@@ -134,7 +133,8 @@ def run_demo(
         workdir / "district",
         "127.0.0.1",
         broker.port,
-        pub,
+        keys["public_key"],
+        keys["document_key"],
         schedule=schedule,
         broker=broker if isinstance(broker, Mosquitto) else None,
         site="riverside",
@@ -158,7 +158,7 @@ def run_demo(
             workdir / "agents",
             device=d,
             port=broker.port,
-            public_key=pub,
+            **keys,
             health={"interval_s": 10},
             units=[{"type": "ticker", "rate_per_s": 0.5, "readings": True}],
         )

@@ -92,6 +92,7 @@ class DistrictRun:
     broker_host: str
     broker_port: int
     public_key: str
+    document_key: str = ""  # the cloud's document key (gallery and allow-list deltas are signed with it)
     schedule: Schedule = field(default_factory=Schedule)
     broker: Any = None
     site: str = "district"
@@ -146,7 +147,15 @@ class DistrictRun:
             self.site_sim = await asyncio.to_thread(Community, self.community, self.workdir / "hardware")
             docs = [
                 gateway_doc(
-                    self.workdir, self.site, gw, "127.0.0.1", self.links.port(gw), self.public_key, self.health_s, units
+                    self.workdir,
+                    self.site,
+                    gw,
+                    "127.0.0.1",
+                    self.links.port(gw),
+                    self.public_key,
+                    self.health_s,
+                    units,
+                    self.document_key,
                 )
                 for gw, units in self.site_sim.units().items()
             ]
@@ -170,6 +179,7 @@ class DistrictRun:
                 "host": self.links.links[only[0]].host,
                 "ports": {g: self.links.port(g) for g in only},
                 "public_key": self.public_key,
+                "document_key": self.document_key,
                 "health_s": self.health_s,
                 "traffic": self.schedule.traffic,
             }

@@ -103,6 +103,13 @@ async def run_agent(tmp_path: Path, mosquitto: Mosquitto) -> AsyncIterator[RunAg
         await asyncio.wait_for(agent.ready.wait(), 10)
         return agent
 
+    async def stop(agent: Agent) -> int:
+        """Stop one agent and wait until it has closed its files (to start it again on them)."""
+        (task,) = [t for a, t in running if a is agent]
+        agent.request_stop()
+        return await asyncio.wait_for(task, 30)
+
+    start.stop = stop  # type: ignore[attr-defined]
     yield start
     for agent, task in running:
         agent.request_stop()

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from protocol.signing import public_key_b64
 from simulators.gas_detector import GasDetectorSim
 from simulators.ioboard import IOBoardSim
 from simulators.water_meters import WaterMeterBus
@@ -21,14 +20,14 @@ async def test_community_sensor_alarms_reach_the_cloud(make_cloud: MakeCloud, ru
     for dev, kind in (("gas-b2", "gas"), ("fence-01", "perimeter"), ("meters-12", "water"), ("facade-12", "throwing")):
         assert api.post("/api/devices", json={"id": dev, "site_id": "riverside", "kind": kind}).status_code == 201
     assert svc.commands is not None
-    pub = public_key_b64(svc.commands.key)
+    keys = svc.device_keys()
     detector, valve_board, fence_board = GasDetectorSim(), IOBoardSim(), IOBoardSim()
     bus = WaterMeterBus(2, clock_scale=1800)
     bus.meters[1].leak_lph = 20.0
     try:
         gas = await run_agent(
             device="gas-b2",
-            public_key=pub,
+            **keys,
             outbox={"path": str(tmp_path / "gas.db")},
             units=[
                 {
@@ -43,7 +42,7 @@ async def test_community_sensor_alarms_reach_the_cloud(make_cloud: MakeCloud, ru
         )
         fence = await run_agent(
             device="fence-01",
-            public_key=pub,
+            **keys,
             outbox={"path": str(tmp_path / "fence.db")},
             units=[
                 {
@@ -63,13 +62,13 @@ async def test_community_sensor_alarms_reach_the_cloud(make_cloud: MakeCloud, ru
         }
         await run_agent(
             device="meters-12",
-            public_key=pub,
+            **keys,
             outbox={"path": str(tmp_path / "water.db")},
             units=[{"type": "water", "meters": meters, "poll_s": 60, "clock_scale": 1800}],
         )
         facade = await run_agent(
             device="facade-12",
-            public_key=pub,
+            **keys,
             outbox={"path": str(tmp_path / "facade.db")},
             units=[
                 {

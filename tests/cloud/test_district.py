@@ -13,7 +13,6 @@ from sqlalchemy import select
 
 from cloud.db.schema import messages as svc_messages
 from protocol.messages import Lane
-from protocol.signing import public_key_b64
 from simulators.chaos import committed_seqs
 from simulators.community import CommunitySpec
 from simulators.district import DEPARTMENTS, OWNER, CoverFleet, DistrictSpec, generate, register
@@ -90,7 +89,8 @@ async def test_the_district_end_to_end(make_cloud: MakeCloud, mosquitto: Mosquit
         tmp_path / "district",
         mosquitto.host,
         mosquitto.port,
-        public_key_b64(svc.commands.key),
+        svc.device_keys()["public_key"],
+        svc.device_keys()["document_key"],
         schedule=Schedule(speed=60, heartbeat_s=60, fault_every_s=0, traffic=False),
         broker=mosquitto,
         site="riverside",

@@ -9,7 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from protocol.signing import public_key_b64
 from simulators.camera import FACES
 from simulators.ioboard import IOBoardSim
 from simulators.thermal import Scene
@@ -64,7 +63,7 @@ async def test_resident_enrolled_in_the_cloud_and_a_visitor_confirmed_by_the_app
     assert svc.commands is not None
     board = IOBoardSim()
     try:
-        agent = await run_agent(public_key=public_key_b64(svc.commands.key), units=gate_units(tmp_path, board))
+        agent = await run_agent(**svc.device_keys(), units=gate_units(tmp_path, board))
         await until(lambda: agent.units and getattr(agent.units[0], "vision", None), 30, "the gate to load")
         gate = agent.units[0]
         # on connect the gate reports revision 0; the cloud answers with a full snapshot
@@ -146,7 +145,7 @@ async def test_offline_gate_catches_up_on_missed_gallery_changes(
     assert client.post("/api/residents/res-a/embeddings", json={"embeddings_b64": [emb(1), emb(2)]}).status_code == 201
     board = IOBoardSim()
     try:
-        agent = await run_agent(public_key=public_key_b64(svc.commands.key), units=gate_units(tmp_path, board))
+        agent = await run_agent(**svc.device_keys(), units=gate_units(tmp_path, board))
         await until(lambda: agent.units and getattr(agent.units[0], "vision", None), 30, "the gate to load")
         gate = agent.units[0]
         await until(lambda: len(gate.gallery) == 1 and gate.gallery.revision == 1000, 15, "the first snapshot")

@@ -20,7 +20,6 @@ from protocol import encode, envelope, topic
 from protocol.examples import example
 from protocol.limits import MAX_PAYLOAD_BYTES
 from protocol.messages import AlarmClear, AlarmRaise, DeviceEvent, Reading, TelemetryBatch
-from protocol.signing import public_key_b64
 from simulators.services import Mosquitto
 from tests.cloud.conftest import MakeCloud, register
 from tests.conftest import RunAgent
@@ -157,7 +156,7 @@ async def test_command_round_trip(make_cloud: MakeCloud, run_agent: RunAgent, tm
     svc, api = make_cloud()
     register(api, "riverside", "gate-01")
     assert svc.commands is not None
-    agent: Agent = await run_agent(public_key=public_key_b64(svc.commands.key))
+    agent: Agent = await run_agent(**svc.device_keys())
     assert agent.uplink is not None
     await agent.uplink.connected.wait()
     r = api.post("/api/devices/gate-01/commands", json={"name": "ping"})

@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 from cloud.db import schema_updates as u
 from cloud.ingest.store import now_ms
 from cloud.service import CloudService
-from protocol.signing import generate_key, public_key_b64
+from protocol.signing import generate_key, load_private_key
 from protocol.updates import build_bundle
 from simulators.fleet import agent_config
 from simulators.services import Mosquitto, free_port
@@ -76,7 +76,7 @@ def ota(make_cloud: MakeCloud, mosquitto: Mosquitto, tmp_path: Path) -> Iterator
                     root,
                     device=dev,
                     port=mosquitto.port,
-                    public_key=public_key_b64(svc.commands.key),
+                    **svc.device_keys(),
                     updates={"root": str(root), "public_key": svc.updates.public_key, "health_s": 2, "timeout_s": 30},
                     health={"interval_s": 60},
                 )
@@ -120,7 +120,13 @@ def _device(client: TestClient, dev: str) -> dict[str, Any]:
 
 
 def _upload(svc: CloudService, client: TestClient, src: Path, version: str, key: Any = None) -> Any:
-    data = build_bundle(src, kind="gateway", version=version, key=key or svc.updates.key, min_version=BASE)
+    data = build_bundle(
+        src,
+        kind="gateway",
+        version=version,
+        key=key or load_private_key(svc.settings.update_key_file),
+        min_version=BASE,
+    )
     return client.post("/api/updates", content=data)
 
 

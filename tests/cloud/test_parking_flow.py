@@ -8,7 +8,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from protocol.signing import public_key_b64
 from simulators.parking_tower import Tower
 from tests.cloud.conftest import MakeCloud, register
 from tests.waits import until as _until
@@ -38,9 +37,7 @@ async def test_retrieve_request_from_the_api_reaches_the_lift_and_completes(
             "clock_scale": 20,
         }
         assert svc.commands is not None
-        agent = await run_agent(
-            site="st-mary", device="tower-east", public_key=public_key_b64(svc.commands.key), units=[unit]
-        )
+        agent = await run_agent(site="st-mary", device="tower-east", **svc.device_keys(), units=[unit])
         await until(lambda: agent.units and agent.units[0].ready.is_set(), 10, "the lift unit")
         lift = agent.units[0]
         lift.cars["res-3302"] = (1, 4, 2)  # parked overnight (the tower's bay map)

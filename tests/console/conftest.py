@@ -22,7 +22,6 @@ from edge.agent import Agent
 from edge.config import parse_config
 from protocol import encode, envelope
 from protocol.messages import Body
-from protocol.signing import public_key_b64
 from protocol.topics import topic
 from simulators.fleet import agent_config
 from simulators.ioboard import IOBoardSim
@@ -160,7 +159,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         tmp,
         host=broker.host,
         port=broker.port,
-        public_key=public_key_b64(svc.commands.key),
+        **svc.device_keys(),
         units=gate_units(tmp, board, visitor_answer_s=60),
     )
     agent = Agent(parse_config(doc), handle_signals=False)
