@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from edge.config import ConfigError, load_config_raw
+from edge.config import AgentConfig, ConfigError, load_config_raw
 
 app = typer.Typer(help="The gateway agent.", no_args_is_help=True)
 
@@ -91,3 +92,53 @@ def install_version(
         shutil.copytree(src / pkg, dest / pkg, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
     switch(root, __version__)
     typer.echo(f"installed {__version__} at {dest}; current → {__version__}")
+
+
+@app.command("trust")
+def trust_show(config: ConfigOpt) -> None:
+    """Show the keys this gateway has pinned (and whether its config names others)."""
+    cfg = _config_or_exit(config)
+    pinned = _pinned(sqlite3.connect(cfg.outbox.path))
+    for role, configured in cfg.provisioned_keys().items():
+        have = pinned.get(role)
+        note = "" if not configured or configured == have else "  (the config names another key: ignored)"
+        typer.echo(f"{role:9} {have or '(not pinned yet: taken from the config at the next start)'}{note}")
+
+
+@app.command("trust-reset")
+def trust_reset(
+    config: ConfigOpt,
+    yes: Annotated[bool, typer.Option("--yes", help="do it (the agent must be stopped)")] = False,
+) -> None:
+    """Forget the pinned keys, so the next start pins the ones the config names. For a technician re-provisioning
+    the gateway on site (root on the device is needed anyway): never reachable from the cloud or the broker."""
+    cfg = _config_or_exit(config)
+    if not yes:
+        typer.echo("error: this makes the gateway trust whatever keys its config names; add --yes", err=True)
+        raise typer.Exit(2)
+    if not cfg.outbox.path.exists():
+        typer.echo(f"nothing pinned: {cfg.outbox.path} does not exist yet")
+        return
+    db = sqlite3.connect(cfg.outbox.path)
+    with db:
+        n = db.execute("DELETE FROM kv WHERE key LIKE 'trust.key.%'").rowcount
+    typer.echo(
+        f"forgot {n} pinned key(s); the next start pins: {', '.join(k for k, v in cfg.provisioned_keys().items() if v)}"
+    )
+
+
+def _config_or_exit(path: Path) -> AgentConfig:
+    try:
+        _, cfg = load_config_raw(path)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    return cfg
+
+
+def _pinned(db: sqlite3.Connection) -> dict[str, str]:
+    try:
+        rows = db.execute("SELECT key, value FROM kv WHERE key LIKE 'trust.key.%'").fetchall()
+    except sqlite3.OperationalError:  # no agent database yet
+        return {}
+    return {k.removeprefix("trust.key."): v for k, v in rows}

@@ -289,3 +289,26 @@ async def test_each_key_rotates_on_a_running_gateway_and_a_restart_keeps_the_new
             "documents",
             "updates",
         }
+
+
+async def test_a_technician_re_pins_on_site_and_sees_what_is_pinned(
+    tmp_path: Path, mosquitto: Mosquitto, run_agent: Any
+) -> None:
+    from typer.testing import CliRunner
+
+    from civicedge_cli import app
+    from simulators.fleet import agent_config, write_config
+
+    agent: Agent = await run_agent(device="gw-02", public_key=public_key_b64(CMD), document_key=public_key_b64(DOC))
+    assert await run_agent.stop(agent) == 0
+    new = generate_key()
+    doc = agent_config(tmp_path, device="gw-02", public_key=public_key_b64(new), document_key=public_key_b64(DOC))
+    path = write_config(tmp_path / "gw-02.yaml", doc)
+    shown = CliRunner().invoke(app, ["edge", "trust", "--config", str(path)])
+    assert shown.exit_code == 0 and public_key_b64(CMD) in shown.output and "ignored" in shown.output
+    refused = CliRunner().invoke(app, ["edge", "trust-reset", "--config", str(path)])
+    assert refused.exit_code == 2 and "--yes" in refused.output
+    done = CliRunner().invoke(app, ["edge", "trust-reset", "--config", str(path), "--yes"])
+    assert done.exit_code == 0 and "forgot 2 pinned key(s)" in done.output
+    again: Agent = await run_agent(device="gw-02", public_key=public_key_b64(new), document_key=public_key_b64(DOC))
+    assert again.trust.public_keys()["commands"] == public_key_b64(new) and not again.trust.mismatched
