@@ -47,6 +47,8 @@ class MQTTClient:
         self.retry_ms = 2000
 
     def set_last_will(self, topic, payload, retain=False, qos=1):
+        """``payload``: bytes/str, or a function called at every CONNECT (a will with a fresh message id each
+        time: the cloud keeps each message once, by its id)."""
         self.will = (topic, payload, retain, qos)
 
     # --- connection -----------------------------------------------------------------------------------
@@ -60,6 +62,8 @@ class MQTTClient:
         payload = _str(self.client_id)
         if self.will:
             t, m, r, q = self.will
+            if callable(m):
+                m = m()
             flags |= 0x04 | (q << 3) | (0x20 if r else 0)
             payload += _str(t) + _str(m)
         if self.user:

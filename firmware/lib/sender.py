@@ -8,9 +8,12 @@ from mqtt import MQTTClient, MQTTError
 
 
 class Sender:
-    def __init__(self, client, ring, backoff_ms=(500, 30000)):
+    def __init__(self, client, ring, backoff_ms=(500, 30000), birth=None):
+        """``birth``: a function returning ``(topic, payload)``, published retained (QoS 1) at every connection
+        before the ring moves on: the node's "online" state, the counterpart of its last will."""
         self.client = client
         self.ring = ring
+        self.birth = birth
         self.backoff_min, self.backoff_max = backoff_ms
         self._backoff = self.backoff_min
         self._next_try = hal.ticks_ms()
@@ -39,11 +42,19 @@ class Sender:
                 self._backoff = min(self._backoff * 2, self.backoff_max)
                 return len(self.ring)
             self._inflight = None  # whatever was in flight is resent from the ring
+            if self.birth is not None:
+                try:
+                    topic, payload = self.birth()
+                    self._inflight = (c.publish(topic, payload, qos=1, retain=True), None)
+                except (OSError, MQTTError):
+                    c.close()
+                    return len(self.ring)
         try:
             c.poll(wait_ms)
             if self._inflight is not None and c.pending() == 0:
-                self.ring.pop()
-                self.sent += 1
+                if self._inflight[1] is not None:  # the ring's head (not the birth message) is delivered
+                    self.ring.pop()
+                    self.sent += 1
                 self._inflight = None
             if self._inflight is None and len(self.ring):
                 rec = self.ring.peek()

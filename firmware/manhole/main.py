@@ -42,6 +42,7 @@ DEFAULTS = {
     "gas_lel_per_mv": 0.02,
     "battery_divider": 2.0,
     "flush_ms": 2000,
+    "keepalive_s": 30,
 }
 ALARMS = (
     # kind, reading, raise at, clear at (below), alarm when above
@@ -172,11 +173,17 @@ def main(argv):
         cfg["broker_port"],
         user=cfg.get("mqtt_user"),  # written by tools/flash.py provision
         password=cfg.get("mqtt_password"),
-        keepalive=30,
+        keepalive=int(cfg["keepalive_s"]),
     )
     env = Envelopes(cfg["site"], cfg["device"])
-    client.set_last_will(env.topic("state"), json.dumps({"v": 1, "id": "01KAB3C4D5E6F7G8H9JKMN0001", "dev": cfg["device"], "seq": 0, "ts": 0, "type": "state", "body": {"status": "offline"}}), retain=True)
-    sender = Sender(client, RingFile(state + "/ring", slots=128, slot=400), backoff_ms=(200, 2000))
+    # a fresh envelope (id, seq, time) at every connection: a will with a fixed id would be stored once, ever
+    client.set_last_will(env.topic("state"), lambda: env.make("state", {"status": "offline"}), retain=True)
+    sender = Sender(
+        client,
+        RingFile(state + "/ring", slots=128, slot=400),
+        backoff_ms=(200, 2000),
+        birth=lambda: (env.topic("state"), env.make("state", {"status": "online"})),
+    )
     node = Node(cfg, accel, adcs, sender, env, state)
     while True:
         node.cycle()
