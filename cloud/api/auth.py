@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from cloud.api.deps import COOKIE, Conn, CurrentUser, Page, Paging, Service, Username, paged, require_role
+from cloud.api.models import LoggedOut, Me, UserChanged, UserOut
 from cloud.auth.service import AuthError, RateLimited, User
 from cloud.db import schema_auth as a
 
@@ -33,7 +34,7 @@ def _me(u: User, csrf: str | None = None) -> dict[str, Any]:
     return out
 
 
-@router.post("/auth/login")
+@router.post("/auth/login", response_model=Me, response_model_exclude_unset=True)
 def login(body: LoginIn, request: Request, response: Response, svc: Service) -> dict[str, Any]:
     client = request.client.host if request.client else "?"
     try:
@@ -48,7 +49,7 @@ def login(body: LoginIn, request: Request, response: Response, svc: Service) -> 
     return _me(s.user, s.csrf)
 
 
-@router.post("/auth/logout")
+@router.post("/auth/logout", response_model=LoggedOut)
 def logout(request: Request, response: Response, svc: Service, user: CurrentUser) -> dict[str, Any]:
     token = request.cookies.get(COOKIE)
     if token:
@@ -57,7 +58,7 @@ def logout(request: Request, response: Response, svc: Service, user: CurrentUser
     return {"logged_out": user.username}
 
 
-@router.get("/auth/me")
+@router.get("/auth/me", response_model=Me, response_model_exclude_unset=True)
 def me(request: Request, user: CurrentUser, svc: Service) -> dict[str, Any]:
     token = request.cookies.get(COOKIE)
     s = svc.auth.session(token) if token else None
@@ -73,7 +74,7 @@ class UserIn(BaseModel):
     language: Literal["en", "zh-CN"] | None = Field(default=None, description="default: CE_DEFAULT_LANGUAGE")
 
 
-@router.post("/api/users", status_code=201, dependencies=[Depends(require_role("admin"))])
+@router.post("/api/users", status_code=201, response_model=UserOut, dependencies=[Depends(require_role("admin"))])
 def create_user(body: UserIn, svc: Service, user: CurrentUser) -> dict[str, Any]:
     try:
         fields = body.model_dump()
@@ -89,7 +90,7 @@ class UserChange(BaseModel):
     password: str | None = Field(default=None, min_length=10, max_length=200, description="a new password")
 
 
-@router.patch("/api/users/{username}", dependencies=[Depends(require_role("admin"))])
+@router.patch("/api/users/{username}", response_model=UserChanged, dependencies=[Depends(require_role("admin"))])
 def change_user(username: Username, body: UserChange, svc: Service, user: CurrentUser) -> dict[str, Any]:
     """Disable, enable, or set a new password: every session of that user ends, and their live streams with it."""
     try:

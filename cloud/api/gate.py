@@ -33,6 +33,17 @@ from cloud.api.deps import (
     require_token,
     run,
 )
+from cloud.api.models import (
+    ConsentRecorded,
+    ConsentWithdrawn,
+    Erasure,
+    FacesAdded,
+    PlateAdded,
+    PlateRemoved,
+    ResidentCreated,
+    ResidentDeleted,
+    VisitorAnswered,
+)
 from cloud.db import schema as t
 from cloud.db import schema_gate as g
 from cloud.gate.service import GateError
@@ -64,7 +75,12 @@ class ResidentIn(BaseModel):
     consent: bool = Field(default=False, description="the resident consents to face recognition (recorded now)")
 
 
-@router.post("/sites/{site_id}/residents", status_code=201, dependencies=[allow("residents.manage")])
+@router.post(
+    "/sites/{site_id}/residents",
+    status_code=201,
+    response_model=ResidentCreated,
+    dependencies=[allow("residents.manage")],
+)
 def add_resident(site_id: SiteId, body: ResidentIn, svc: Service, user: CurrentUser) -> dict[str, Any]:
     out = _call(svc.gate.add_resident, site_id, body.id, body.unit, body.name, body.consent, user.username)
     svc.auth.audit(user.username, "resident.create", body.id, {"consent": body.consent})
@@ -79,25 +95,35 @@ def list_residents(site_id: SiteId, conn: Conn, p: Paging, unit: str | None = No
     return paged(conn, q, p)
 
 
-@router.delete("/residents/{resident_id}", dependencies=[allow("residents.manage")])
+@router.delete("/residents/{resident_id}", response_model=ResidentDeleted, dependencies=[allow("residents.manage")])
 def remove_resident(resident_id: RecordKey, svc: Service, user: CurrentUser) -> dict[str, Any]:
     """Delete the resident; their faces are erased from every gate (follow it at GET /api/erasures)."""
     return run(actions.erase_resident, svc, user, resident_id, "deleted")  # type: ignore[no-any-return]
 
 
-@router.post("/residents/{resident_id}/consent", dependencies=[allow("residents.manage")])
+@router.post(
+    "/residents/{resident_id}/consent", response_model=ConsentRecorded, dependencies=[allow("residents.manage")]
+)
 def record_consent(resident_id: RecordKey, svc: Service, user: CurrentUser) -> dict[str, Any]:
     """Record the resident's consent to face recognition (needed before any face is enrolled)."""
     return run(actions.record_consent, svc, user, resident_id)  # type: ignore[no-any-return]
 
 
-@router.post("/residents/{resident_id}/consent/withdraw", dependencies=[allow("residents.manage")])
+@router.post(
+    "/residents/{resident_id}/consent/withdraw",
+    response_model=ConsentWithdrawn,
+    dependencies=[allow("residents.manage")],
+)
 def withdraw_consent(resident_id: RecordKey, svc: Service, user: CurrentUser) -> dict[str, Any]:
     """Consent withdrawn: the resident stays (plates, visitors) but their faces are erased from every gate."""
     return run(actions.erase_resident, svc, user, resident_id, "withdrawn")  # type: ignore[no-any-return]
 
 
-@router.get("/erasures", dependencies=[allow("residents.manage")])
+@router.get(
+    "/erasures",
+    response_model=list[Erasure],  # type: ignore[valid-type]
+    dependencies=[allow("residents.manage")],
+)
 def erasures(svc: Service, site: str | None = None) -> list[dict[str, Any]]:
     """Face-data erasures, newest first, each with the gates that have not yet confirmed it."""
     return svc.gate.erasures(site)
@@ -127,7 +153,12 @@ def _embed_photo(data: bytes) -> np.ndarray:
     return emb.embed(rgb, det.refine(rgb, faces[0]))
 
 
-@router.post("/residents/{resident_id}/faces", status_code=201, dependencies=[allow("residents.manage")])
+@router.post(
+    "/residents/{resident_id}/faces",
+    status_code=201,
+    response_model=FacesAdded,
+    dependencies=[allow("residents.manage")],
+)
 async def add_face_photo(resident_id: RecordKey, request: Request, svc: Service) -> dict[str, Any]:
     """The photo is the request body (JPEG/PNG ≤ 10 MB); only its embedding is kept, never the image."""
     data = await request.body()
@@ -141,7 +172,12 @@ class EmbeddingsIn(BaseModel):
     embeddings_b64: list[str] = Field(min_length=1, max_length=10)
 
 
-@router.post("/residents/{resident_id}/embeddings", status_code=201, dependencies=[allow("residents.manage")])
+@router.post(
+    "/residents/{resident_id}/embeddings",
+    status_code=201,
+    response_model=FacesAdded,
+    dependencies=[allow("residents.manage")],
+)
 def add_embeddings(resident_id: RecordKey, body: EmbeddingsIn, svc: Service) -> dict[str, Any]:
     """Embeddings made elsewhere with the same model (128 little-endian float32, base64)."""
     try:
@@ -159,7 +195,9 @@ class PlateIn(BaseModel):
     valid_until_ms: int | None = Field(default=None, ge=0)
 
 
-@router.post("/sites/{site_id}/plates", status_code=201, dependencies=[allow("residents.manage")])
+@router.post(
+    "/sites/{site_id}/plates", status_code=201, response_model=PlateAdded, dependencies=[allow("residents.manage")]
+)
 def add_plate(site_id: SiteId, body: PlateIn, svc: Service) -> dict[str, Any]:
     return _call(  # type: ignore[no-any-return]
         svc.gate.add_plate, site_id, body.plate, body.holder, body.kind, body.valid_from_ms, body.valid_until_ms
@@ -174,7 +212,7 @@ def list_plates(site_id: SiteId, conn: Conn, p: Paging, holder: str | None = Non
     return paged(conn, q, p)
 
 
-@router.delete("/sites/{site_id}/plates/{plate}", dependencies=[allow("residents.manage")])
+@router.delete("/sites/{site_id}/plates/{plate}", response_model=PlateRemoved, dependencies=[allow("residents.manage")])
 def remove_plate(site_id: SiteId, plate: PlatePath, svc: Service) -> dict[str, Any]:
     return _call(svc.gate.remove_plate, site_id, plate)  # type: ignore[no-any-return]
 
@@ -208,13 +246,25 @@ class AnswerIn(BaseModel):
     by: str | None = Field(default=None, min_length=1, max_length=64, description="machines: for whom")
 
 
-@router.post("/visitor-requests/{request_id}/answer", dependencies=[allow("visitors.answer")])
+@router.post(
+    "/visitor-requests/{request_id}/answer", response_model=VisitorAnswered, dependencies=[allow("visitors.answer")]
+)
 def answer_visitor(request_id: RecordKey, body: AnswerIn, svc: Service, user: CurrentUser) -> dict[str, Any]:
     """The resident's answer goes to the gate as a signed command that expires with the request."""
     return run(actions.answer_visitor, svc, acting(user, body.by), request_id, body.approved)  # type: ignore[no-any-return]
 
 
-@router.get("/media/{device_id}/{ref}", dependencies=[allow("visitors.answer")])
+@router.get(
+    "/media/{device_id}/{ref}",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "the picture, as the device sent it",
+            "content": {m: {"schema": {"type": "string", "format": "binary"}} for m in ("image/jpeg", "image/png")},
+        }
+    },
+    dependencies=[allow("visitors.answer")],
+)
 def get_media(device_id: DeviceId, ref: RecordKey, conn: Conn, svc: Service, user: CurrentUser) -> Response:
     """A picture a device sent (``ref`` as the device named it). Residents see only the snapshot of a visitor to
     their own flat, taken by the gate that raised the request."""

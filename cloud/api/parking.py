@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from cloud import actions
 from cloud.api.deps import Conn, CurrentUser, DeviceId, Page, Paging, Service, allow, paged, require_token, run
+from cloud.api.models import CommandSent, TowerStatus
 from cloud.db import schema as t
 
 router = APIRouter(prefix="/api/parking", dependencies=[Depends(require_token)], tags=["parking"])
@@ -20,14 +21,21 @@ class RetrieveIn(BaseModel):
     by: Literal["face", "plate", "ticket"] = "ticket"
 
 
-@router.post("/{device_id}/retrieve", status_code=202, dependencies=[allow("parking.retrieve")])
+@router.post(
+    "/{device_id}/retrieve", status_code=202, response_model=CommandSent, dependencies=[allow("parking.retrieve")]
+)
 def retrieve(device_id: DeviceId, body: RetrieveIn, svc: Service, user: CurrentUser) -> dict[str, Any]:
     """Ask the tower for a car (a resident: one of their own plates); the answer (request id, ETA) comes back
     as the command's acknowledgement and the ``lift.request`` / ``lift.result`` events."""
     return run(actions.retrieve_car, svc, user, device_id, body.subject, body.by)  # type: ignore[no-any-return]
 
 
-@router.get("/{device_id}/status", dependencies=[allow("parking.view")])
+@router.get(
+    "/{device_id}/status",
+    response_model=TowerStatus,
+    response_model_exclude_unset=True,  # a lift reports position_mm only if it knows it
+    dependencies=[allow("parking.view")],
+)
 def status(device_id: DeviceId, conn: Conn) -> dict[str, Any]:
     """The newest ``lift.status`` of each lift of the tower."""
     c = t.messages.c

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from cloud import actions
 from cloud.api.deps import CurrentUser, DeviceId, Service, SiteId, allow, run
+from cloud.api.models import Claim, CredentialsRotating, DeviceReinstated, DeviceRevoked, Provisioned
 from cloud.provisioning.service import ClaimError
 
 router = APIRouter(tags=["provisioning"])
@@ -21,7 +22,9 @@ class ClaimIn(BaseModel):
     note: str = Field(default="", max_length=200)
 
 
-@router.post("/api/sites/{site_id}/claims", status_code=201, dependencies=[allow("devices.provision")])
+@router.post(
+    "/api/sites/{site_id}/claims", status_code=201, response_model=Claim, dependencies=[allow("devices.provision")]
+)
 def new_claim(site_id: SiteId, body: ClaimIn, svc: Service, user: CurrentUser) -> dict[str, Any]:
     """A single-use claim token for one new device at the site (shown once; only its hash is kept)."""
     return run(actions.new_claim, svc, user, site_id, body.ttl_s, body.kind, body.note)  # type: ignore[no-any-return]
@@ -34,7 +37,7 @@ class ProvisionIn(BaseModel):
     name: str = Field(default="", max_length=200)
 
 
-@router.post("/provision")
+@router.post("/provision", response_model=Provisioned)
 def provision(body: ProvisionIn, request: Request, svc: Service) -> dict[str, Any]:
     """Called once by a new device (or tools/flash.py for it) with a claim token: answers with its identity
     (device id, broker credentials, CA, command key, initial config). Failed attempts are rate limited per
@@ -57,19 +60,26 @@ def provision(body: ProvisionIn, request: Request, svc: Service) -> dict[str, An
     return out
 
 
-@router.post("/api/devices/{device_id}/revoke", dependencies=[allow("devices.provision")])
+@router.post("/api/devices/{device_id}/revoke", response_model=DeviceRevoked, dependencies=[allow("devices.provision")])
 def revoke(device_id: DeviceId, svc: Service, user: CurrentUser) -> dict[str, Any]:
     """Lock the device out: disabled at the broker (its connection drops) and refused by ingestion."""
     return run(actions.revoke_device, svc, user, device_id)  # type: ignore[no-any-return]
 
 
-@router.post("/api/devices/{device_id}/reinstate", dependencies=[allow("devices.reinstate")])
+@router.post(
+    "/api/devices/{device_id}/reinstate", response_model=DeviceReinstated, dependencies=[allow("devices.reinstate")]
+)
 def reinstate(device_id: DeviceId, svc: Service, user: CurrentUser) -> dict[str, Any]:
     """Undo a revocation (admins only, audited): the device may then be claimed again for new credentials."""
     return run(actions.reinstate_device, svc, user, device_id)  # type: ignore[no-any-return]
 
 
-@router.post("/api/devices/{device_id}/rotate-credentials", status_code=202, dependencies=[allow("devices.provision")])
+@router.post(
+    "/api/devices/{device_id}/rotate-credentials",
+    status_code=202,
+    response_model=CredentialsRotating,
+    dependencies=[allow("devices.provision")],
+)
 def rotate(device_id: DeviceId, svc: Service, user: CurrentUser) -> dict[str, Any]:
     """Send the device a new broker password; the broker switches once the device acknowledges."""
     return run(actions.rotate_credentials, svc, user, device_id)  # type: ignore[no-any-return]

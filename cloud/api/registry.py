@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import delete, insert, select
 
 from cloud.api.deps import Conn, CurrentUser, Page, Paging, RecordKey, Service, allow, insert_new, paged, require_token
+from cloud.api.models import Asset, Department, GridCell, ImportReport
 from cloud.auth.scope import asset_filter
 from cloud.db.schema_registry import assets, confidential_subtypes, departments, grid_cells
 from cloud.ingest.store import now_ms
@@ -89,7 +90,7 @@ def list_departments(conn: Conn, p: Paging) -> Page:
     return paged(conn, select(departments).order_by(departments.c.id), p)
 
 
-@router.post("/departments", status_code=201, dependencies=[allow("devices.command")])
+@router.post("/departments", status_code=201, response_model=Department, dependencies=[allow("devices.command")])
 def create_department(body: DepartmentIn, svc: Service) -> dict[str, Any]:
     insert_new(svc, departments, body.model_dump(), "department")
     return body.model_dump()
@@ -100,7 +101,7 @@ def list_grid_cells(conn: Conn, p: Paging) -> Page:
     return paged(conn, select(grid_cells).order_by(grid_cells.c.id), p)
 
 
-@router.post("/grid-cells", status_code=201, dependencies=[allow("devices.command")])
+@router.post("/grid-cells", status_code=201, response_model=GridCell, dependencies=[allow("devices.command")])
 def create_grid_cell(body: GridCellIn, svc: Service) -> dict[str, Any]:
     insert_new(svc, grid_cells, body.model_dump(), "grid cell")
     return body.model_dump()
@@ -131,7 +132,7 @@ def list_assets(
     return paged(conn, q, p)
 
 
-@router.get("/assets/{asset_id}", dependencies=[allow("assets.view")])
+@router.get("/assets/{asset_id}", response_model=Asset, dependencies=[allow("assets.view")])
 def get_asset(asset_id: RecordKey, conn: Conn, user: CurrentUser) -> dict[str, Any]:
     row = conn.execute(select(assets).where(assets.c.id == asset_id, asset_filter(user))).first()
     if row is None:
@@ -139,7 +140,7 @@ def get_asset(asset_id: RecordKey, conn: Conn, user: CurrentUser) -> dict[str, A
     return dict(row._mapping)
 
 
-@router.post("/assets/import", dependencies=[allow("devices.command")])
+@router.post("/assets/import", response_model=ImportReport, dependencies=[allow("devices.command")])
 async def import_csv(
     request: Request,
     svc: Service,

@@ -24,6 +24,20 @@ from cloud.api.deps import (
     require_token,
     run,
 )
+from cloud.api.models import (
+    Alarm,
+    AlarmHistoryEntry,
+    Command,
+    CommandSent,
+    DeadLetterSummary,
+    Device,
+    DevicesCreated,
+    NewDevice,
+    Rules,
+    RulesLoaded,
+    Site,
+    Telemetry,
+)
 from cloud.auth.scope import alarm_filter
 from cloud.db import schema as t
 from cloud.ingest.store import now_ms
@@ -46,7 +60,7 @@ def list_sites(conn: Conn, p: Paging) -> Page:
     return paged(conn, select(t.sites).order_by(t.sites.c.id), p)
 
 
-@router.post("/sites", status_code=201, tags=["sites"], dependencies=[allow("devices.command")])
+@router.post("/sites", status_code=201, response_model=Site, tags=["sites"], dependencies=[allow("devices.command")])
 def create_site(body: SiteIn, svc: Service) -> dict[str, Any]:
     insert_new(svc, t.sites, {"id": body.id, "name": body.name or body.id}, "site")
     return {"id": body.id, "name": body.name or body.id}
@@ -80,7 +94,9 @@ def list_devices(
     return paged(conn, q, p)
 
 
-@router.post("/devices", status_code=201, tags=["devices"], dependencies=[allow("devices.command")])
+@router.post(
+    "/devices", status_code=201, response_model=NewDevice, tags=["devices"], dependencies=[allow("devices.command")]
+)
 def create_device(body: DeviceIn, svc: Service) -> dict[str, Any]:
     with svc.engine.begin() as conn:
         if not conn.execute(select(t.sites.c.id).where(t.sites.c.id == body.site_id)).first():
@@ -105,7 +121,7 @@ class DevicesIn(BaseModel):
     devices: list[DeviceIn] = Field(min_length=1, max_length=50_000)
 
 
-@router.post("/devices/bulk", tags=["devices"], dependencies=[allow("devices.command")])
+@router.post("/devices/bulk", response_model=DevicesCreated, tags=["devices"], dependencies=[allow("devices.command")])
 def create_devices(body: DevicesIn, svc: Service) -> dict[str, int]:
     """Register many devices at once (a district's nodes); existing ids are left as they are."""
     sites = {d.site_id for d in body.devices}
@@ -136,7 +152,7 @@ def create_devices(body: DevicesIn, svc: Service) -> dict[str, int]:
     return {"created": len(rows), "existing": len(body.devices) - len(rows)}
 
 
-@router.get("/devices/{device_id}", tags=["devices"], dependencies=[allow("devices.view")])
+@router.get("/devices/{device_id}", response_model=Device, tags=["devices"], dependencies=[allow("devices.view")])
 def get_device(device_id: DeviceId, conn: Conn) -> dict[str, Any]:
     row = conn.execute(select(t.devices).where(t.devices.c.id == device_id)).first()
     if row is None:
@@ -150,7 +166,9 @@ def get_device(device_id: DeviceId, conn: Conn) -> dict[str, Any]:
     return d
 
 
-@router.get("/devices/{device_id}/telemetry", tags=["telemetry"], dependencies=[allow("devices.view")])
+@router.get(
+    "/devices/{device_id}/telemetry", response_model=Telemetry, tags=["telemetry"], dependencies=[allow("devices.view")]
+)
 def telemetry(
     device_id: DeviceId,
     conn: Conn,
@@ -238,19 +256,24 @@ def _alarm_action(svc: Service, user: CurrentUser, alarm_id: int, action: str, b
     return run(actions.alarm_act, svc, acting(user, body.by), alarm_id, action, body.note)  # type: ignore[no-any-return]
 
 
-@router.post("/alarms/{alarm_id}/ack", tags=["alarms"], dependencies=[allow("alarms.act")])
+@router.post("/alarms/{alarm_id}/ack", response_model=Alarm, tags=["alarms"], dependencies=[allow("alarms.act")])
 def ack_alarm(alarm_id: int, body: AlarmAction, svc: Service, user: CurrentUser) -> dict[str, Any]:
     """Acknowledge: an operator has seen it and owns it; it stays open until cleared."""
     return _alarm_action(svc, user, alarm_id, "acknowledged", body)
 
 
-@router.post("/alarms/{alarm_id}/clear", tags=["alarms"], dependencies=[allow("alarms.act")])
+@router.post("/alarms/{alarm_id}/clear", response_model=Alarm, tags=["alarms"], dependencies=[allow("alarms.act")])
 def clear_alarm(alarm_id: int, body: AlarmAction, svc: Service, user: CurrentUser) -> dict[str, Any]:
     """Clear by hand (devices clear their own alarms with ``alarm.clear``)."""
     return _alarm_action(svc, user, alarm_id, "cleared", body)
 
 
-@router.get("/alarms/{alarm_id}/history", tags=["alarms"], dependencies=[allow("alarms.view")])
+@router.get(
+    "/alarms/{alarm_id}/history",
+    response_model=list[AlarmHistoryEntry],  # type: ignore[valid-type]
+    tags=["alarms"],
+    dependencies=[allow("alarms.view")],
+)
 def alarm_history(alarm_id: int, conn: Conn, user: CurrentUser) -> list[dict[str, Any]]:
     if conn.execute(select(t.alarms.c.id).where(t.alarms.c.id == alarm_id, alarm_filter(user))).first() is None:
         raise HTTPException(404, detail=f"no alarm {alarm_id}")
@@ -268,7 +291,12 @@ def dead_letters(conn: Conn, p: Paging, reason: str | None = None) -> Page:
     return paged(conn, q, p)
 
 
-@router.get("/dead-letters/summary", tags=["dead letters"], dependencies=[allow("devices.view")])
+@router.get(
+    "/dead-letters/summary",
+    response_model=DeadLetterSummary,
+    tags=["dead letters"],
+    dependencies=[allow("devices.view")],
+)
 def dead_letter_summary(conn: Conn) -> dict[str, int]:
     c = t.dead_letters.c
     return {r[0]: r[1] for r in conn.execute(select(c.reason, func.count()).group_by(c.reason))}
@@ -284,7 +312,11 @@ class CommandIn(BaseModel):
 
 
 @router.post(
-    "/devices/{device_id}/commands", status_code=202, tags=["commands"], dependencies=[allow("devices.command")]
+    "/devices/{device_id}/commands",
+    status_code=202,
+    response_model=CommandSent,
+    tags=["commands"],
+    dependencies=[allow("devices.command")],
 )
 def send_command(device_id: DeviceId, body: CommandIn, svc: Service, user: CurrentUser) -> dict[str, Any]:
     try:
@@ -295,7 +327,7 @@ def send_command(device_id: DeviceId, body: CommandIn, svc: Service, user: Curre
     return run(actions.send_command, svc, user, device_id, body.name, body.args, body.ttl_s)  # type: ignore[no-any-return]
 
 
-@router.get("/commands/{cid}", tags=["commands"], dependencies=[allow("devices.view")])
+@router.get("/commands/{cid}", response_model=Command, tags=["commands"], dependencies=[allow("devices.view")])
 def get_command(cid: RecordKey, conn: Conn) -> dict[str, Any]:
     row = conn.execute(select(t.commands).where(t.commands.c.cid == cid)).first()
     if row is None:
@@ -317,7 +349,7 @@ def list_commands(conn: Conn, p: Paging, device: str | None = None) -> Page:
 # --- rules -----------------------------------------------------------------------------------------
 
 
-@router.get("/rules", tags=["rules"], dependencies=[allow("rules.view")])
+@router.get("/rules", response_model=Rules, tags=["rules"], dependencies=[allow("rules.view")])
 def list_rules(svc: Service) -> dict[str, Any]:
     if svc.rules is None:
         return {"file": None, "rules": [], "active": []}
@@ -328,7 +360,7 @@ def list_rules(svc: Service) -> dict[str, Any]:
     }
 
 
-@router.post("/rules/reload", tags=["rules"], dependencies=[allow("rules.reload")])
+@router.post("/rules/reload", response_model=RulesLoaded, tags=["rules"], dependencies=[allow("rules.reload")])
 def reload_rules(svc: Service, user: CurrentUser) -> dict[str, Any]:
     """Re-read the rules file; a bad file is refused with the reasons and the running rules stay."""
     return run(actions.reload_rules, svc, user)  # type: ignore[no-any-return]

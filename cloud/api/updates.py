@@ -11,19 +11,24 @@ from sqlalchemy import select
 
 from cloud import actions
 from cloud.api.deps import BundleId, Conn, CurrentUser, RecordKey, Service, allow, run
+from cloud.api.models import Bundle, Rollout, RolloutSummary
 from cloud.db import schema_updates as u
 
 router = APIRouter(tags=["updates"])
 
 
-@router.post("/api/updates", status_code=201, dependencies=[allow("updates.manage")])
+@router.post("/api/updates", status_code=201, response_model=Bundle, dependencies=[allow("updates.manage")])
 async def upload_bundle(request: Request, svc: Service, user: CurrentUser) -> dict[str, Any]:
     """The bundle (``civicedge cloud bundle``) is the request body; it is checked as a device would check it."""
     data = await request.body()
     return run(actions.add_bundle, svc, user, data)  # type: ignore[no-any-return]
 
 
-@router.get("/api/updates", dependencies=[allow("updates.manage")])
+@router.get(
+    "/api/updates",
+    response_model=list[Bundle],  # type: ignore[valid-type]
+    dependencies=[allow("updates.manage")],
+)
 def list_bundles(conn: Conn) -> list[dict[str, Any]]:
     c = u.update_bundles.c
     rows = conn.execute(select(u.update_bundles).order_by(c.created_ms.desc()))
@@ -59,17 +64,21 @@ class RolloutIn(BaseModel):
     timeout_s: float = Field(default=120, ge=5, le=86_400, description="a new version must be healthy within this")
 
 
-@router.post("/api/rollouts", status_code=201, dependencies=[allow("updates.manage")])
+@router.post("/api/rollouts", status_code=201, response_model=Rollout, dependencies=[allow("updates.manage")])
 def create_rollout(body: RolloutIn, svc: Service, user: CurrentUser) -> dict[str, Any]:
     return run(actions.create_rollout, svc, user, **body.model_dump())  # type: ignore[no-any-return]
 
 
-@router.get("/api/rollouts", dependencies=[allow("updates.manage")])
+@router.get(
+    "/api/rollouts",
+    response_model=list[RolloutSummary],  # type: ignore[valid-type]
+    dependencies=[allow("updates.manage")],
+)
 def list_rollouts(conn: Conn) -> list[dict[str, Any]]:
     return [dict(r._mapping) for r in conn.execute(select(u.rollouts).order_by(u.rollouts.c.created_ms.desc()))]
 
 
-@router.get("/api/rollouts/{rollout_id}", dependencies=[allow("updates.manage")])
+@router.get("/api/rollouts/{rollout_id}", response_model=Rollout, dependencies=[allow("updates.manage")])
 def get_rollout(rollout_id: RecordKey, svc: Service) -> dict[str, Any]:
     """The rollout with each device's state."""
     try:
@@ -78,6 +87,6 @@ def get_rollout(rollout_id: RecordKey, svc: Service) -> dict[str, Any]:
         raise HTTPException(404, detail=f"no rollout {rollout_id}") from None
 
 
-@router.post("/api/rollouts/{rollout_id}/abort", dependencies=[allow("updates.manage")])
+@router.post("/api/rollouts/{rollout_id}/abort", response_model=Rollout, dependencies=[allow("updates.manage")])
 def abort_rollout(rollout_id: RecordKey, svc: Service, user: CurrentUser) -> dict[str, Any]:
     return run(actions.abort_rollout, svc, user, rollout_id)  # type: ignore[no-any-return]

@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from cloud import actions
 from cloud.api.deps import Conn, CurrentUser, Page, Paging, Service, acting, allow, paged, require_token, run
+from cloud.api.models import PhotoAdded, WorkOrder
 from cloud.auth.scope import work_order_filter
 from cloud.db.schema_workorders import work_orders
 from cloud.ingest.store import now_ms
@@ -36,7 +37,7 @@ class Act(BaseModel):
     department_id: str | None = None
 
 
-@router.post("", status_code=201, dependencies=[allow("workorders.report")])
+@router.post("", status_code=201, response_model=WorkOrder, dependencies=[allow("workorders.report")])
 def open_work_order(body: WorkOrderIn, svc: Service, user: CurrentUser) -> dict[str, Any]:
     """Operators open orders; a grid worker's report is recorded as theirs whatever ``reporter`` says."""
     return run(actions.create_work_order, svc, user, **body.model_dump())  # type: ignore[no-any-return]
@@ -67,12 +68,12 @@ def list_work_orders(
     return page
 
 
-@router.get("/{wo_id}")
+@router.get("/{wo_id}", response_model=WorkOrder)
 def get_work_order(wo_id: int, svc: Service, user: CurrentUser) -> dict[str, Any]:
     return run(actions.work_order, svc, user, wo_id)  # type: ignore[no-any-return]
 
 
-@router.post("/{wo_id}/photos", status_code=201)
+@router.post("/{wo_id}/photos", status_code=201, response_model=PhotoAdded)
 async def add_photo(
     wo_id: int,
     request: Request,
@@ -96,7 +97,7 @@ def get_photo(wo_id: int, photo_id: int, svc: Service, user: CurrentUser, thumb:
 
 
 # declared last: it would otherwise catch /{wo_id}/photos
-@router.post("/{wo_id}/{action}")
+@router.post("/{wo_id}/{action}", response_model=WorkOrder)
 def act(
     wo_id: int,
     action: Literal["dispatch", "accept", "resolve", "close", "reopen"],

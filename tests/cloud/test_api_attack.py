@@ -98,7 +98,7 @@ def test_numbers_out_of_range_are_the_clients_error(make_cloud: MakeCloud) -> No
 
 def test_a_forged_download_link_is_refused_not_an_error(make_cloud: MakeCloud) -> None:
     _svc, api = make_cloud()
-    r = api.get("/updates/b1/download", params={"device": "gate-01", "exp": 2**40, "sig": "é" * 10})
+    r = api.get("/updates/gateway-0.1.0/download", params={"device": "gate-01", "exp": 2**40, "sig": "é" * 10})
     assert r.status_code == 403
 
 
