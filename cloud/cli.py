@@ -142,6 +142,26 @@ def public_key(
     typer.echo(public_key_b64(load_or_create_key(paths[role])))
 
 
+@app.command("rotate-face-key")
+def rotate_face_key() -> None:
+    """Seal every stored face embedding with a new key (CE_FACE_KEY_FILE), in one transaction; the old key is
+    kept as <file>.previous until it is done. Back up the new key file apart from the database."""
+    from cloud.db.engine import make_engine
+    from cloud.db.engine import migrate as do_migrate
+    from cloud.gate.vault import FaceVault, VaultError
+    from cloud.settings import Settings
+
+    s = Settings()
+    engine = make_engine(s.database_url)
+    do_migrate(engine)
+    try:
+        n = FaceVault(s.face_key_path).rotate(engine)
+    except VaultError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"re-sealed {n} embedding(s) with a new key at {s.face_key_path}")
+
+
 @app.command("endorse-key")
 def endorse_key(
     role: Annotated[str, typer.Option(help="the key being replaced: commands, documents or updates")],

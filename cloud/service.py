@@ -16,7 +16,8 @@ from cloud.db import schema as t
 from cloud.db import schema_gate as g
 from cloud.db.engine import make_engine, migrate
 from cloud.db.schema_registry import assets, confidential_subtypes
-from cloud.gate.service import GateService
+from cloud.gate.service import SUBJECT_LOGS, GateService
+from cloud.gate.vault import FaceVault
 from cloud.ingest.health import IngestWatch, ingest_report
 from cloud.ingest.store import BatchResult, Store, now_ms
 from cloud.ingest.worker import IngestWorker
@@ -50,7 +51,7 @@ class CloudService:
         self.start_mqtt = start_mqtt
         self.rules: RuleRunner | None = None
         self.work_orders = WorkOrders(self.engine, settings.media_dir)
-        self.gate = GateService(self.engine, lambda: self.commands)
+        self.gate = GateService(self.engine, lambda: self.commands, FaceVault(settings.face_key_path))
         self.auth = Auth(self.engine)
         self.live = LiveHub(self.metrics)
         self.provisioning = Provisioning(self.engine, settings, self.store.forget_device)
@@ -220,8 +221,9 @@ class CloudService:
             self.tsdb.stop()
 
     def apply_retention(self, now: int | None = None) -> int:
-        """Delete what is past its retention period: telemetry, gate decisions and visitor requests (the gate
-        log), visitor snapshots. Returns the rows deleted."""
+        """Delete what is past its retention period: telemetry; the gate log (decisions, screenings, plate reads,
+        lift requests: everything naming a person) and visitor requests; visitor snapshots. Returns the rows
+        deleted."""
         s, now = self.settings, now or now_ms()
 
         def before(days: float) -> int:
@@ -234,7 +236,7 @@ class CloudService:
             n = conn.execute(delete(t.telemetry).where(t.telemetry.c.ts < before(s.telemetry_retention_days))).rowcount
             n += conn.execute(
                 delete(t.messages).where(
-                    m.type.in_(["gate.decision", "visitor.request", "visitor.answer"]), m.received_ms < gate_cut
+                    m.type.in_([*SUBJECT_LOGS, "visitor.request", "visitor.answer"]), m.received_ms < gate_cut
                 )
             ).rowcount
             n += conn.execute(delete(g.visitor_requests).where(g.visitor_requests.c.created_ms < gate_cut)).rowcount

@@ -110,6 +110,11 @@ class Settings(BaseSettings):
         description="the update key's public half (base64): set it and keep the private key offline, where "
         "releases are signed",
     )
+    face_key_file: Path | None = Field(
+        default=None,
+        description="AES key sealing face embeddings in the database (default: face-key beside the command key; "
+        "rotate with civicedge cloud rotate-face-key; back it up with the database, apart from it)",
+    )
     link_secret_file: Path | None = Field(
         default=None, description="secret for download links (default: link-secret beside the command key)"
     )
@@ -153,6 +158,10 @@ class Settings(BaseSettings):
     @property
     def document_key_path(self) -> Path:
         return self.document_key_file or self.command_key_file.with_name("document-key.pem")
+
+    @property
+    def face_key_path(self) -> Path:
+        return self.face_key_file or self.command_key_file.with_name("face-key")
 
     @property
     def link_secret_path(self) -> Path:

@@ -45,9 +45,12 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
 
 def open_sqlite(path: Path) -> sqlite3.Connection:
     """An edge SQLite file (created with its folder if needed): autocommit (explicit BEGIN where a change spans
-    statements), WAL, a busy timeout, usable from worker threads (callers serialise use with a lock)."""
+    statements), WAL, a busy timeout, usable from worker threads (callers serialise use with a lock). Deleted
+    content is overwritten (``secure_delete``): an erased face or a sent enrolment does not linger in free pages
+    of a gateway's card."""
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA secure_delete=ON")
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA busy_timeout=5000")
     return conn

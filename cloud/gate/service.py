@@ -23,9 +23,10 @@ from sqlalchemy import Engine, delete, func, select, update
 from cloud.commands import CommandPublisher
 from cloud.db import schema as t
 from cloud.db import schema_gate as g
-from cloud.ingest.store import now_ms
+from cloud.gate.vault import FaceVault
+from cloud.ingest.store import FACE_DATA, now_ms
 from protocol.limits import EMBEDDING_DIM
-from protocol.messages import AllowlistDelta, GalleryDelta, GalleryEntry, PlateEntry
+from protocol.messages import BODIES, AllowlistDelta, GalleryDelta, GalleryEntry, PlateEntry
 from protocol.plates import normalize
 
 log = logging.getLogger("civicedge.cloud.gate")
@@ -34,14 +35,19 @@ PART = 300  # entries per message (≈ 210 KB of base64 embeddings, under the pa
 LOG_KEEP = 20_000  # log rows kept per site; older gateways get a full snapshot
 
 
+#: message types whose ``subject_id`` names a person (scrubbed on erasure, deleted with the gate log)
+SUBJECT_LOGS = tuple(b.TYPE for b in BODIES if "subject_id" in b.model_fields)
+
+
 class GateError(ValueError):
     """A request the data does not allow (unknown resident, bad plate, answered request, …)."""
 
 
 class GateService:
-    def __init__(self, engine: Engine, publisher: Callable[[], CommandPublisher | None]) -> None:
+    def __init__(self, engine: Engine, publisher: Callable[[], CommandPublisher | None], vault: FaceVault) -> None:
         self.engine = engine
         self._publisher = publisher
+        self.vault = vault  # embeddings are stored sealed
         self.stopping = threading.Event()  # set on shutdown: a sync waiting for the broker gives up
         # sync requests not yet answered, one per (site, device, what): a gateway repeating itself (or a hostile
         # one asking for the whole gallery a thousand times) costs one answer
@@ -96,10 +102,9 @@ class GateService:
                 if v.size != EMBEDDING_DIM or not np.isfinite(v).all():
                     raise GateError(f"an embedding has {EMBEDDING_DIM} finite values")
                 v = v / max(float(np.linalg.norm(v)), 1e-12)
+                sealed = self.vault.seal(v.astype("<f4").tobytes(), resident_id)
                 conn.execute(
-                    g.resident_faces.insert().values(
-                        resident_id=resident_id, embedding=v.astype("<f4").tobytes(), created_ms=now_ms()
-                    )
+                    g.resident_faces.insert().values(resident_id=resident_id, embedding=sealed, created_ms=now_ms())
                 )
             rev = self._log(conn, g.gallery_log, site, resident_id=resident_id, op="upsert")
             faces = conn.execute(
@@ -145,18 +150,17 @@ class GateService:
         return {"id": resident_id, reason: True, "revision": rev * STEP, "log_entries_scrubbed": scrubbed}
 
     def _scrub_logs(self, conn: Any, site: str, resident_id: str) -> int:
+        """Every log entry of the site naming the resident: decisions, screenings, plate reads and lift requests
+        (``subject_id``), and gate events about them (enrolments: their face data too)."""
         c = t.messages.c
         n = 0
-        rows = conn.execute(
-            select(c.id, c.type, c.body).where(c.site_id == site, c.type.in_(["gate.decision", "event"]))
-        )
+        rows = conn.execute(select(c.id, c.type, c.body).where(c.site_id == site, c.type.in_([*SUBJECT_LOGS, "event"])))
         for r in rows.all():
             body = dict(r.body or {})
-            if r.type == "gate.decision" and body.get("subject_id") == resident_id:
+            if r.type in SUBJECT_LOGS and body.get("subject_id") == resident_id:
                 body["subject_id"] = "erased"
             elif r.type == "event" and (body.get("details") or {}).get("resident_id") == resident_id:
-                drop = ("embedding_b64", "thumbnail_b64")
-                body["details"] = {k: v for k, v in body["details"].items() if k not in drop}
+                body["details"] = {k: v for k, v in body["details"].items() if k not in FACE_DATA}
                 body["details"]["resident_id"] = "erased"
             else:
                 continue
@@ -286,7 +290,7 @@ class GateService:
             )
             faces: dict[str, list[bytes]] = {}
             for r in conn.execute(select(g.resident_faces).where(g.resident_faces.c.resident_id.in_(keys))):
-                faces.setdefault(r.resident_id, []).append(r.embedding)
+                faces.setdefault(r.resident_id, []).append(self.vault.open(r.embedding, r.resident_id))
             for k in keys:
                 if k not in units or not faces.get(k):
                     deletes.append(k)

@@ -96,6 +96,10 @@ class Inbound:
     received_ms: int
 
 
+#: details of a gate's enrolment event that are face data: never kept in the message log
+FACE_DATA = frozenset({"embedding_b64", "thumbnail_b64"})
+
+
 @dataclass(slots=True)
 class BatchResult:
     stored: int = 0
@@ -315,6 +319,10 @@ class Store:
                 body: dict[str, Any] = {"readings": len(env.body.readings)}  # the readings go to telemetry
             elif isinstance(env.body, m.MediaSnapshot):  # the image goes to the media table
                 body = env.body.model_dump(mode="json", exclude={"data_b64"})
+            elif isinstance(env.body, m.DeviceEvent) and env.body.code == "gallery.enrolled":
+                # the embedding is face data: it is kept only encrypted, with the resident (cloud.gate.vault)
+                body = env.body.model_dump(mode="json", exclude_none=True)
+                body["details"] = {k: v for k, v in body["details"].items() if k not in FACE_DATA}
             else:
                 body = env.body.model_dump(mode="json", exclude_none=True)
             bodies[env.id] = body

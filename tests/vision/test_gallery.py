@@ -117,3 +117,16 @@ def test_search_finds_the_exact_identity_among_many(tmp_path: Path) -> None:
     probe = vecs[217] / np.linalg.norm(vecs[217])
     m = g.search(probe)
     assert m.resident_id == "id-217" and m.score > 0.99 and m.second < 0.5
+
+
+def test_an_erased_resident_leaves_nothing_in_the_file(tmp_path: Path) -> None:
+    """secure_delete: the row of an erased resident (its id, its sealed face) is overwritten, not left in a free
+    page of the gateway's card for anyone who takes the card out."""
+    path = tmp_path / "gallery.db"
+    g = Gallery(path, b"secret")
+    v = np.random.default_rng(3).normal(size=128).astype(np.float32)
+    g.enroll("res-erased-4711", [v])
+    g.apply_delta(GalleryDelta(revision=2, base_revision=None, deletes=["res-erased-4711"]))
+    g._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    g.close()
+    assert b"res-erased-4711" not in path.read_bytes()
