@@ -260,6 +260,8 @@ def _board_config(ident: dict[str, Any], settings: list[str]) -> dict[str, Any]:
     }
     if m.get("username"):
         cfg |= {"mqtt_user": m["username"], "mqtt_password": m["password"]}
+    if ident.get("ca_pem"):  # TLS to the broker's TLS listener, its certificate checked against the project CA
+        cfg["mqtt_ca"] = ident["ca_pem"]
     for s in settings:
         key, _, value = s.partition("=")
         if not key or not _:

@@ -2,8 +2,13 @@
 PUBLISH at QoS 0 and 1 (a QoS 1 message is resent with DUP until its PUBACK arrives), SUBSCRIBE, PINGREQ, and
 incoming PUBLISH (QoS 0/1, acknowledged) handed to a callback. Non-blocking: the owner calls ``poll()``
 regularly; ``pending()`` tells how many QoS 1 messages are still unacknowledged.
+
+With ``ca`` (the project CA, PEM), the connection is TLS to the broker's TLS listener and the broker's certificate
+must chain to that CA and name ``server_hostname`` (default: the host): the board's password never crosses the
+network in clear, and a broker impostor is refused before anything is sent.
 """
 
+import binascii
 import socket
 import select
 
@@ -31,9 +36,38 @@ def _str(s):
     return bytes((len(b) >> 8, len(b) & 0xFF)) + b
 
 
+def _der(ca):
+    """The first certificate of a PEM text as DER (the boards' mbedTLS builds parse DER only)."""
+    if isinstance(ca, bytes):
+        ca = ca.decode()
+    if "-----BEGIN" not in ca:
+        raise MQTTError("mqtt_ca is not a PEM certificate")
+    body = ca.split("-----BEGIN CERTIFICATE-----", 1)[1].split("-----END CERTIFICATE-----", 1)[0]
+    return binascii.a2b_base64("".join(body.split()))
+
+
+def _tls_wrap(sock, ca, hostname):
+    """The socket wrapped in TLS, the peer verified against ``ca`` (PEM) and ``hostname``."""
+    ca = _der(ca)
+    try:
+        import tls
+    except ImportError:  # MicroPython before 1.23
+        import ssl
+
+        return ssl.wrap_socket(sock, cert_reqs=ssl.CERT_REQUIRED, cadata=ca, server_hostname=hostname)
+    ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
+    ctx.verify_mode = tls.CERT_REQUIRED
+    ctx.load_verify_locations(ca)
+    return ctx.wrap_socket(sock, server_hostname=hostname)
+
+
 class MQTTClient:
-    def __init__(self, client_id, host, port=1883, user=None, password=None, keepalive=30, clean=True):
+    def __init__(
+        self, client_id, host, port=1883, user=None, password=None, keepalive=30, clean=True, ca=None,
+        server_hostname=None,
+    ):
         self.client_id, self.host, self.port = client_id, host, port
+        self.ca, self.server_hostname = ca, server_hostname
         self.user, self.password = user, password
         self.keepalive, self.clean = keepalive, clean
         self.will = None
@@ -57,6 +91,12 @@ class MQTTClient:
         addr = socket.getaddrinfo(self.host, self.port)[0][-1]
         s = socket.socket()
         s.connect(addr)
+        if self.ca is not None:
+            try:
+                s = _tls_wrap(s, self.ca, self.server_hostname or self.host)
+            except OSError:
+                s.close()
+                raise
         self.sock = s
         flags = 0x02 if self.clean else 0
         payload = _str(self.client_id)
@@ -209,6 +249,8 @@ class MQTTClient:
                 return bool(self._buf)
             self.close()
             raise
+        if data is None:  # TLS: a record not complete yet
+            return bool(self._buf)
         if not data:
             self.close()
             raise MQTTError("connection closed by the broker")

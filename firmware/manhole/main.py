@@ -174,6 +174,8 @@ def main(argv):
         user=cfg.get("mqtt_user"),  # written by tools/flash.py provision
         password=cfg.get("mqtt_password"),
         keepalive=int(cfg["keepalive_s"]),
+        ca=cfg.get("mqtt_ca"),  # the project CA (PEM): TLS to the broker's TLS listener, its certificate checked
+        server_hostname=cfg.get("broker_name"),
     )
     env = Envelopes(cfg["site"], cfg["device"])
     # a fresh envelope (id, seq, time) at every connection: a will with a fixed id would be stored once, ever

@@ -50,14 +50,15 @@ def test_provision_deploy_verify_a_simulated_board(locked: Locked, board: MPBoar
     dry = flash("provision", "--port", board.port, "--site", SITE, "--claim", token, "--dry-run", *common, cwd=tmp_path)
     assert dry.returncode == 0 and "would POST" in dry.stdout, dry.stderr
     assert not (board.flash / "config.json").exists()
-    # boards without TLS use the broker's plain listener on the private network
-    settings = ["--set", f"broker_port={locked.broker.port}", "--set", "sample_s=0.5", "--set", "heartbeat_s=1"]
+    # boards speak TLS to the broker's TLS listener, the project CA pinned (the plain one is for the cloud only)
+    settings = ["--set", "sample_s=0.5", "--set", "heartbeat_s=1"]
     p = flash("provision", "--port", board.port, "--site", SITE, "--claim", token, *settings, *common, cwd=tmp_path)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "[1/2]" in p.stdout and "[2/2]" in p.stdout
     cfg = json.loads((board.flash / "config.json").read_text())
     device = cfg["device"]
     assert cfg["site"] == SITE and cfg["mqtt_user"] == device and len(cfg["mqtt_password"]) >= 24
+    assert cfg["broker_port"] == locked.tls_port and cfg["mqtt_ca"] == locked.ca.read_text()
     state_file = next((tmp_path / "state").glob("board-*.json"))
     assert state_file.stat().st_mode & 0o777 == 0o600  # it holds the board's password
     again = flash("provision", "--port", board.port, "--site", SITE, "--claim", token, *settings, *common, cwd=tmp_path)
@@ -201,3 +202,36 @@ def test_a_signed_firmware_bundle_is_checked_switched_and_rolled_back(board: MPB
     assert json.loads((board.flash / "version.json").read_text())["version"] == "1.2.0"
     back = flash("rollback", "--port", board.port, cwd=tmp_path)
     assert back.returncode == 0 and (board.flash / "main.py").read_text() == "print('v1')\n"
+
+
+def test_a_board_refuses_a_broker_its_ca_did_not_sign(locked: Locked, micropython: Path, tmp_path: Path) -> None:
+    """The board's TLS checks the broker against the pinned project CA: a broker impostor (here, the real broker
+    checked against another CA) is refused before the board sends its name and password."""
+    from cloud.provisioning.broker import write_broker_files
+
+    other = write_broker_files(tmp_path / "other", host="127.0.0.1", tls_port=1)["ca"]
+    script = tmp_path / "connect.py"
+    script.write_text(
+        "import sys\nfrom mqtt import MQTTClient\n"
+        "ca = open(sys.argv[3]).read()\n"
+        "for name, pem in (('pinned', open(sys.argv[4]).read()), ('impostor', ca)):\n"
+        "    c = MQTTClient('probe-' + name, '127.0.0.1', int(sys.argv[1]), user='nobody', password=sys.argv[2], ca=pem)\n"
+        "    try:\n"
+        "        c.connect()\n"
+        "        print(name, 'connected')\n"
+        "    except Exception as e:\n"
+        "        print(name, 'refused:', type(e).__name__, e)\n"
+    )
+    out = subprocess.run(
+        [str(micropython), str(script), str(locked.tls_port), "wrong-password", str(other), str(locked.ca)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "MICROPYPATH": str(ROOT / "firmware" / "lib")},
+        check=False,
+    )
+    lines = dict(line.split(" ", 1) for line in out.stdout.splitlines() if line.startswith(("pinned ", "impostor ")))
+    # with the pinned CA the TLS handshake succeeds and the broker itself refuses the unknown user (code 5)
+    assert lines["pinned"].startswith("refused: MQTTError connection refused, code 5"), out.stdout + out.stderr
+    # against another CA the handshake fails: nothing was sent
+    assert lines["impostor"].startswith("refused:") and "code" not in lines["impostor"], out.stdout + out.stderr
