@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from cloud.alarms import AlarmStateError, operator_action
-from cloud.auth.scope import alarm_filter, can, work_order_filter
+from cloud.auth.scope import alarm_filter, asset_filter, can, can_see_device, work_order_filter
 from cloud.auth.service import User
 from cloud.commands import CommandUnknownDevice
 from cloud.db import schema as t
 from cloud.db import schema_gate as g
+from cloud.db.schema_registry import assets
 from cloud.db.schema_workorders import work_orders
 from cloud.gate.service import GateError
 from cloud.ingest.store import now_ms
@@ -172,6 +173,15 @@ def create_work_order(svc: CloudService, user: User, **fields: Any) -> dict[str,
     else:
         need(user, "workorders.report")
         fields.update(source="grid_worker", reporter=user.username)
+    asset_id, device_id = fields.get("asset_id"), fields.get("device_id")
+    if asset_id or device_id:
+        with svc.engine.connect() as conn:
+            hidden = (
+                asset_id
+                and not conn.execute(select(assets.c.id).where(assets.c.id == asset_id, asset_filter(user))).first()
+            ) or (device_id and not can_see_device(conn, user, device_id))
+        if hidden:  # unknown or kept from this user: the same answer, so ids cannot be probed
+            raise ActionError(f"no asset {asset_id!r}" if asset_id else f"no device {device_id!r}")
     try:
         wo = svc.work_orders.create(**fields)
     except WorkOrderError as exc:
@@ -192,6 +202,9 @@ def send_command(
     svc: CloudService, user: User, device_id: str, name: str, args: dict[str, Any], ttl_s: float | None = None
 ) -> dict[str, Any]:
     need(user, "devices.command")
+    with svc.engine.connect() as conn:
+        if not can_see_device(conn, user, device_id):
+            raise NotFound(f"no device {device_id!r}")
     if name in RESERVED_COMMANDS:
         raise ActionError(f"{name!r} is sent by its own action only ({RESERVED_COMMANDS[name]})")
     out = _command(svc, device_id, name, args, ttl_s or svc.settings.command_ttl_s)

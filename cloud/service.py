@@ -158,12 +158,14 @@ class CloudService:
         }
 
     def publish_live(self, events: list[dict[str, Any]]) -> None:
-        """Push events to the consoles, alarms and work orders labelled with the department owning the asset and
-        whether its subtype is confidential (who may see them is decided from these labels; an event that could
-        not be labelled is kept from everyone but admins and its department)."""
-        devs = {e["device_id"] for e in events if e.get("kind") == "alarm" and "confidential" not in e}
+        """Push events to the consoles, labelled from the registry: alarms with the department owning the
+        device's asset, and every event about a device or an asset with whether it is confidential (who may see
+        them is decided from these labels; an alarm or work order that could not be labelled is kept from everyone
+        but admins and its department)."""
+        devs = {e["device_id"] for e in events if e.get("device_id") and "confidential" not in e}
         wos = {e["asset_id"] for e in events if e.get("kind") == "workorder" and e.get("asset_id")}
-        owners: dict[str, tuple[str | None, bool]] = {}
+        owners: dict[str, str | None] = {}
+        secret_devs: set[str] = set()
         by_asset: dict[str, bool] = {}
         if devs or wos:
             secret = assets.c.subtype.in_(select(confidential_subtypes.c.subtype))
@@ -173,25 +175,32 @@ class CloudService:
                         q = select(assets.c.device_id, assets.c.department_id, secret).where(
                             assets.c.device_id.in_(devs)
                         )
-                        owners = {d: (dept, bool(c)) for d, dept, c in conn.execute(q)}
+                        for d, dept, c in conn.execute(q):
+                            if c:  # a device on any confidential asset is confidential, owned by that department
+                                secret_devs.add(d)
+                                owners[d] = dept
+                            else:
+                                owners.setdefault(d, dept)
                     if wos:
-                        by_asset = {
-                            a: bool(c) for a, c in conn.execute(select(assets.c.id, secret).where(assets.c.id.in_(wos)))
-                        }
+                        q = select(assets.c.id, secret).where(assets.c.id.in_(wos))
+                        by_asset = {a: bool(c) for a, c in conn.execute(q)}
             except Exception:
                 log.exception("live channel: department lookup failed")
-                owners, by_asset = {}, {}
+                owners, secret_devs, by_asset = {}, set(), {}
                 devs = wos = set()
             for e in events:
-                if e.get("kind") == "alarm" and "confidential" not in e:
-                    if e["device_id"] in devs:
-                        dept, confidential = owners.get(e["device_id"], (None, False))
-                        e.setdefault("department_id", dept)
-                        e["confidential"] = confidential
-                elif e.get("kind") == "workorder" and "confidential" not in e:
+                if "confidential" in e:
+                    continue
+                if e.get("kind") == "workorder":
                     asset = e.get("asset_id")
                     if not asset or asset in wos:
                         e["confidential"] = by_asset.get(asset, False) if asset else False
+                    if e.get("device_id") in secret_devs:
+                        e["confidential"] = True
+                elif e.get("device_id") in devs:
+                    e["confidential"] = e["device_id"] in secret_devs
+                    if e.get("kind") == "alarm":
+                        e.setdefault("department_id", owners.get(e["device_id"]))
         self.live.publish(*events)
 
     def _retention_loop(self) -> None:

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel, Field
-from sqlalchemy import func, select
+from sqlalchemy import func, select, true
 
 from cloud import actions
 from cloud.api.deps import (
@@ -38,7 +38,7 @@ from cloud.api.models import (
     Site,
     Telemetry,
 )
-from cloud.auth.scope import alarm_filter
+from cloud.auth.scope import alarm_filter, can_see_device, confidential_devices, device_filter
 from cloud.db import schema as t
 from cloud.ingest.store import now_ms
 from protocol.topics import validate_id, validate_name
@@ -80,11 +80,12 @@ class DeviceIn(BaseModel):
 def list_devices(
     conn: Conn,
     p: Paging,
+    user: CurrentUser,
     site: str | None = None,
     kind: str | None = None,
     status: Literal["online", "offline", "unknown"] | None = None,
 ) -> Page:
-    q = select(t.devices).order_by(t.devices.c.site_id, t.devices.c.id)
+    q = select(t.devices).where(device_filter(user)).order_by(t.devices.c.site_id, t.devices.c.id)
     if site:
         q = q.where(t.devices.c.site_id == site)
     if kind:
@@ -153,8 +154,8 @@ def create_devices(body: DevicesIn, svc: Service) -> dict[str, int]:
 
 
 @router.get("/devices/{device_id}", response_model=Device, tags=["devices"], dependencies=[allow("devices.view")])
-def get_device(device_id: DeviceId, conn: Conn) -> dict[str, Any]:
-    row = conn.execute(select(t.devices).where(t.devices.c.id == device_id)).first()
+def get_device(device_id: DeviceId, conn: Conn, user: CurrentUser) -> dict[str, Any]:
+    row = conn.execute(select(t.devices).where(t.devices.c.id == device_id, device_filter(user))).first()
     if row is None:
         raise HTTPException(404, detail=f"no device {device_id!r}")
     d = dict(row._mapping)
@@ -172,6 +173,7 @@ def get_device(device_id: DeviceId, conn: Conn) -> dict[str, Any]:
 def telemetry(
     device_id: DeviceId,
     conn: Conn,
+    user: CurrentUser,
     metric: Annotated[str, Query(description="metric name")],
     since: Annotated[int | None, Query(ge=0, le=2**53, description="ms since epoch (default: 1 h ago)")] = None,
     until: Annotated[int | None, Query(ge=0, le=2**53, description="ms since epoch (default: now)")] = None,
@@ -180,6 +182,8 @@ def telemetry(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
 ) -> dict[str, Any]:
+    if not can_see_device(conn, user, device_id):
+        raise HTTPException(404, detail=f"no device {device_id!r}")
     until = until if until is not None else now_ms()
     since = since if since is not None else until - 3_600_000
     c = t.telemetry.c
@@ -188,7 +192,7 @@ def telemetry(
         rows = conn.execute(select(c.ts, c.value).where(*where).order_by(c.ts).limit(limit))
         points = [{"ts": r.ts, "value": r.value} for r in rows]
     else:
-        width = int(bucket_s * 1000)
+        width = max(1, int(bucket_s * 1000))  # a bucket under a millisecond is a millisecond
         b = ((c.ts - since) // width).label("b")
         rows = conn.execute(
             select(b, func.avg(c.value), func.min(c.value), func.max(c.value), func.count())
@@ -215,9 +219,17 @@ def telemetry(
 
 
 @router.get("/events", response_model=Page, tags=["events"], dependencies=[allow("devices.view")])
-def events(conn: Conn, p: Paging, device: str | None = None, type: str | None = None, since: int | None = None) -> Page:
+def events(
+    conn: Conn,
+    p: Paging,
+    user: CurrentUser,
+    device: str | None = None,
+    type: str | None = None,
+    since: int | None = None,
+) -> Page:
     c = t.messages.c
     q = select(t.messages).order_by(c.received_ms.desc(), c.id.desc())
+    q = q.where(_visible_devices(user, c.device_id))
     if device:
         q = q.where(c.device_id == device)
     if type:
@@ -328,8 +340,9 @@ def send_command(device_id: DeviceId, body: CommandIn, svc: Service, user: Curre
 
 
 @router.get("/commands/{cid}", response_model=Command, tags=["commands"], dependencies=[allow("devices.view")])
-def get_command(cid: RecordKey, conn: Conn) -> dict[str, Any]:
-    row = conn.execute(select(t.commands).where(t.commands.c.cid == cid)).first()
+def get_command(cid: RecordKey, conn: Conn, user: CurrentUser) -> dict[str, Any]:
+    c = t.commands.c
+    row = conn.execute(select(t.commands).where(c.cid == cid, _visible_devices(user, c.device_id))).first()
     if row is None:
         raise HTTPException(404, detail=f"no command {cid!r}")
     d = dict(row._mapping)
@@ -339,11 +352,20 @@ def get_command(cid: RecordKey, conn: Conn) -> dict[str, Any]:
 
 
 @router.get("/commands", response_model=Page, tags=["commands"], dependencies=[allow("devices.view")])
-def list_commands(conn: Conn, p: Paging, device: str | None = None) -> Page:
-    q = select(t.commands).order_by(t.commands.c.created_ms.desc())
+def list_commands(conn: Conn, p: Paging, user: CurrentUser, device: str | None = None) -> Page:
+    q = (
+        select(t.commands)
+        .where(_visible_devices(user, t.commands.c.device_id))
+        .order_by(t.commands.c.created_ms.desc())
+    )
     if device:
         q = q.where(t.commands.c.device_id == device)
     return paged(conn, q, p)
+
+
+def _visible_devices(user: Any, column: Any) -> Any:
+    """Rows about devices this user may see (an operator: none fitted to a confidential asset)."""
+    return column.not_in(confidential_devices()) if user.role == "operator" else true()
 
 
 # --- rules -----------------------------------------------------------------------------------------

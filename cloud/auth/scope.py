@@ -73,6 +73,21 @@ def confidential_devices() -> Any:
     return select(assets.c.device_id).where(_is_confidential(), assets.c.device_id.is_not(None))
 
 
+def device_filter(user: User) -> ColumnElement[bool]:
+    """The devices this user may see: an operator does not see devices fitted to confidential assets (their
+    readings, events and commands would tell what the registry keeps from them)."""
+    if user.role == "operator":
+        return t.devices.c.id.not_in(confidential_devices())
+    return true()
+
+
+def can_see_device(conn: Any, user: User, device_id: str) -> bool:
+    if user.role != "operator":
+        return True
+    q = select(assets.c.id).where(assets.c.device_id == device_id, _is_confidential()).limit(1)
+    return conn.execute(q).first() is None
+
+
 def asset_filter(user: User) -> ColumnElement[bool]:
     """The registry rows this user may see."""
     if user.role == "admin":
@@ -93,6 +108,7 @@ def work_order_filter(user: User) -> ColumnElement[bool]:
         return and_(
             or_(c.asset_id.is_(None), c.asset_id.not_in(confidential_assets())),
             or_(c.device_id.is_(None), c.device_id.not_in(confidential_devices())),
+            or_(c.suggested_asset_id.is_(None), c.suggested_asset_id.not_in(confidential_assets())),
         )
     if user.role == "department":
         return c.department_id == user.department_id if user.department_id else false()
@@ -125,7 +141,9 @@ def sees_event(user: User, ev: dict[str, Any]) -> bool:
     if user.role == "admin":
         return True
     if user.role == "operator":
-        return kind not in ("alarm", "workorder") or ev.get("confidential") is False
+        if kind in ("alarm", "workorder"):
+            return ev.get("confidential") is False
+        return not ev.get("confidential")  # device, gate, visitor events: labelled when their device is secret
     if user.role == "department" and user.department_id:
         return kind in ("alarm", "workorder") and ev.get("department_id") == user.department_id
     return False  # residents' and grid workers' phone views poll their own short lists

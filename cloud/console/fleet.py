@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 
 from cloud import actions
@@ -23,7 +23,13 @@ Csrf = Annotated[str | None, Form()]
 
 
 @router.get("/fleet", response_class=HTMLResponse)
-def fleet(request: Request, svc: Service, page: Session, claim: str = "") -> HTMLResponse:
+def fleet(request: Request, svc: Service, page: Session) -> HTMLResponse:
+    return _fleet(request, svc, page)
+
+
+def _fleet(request: Request, svc: Service, page: Session, claim: str = "") -> HTMLResponse:
+    """The page; ``claim``: a claim token just made, shown on this answer only (never in a URL, which browsers
+    keep in their history and proxies in their logs)."""
     page.need("updates.manage")
     with svc.engine.connect() as conn:
         bundles = rows_of(conn.execute(select(up.update_bundles).order_by(up.update_bundles.c.created_ms.desc())))
@@ -68,9 +74,7 @@ def fleet_claim(
     kind: Annotated[str, Form()] = "",
     ttl_min: Annotated[float, Form(ge=1, le=10080)] = 60,
     csrf: Csrf = None,
-) -> RedirectResponse:
-    from urllib.parse import quote
-
+) -> Response:
     from cloud.console.app import back
 
     check_csrf(request, page, csrf)
@@ -78,7 +82,9 @@ def fleet_claim(
         out = actions.new_claim(svc, page.user, site, ttl_min * 60, kind or None, "")
     except actions.ActionError as exc:
         return back("/console/fleet", err=str(exc))
-    return RedirectResponse(f"/console/fleet?claim={quote(out['token'])}", status_code=303)  # shown once
+    shown = _fleet(request, svc, page, claim=out["token"])  # shown once, in this answer
+    shown.headers["Cache-Control"] = "no-store"
+    return shown
 
 
 @router.post("/fleet/rollouts")

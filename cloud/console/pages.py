@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from cloud import actions
 from cloud.api.deps import Service
-from cloud.auth.scope import alarm_filter, asset_filter, can, work_order_filter
+from cloud.auth.scope import alarm_filter, asset_filter, can, device_filter, work_order_filter
 from cloud.console.app import Session, act, check_csrf
 from cloud.console.render import SEVERITIES, WO_STATES, render
 from cloud.console.shapes import asset_map, bay_grid
@@ -120,14 +120,14 @@ def devices(
 ) -> HTMLResponse:
     page.need("devices.view")
     c = t.devices.c
-    q = select(t.devices).order_by(c.site_id, c.id)
+    q = select(t.devices).where(device_filter(page.user)).order_by(c.site_id, c.id)
     for col, v in ((c.site_id, site), (c.kind, kind), (c.status, status)):
         if v:
             q = q.where(col == v)
     with svc.engine.connect() as conn:
         rows = rows_of(conn.execute(q.limit(500)))
         sites = [r[0] for r in conn.execute(select(t.sites.c.id).order_by(t.sites.c.id))]
-        kinds = [r[0] for r in conn.execute(select(c.kind).where(asset_filter(page.user)).distinct().order_by(c.kind))]
+        kinds = [r[0] for r in conn.execute(select(c.kind).distinct().order_by(c.kind))]
     for r in rows:
         r["outbox"] = _outbox_depth(r["health"])
     return render(
@@ -238,7 +238,9 @@ def alarm(request: Request, svc: Service, page: Session, alarm_id: int) -> HTMLR
 @router.post("/alarms/{alarm_id}/{action}", response_model=None)
 def alarm_action(request: Request, svc: Service, page: Session, alarm_id: int, action: str, csrf: Csrf = None) -> Any:
     """Ack / clear; from htmx the alarm's row comes back in place, from a plain form the page reloads."""
-    what = {"ack": "acknowledged", "clear": "cleared"}.get(action, "")
+    what = {"ack": "acknowledged", "clear": "cleared"}.get(action)
+    if what is None:
+        return render(request, "notfound.html", page.user, page.csrf, status=404, what=f"alarm action {action}")
     if request.headers.get("HX-Request"):
         check_csrf(request, page, csrf)
         try:

@@ -51,6 +51,10 @@ def asset_map(points: list[tuple[Any, ...]]) -> dict[str, Any]:
     }
 
 
+#: the largest tower the page draws (a bay id beyond these is ignored, not drawn)
+MAX_LIFTS, MAX_FLOORS, MAX_BAYS = 16, 200, 64
+
+
 def bay_grid(results: list[dict[str, Any]]) -> dict[str, Any]:
     """Occupancy from a tower's ``lift.result`` events in time order (bay ids ``lift-floor-bay``): floors top
     down, one column per lift and bay."""
@@ -61,6 +65,8 @@ def bay_grid(results: list[dict[str, Any]]) -> dict[str, Any]:
             lift, floor, bay = (int(x) for x in str(r.get("bay") or "").split("-"))
         except ValueError:
             continue
+        if not (0 <= lift < MAX_LIFTS and 0 <= floor < MAX_FLOORS and 0 < bay <= MAX_BAYS):
+            continue  # no tower is that big: a device's number does not size the page
         key = (lift, floor, bay)
         seen.add(key)
         if r.get("ok"):

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sqlalchemy import Engine, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from cloud.db.schema_registry import assets, departments, grid_cells
+from cloud.db.schema_registry import assets, confidential_subtypes, departments, grid_cells
 from cloud.ingest.store import now_ms
 from cloud.registry.catalog import ASSET_KINDS, COVER_SUBTYPES
 
@@ -77,6 +77,7 @@ class ImportReport:
     errors: list[tuple[int, str]] = field(default_factory=list)  # (line number, reason)
     warnings: list[tuple[int, str]] = field(default_factory=list)  # imported, but worth a look
     rejected: bool = False
+    lines: list[int] = field(default_factory=list)  # the line of each good row, in order
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -144,6 +145,7 @@ def parse(
             report.errors.append((line, f"id: {row.id!r} appears twice in the file"))
             continue
         seen.add(row.id)
+        report.lines.append(line)
         for name in ("subtype", "notes"):
             raw = (rec.get(name) or "").strip()  # as the file has it: an exported, neutralised cell starts with '
             if raw.startswith(FORMULA_START):
@@ -158,15 +160,40 @@ def parse(
 
 
 def import_assets(
-    engine: Engine, lines: str | Iterable[str], *, strict: bool = False, progress: Callable[[int], None] | None = None
+    engine: Engine,
+    lines: str | Iterable[str],
+    *,
+    strict: bool = False,
+    progress: Callable[[int], None] | None = None,
+    restricted: bool = False,
 ) -> ImportReport:
     """Validate every row, then upsert the good ones (all or nothing with ``strict``). ``lines``: the file's text
-    (or its lines, with their endings)."""
+    (or its lines, with their endings). ``restricted`` (anyone but an admin): rows that would create, overwrite or
+    re-fit a confidential asset, or fit another asset to a confidential asset's device, are refused."""
     report = ImportReport()
     with engine.connect() as conn:
         deps = {r[0] for r in conn.execute(select(departments.c.id))}
         cells = {r[0] for r in conn.execute(select(grid_cells.c.id))}
+        secret = set(conn.execute(select(confidential_subtypes.c.subtype)).scalars())
+        hidden_ids: set[str] = set()
+        hidden_devices: set[str] = set()
+        if restricted and secret:
+            for aid, dev in conn.execute(select(assets.c.id, assets.c.device_id).where(assets.c.subtype.in_(secret))):
+                hidden_ids.add(aid)
+                if dev:
+                    hidden_devices.add(dev)
     rows = list(parse(lines, deps, cells, report))
+    if restricted:
+        allowed = []
+        for line, row in zip(report.lines, rows, strict=True):
+            if row.subtype in secret or row.id in hidden_ids:
+                report.errors.append((line, f"id: {row.id!r}: confidential assets are imported by an admin"))
+            elif row.device_id and row.device_id in hidden_devices:
+                report.errors.append((line, f"device_id: {row.device_id!r} is fitted to an asset you cannot change"))
+            else:
+                allowed.append(row)
+        rows = allowed
+        report.errors.sort()
     if report.rejected or (strict and report.errors):
         report.rejected = True
         return report

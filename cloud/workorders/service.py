@@ -9,7 +9,7 @@ from typing import Any, Final
 
 from sqlalchemy import Engine, select, update
 
-from cloud.db.schema_registry import assets, departments
+from cloud.db.schema_registry import assets, confidential_subtypes, departments
 from cloud.db.schema_workorders import work_order_history, work_order_photos, work_orders
 from cloud.images import ImageRefused, open_image
 from cloud.ingest.store import now_ms
@@ -121,7 +121,10 @@ class WorkOrders:
         d_lon = d_lat / max(0.1, math.cos(math.radians(lat)))
         rows = conn.execute(
             select(assets.c.id, assets.c.lat, assets.c.lon).where(
-                assets.c.lat.between(lat - d_lat, lat + d_lat), assets.c.lon.between(lon - d_lon, lon + d_lon)
+                assets.c.lat.between(lat - d_lat, lat + d_lat),
+                assets.c.lon.between(lon - d_lon, lon + d_lon),
+                # a report must not locate what the registry keeps confidential
+                assets.c.subtype.not_in(select(confidential_subtypes.c.subtype)),
             )
         )
         best = min(((r.id, distance_m(lat, lon, r.lat, r.lon)) for r in rows), key=lambda x: x[1], default=None)

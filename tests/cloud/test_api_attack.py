@@ -210,3 +210,20 @@ def test_a_token_with_an_unknown_role_is_refused(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("CE_API_TOKENS", f"Admin:{ADMIN_TOKEN}")
     with pytest.raises(ValueError, match="role is one of admin, operator"):
         Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+def test_a_device_cannot_size_the_parking_page_and_tiny_buckets_are_no_error(make_cloud: MakeCloud) -> None:
+    import time
+
+    from cloud.console.shapes import bay_grid
+
+    t0 = time.perf_counter()
+    grid = bay_grid(
+        [{"bay": "0-999999999-999999999", "ok": True, "kind": "store"}, {"bay": "1-3-2", "ok": True, "kind": "store"}]
+    )
+    assert time.perf_counter() - t0 < 1.0  # a hostile bay id is ignored, not drawn (it was 10^18 cells)
+    assert grid["seen"] == 1 and len(grid["floors"]) == 4 and grid["occupied"] == 1
+    _svc, api = make_cloud()
+    register(api, "riverside", "gate-01")
+    r = api.get("/api/devices/gate-01/telemetry", params={"metric": "m", "bucket_s": 1e-9})
+    assert r.status_code == 200 and r.json()["points"] == []

@@ -209,8 +209,37 @@ def test_confidential_assets_are_seen_only_by_their_department_and_admins(make_c
     assert [e["id"] for e in sent if sees_event(pol, e)] == [1, 7]
     assert not sees_event(ops, {"kind": "alarm", "id": 3, "device_id": "x"})  # unlabelled: kept back
 
+    # the device behind it is kept from the operator too: its record, readings, log and commands
+    ops, csv_h = clients["ops"], {"content-type": "text/csv"}
+    ops_csrf = login(ops, "ops", pw)
+    assert ops.get("/api/devices/mh-sec").status_code == 404
+    assert "mh-sec" not in {d["id"] for d in ops.get("/api/devices").json()["items"]}
+    assert ops.get("/api/devices/mh-sec/telemetry", params={"metric": "tilt_deg"}).status_code == 404
+    assert "mh-sec" not in {e["device_id"] for e in ops.get("/api/events").json()["items"]}
+    command = ops.post("/api/devices/mh-sec/commands", json={"name": "ping"}, headers=ops_csrf)
+    assert command.status_code == 404
+    # an operator cannot overwrite, re-mark or shadow it through an import (refused rows, and the import audited)
+    hostile = "\n".join(
+        [
+            HEADER,
+            "cctv-1,manhole_cover,sewage,police,g-0001,31.2304,121.4737,mh-sec,,",  # re-mark it as sewage
+            "shadow-1,manhole_cover,sewage,water,g-0001,31.2,121.4,mh-sec,,",  # an open asset on its device
+            "spy-1,manhole_cover,public_security_video,water,g-0001,31.2,121.4,,,",  # a new secret one
+        ]
+    )
+    r = ops.post("/api/assets/import", content=hostile, headers={**csv_h, **ops_csrf}).json()
+    assert r["imported"] == 0 and [e["line"] for e in r["errors"]] == [2, 3, 4]
+    assert ids(clients["wat"], "/api/alarms", "device_id") == {"mh-open"}  # no shadow asset lends it to water
+    # a work order cannot be used to probe or locate it
+    wo = ops.post("/api/work-orders", json={"title": "x", "asset_id": "cctv-1"}, headers=ops_csrf)
+    unknown = ops.post("/api/work-orders", json={"title": "x", "asset_id": "nope-1"}, headers=ops_csrf)
+    assert wo.status_code == unknown.status_code == 422 and "no asset" in wo.json()["error"]
+    near = ops.post(
+        "/api/work-orders", json={"title": "a cover rattles", "lat": 31.2304, "lon": 121.4737}, headers=ops_csrf
+    )
+    assert near.status_code == 201 and near.json()["suggested_asset_id"] == "sew-1"  # the open one, not cctv-1
+
     # only an admin decides what is confidential
-    ops_csrf = login(clients["ops"], "ops", pw)
     denied = clients["ops"].put("/api/registry/confidential-subtypes", json={"subtypes": []}, headers=ops_csrf)
     assert denied.status_code == 403
     assert admin.put("/api/registry/confidential-subtypes", json={"subtypes": ["Bad Name"]}).status_code == 422
