@@ -46,8 +46,33 @@ LIVE_KEYS = {"health", "log_level"}  # config sections applied without a restart
 PINNED = ("device", "commands", "updates.public_key")
 
 
+def _mentions_env(value: Any) -> bool:
+    if isinstance(value, str):
+        return "${" in value
+    if isinstance(value, dict):
+        return any(_mentions_env(k) or _mentions_env(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_mentions_env(v) for v in value)
+    return False
+
+
+def storage_paths(config: AgentConfig) -> dict[str, str]:
+    """Where the device keeps what it has accepted (the agent's database: pinned keys, the replay table, the
+    config revision; each gallery and allow-list with its revision): moving one would forget it."""
+    paths = {"outbox.path": str(config.outbox.path)}
+    for i, unit in enumerate(config.units):
+        for name in ("gallery", "allowlist"):
+            value = getattr(unit, name, None)
+            if isinstance(value, Path):
+                paths[f"units[{i}].{name}"] = str(value)
+    return paths
+
+
 def touches_pinned(patch: dict[str, Any]) -> list[str]:
-    """The pinned settings a config patch would change."""
+    """The pinned settings a config patch would change. A patch never names environment variables: it would
+    reach secrets of the device (and ``${…}`` keys would slip past this check)."""
+    if _mentions_env(patch):
+        return ["${…} (environment references)"]
     out = []
     for path in PINNED:
         node: Any = patch
@@ -284,6 +309,12 @@ class Agent:
             new = parse_config(yaml.safe_load(expand_env(yaml.safe_dump(merged_raw))), "new config")
         except ConfigError as exc:
             raise CommandError(str(exc)) from None
+        before, after = storage_paths(self.config), storage_paths(new)
+        moved = sorted(k for k in before if k in after and after[k] != before[k])
+        if moved or before["outbox.path"] != after["outbox.path"]:
+            raise CommandError(
+                f"pinned_key: {', '.join(moved)} cannot move by config (the device would forget what it accepted)"
+            )
         if self.config_path is not None:
             _atomic_write(self.config_path, yaml.safe_dump(merged_raw, sort_keys=False))
         restart = any(k not in LIVE_KEYS for k in patch)

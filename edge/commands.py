@@ -63,8 +63,8 @@ class CommandProcessor:
         if key is None:
             return await self._refuse(cmd, Reason.BAD_SIGNATURE, "no command key pinned on this device")
         try:
-            verify_command(key, cmd, device=self.device)
-            await self.trust.remember(cmd.cid, cmd.name, cmd.deadline_ms)
+            verify_command(key, cmd, device=self.device, now=self.trust.now_ms())
+            await self.trust.remember(cmd.cid, cmd.name, cmd.deadline_ms, cmd.issued_ms)
         except ProtocolError as exc:
             return await self._refuse(cmd, exc.reason, exc.detail)
         handler = self.handlers.get(cmd.name)

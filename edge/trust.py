@@ -8,10 +8,13 @@
   device with ``civicedge edge trust-reset`` (as the agent's user, with the agent stopped).
 - **Documents.** Config, gallery and allow-list documents are used only when signed by the pinned document key
   for this device and newer than what the device already holds (:meth:`Trust.admit`).
-- **A clock that cannot be turned back.** Gateways often have no real-time clock. Commands carry deadlines in
-  the cloud's time, signed; the highest accepted deadline minus the longest allowed lifetime is a lower bound of
-  the cloud's clock that survives reboots (:attr:`Trust.floor`). The replay table forgets command ids by that
-  bound and by count, never by the device's clock, and a command whose deadline is below it is refused.
+- **A clock that cannot be turned back.** Gateways often have no real-time clock. Commands carry the cloud's
+  clock when it signed them (``issued_ms``) and a deadline, both signed; the latest issue time accepted (and the
+  highest deadline minus the longest allowed lifetime) is a lower bound of the cloud's clock that survives
+  reboots (:attr:`Trust.floor`). Deadlines, passes and plate validity are judged against the later of that bound
+  and the device clock (:meth:`Trust.now_ms`); the replay table forgets command ids by that bound and by count,
+  never by the device's clock, and a command whose deadline is below it is refused: a command held back by the
+  broker and delivered after a later one was accepted is too old, whatever the device's clock says.
 """
 
 from __future__ import annotations
@@ -120,7 +123,7 @@ class Trust:
 
     # --- commands: replay protection by a floor, not by the clock ----------------------------------------
 
-    async def remember(self, cid: str, name: str, deadline_ms: int) -> None:
+    async def remember(self, cid: str, name: str, deadline_ms: int, issued_ms: int | None = None) -> None:
         """Record an executed command id; raise :class:`SignatureError` if it was seen (``replayed``) or is
         below the floor (``expired``). Then raise the floor and forget what falls under it or past the count."""
         assert self.store is not None
@@ -135,7 +138,7 @@ class Trust:
         )
         if not rows:
             raise SignatureError(Reason.REPLAYED, f"command {cid} was already executed")
-        floor = max(self.floor, deadline_ms - MAX_COMMAND_TTL_MS)
+        floor = max(self.floor, deadline_ms - MAX_COMMAND_TTL_MS, min(issued_ms or 0, deadline_ms - 1))
         over = await self.store.execute(
             "SELECT max(deadline_ms) FROM (SELECT deadline_ms FROM executed_commands ORDER BY rowid DESC "
             "LIMIT -1 OFFSET ?)",

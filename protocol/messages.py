@@ -410,6 +410,7 @@ class Command(Body):
     name: Name
     args: dict[str, Any] = Field(default_factory=dict)
     deadline_ms: Ms
+    issued_ms: Ms | None = Field(default=None, description="the cloud's clock when it signed (signed too)")
     sig: Annotated[str, Field(min_length=1, max_length=200, pattern=LINE_PATTERN)]
 
     @field_validator("args")

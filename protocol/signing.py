@@ -37,8 +37,12 @@ from protocol.messages import Body, Command
 KEY_ROLES = ("commands", "documents", "updates")
 
 
-def canonical(*, cid: str, device: str, name: str, args: dict[str, Any], deadline_ms: int) -> bytes:
-    doc = {"args": args, "deadline": deadline_ms, "dev": device, "id": cid, "name": name}
+def canonical(
+    *, cid: str, device: str, name: str, args: dict[str, Any], deadline_ms: int, issued_ms: int | None = None
+) -> bytes:
+    doc: dict[str, Any] = {"args": args, "deadline": deadline_ms, "dev": device, "id": cid, "name": name}
+    if issued_ms is not None:  # the cloud's clock when it signed: a device without a clock learns time from it
+        doc["issued"] = issued_ms
     return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
 
 
@@ -95,9 +99,11 @@ def sign_command(
     """Build a signed :class:`Command` for ``device`` that expires at ``deadline_ms`` (default now + ttl)."""
     args = dict(args or {})
     cid = cid or new_id()
-    deadline = deadline_ms if deadline_ms is not None else now_ms() + ttl_ms
-    sig = key.sign(canonical(cid=cid, device=device, name=name, args=args, deadline_ms=deadline))
-    return Command(cid=cid, name=name, args=args, deadline_ms=deadline, sig=_b64(sig))
+    issued = now_ms()
+    deadline = deadline_ms if deadline_ms is not None else issued + ttl_ms
+    issued = min(issued, deadline)
+    sig = key.sign(canonical(cid=cid, device=device, name=name, args=args, deadline_ms=deadline, issued_ms=issued))
+    return Command(cid=cid, name=name, args=args, deadline_ms=deadline, issued_ms=issued, sig=_b64(sig))
 
 
 def verify_command(pub: Ed25519PublicKey, cmd: Command, *, device: str, now: int | None = None) -> None:
@@ -106,7 +112,14 @@ def verify_command(pub: Ed25519PublicKey, cmd: Command, *, device: str, now: int
         sig = _unb64(cmd.sig)
         pub.verify(
             sig,
-            canonical(cid=cmd.cid, device=device, name=cmd.name, args=cmd.args, deadline_ms=cmd.deadline_ms),
+            canonical(
+                cid=cmd.cid,
+                device=device,
+                name=cmd.name,
+                args=cmd.args,
+                deadline_ms=cmd.deadline_ms,
+                issued_ms=cmd.issued_ms,
+            ),
         )
     except (InvalidSignature, binascii.Error, ValueError):
         raise SignatureError(

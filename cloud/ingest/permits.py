@@ -13,9 +13,10 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection, exists, select
 
+from cloud.db import schema as t
 from cloud.db import schema_gate as g
 from protocol import messages as m
-from protocol.envelope import Envelope
+from protocol.envelope import Envelope, now_ms
 from protocol.limits import EMBEDDING_DIM, strict_base64
 
 
@@ -24,7 +25,7 @@ def refusal(conn: Connection, site: str, env: Envelope) -> str | None:
     no check here: each is stored under the sending device's id and its ref, so no device can take another's.)"""
     b = env.body
     if isinstance(b, m.DeviceEvent) and b.code == "gallery.enrolled":
-        return _enrolment(conn, site, b.details)
+        return _enrolment(conn, site, b.details) or _asked_for(conn, env.dev, b.details["resident_id"], env)
     if isinstance(b, m.GateDecision) and b.subject_id is not None:
         if b.method in ("face", "card"):
             return _resident(conn, site, b.subject_id)
@@ -71,4 +72,40 @@ def _enrolment(conn: Connection, site: str, details: dict[str, Any]) -> str | No
         return f"{rid!r} is not a resident of site {site!r}"
     if row.consent_ms is None:
         return f"resident {rid!r} has not consented to face recognition"
+    return None
+
+
+#: how long after an operator asks a gate to enrol a face the gate's enrolment is taken
+ENROL_WINDOW_MS = 15 * 60_000
+
+
+def _asked_for(conn: Connection, device: str, resident_id: str, env: Envelope) -> str | None:
+    """A face becomes part of a resident's record only when an operator asked this gate to enrol this resident
+    (a signed ``enroll`` command, minutes ago) and the gate has not answered that request already: device
+    messages cross the broker unsigned, so an enrolment nobody asked for (whoever holds the broker can publish
+    one) is refused, and one request takes one face."""
+    c = t.commands.c
+    since = now_ms() - ENROL_WINDOW_MS
+    asked = [
+        r.created_ms
+        for r in conn.execute(
+            select(c.created_ms, c.args).where(c.device_id == device, c.name == "enroll", c.created_ms >= since)
+        )
+        if (r.args or {}).get("resident_id") == resident_id
+    ]
+    if not asked:
+        return f"no enrolment of {resident_id!r} was asked of {device!r} in the last {ENROL_WINDOW_MS // 60_000} min"
+    m_ = t.messages.c
+    taken = sum(
+        1
+        for r in conn.execute(
+            select(m_.body).where(
+                m_.device_id == device, m_.type == "event", m_.received_ms >= min(asked), m_.msg_id != env.id
+            )
+        )
+        if (r.body or {}).get("code") == "gallery.enrolled"
+        and ((r.body or {}).get("details") or {}).get("resident_id") == resident_id
+    )
+    if taken >= len(asked):
+        return f"the enrolment of {resident_id!r} asked of {device!r} was already answered"
     return None

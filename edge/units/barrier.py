@@ -64,6 +64,10 @@ class BarrierUnit(Unit):
             await self.io.close()
             self.allowlist.close()
 
+    def _trusted_now(self) -> int:
+        """The clock validity windows are judged by: never earlier than signed commands proved it to be."""
+        return self._ctx.trust.now_ms() if self._ctx is not None else now_ms()
+
     async def _put(self, body: Body) -> None:
         assert self._ctx is not None
         await self._ctx.outbox.put(body)
@@ -112,7 +116,7 @@ class BarrierUnit(Unit):
         if entry is None:
             await self._decide("deny", "unknown_plate", plate, confidence, None)
             return "unknown_plate"
-        if not entry.valid_at(now_ms()):
+        if not entry.valid_at(self._trusted_now()):
             await self._decide("deny", "outside_validity", plate, confidence, entry.holder)
             return "outside_validity"
         reason = f"{entry.kind}_plate"

@@ -330,7 +330,8 @@ class GateUnit(Unit):
         """Keys typed at the terminal: ``*code#`` a visitor pass, ``1203#`` a flat number to call."""
         keys = keys.strip().rstrip("#")
         if keys.startswith("*"):
-            grant = self.passes.use(keys[1:])
+            at = self._ctx.trust.now_ms() if self._ctx is not None else None  # a clock turned back revives no pass
+            grant = self.passes.use(keys[1:], at)
             if grant is None:
                 await self._decide("deny", "pass_invalid", "visitor")
                 await self._prompt("this code is not valid now")

@@ -76,6 +76,8 @@ def test_an_enrolment_is_logged_without_its_face_and_erasure_scrubs_every_log(
         api.post("/api/sites/riverside/residents", json={"id": "res-9", "unit": "0909", "consent": True}).status_code
         == 201
     )
+    assert svc.commands is not None
+    svc.commands.send("gate-01", "enroll", {"resident_id": "res-9"}, 30)  # an operator asks the gate to enrol her
     enrolled = DeviceEvent(code="gallery.enrolled", details={"resident_id": "res-9", "embedding_b64": _b64(_emb(9))})
     mqtt_publish.single(
         topic("riverside", "gate-01", "evt"),

@@ -256,7 +256,25 @@ def _enrolment(resident: str, emb: np.ndarray | None = None) -> DeviceEvent:
     return DeviceEvent(code="gallery.enrolled", details=details)
 
 
+def _ask_enrolment(store: Store, resident: str) -> None:
+    """An operator asked the gate to enrol this resident (the cloud's signed ``enroll`` command, recorded)."""
+    with store.engine.begin() as conn:
+        conn.execute(
+            t.commands.insert().values(
+                cid=new_id(),
+                device_id=DEV,
+                name="enroll",
+                args={"resident_id": resident},
+                deadline_ms=now_ms() + 60_000,
+                status="ok",
+                created_ms=now_ms(),
+            )
+        )
+
+
 def test_a_gate_enrols_faces_only_for_consenting_residents_of_its_own_site(store: Store) -> None:
+    for rid in ("res-1", "res-9", "res-2", "ghost"):
+        _ask_enrolment(store, rid)
     own = inbound(_enrolment("res-1"))
     other_site = inbound(_enrolment("res-9"))
     no_consent = inbound(_enrolment("res-2"))
@@ -444,3 +462,17 @@ def test_a_revoked_device_stays_revoked_whatever_a_stale_worker_heard(store: Sto
     store.write_batch([inbound(DeviceState(status="offline"), channel="state")[0]])  # its last will
     with store.engine.connect() as conn:
         assert conn.execute(select(t.devices.c.status).where(t.devices.c.id == DEV)).scalar_one() == "revoked"
+
+
+def test_an_enrolment_nobody_asked_for_is_refused_and_one_request_takes_one_face(store: Store) -> None:
+    """Device messages cross the broker unsigned: whoever holds the broker can publish a gate's enrolment event.
+    The cloud takes a face only when an operator asked that gate to enrol that resident, once per request."""
+    forged = inbound(_enrolment("res-1", np.full(128, 0.5)))
+    res = store.write_batch([forged[0]])
+    assert res.enrolments == [] and "no enrolment of 'res-1' was asked" in dead_reasons(store)[0][1]
+    _ask_enrolment(store, "res-1")
+    first = inbound(_enrolment("res-1"))
+    assert store.write_batch([first[0]]).enrolments  # the gate's answer to the request
+    second = inbound(_enrolment("res-1", np.full(128, 0.25)))
+    assert store.write_batch([second[0]]).enrolments == []
+    assert "already answered" in dead_reasons(store)[-1][1]

@@ -60,6 +60,8 @@ def test_consent_erasure_per_gate_and_log_scrubbing(make_cloud: MakeCloud, mosqu
         ),
         1,
     )
+    assert svc.commands is not None
+    svc.commands.send("gate-01", "enroll", {"resident_id": "res-9"}, 30)  # asked of the gate by an operator
     _say(
         mosquitto,
         "gate-01",

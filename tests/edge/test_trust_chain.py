@@ -273,6 +273,15 @@ async def test_each_key_rotates_on_a_running_gateway_and_a_restart_keeps_the_new
         await col.wait_for(lambda c: c.events("config.rejected"))
         await net.send("gw-01", "cfg", _doc(ConfigDocument(revision=1, doc={"log_level": "info"}), "gw-01", doc2))
         await col.wait_for(lambda c: c.events("config.applied"))
+        # a config document (even signed with the current key) cannot name the environment or move the database
+        for rev, patch in (
+            (2, {"${NOPE:-commands}": {"public_key": public_key_b64(ATTACKER)}}),
+            (3, {"outbox": {"path": str(tmp_path / "fresh.db")}}),
+        ):
+            n = len(col.events("config.rejected"))
+            await net.send("gw-01", "cfg", _doc(ConfigDocument(revision=rev, doc=patch), "gw-01", doc2))
+            await col.wait_for(lambda c, n=n: len(c.events("config.rejected")) == n + 1)
+            assert "pinned_key" in col.events("config.rejected")[-1].body.message  # type: ignore[attr-defined]
         await rotate("updates", UPD, upd2, cmd2)
         assert agent.trust.public_keys() == {
             "commands": public_key_b64(cmd2),
@@ -312,3 +321,49 @@ async def test_a_technician_re_pins_on_site_and_sees_what_is_pinned(
     assert done.exit_code == 0 and "forgot 2 pinned key(s)" in done.output
     again: Agent = await run_agent(device="gw-02", public_key=public_key_b64(new), document_key=public_key_b64(DOC))
     assert again.trust.public_keys()["commands"] == public_key_b64(new) and not again.trust.mismatched
+
+
+async def test_a_command_held_back_by_the_broker_is_refused_whatever_the_gateway_clock_says(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """A gateway without a real-time clock comes back from a reboot an hour in the past. The broker delivers an
+    ``open-door`` it held back since before a later command was accepted: the signed issue time of that later
+    command proved the cloud's clock past the held one's deadline, so it is refused, after a restart too."""
+    import asyncio
+
+    from edge.commands import CommandProcessor
+    from edge.outbox import Outbox
+    from edge.trust import Trust
+    from protocol.topics import parse
+
+    outbox = await Outbox(tmp_path / "gw.db", "gw-03").open()
+    trust = Trust("gw-03", {"commands": public_key_b64(CMD)}, outbox)
+    await trust.load()
+    proc = CommandProcessor("gw-03", outbox, trust)
+    opened: list[dict[str, Any]] = []
+
+    async def open_door(args: dict[str, Any]) -> dict[str, Any]:
+        opened.append(args)
+        return {"opened": True}
+
+    async def ping(args: dict[str, Any]) -> dict[str, Any]:
+        return {"pong": True}
+
+    proc.register("open-door", open_door)
+    proc.register("ping", ping)
+    held = sign_command(CMD, device="gw-03", name="open-door", args={"by": "res-7"}, ttl_ms=50)
+    await asyncio.sleep(0.1)
+    later = sign_command(CMD, device="gw-03", name="ping")
+    assert held.issued_ms is not None
+    monkeypatch.setattr("edge.trust.now_ms", lambda: held.issued_ms - 3_600_000)  # the clock an hour back
+
+    def on(name: str) -> Any:
+        return parse(topic(SITE, "gw-03", "cmd", name))
+
+    assert await proc.handle(on("ping"), _wire(later, "gw-03")) == "ok"
+    assert await proc.handle(on("open-door"), _wire(held, "gw-03")) == "refused:expired"
+    again = Trust("gw-03", {"commands": public_key_b64(CMD)}, outbox)  # a restart: the floor is kept
+    await again.load()
+    assert again.floor == trust.floor and again.floor >= later.issued_ms
+    assert opened == []
+    await outbox.close()
