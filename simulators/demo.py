@@ -107,7 +107,7 @@ def run_demo(
         media_dir=workdir / "media",
         rules_file=Path(__file__).resolve().parent.parent / "cloud" / "rules" / "default.yaml",
         public_url=f"http://127.0.0.1:{port}",
-        api_tokens=[setup_token],  # the demo's own set-up calls; people log in
+        api_tokens=[f"admin:{setup_token}"],  # the demo's own set-up (the registry holds confidential assets)
         port=port,
         _env_file=None,
     )
