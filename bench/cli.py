@@ -42,7 +42,9 @@ def ingest(
 
 @app.command()
 def fuzz(
-    examples: Annotated[int, typer.Option(help="generated requests per operation and mode (valid, refused)")] = 100,
+    examples: Annotated[
+        int, typer.Option(min=1, help="generated requests per operation (valid and refused ones)")
+    ] = 100,
     json_out: Annotated[bool, typer.Option("--json", help="compact JSON")] = False,
 ) -> None:
     """The API fuzzer against the cloud's OpenAPI schema: requests sent, operations that answered 5xx."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -139,7 +139,11 @@ def public_key(
     if role not in paths:
         typer.echo(f"error: unknown role {role!r}; use commands, documents or updates", err=True)
         raise typer.Exit(2)
-    typer.echo(public_key_b64(load_or_create_key(paths[role])))
+    try:
+        typer.echo(public_key_b64(load_or_create_key(paths[role])))
+    except (OSError, ValueError) as exc:
+        typer.echo(f"error: {paths[role]} is not a usable private key (Ed25519, PEM): {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command("rotate-face-key")
@@ -181,8 +185,17 @@ def endorse_key(
     except (OSError, ValueError) as exc:
         typer.echo(f"error: cannot use {current_key} as the current key: {exc}", err=True)
         raise typer.Exit(2) from None
-    text = new_key.read_text().strip() if new_key.exists() else ""
-    new_pub = text if text and "PRIVATE KEY" not in text else public_key_b64(load_or_create_key(new_key))
+    try:
+        text = new_key.read_text().strip() if new_key.exists() else ""
+        new_pub = text if text and "PRIVATE KEY" not in text else public_key_b64(load_or_create_key(new_key))
+    except (OSError, ValueError) as exc:
+        typer.echo(f"error: cannot use {new_key} as the new key (a PEM private key, or a public key): {exc}", err=True)
+        raise typer.Exit(2) from None
+    if new_pub == public_key_b64(current):
+        typer.echo(
+            "error: the new key is the current key; make a new one (a file name that does not exist yet)", err=True
+        )
+        raise typer.Exit(2)
     for d in device:
         try:
             endorsement = sign_rotation(current, device=d, role=role, new_public_key=new_pub)
@@ -244,6 +257,9 @@ def export_assets_cmd(file: Annotated[Path, typer.Argument(help="where to write 
     from cloud.registry.csvio import export_assets
     from cloud.settings import Settings
 
+    if file.is_dir() or not file.parent.is_dir():
+        typer.echo(f"error: cannot write {file}: give a file name in an existing folder (e.g. assets.csv)", err=True)
+        raise typer.Exit(2)
     with file.open("w", encoding="utf-8", newline="") as f:
         for chunk in export_assets(make_engine(Settings().database_url)):
             f.write(chunk)
@@ -336,29 +352,52 @@ def bundle(
     key: Annotated[
         Path | None, typer.Option(help="the update key (PEM), e.g. on an offline machine (default CE_UPDATE_KEY_FILE)")
     ] = None,
-    valid_days: Annotated[float, typer.Option(help="devices refuse the bundle after this many days")] = 180,
+    valid_days: Annotated[
+        float, typer.Option(min=0.01, max=3650, help="devices refuse the bundle after this many days")
+    ] = 180,
     downgrade: Annotated[
         bool, typer.Option("--downgrade", help="a deliberate roll-back: may install over newer versions")
     ] = False,
 ) -> None:
     """Build and sign an update bundle with the update key: on the machine that holds it (it can stay offline;
     the cloud needs only CE_UPDATE_PUBLIC_KEY), then upload the file (POST /api/updates)."""
+    import math
+    import re
     import shutil
     import tempfile
 
     from cloud.commands import load_or_create_key
     from cloud.settings import Settings
     from protocol.signing import load_private_key
-    from protocol.updates import BundleError, build_bundle
+    from protocol.updates import VERSION_PATTERN, BundleError, build_bundle, version_key
 
+    def fail(message: str) -> NoReturn:
+        typer.echo(f"error: {message}", err=True)
+        raise typer.Exit(2)
+
+    if not src.is_dir():
+        fail(f"{src} is not a folder: give the folder whose files make the bundle")
+    if out.is_dir() or not out.parent.is_dir():
+        fail(f"cannot write {out}: give a file name in an existing folder (e.g. --out release-{version}.tar.gz)")
+    if not re.fullmatch(r"[a-z][a-z0-9_]{0,31}", kind):
+        fail(f"--kind {kind!r}: lower-case letters, digits and _ (gateway, manhole_node, …)")
+    for flag, v in (("--version", version), ("--min-version", min_version)):
+        if v is not None and not re.fullmatch(VERSION_PATTERN, v):
+            fail(f"{flag} {v!r} is not a dotted version (e.g. 1.4.0)")
+    if min_version and version_key(min_version) > version_key(version):
+        fail(f"--min-version {min_version} is newer than the bundle's own version {version}")
+    if not math.isfinite(valid_days):
+        fail("--valid-days must be a number of days")
     try:
         signing = load_private_key(key) if key is not None else load_or_create_key(Settings().update_key_file)
     except (OSError, ValueError) as exc:
-        typer.echo(f"error: cannot use {key} as the update key: {exc}", err=True)
-        raise typer.Exit(2) from None
+        where = key or Settings().update_key_file
+        fail(f"cannot use {where} as the update key (a PRIVATE Ed25519 key, PEM): {exc}")
     with tempfile.TemporaryDirectory() as d:
         stage = Path(d) / "src"
         shutil.copytree(src, stage, ignore=shutil.ignore_patterns("__pycache__", *exclude))
+        if not any(p.is_file() for p in stage.rglob("*")):
+            fail(f"no files under {src} (after --exclude)")
         try:
             data = build_bundle(
                 stage,

@@ -56,6 +56,14 @@ def check_config(config: Annotated[Path, typer.Argument(help="agent config file 
         f"ok: device {cfg.device.site}/{cfg.device.id}, broker {cfg.mqtt.host}:{cfg.mqtt.port}, "
         f"{len(cfg.units)} unit(s)"
     )
+    missing = [r for r, key in cfg.provisioned_keys().items() if not key and (r != "updates" or cfg.updates)]
+    if missing:
+        typer.echo(
+            f"warning: no {', '.join(missing)} key: this gateway will refuse every "
+            f"{'/'.join({'commands': 'command', 'documents': 'document', 'updates': 'update'}[r] for r in missing)} "
+            "(civicedge cloud public-key --role … prints them; tools/flash.py gateway-bundle writes them)",
+            err=True,
+        )
 
 
 @app.command()
@@ -98,11 +106,15 @@ def install_version(
 def trust_show(config: ConfigOpt) -> None:
     """Show the keys this gateway has pinned (and whether its config names others)."""
     cfg = _config_or_exit(config)
-    pinned = _pinned(sqlite3.connect(cfg.outbox.path))
+    path = cfg.outbox.path
+    pinned = _pinned(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) if path.exists() else {}
     for role, configured in cfg.provisioned_keys().items():
         have = pinned.get(role)
-        note = "" if not configured or configured == have else "  (the config names another key: ignored)"
-        typer.echo(f"{role:9} {have or '(not pinned yet: taken from the config at the next start)'}{note}")
+        if have is None:
+            shown = f"{configured}  (not pinned yet: pinned at the next start)" if configured else "(none: refuses all)"
+        else:
+            shown = have + ("" if not configured or configured == have else "  (the config names another: ignored)")
+        typer.echo(f"{role:9} {shown}")
 
 
 @app.command("trust-reset")

@@ -93,6 +93,27 @@ class HealthConfig(_Model):
     interval_s: float = Field(default=60.0, gt=0)
 
 
+def _public_key(value: str | None, where: str = "") -> str | None:
+    """A public key as devices hold it (32 raw bytes, base64): a private key or garbage is an error here, not a
+    key pinned for good at the first start."""
+    if not value:
+        return value
+    if "PRIVATE KEY" in value:
+        raise ValueError(
+            f"{where + ' holds ' if where else ''}a PRIVATE key: give the public one (civicedge cloud public-key)"
+        )
+    from protocol.signing import load_public_key
+
+    try:
+        load_public_key(value)
+    except ValueError:
+        raise ValueError(
+            f"{where + ': ' if where else ''}not a public key "
+            "(base64 of 32 bytes, as civicedge cloud public-key prints it)"
+        ) from None
+    return value
+
+
 class CommandsConfig(_Model):
     """The cloud's public keys as provisioned (pinned at the first start: see ``edge.trust``)."""
 
@@ -102,10 +123,17 @@ class CommandsConfig(_Model):
         default=None, description="document key (config, gallery, allow-list): Ed25519 public key, base64"
     )
 
+    @field_validator("public_key", "document_key")
+    @classmethod
+    def _key(cls, v: str | None) -> str | None:
+        return _public_key(v)
+
     @model_validator(mode="after")
     def _one_key(self) -> CommandsConfig:
         if self.public_key and self.public_key_file:
             raise ValueError("give public_key or public_key_file, not both")
+        if self.public_key_file is not None and self.public_key_file.exists():
+            _public_key(self.public_key_file.read_text().strip(), str(self.public_key_file))
         return self
 
     def key_b64(self) -> str | None:
@@ -137,6 +165,11 @@ class UpdatesConfig(_Model):
     health_s: float = Field(default=30.0, gt=0, le=3600, description="a new version must stay connected this long")
     timeout_s: float = Field(default=120.0, gt=0, le=86_400, description="… and become healthy within this")
     keep: int = Field(default=3, ge=2, le=20, description="versions kept on disk")
+
+    @field_validator("public_key")
+    @classmethod
+    def _key(cls, v: str | None) -> str | None:
+        return _public_key(v)
 
 
 class AgentConfig(_Model):

@@ -71,6 +71,15 @@ def catalog(conn: Conn) -> Catalog:
 def set_confidential(body: ConfidentialIn, svc: Service, user: CurrentUser) -> Catalog:
     """Mark which asset subtypes only their owning department and admins may see (audited)."""
     wanted = sorted(set(body.subtypes))
+    with svc.engine.connect() as conn:
+        in_use = set(conn.execute(select(assets.c.subtype).distinct()).scalars())
+    unknown = [x for x in wanted if x not in COVER_SUBTYPES and x not in in_use]
+    if unknown:  # a typo would otherwise replace the list and quietly un-mark the rest
+        raise HTTPException(
+            422,
+            detail=f"unknown subtype(s) {', '.join(unknown)}: not in the catalog and no asset has them "
+            "(GET /api/registry/catalog); the list sent replaces the whole list",
+        )
     with svc.engine.begin() as conn:
         before = _confidential(conn)
         conn.execute(delete(confidential_subtypes))
