@@ -90,7 +90,7 @@ class GateService:
 
     def add_faces(self, resident_id: str, embeddings: list[np.ndarray]) -> dict[str, Any]:
         with self.engine.begin() as conn:
-            site = self._resident_site(conn, resident_id)
+            site = self._resident_site(conn, resident_id, lock=True)
             consent = conn.execute(select(g.residents.c.consent_ms).where(g.residents.c.id == resident_id)).scalar()
             if consent is None:
                 raise GateError(
@@ -126,7 +126,7 @@ class GateService:
         revision; :meth:`erasures` shows who has not yet), and the resident's face data scrubbed from the
         message log (enrolment embeddings; decision subject ids)."""
         with self.engine.begin() as conn:
-            site = self._resident_site(conn, resident_id)
+            site = self._resident_site(conn, resident_id, lock=True)
             conn.execute(delete(g.resident_faces).where(g.resident_faces.c.resident_id == resident_id))
             if reason == "deleted":
                 conn.execute(delete(g.residents).where(g.residents.c.id == resident_id))
@@ -201,8 +201,12 @@ class GateService:
                 )
         return out
 
-    def _resident_site(self, conn: Any, resident_id: str) -> str:
-        row = conn.execute(select(g.residents.c.site_id).where(g.residents.c.id == resident_id)).first()
+    def _resident_site(self, conn: Any, resident_id: str, lock: bool = False) -> str:
+        """The resident's site; ``lock``: hold the resident's row until the transaction ends, so an enrolment and
+        an erasure of the same resident run one after the other (a face added while consent is being withdrawn
+        would otherwise survive the erasure)."""
+        q = select(g.residents.c.site_id).where(g.residents.c.id == resident_id)
+        row = conn.execute(q.with_for_update() if lock else q).first()
         if row is None:
             raise LookupError(f"resident {resident_id}")
         return str(row.site_id)
