@@ -15,7 +15,7 @@ from cloud.commands import CommandPublisher, load_or_create_key
 from cloud.db import schema as t
 from cloud.db import schema_gate as g
 from cloud.db.engine import make_engine, migrate
-from cloud.db.schema_registry import assets, confidential_subtypes
+from cloud.db.schema_registry import assets
 from cloud.gate.service import SUBJECT_LOGS, GateService
 from cloud.gate.vault import FaceVault
 from cloud.ingest.health import IngestWatch, ingest_report
@@ -24,6 +24,7 @@ from cloud.ingest.worker import IngestWorker
 from cloud.live import LiveHub
 from cloud.metrics import Metrics
 from cloud.provisioning.service import Provisioning
+from cloud.registry.confidential import is_confidential
 from cloud.rules.model import load_rules_file
 from cloud.rules.runner import RuleRunner
 from cloud.settings import Settings
@@ -168,7 +169,7 @@ class CloudService:
         secret_devs: set[str] = set()
         by_asset: dict[str, bool] = {}
         if devs or wos:
-            secret = assets.c.subtype.in_(select(confidential_subtypes.c.subtype))
+            secret = is_confidential()
             try:
                 with self.engine.connect() as conn:
                     if devs:

@@ -233,7 +233,7 @@ class Agent:
         try:
             env = decode(payload, topic)
             assert isinstance(env.body, ConfigDocument)
-            applied = await self.kv_get("config.revision")
+            applied = await self.outbox.kv_get("config.revision")
             if not self.trust.admit(env.body, int(applied or 0)):
                 return  # the retained copy of what runs already
         except ProtocolError as exc:
@@ -244,7 +244,7 @@ class Agent:
         except CommandError as exc:
             await self._config_rejected("invalid", str(exc), env.body.revision)
             return
-        await self.kv_set("config.revision", str(env.body.revision))
+        await self.outbox.kv_set("config.revision", str(env.body.revision))
         await self.outbox.put(
             DeviceEvent(
                 code="config.applied",
@@ -261,16 +261,6 @@ class Agent:
                 message=f"{reason}: {detail}"[:1000],
                 details={"reason": reason, **({"revision": revision} if revision is not None else {})},
             )
-        )
-
-    async def kv_get(self, key: str) -> str | None:
-        rows = await self.outbox.execute("SELECT value FROM kv WHERE key = ?", (key,))
-        return str(rows[0][0]) if rows else None
-
-    async def kv_set(self, key: str, value: str) -> None:
-        await self.outbox.execute(
-            "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            (key, value),
         )
 
     # --- built-in commands -----------------------------------------------------------------------

@@ -47,11 +47,7 @@ def run(
 @app.command("check-config")
 def check_config(config: Annotated[Path, typer.Argument(help="agent config file (YAML)")]) -> None:
     """Validate a config file; print the problems with their field paths."""
-    try:
-        _, cfg = load_config_raw(config)
-    except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    cfg = _config_or_exit(config)
     typer.echo(
         f"ok: device {cfg.device.site}/{cfg.device.id}, broker {cfg.mqtt.host}:{cfg.mqtt.port}, "
         f"{len(cfg.units)} unit(s)"

@@ -489,6 +489,16 @@ class Outbox:
 
         return await self._run(run)  # type: ignore[no-any-return]
 
+    async def kv_get(self, key: str) -> str | None:
+        rows = await self.execute("SELECT value FROM kv WHERE key = ?", (key,))
+        return str(rows[0][0]) if rows else None
+
+    async def kv_set(self, key: str, value: str) -> None:
+        await self.execute(
+            "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
     # --- introspection -------------------------------------------------------------------------
 
     def depth(self) -> dict[str, int]:

@@ -41,6 +41,10 @@ class Store(Protocol):
 
     async def execute(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]: ...
 
+    async def kv_get(self, key: str) -> str | None: ...
+
+    async def kv_set(self, key: str, value: str) -> None: ...
+
 
 class Trust:
     def __init__(self, device: str, configured: dict[str, str | None], store: Store | None = None) -> None:
@@ -62,11 +66,11 @@ class Trust:
         """Pin the configured keys that are not pinned yet; use the pinned ones; read the floor."""
         assert self.store is not None
         for role in KEY_ROLES:
-            pinned = await self._get(f"trust.key.{role}")
+            pinned = await self.store.kv_get(f"trust.key.{role}")
             wanted = self.configured[role]
             if pinned is None:
                 if wanted:
-                    await self._set(f"trust.key.{role}", wanted)
+                    await self.store.kv_set(f"trust.key.{role}", wanted)
                 pinned = wanted
             elif wanted and wanted != pinned:
                 self.mismatched.append(role)
@@ -76,7 +80,7 @@ class Trust:
                 )
             self.pinned[role] = pinned
             self.keys[role] = _load(pinned)
-        self.floor = int(await self._get("trust.floor") or 0)
+        self.floor = int(await self.store.kv_get("trust.floor") or 0)
 
     def key(self, role: str) -> Ed25519PublicKey | None:
         return self.keys.get(role)
@@ -116,7 +120,8 @@ class Trust:
         if current is None:
             raise SignatureError(Reason.PINNED_KEY, f"no {role} key is pinned: provision the device again")
         verify_rotation(current, endorsement, device=self.device, role=role, new_public_key=new_key)
-        await self._set(f"trust.key.{role}", new_key)
+        assert self.store is not None
+        await self.store.kv_set(f"trust.key.{role}", new_key)
         self.pinned[role], self.keys[role] = new_key, load_public_key(new_key)
         if role in self.mismatched and self.configured[role] == new_key:
             self.mismatched.remove(role)
@@ -148,22 +153,8 @@ class Trust:
             floor = max(floor, int(over[0][0]))
         if floor > self.floor:
             self.floor = floor
-            await self._set("trust.floor", str(floor))
+            await self.store.kv_set("trust.floor", str(floor))
             await self.store.execute("DELETE FROM executed_commands WHERE deadline_ms <= ?", (floor,))
-
-    # --- storage -----------------------------------------------------------------------------------------
-
-    async def _get(self, key: str) -> str | None:
-        assert self.store is not None
-        rows = await self.store.execute("SELECT value FROM kv WHERE key = ?", (key,))
-        return str(rows[0][0]) if rows else None
-
-    async def _set(self, key: str, value: str) -> None:
-        assert self.store is not None
-        await self.store.execute(
-            "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            (key, value),
-        )
 
 
 def _load(b64: str | None) -> Ed25519PublicKey | None:

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel, Field
-from sqlalchemy import func, select, true
+from sqlalchemy import func, select
 
 from cloud import actions
 from cloud.api.deps import (
@@ -38,7 +38,7 @@ from cloud.api.models import (
     Site,
     Telemetry,
 )
-from cloud.auth.scope import alarm_filter, can_see_device, confidential_devices, device_filter
+from cloud.auth.scope import alarm_filter, can_see_device, device_filter
 from cloud.db import schema as t
 from cloud.ingest.store import now_ms
 from protocol.topics import validate_id, validate_name
@@ -229,7 +229,7 @@ def events(
 ) -> Page:
     c = t.messages.c
     q = select(t.messages).order_by(c.received_ms.desc(), c.id.desc())
-    q = q.where(_visible_devices(user, c.device_id))
+    q = q.where(device_filter(user, c.device_id))
     if device:
         q = q.where(c.device_id == device)
     if type:
@@ -342,7 +342,7 @@ def send_command(device_id: DeviceId, body: CommandIn, svc: Service, user: Curre
 @router.get("/commands/{cid}", response_model=Command, tags=["commands"], dependencies=[allow("devices.view")])
 def get_command(cid: RecordKey, conn: Conn, user: CurrentUser) -> dict[str, Any]:
     c = t.commands.c
-    row = conn.execute(select(t.commands).where(c.cid == cid, _visible_devices(user, c.device_id))).first()
+    row = conn.execute(select(t.commands).where(c.cid == cid, device_filter(user, c.device_id))).first()
     if row is None:
         raise HTTPException(404, detail=f"no command {cid!r}")
     d = dict(row._mapping)
@@ -353,19 +353,10 @@ def get_command(cid: RecordKey, conn: Conn, user: CurrentUser) -> dict[str, Any]
 
 @router.get("/commands", response_model=Page, tags=["commands"], dependencies=[allow("devices.view")])
 def list_commands(conn: Conn, p: Paging, user: CurrentUser, device: str | None = None) -> Page:
-    q = (
-        select(t.commands)
-        .where(_visible_devices(user, t.commands.c.device_id))
-        .order_by(t.commands.c.created_ms.desc())
-    )
+    q = select(t.commands).where(device_filter(user, t.commands.c.device_id)).order_by(t.commands.c.created_ms.desc())
     if device:
         q = q.where(t.commands.c.device_id == device)
     return paged(conn, q, p)
-
-
-def _visible_devices(user: Any, column: Any) -> Any:
-    """Rows about devices this user may see (an operator: none fitted to a confidential asset)."""
-    return column.not_in(confidential_devices()) if user.role == "operator" else true()
 
 
 # --- rules -----------------------------------------------------------------------------------------

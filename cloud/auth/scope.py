@@ -16,8 +16,9 @@ from sqlalchemy import ColumnElement, and_, false, or_, select, true
 
 from cloud.auth.service import User
 from cloud.db import schema as t
-from cloud.db.schema_registry import assets, confidential_subtypes
+from cloud.db.schema_registry import assets
 from cloud.db.schema_workorders import work_orders
+from cloud.registry.confidential import confidential_assets, confidential_devices, is_confidential
 
 _STAFF = frozenset({"admin", "operator"})
 PERMS: dict[str, frozenset[str]] = {
@@ -59,32 +60,19 @@ def home(user: User) -> str:
     return {"grid_worker": "/console/m/report", "resident": "/console/m/home"}.get(user.role, "/console/")
 
 
-def _is_confidential() -> ColumnElement[bool]:
-    return assets.c.subtype.in_(select(confidential_subtypes.c.subtype))
-
-
-def confidential_assets() -> Any:
-    """Ids of the assets of a confidential subtype (a subquery)."""
-    return select(assets.c.id).where(_is_confidential())
-
-
-def confidential_devices() -> Any:
-    """Devices fitted to assets of a confidential subtype (a subquery, without NULLs so NOT IN works)."""
-    return select(assets.c.device_id).where(_is_confidential(), assets.c.device_id.is_not(None))
-
-
-def device_filter(user: User) -> ColumnElement[bool]:
-    """The devices this user may see: an operator does not see devices fitted to confidential assets (their
-    readings, events and commands would tell what the registry keeps from them)."""
+def device_filter(user: User, column: Any = None) -> ColumnElement[bool]:
+    """The devices (or rows about devices, by their ``column``) this user may see: an operator does not see
+    devices fitted to confidential assets (their readings, events and commands would tell what the registry
+    keeps from them)."""
     if user.role == "operator":
-        return t.devices.c.id.not_in(confidential_devices())
+        return (t.devices.c.id if column is None else column).not_in(confidential_devices())
     return true()
 
 
 def can_see_device(conn: Any, user: User, device_id: str) -> bool:
     if user.role != "operator":
         return True
-    q = select(assets.c.id).where(assets.c.device_id == device_id, _is_confidential()).limit(1)
+    q = select(assets.c.id).where(assets.c.device_id == device_id, is_confidential()).limit(1)
     return conn.execute(q).first() is None
 
 
@@ -92,7 +80,7 @@ def asset_filter(user: User) -> ColumnElement[bool]:
     """The registry rows this user may see."""
     if user.role == "admin":
         return true()
-    open_ = ~_is_confidential()
+    open_ = ~is_confidential()
     if user.role == "operator":
         return open_
     if user.role == "department" and user.department_id:

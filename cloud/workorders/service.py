@@ -9,10 +9,11 @@ from typing import Any, Final
 
 from sqlalchemy import Engine, select, update
 
-from cloud.db.schema_registry import assets, confidential_subtypes, departments
+from cloud.db.schema_registry import assets, departments
 from cloud.db.schema_workorders import work_order_history, work_order_photos, work_orders
 from cloud.images import ImageRefused, open_image
 from cloud.ingest.store import now_ms
+from cloud.registry.confidential import is_confidential
 
 #: hours to resolve, by priority (the SLA clock starts when the order is created)
 SLA_HOURS: Final = {"urgent": 4, "high": 24, "normal": 72, "low": 168}
@@ -124,7 +125,7 @@ class WorkOrders:
                 assets.c.lat.between(lat - d_lat, lat + d_lat),
                 assets.c.lon.between(lon - d_lon, lon + d_lon),
                 # a report must not locate what the registry keeps confidential
-                assets.c.subtype.not_in(select(confidential_subtypes.c.subtype)),
+                ~is_confidential(),
             )
         )
         best = min(((r.id, distance_m(lat, lon, r.lat, r.lon)) for r in rows), key=lambda x: x[1], default=None)
