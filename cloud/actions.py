@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from cloud.alarms import AlarmStateError, operator_action
-from cloud.auth.scope import alarm_filter, asset_filter, can, can_see_device, work_order_filter
+from cloud.auth.scope import alarm_filter, asset_filter, can, can_see_device, device_filter, work_order_filter
 from cloud.auth.service import User
 from cloud.commands import CommandUnknownDevice
 from cloud.db import schema as t
@@ -343,6 +343,23 @@ def revoke_device(svc: CloudService, user: User, device_id: str) -> dict[str, An
     svc.auth.audit(user.username, "device.revoke", device_id)
     svc.publish_live([{"kind": "device", "device_id": device_id, "status": "revoked"}])
     return out
+
+
+def set_signing_key(svc: CloudService, user: User, device_id: str, key: str | None) -> dict[str, Any]:
+    """Register (or forget, with None) the public half of a device's own key: from then on the cloud takes only
+    what that key signed from it (readings aside). Staff who provision devices only; audited."""
+    from sqlalchemy import update
+
+    need(user, "devices.provision")
+    with svc.engine.begin() as conn:
+        found = conn.execute(
+            update(t.devices).where(t.devices.c.id == device_id, device_filter(user)).values(signing_key=key)
+        ).rowcount
+    if not found:
+        raise NotFound(f"no device {device_id!r}")
+    svc.store.forget_device(device_id)
+    svc.auth.audit(user.username, "device.signing_key", device_id, {"key": key[:12] if key else None})
+    return {"device_id": device_id, "signing_key": key}
 
 
 def reinstate_device(svc: CloudService, user: User, device_id: str) -> dict[str, Any]:

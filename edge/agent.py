@@ -115,6 +115,7 @@ class Agent:
             budget_bytes=config.outbox.budget_bytes,
             durability=config.outbox.durability,
             batch_readings=config.outbox.batch_readings,
+            signer=config.device.signing_key(),
         )
         self.trust = Trust(config.device.id, config.provisioned_keys(), self.outbox)
         self.commands = CommandProcessor(config.device.id, self.outbox, self.trust)

@@ -35,7 +35,12 @@ def run(
         raise typer.Exit(2) from None
     setup_logging(cfg.log_level, json_logs)
     try:
-        code = asyncio.run(Agent(cfg, config, raw).run())
+        agent = Agent(cfg, config, raw)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        code = asyncio.run(agent.run())
     except Exception as exc:
         typer.echo(f"fatal: {type(exc).__name__}: {exc}", err=True)
         raise typer.Exit(EXIT_FATAL) from None
@@ -52,6 +57,18 @@ def check_config(config: Annotated[Path, typer.Argument(help="agent config file 
         f"ok: device {cfg.device.site}/{cfg.device.id}, broker {cfg.mqtt.host}:{cfg.mqtt.port}, "
         f"{len(cfg.units)} unit(s)"
     )
+    try:
+        own = cfg.device.signing_key()
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if own is None:
+        typer.echo(
+            "warning: no device.signing_key_file: this gateway's messages go unsigned, so the cloud refuses the faces "
+            "it enrols (tools/flash.py gateway-bundle makes the key; or civicedge edge keygen --out FILE and "
+            "register its public half)",
+            err=True,
+        )
     missing = [r for r, key in cfg.provisioned_keys().items() if not key and (r != "updates" or cfg.updates)]
     if missing:
         typer.echo(
@@ -98,6 +115,30 @@ def install_version(
     typer.echo(f"installed {__version__} at {dest}; current → {__version__}")
 
 
+@app.command("keygen")
+def keygen(
+    out: Annotated[Path, typer.Option(help="where to write the private key (PEM, mode 0600)")],
+    force: Annotated[bool, typer.Option("--force", help="replace an existing key (then register the new one)")] = False,
+) -> None:
+    """Make this gateway's own signing key (device.signing_key_file) and print its public half, which the cloud
+    must hold (``POST /provision`` registers it; so does ``PUT /api/devices/{id}/signing-key``)."""
+    from protocol.signing import generate_key, private_key_pem, public_key_b64
+
+    if out.exists() and not force:
+        typer.echo(f"error: {out} exists; the cloud knows its public half. Add --force to replace it", err=True)
+        raise typer.Exit(2)
+    key = generate_key()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(private_key_pem(key))
+    except OSError as exc:
+        typer.echo(f"error: cannot write {out}: {exc.strerror}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(public_key_b64(key))
+
+
 @app.command("trust")
 def trust_show(config: ConfigOpt) -> None:
     """Show the keys this gateway has pinned (and whether its config names others)."""
@@ -111,6 +152,17 @@ def trust_show(config: ConfigOpt) -> None:
         else:
             shown = have + ("" if not configured or configured == have else "  (the config names another: ignored)")
         typer.echo(f"{role:9} {shown}")
+    try:
+        own = cfg.device.signing_key()
+    except ConfigError as exc:
+        own, problem = None, str(exc)
+    else:
+        problem = "(none: its messages go unsigned)"
+    if own is not None:
+        from protocol.signing import public_key_b64
+
+        problem = public_key_b64(own) + "  (this gateway's own key: the cloud must hold it)"
+    typer.echo(f"{'device':9} {problem}")
 
 
 @app.command("trust-reset")

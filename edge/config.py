@@ -9,10 +9,13 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge.units.barrier_config import BarrierConfig
 from edge.units.community_config import GasConfig, PerimeterConfig, ThrowingConfig, WaterConfig
@@ -37,6 +40,29 @@ class DeviceConfig(_Model):
     site: str = Field(description="site id, e.g. 'riverside'")
     id: str = Field(description="this device's id, unique within the site")
     kind: str = Field(default="gateway", description="gate, barrier, parking_lift, elevator, gateway, …")
+    signing_key_file: Path | None = Field(
+        default=None,
+        description="this device's own Ed25519 private key (PEM, mode 0600), made at provisioning: it signs every "
+        "message but telemetry readings, and the cloud refuses unsigned ones once it holds the public half",
+    )
+
+    def signing_key(self) -> Ed25519PrivateKey | None:
+        """The device's own key, or None when it has none; a file that cannot be used is a :class:`ConfigError`."""
+        if self.signing_key_file is None:
+            return None
+        from protocol.signing import load_private_key
+
+        path = self.signing_key_file
+        try:
+            text = read_secret_bytes(path)
+            return load_private_key(text)
+        except ConfigError:
+            raise
+        except ValueError as exc:
+            raise ConfigError(
+                f"device.signing_key_file {path}: {exc}; provision the device again (tools/flash.py gateway-bundle) "
+                f"or make one with: civicedge edge keygen --out {path}"
+            ) from None
 
     @field_validator("site", "id")
     @classmethod
@@ -254,6 +280,17 @@ def load_config_raw(path: Path, env: dict[str, str] | None = None) -> tuple[dict
     return raw, config
 
 
+def read_secret_bytes(path: Path) -> bytes:
+    """A secret file's whole content (a key). Files others may read are used but logged, once per path."""
+    try:
+        st = path.stat()
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the secret file {path}: {exc.strerror}") from None
+    _check_mode(path, st.st_mode)
+    return data
+
+
 def read_secret(path: Path) -> str:
     """A secret kept in its own file (first line). Files others may read are used but logged, once per path:
     secrets belong in mode 0600 files owned by the agent's user."""
@@ -262,12 +299,16 @@ def read_secret(path: Path) -> str:
         text = path.read_text().splitlines()
     except OSError as exc:
         raise ConfigError(f"cannot read the secret file {path}: {exc.strerror}") from None
-    if st.st_mode & 0o077 and path not in _warned:
+    _check_mode(path, st.st_mode)
+    return text[0].strip() if text else ""
+
+
+def _check_mode(path: Path, mode: int) -> None:
+    if mode & 0o077 and path not in _warned:
         _warned.add(path)
         logging.getLogger("civicedge.config").warning(
             "secret file readable by others", extra={"path": str(path), "fix": f"chmod 600 {path}"}
         )
-    return text[0].strip() if text else ""
 
 
 _warned: set[Path] = set()

@@ -19,20 +19,25 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from edge import store
 from protocol.envelope import new_id, now_ms
 from protocol.messages import LANE_PRIORITY, Body, Lane, TelemetryBatch
+from protocol.signing import sign_uplink, signs
 from protocol.topics import Channel
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 LANES: tuple[Lane, ...] = tuple(sorted(Lane, key=lambda lane: LANE_PRIORITY[lane]))
 _LANE_NO = {lane: LANE_PRIORITY[lane] for lane in Lane}
 _NO_LANE = {v: k for k, v in _LANE_NO.items()}
 _HEAD = b'{"v":1,"id":"%s","dev":"%s","seq":'
 _TAIL = b',"ts":%d,"type":"%s","body":%s}'
+_TAIL_SIGNED = b',"ts":%d,"type":"%s","body":%s,"sig":"%s"}'
 ROW_OVERHEAD = 48  # bytes per row beyond the payload, for the budget (page/index overhead, measured)
 _CHANNEL_FOR_LANE = {Lane.ALARM: Channel.ALM, Lane.EVENT: Channel.EVT, Lane.TELEMETRY: Channel.TELE}
 
@@ -86,8 +91,11 @@ class Outbox:
         budget_bytes: int = 256 * 1024 * 1024,
         durability: str = "power_loss",
         batch_readings: int = 500,
+        signer: Ed25519PrivateKey | None = None,
     ) -> None:
         self.path = Path(path)
+        #: the device's own key: every message but telemetry readings is signed with it (protocol.signing)
+        self.signer = signer
         self.device = device
         self._dev = device.encode()
         self.budget_bytes = budget_bytes
@@ -173,8 +181,13 @@ class Outbox:
         data: bytes = cls.__pydantic_serializer__.to_json(body, exclude_none=True)
         # All the encoding happens here on the event loop; the writer thread only splices in the seq
         # (assigned in commit order) and runs SQL, which releases the GIL.
-        head = _HEAD % (new_id().encode(), self._dev)
-        tail = _TAIL % (now_ms() if ts is None else ts, body.TYPE.encode(), data)
+        msg_id, t = new_id(), now_ms() if ts is None else ts
+        head = _HEAD % (msg_id.encode(), self._dev)
+        if self.signer is not None and signs(body):
+            sig = sign_uplink(self.signer, msg_id=msg_id, device=self.device, ts=t, body=body)
+            tail = _TAIL_SIGNED % (t, body.TYPE.encode(), data, sig.encode())
+        else:
+            tail = _TAIL % (t, body.TYPE.encode(), data)
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending.append(_Pending(lane or body.LANE, channel, body.TYPE, head, tail, fut))
         if not self._flushing:

@@ -8,6 +8,10 @@
   device with ``civicedge edge trust-reset`` (as the agent's user, with the agent stopped).
 - **Documents.** Config, gallery and allow-list documents are used only when signed by the pinned document key
   for this device and newer than what the device already holds (:meth:`Trust.admit`).
+- **An empty copy takes only an answer to its own request.** A gateway whose gallery or allow-list is empty
+  (new, wiped, re-flashed) asks for it with a random nonce made at each start (:meth:`Trust.sync_details`) and
+  takes only a signed document carrying that nonce back: an old signed snapshot replayed by the broker to a
+  gateway that lost its revision is refused (``stale_revision``), and the revision chain protects it from then on.
 - **A clock that cannot be turned back.** Gateways often have no real-time clock. Commands carry the cloud's
   clock when it signed them (``issued_ms``) and a deadline, both signed; the latest issue time accepted (and the
   highest deadline minus the longest allowed lifetime) is a lower bound of the cloud's clock that survives
@@ -20,6 +24,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -56,6 +61,8 @@ class Trust:
         self.pinned: dict[str, str | None] = dict(self.configured)
         self.mismatched: list[str] = []  # roles whose configured key differs from the pinned one
         self.floor = 0
+        #: what an empty copy asks with (new at every start: an answer to an earlier run's request is not taken)
+        self.nonce = secrets.token_urlsafe(12)
 
     @classmethod
     def refusing(cls) -> Trust:
@@ -100,11 +107,21 @@ class Trust:
         :class:`SignatureError` (``unsigned``, ``bad_signature``, ``stale_revision``) otherwise."""
         verify_document(self.key("documents"), body, self.device)
         revision = int(body.revision)  # type: ignore[attr-defined]
+        if have == 0 and hasattr(body, "nonce") and body.nonce != self.nonce:
+            raise SignatureError(
+                Reason.STALE_REVISION,
+                f"{body.TYPE} revision {revision} does not answer this gateway's request for its copy (it holds none "
+                "yet, and takes only the answer to its own request)",
+            )
         if revision < have:
             raise SignatureError(
                 Reason.STALE_REVISION, f"{body.TYPE} revision {revision} is older than the {have} this device holds"
             )
         return revision > have
+
+    def sync_details(self, have: int) -> dict[str, str]:
+        """What a gallery / allow-list status report adds: the nonce, while the copy is empty."""
+        return {"nonce": self.nonce} if have == 0 else {}
 
     # --- key rotation ------------------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from protocol.codec import encode
 from protocol.envelope import envelope, now_ms
 from protocol.errors import ProtocolError
 from protocol.messages import DeviceState, Lane
+from protocol.signing import signed
 from protocol.topics import Channel, Topic, parse, subscription, topic
 
 log = logging.getLogger("civicedge.edge.uplink")
@@ -84,7 +85,7 @@ class Uplink:
     def _state_payload(self, status: str) -> bytes:
         d = self.config.device
         body = DeviceState(status=status, agent_version=self.version, kind=d.kind, since_ts=now_ms())  # type: ignore[arg-type]
-        return encode(envelope(body, dev=d.id, seq=0))
+        return encode(signed(self.outbox.signer, envelope(body, dev=d.id, seq=0)))
 
     def _client(self) -> aiomqtt.Client:
         m = self.config.mqtt

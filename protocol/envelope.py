@@ -1,4 +1,5 @@
-"""The message envelope: ``v``, ``id`` (ULID), ``dev``, ``seq``, ``ts``, ``type``, ``body``.
+"""The message envelope: ``v``, ``id`` (ULID), ``dev``, ``seq``, ``ts``, ``type``, ``body`` and, from a device
+with its own key, ``sig``.
 
 One frozen envelope class per body type (``ENVELOPES[type]``), all subclasses of :class:`Envelope`,
 joined in a union discriminated on ``type`` so a payload is validated in one pass.
@@ -27,6 +28,13 @@ class Envelope(BaseModel):
     ts: Ms = Field(description="device clock, ms since the Unix epoch (may be wrong; see docs)")
     type: str
     body: Body
+    sig: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="Ed25519 by the device's own key over id, dev, ts, type and body (protocol.signing)",
+    )
 
     @property
     def lane(self) -> Lane:

@@ -435,6 +435,9 @@ class CommandAck(Body):
         return None if v is None else _small_json(v, "result")
 
 
+#: a gateway with an empty copy asks for its gallery / allow-list with a fresh random nonce and takes only a
+#: snapshot that carries it back (signed): an old signed snapshot replayed to a wiped or re-flashed gateway is refused
+SyncNonce = Annotated[str, Field(min_length=8, max_length=32, pattern=r"^[A-Za-z0-9_-]+$")]
 #: the signature a cloud → device document carries (base64url, no padding); None: unsigned (and refused)
 DocSig = Annotated[str | None, Field(max_length=200, pattern=r"^[A-Za-z0-9_-]*$")]
 
@@ -480,6 +483,9 @@ class GalleryDelta(Body):
     base_revision: Count | None = None
     upserts: list[GalleryEntry] = Field(default_factory=list, max_length=MAX_GALLERY_ENTRIES)
     deletes: list[Id] = Field(default_factory=list, max_length=MAX_GALLERY_ENTRIES)
+    nonce: SyncNonce | None = Field(
+        default=None, description="the nonce of the request this answers (an empty copy asks with one)"
+    )
     sig: DocSig = Field(default=None, description="Ed25519 by the cloud's document key (protocol.signing)")
 
 
@@ -502,6 +508,9 @@ class AllowlistDelta(Body):
     base_revision: Count | None = None
     upserts: list[PlateEntry] = Field(default_factory=list, max_length=MAX_GALLERY_ENTRIES)
     deletes: list[PlateText] = Field(default_factory=list, max_length=MAX_GALLERY_ENTRIES)
+    nonce: SyncNonce | None = Field(
+        default=None, description="the nonce of the request this answers (an empty copy asks with one)"
+    )
     sig: DocSig = Field(default=None, description="Ed25519 by the cloud's document key (protocol.signing)")
 
 

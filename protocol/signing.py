@@ -12,6 +12,13 @@ Three keys, each with one job (a device pins the three public keys at provisioni
   revision the device keeps and never goes back on (``stale_revision``);
 - the **update key** signs update bundles (``protocol.updates``); it can live offline.
 
+The other way, a gateway signs what it says with **its own key** (made at provisioning, the private half never
+leaves the device, the public half registered with the cloud over HTTPS): every message but telemetry readings
+(:func:`signs`) carries ``sig`` in its envelope, over the canonical encoding of ``{"body", "dev", "id", "ts",
+"type"}`` (:func:`uplink_bytes`; ``seq`` is left out, it is assigned when the message is committed). The cloud
+refuses an unsigned or forged one from a device whose key it holds, so whoever holds the broker cannot enrol a
+face, answer for a gate, fake an acknowledgement or an update's progress in a gateway's name.
+
 A pinned key changes only through a rotation: the new public key, signed by the current key of the same role
 (:func:`sign_rotation`), carried by a signed ``rotate-key`` command.
 """
@@ -28,10 +35,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from protocol.envelope import new_id, now_ms
+from protocol.envelope import Envelope, new_id, now_ms
 from protocol.errors import Reason, SignatureError
 from protocol.limits import MAX_COMMAND_TTL_MS
-from protocol.messages import Body, Command
+from protocol.messages import Body, Command, Lane
 
 #: the keys a device pins, by job
 KEY_ROLES = ("commands", "documents", "updates")
@@ -128,8 +135,11 @@ def verify_command(pub: Ed25519PublicKey, cmd: Command, *, device: str, now: int
     t = now_ms() if now is None else now
     if cmd.deadline_ms < t:
         raise SignatureError(Reason.EXPIRED, f"command {cmd.cid} expired {t - cmd.deadline_ms} ms ago")
-    if cmd.deadline_ms > t + MAX_COMMAND_TTL_MS:
-        raise SignatureError(Reason.EXPIRED, f"command {cmd.cid} deadline is more than 24 h ahead")
+    # A lifetime is bounded by the cloud's own signed clock when the command carries it: a gateway whose clock
+    # is days behind (no real-time clock, no NTP yet) still takes a fresh command, and learns the time from it.
+    start = t if cmd.issued_ms is None else cmd.issued_ms
+    if cmd.deadline_ms > start + MAX_COMMAND_TTL_MS:
+        raise SignatureError(Reason.EXPIRED, f"command {cmd.cid} lives more than 24 h")
 
 
 def document_bytes(body: Body, device: str) -> bytes:
@@ -187,3 +197,40 @@ def verify_rotation(
         raise SignatureError(
             Reason.BAD_SIGNATURE, f"the new {role} key is not endorsed by the current {role} key for {device}"
         ) from None
+
+
+# --- what devices say: signed by the device's own key ---------------------------------------------------
+
+
+def signs(body: Body | type[Body]) -> bool:
+    """Whether a device with its own key signs this kind of message: everything but telemetry readings (the
+    high-rate lane; a forged reading can fire a rule, never open a door or change a record)."""
+    return body.LANE is not Lane.TELEMETRY
+
+
+def uplink_bytes(*, msg_id: str, device: str, ts: int, body: Body) -> bytes:
+    """What a device's signature covers: the message id, the device, its clock, the type and the body."""
+    doc = {"body": body.model_dump(mode="json", exclude_none=True), "dev": device, "id": msg_id, "ts": ts}
+    doc["type"] = body.TYPE
+    return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
+
+
+def sign_uplink(key: Ed25519PrivateKey, *, msg_id: str, device: str, ts: int, body: Body) -> str:
+    return _b64(key.sign(uplink_bytes(msg_id=msg_id, device=device, ts=ts, body=body)))
+
+
+def signed(key: Ed25519PrivateKey | None, env: Envelope) -> Envelope:
+    """``env`` signed by the device key ``key`` (unchanged without a key or for a reading)."""
+    if key is None or not signs(env.body):
+        return env
+    return env.model_copy(update={"sig": sign_uplink(key, msg_id=env.id, device=env.dev, ts=env.ts, body=env.body)})
+
+
+def verify_uplink(pub: Ed25519PublicKey, env: Envelope) -> None:
+    """Raise :class:`SignatureError` (``unsigned`` or ``bad_signature``) unless ``env`` is signed by ``pub``."""
+    if not env.sig:
+        raise SignatureError(Reason.UNSIGNED, f"{env.type} from {env.dev} without the device's signature")
+    try:
+        pub.verify(_unb64(env.sig), uplink_bytes(msg_id=env.id, device=env.dev, ts=env.ts, body=env.body))
+    except (InvalidSignature, binascii.Error, ValueError):
+        raise SignatureError(Reason.BAD_SIGNATURE, f"{env.type} is not signed by the key of {env.dev}") from None

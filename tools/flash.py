@@ -228,7 +228,15 @@ def flash_micropython(
 # --- identities --------------------------------------------------------------------------------------------------
 
 
-def _provision(steps: Steps, cloud: str, claim: str, kind: str, device_id: str | None, dry_run: bool) -> dict[str, Any]:
+def _provision(
+    steps: Steps,
+    cloud: str,
+    claim: str,
+    kind: str,
+    device_id: str | None,
+    dry_run: bool,
+    signing_key: str | None = None,
+) -> dict[str, Any]:
     steps.begin(f"get an identity from {cloud} with the claim token")
     if "identity" in steps.state:
         steps.skip(steps.state["identity"]["device_id"])
@@ -244,7 +252,10 @@ def _provision(steps: Steps, cloud: str, claim: str, kind: str, device_id: str |
             "config": {},
         }
     with _cloud(cloud, None) as c:
-        ident = _call(c, "POST", "/provision", json={"claim": claim, "kind": kind, "device_id": device_id})
+        body = {"claim": claim, "kind": kind, "device_id": device_id}
+        if signing_key:
+            body["signing_key"] = signing_key  # the public half of the key the device signs its messages with
+        ident = _call(c, "POST", "/provision", json=body)
     steps.save(identity=ident)
     steps.done(f"{ident['device_id']} at {ident['site_id']}")
     return dict(ident)
@@ -561,6 +572,23 @@ WantedBy=multi-user.target
 """
 
 
+def _device_key(path: Path) -> str:
+    """The gateway's own signing key, made once in its bundle (kept when a run is resumed); its public half."""
+    from protocol.signing import generate_key, load_private_key, private_key_pem, public_key_b64
+
+    if path.exists():
+        try:
+            return public_key_b64(load_private_key(path.read_bytes()))
+        except ValueError as exc:
+            raise Fail(f"{path} is not a usable key ({exc}); remove it to make a new one") from None
+    path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
+    key = generate_key()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(private_key_pem(key))
+    return public_key_b64(key)
+
+
 @app.command("gateway-bundle")
 def gateway_bundle(
     site: Annotated[str, typer.Option(help="the site the claim token is for")],
@@ -577,12 +605,16 @@ def gateway_bundle(
 
     try:
         steps = Steps(state, f"gateway-{out.name}", 2, dry_run)
-        ident = _provision(steps, cloud, claim, kind, device_id, dry_run)
+        signing_key = None if dry_run else _device_key(out / "secrets" / "signing-key.pem")
+        ident = _provision(steps, cloud, claim, kind, device_id, dry_run, signing_key)
         if not dry_run and ident["site_id"] != site:
             raise Fail(f"the claim token is for site {ident['site_id']}, not {site}")
         steps.begin(f"write the bundle to {out}")
         if dry_run:
-            steps.would("write config.yaml, secrets/mqtt-password (0600), ca.pem, civicedge-agent.service")
+            steps.would(
+                "make the gateway's own key (secrets/signing-key.pem, 0600); write config.yaml, "
+                "secrets/mqtt-password (0600), ca.pem, civicedge-agent.service"
+            )
             return
         m = ident["mqtt"]
         mqtt: dict[str, Any] = {"host": m["host"], "port": m["port"]}
@@ -598,7 +630,12 @@ def gateway_bundle(
             (out / "ca.pem").write_text(ident["ca_pem"])
             mqtt["tls"] = {"ca_file": "/etc/civicedge/ca.pem"}
         config = {
-            "device": {"site": ident["site_id"], "id": ident["device_id"], "kind": kind},
+            "device": {
+                "site": ident["site_id"],
+                "id": ident["device_id"],
+                "kind": kind,
+                "signing_key_file": "/etc/civicedge/secrets/signing-key.pem",
+            },
             "mqtt": mqtt,
             # the cloud's three public keys, pinned by the agent at its first start (docs/security.md#keys)
             "commands": {"public_key": ident["command_public_key"], "document_key": ident.get("document_public_key")},

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel
+from pydantic import AfterValidator, BaseModel, Field
 from sqlalchemy import Connection, Select, Table, func, select
 
 from cloud.actions import ActionError
@@ -19,6 +19,7 @@ from cloud.ingest.store import now_ms
 from cloud.service import CloudService
 from cloud.settings import token_role
 from protocol.limits import LINE_PATTERN, MAX_ID_LEN
+from protocol.signing import load_public_key
 
 _bearer = HTTPBearer(auto_error=False)
 
@@ -33,6 +34,17 @@ BundleId = Annotated[str, Path(min_length=3, max_length=80, pattern=r"^[a-z][a-z
 Username = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$")]
 #: a plate as registered (Chinese characters included): one line of text
 PlatePath = Annotated[str, Path(min_length=1, max_length=16, pattern=LINE_PATTERN)]
+
+
+def _public_key(value: str) -> str:
+    load_public_key(value)  # raises ValueError: a 422 naming the problem
+    return value
+
+
+#: a device's own Ed25519 public key, as ``civicedge edge keygen`` prints it (32 bytes, base64)
+DevicePublicKey = Annotated[
+    str, Field(min_length=44, max_length=44, pattern=r"^[A-Za-z0-9+/]{43}=$"), AfterValidator(_public_key)
+]
 
 
 def get_service(request: Request) -> CloudService:

@@ -329,6 +329,11 @@ class Provisioned(Out):
     config: dict[str, Any] = Field(description="initial configuration")
 
 
+class SigningKeySet(Out):
+    device_id: str = Field(description="the device")
+    signing_key: str | None = Field(description="its own public key now registered (none: its messages go unsigned)")
+
+
 class DeviceRevoked(Out):
     device_id: str = Field(description="the device")
     revoked: bool = Field(description="revoked (true)")

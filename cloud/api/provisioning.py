@@ -9,8 +9,15 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
 from cloud import actions
-from cloud.api.deps import CurrentUser, DeviceId, Service, SiteId, allow, run
-from cloud.api.models import Claim, CredentialsRotating, DeviceReinstated, DeviceRevoked, Provisioned
+from cloud.api.deps import CurrentUser, DeviceId, DevicePublicKey, Service, SiteId, allow, run
+from cloud.api.models import (
+    Claim,
+    CredentialsRotating,
+    DeviceReinstated,
+    DeviceRevoked,
+    Provisioned,
+    SigningKeySet,
+)
 from cloud.provisioning.service import ClaimError
 
 router = APIRouter(tags=["provisioning"])
@@ -35,6 +42,11 @@ class ProvisionIn(BaseModel):
     kind: str = Field(min_length=1, max_length=32, pattern=r"^[a-z][a-z0-9_]*$")
     device_id: str | None = Field(default=None, max_length=64, description="keep this id (a replaced board)")
     name: str = Field(default="", max_length=200)
+    signing_key: DevicePublicKey | None = Field(
+        default=None,
+        description="the public half of the key the device made for itself (Ed25519, base64): from then on the "
+        "cloud takes only messages signed by it (readings aside)",
+    )
 
 
 @router.post("/provision", response_model=Provisioned)
@@ -49,7 +61,7 @@ def provision(body: ProvisionIn, request: Request, svc: Service) -> dict[str, An
             429, detail=f"too many failed claims: try again in {wait} s", headers={"Retry-After": str(wait)}
         )
     try:
-        out = svc.provisioning.provision(body.claim, body.kind, body.device_id, body.name)
+        out = svc.provisioning.provision(body.claim, body.kind, body.device_id, body.name, body.signing_key)
     except ClaimError as exc:
         svc.auth.failed(keys)
         svc.auth.audit("provision", "claim.refused", body.device_id or body.kind, {"reason": str(exc)})
@@ -64,6 +76,21 @@ def provision(body: ProvisionIn, request: Request, svc: Service) -> dict[str, An
 def revoke(device_id: DeviceId, svc: Service, user: CurrentUser) -> dict[str, Any]:
     """Lock the device out: disabled at the broker (its connection drops) and refused by ingestion."""
     return run(actions.revoke_device, svc, user, device_id)  # type: ignore[no-any-return]
+
+
+class SigningKeyIn(BaseModel):
+    signing_key: DevicePublicKey | None = Field(
+        description="the device's own public key (civicedge edge keygen prints it); null forgets it"
+    )
+
+
+@router.put(
+    "/api/devices/{device_id}/signing-key", response_model=SigningKeySet, dependencies=[allow("devices.provision")]
+)
+def set_signing_key(device_id: DeviceId, body: SigningKeyIn, svc: Service, user: CurrentUser) -> dict[str, Any]:
+    """Register the public half of a gateway's own key (a gateway registered by hand rather than claimed): from
+    then on the cloud takes only what it signs (readings aside), and takes faces it enrols."""
+    return run(actions.set_signing_key, svc, user, device_id, body.signing_key)  # type: ignore[no-any-return]
 
 
 @router.post(

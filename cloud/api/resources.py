@@ -13,6 +13,7 @@ from cloud.api.deps import (
     Conn,
     CurrentUser,
     DeviceId,
+    DevicePublicKey,
     Page,
     Paging,
     RecordKey,
@@ -74,6 +75,9 @@ class DeviceIn(BaseModel):
     site_id: IdStr
     kind: str = Field(default="gateway", max_length=32)
     name: str = Field(default="", max_length=200)
+    signing_key: DevicePublicKey | None = Field(
+        default=None, description="the device's own public key (civicedge edge keygen): its messages must be signed"
+    )
 
 
 @router.get("/devices", response_model=Page, tags=["devices"], dependencies=[allow("devices.view")])
@@ -112,10 +116,11 @@ def create_device(body: DeviceIn, svc: Service) -> dict[str, Any]:
                 name=body.name or body.id,
                 status="unknown",
                 created_ms=now_ms(),
+                signing_key=body.signing_key,
             )
         )
     svc.store.forget_device(body.id)
-    return body.model_dump()
+    return body.model_dump(exclude={"signing_key"})
 
 
 class DevicesIn(BaseModel):
@@ -142,6 +147,7 @@ def create_devices(body: DevicesIn, svc: Service) -> dict[str, int]:
                 "name": d.name or d.id,
                 "status": "unknown",
                 "created_ms": now,
+                "signing_key": d.signing_key,
             }
             for d in {d.id: d for d in body.devices}.values()
             if d.id not in have

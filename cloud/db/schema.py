@@ -40,6 +40,8 @@ devices = Table(
     Column("health", JSON),
     Column("health_ms", BigInteger),
     Column("created_ms", BigInteger, nullable=False),
+    # the device's own Ed25519 public key (base64), registered at provisioning: what it says must be signed by it
+    Column("signing_key", String(64)),
 )
 
 messages = Table(

@@ -107,6 +107,8 @@ gate_sync = Table(
     Column("site_id", String(64), nullable=False),
     Column("revision", BigInteger, nullable=False),  # wire revision
     Column("updated_ms", BigInteger, nullable=False),
+    # what a gate with an empty copy asked with: the documents sent to it carry it back (edge.trust)
+    Column("nonce", String(32)),
 )
 
 # a resident's face data to be erased from every gate of the site: done when each gate reports a revision at

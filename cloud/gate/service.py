@@ -51,7 +51,7 @@ class GateService:
         self.stopping = threading.Event()  # set on shutdown: a sync waiting for the broker gives up
         # sync requests not yet answered, one per (site, device, what): a gateway repeating itself (or a hostile
         # one asking for the whole gallery a thousand times) costs one answer
-        self._wanted: dict[tuple[str, str, str], int] = {}
+        self._wanted: dict[tuple[str, str, str], tuple[int, str | None]] = {}
         self._wanted_lock = threading.Lock()
 
     # --- residents and faces ---------------------------------------------------------------------------
@@ -338,9 +338,17 @@ class GateService:
         return out
 
     def push(
-        self, site: str, what: str, device: str | None = None, have: int | None = None, strict: bool = False
+        self,
+        site: str,
+        what: str,
+        device: str | None = None,
+        have: int | None = None,
+        strict: bool = False,
+        nonce: str | None = None,
     ) -> int:
-        """Send the deltas to the site's gates (gallery) or barriers (allow-list); return messages sent."""
+        """Send the deltas to the site's gates (gallery) or barriers (allow-list); return messages sent. Each
+        device's copy carries back the nonce it last asked with (``nonce`` for a reply to ``device``): a gateway
+        with an empty copy takes only an answer to its own request (edge.trust)."""
         pub = self._publisher()
         if pub is None:
             return 0
@@ -350,6 +358,14 @@ class GateService:
             if device is not None:
                 q = q.where(t.devices.c.id == device)
             devices = [r.id for r in conn.execute(q)]
+            s = g.gate_sync.c
+            asked = dict(
+                conn.execute(
+                    select(s.device_id, s.nonce).where(s.site_id == site, s.what == what, s.nonce.is_not(None))
+                ).all()
+            )
+        if device is not None and nonce is not None:
+            asked[device] = nonce
         if device is not None:
             since = have  # a gateway that reported its revision: exactly what it lacks
         else:  # a change: everyone gets the newest step on top of the previous head
@@ -361,7 +377,7 @@ class GateService:
         for dev in devices:
             for d in deltas:
                 try:
-                    pub.publish(site, dev, "gallery", d)
+                    pub.publish(site, dev, "gallery", d.model_copy(update={"nonce": asked.get(dev)}))
                     sent += 1
                 except ConnectionError as exc:
                     if strict:
@@ -370,28 +386,28 @@ class GateService:
                     break
         return sent
 
-    def want_sync(self, requests: list[tuple[str, str, str, int]]) -> bool:
-        """Note gateways' sync requests (the latest revision of each wins); True when none was waiting, so the
+    def want_sync(self, requests: list[tuple[str, str, str, int, str | None]]) -> bool:
+        """Note gateways' sync requests (the latest of each wins); True when none was waiting, so the
         caller schedules :meth:`answer_wanted` (once for any number of requests)."""
         with self._wanted_lock:
             idle = not self._wanted
-            for site, device, what, have in requests:
-                self._wanted[(site, device, what)] = have
+            for site, device, what, have, nonce in requests:
+                self._wanted[(site, device, what)] = (have, nonce)
             return idle
 
     def answer_wanted(self) -> None:
         """Answer every waiting sync request, once each."""
         with self._wanted_lock:
             wanted, self._wanted = self._wanted, {}
-        self.on_sync_requests([(s, d, w, have) for (s, d, w), have in wanted.items()])
+        self.on_sync_requests([(s, d, w, have, nonce) for (s, d, w), (have, nonce) in wanted.items()])
 
-    def on_sync_requests(self, requests: list[tuple[str, str, str, int]], attempts: int = 6) -> None:
+    def on_sync_requests(self, requests: list[tuple[str, str, str, int, str | None]], attempts: int = 6) -> None:
         """Answer gateways that reported their revision; the broker may still be coming back (this runs
         right after a gateway reconnects), so a failed send is retried with a backoff."""
-        for site, device, what, have in requests:
+        for site, device, what, have, nonce in requests:
             for attempt in range(attempts):
                 try:
-                    self.push(site, what, device=device, have=have, strict=True)
+                    self.push(site, what, device=device, have=have, strict=True, nonce=nonce)
                     break
                 except ConnectionError:
                     if self.stopping.wait(min(2**attempt, 10)):  # on the sync thread, never the event loop

@@ -4,11 +4,13 @@ dead-lettered with its reason. Used by every ingestion worker."""
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Engine, select, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
@@ -21,8 +23,9 @@ from cloud.metrics import Metrics
 from protocol import messages as m
 from protocol.codec import decode
 from protocol.envelope import Envelope
-from protocol.errors import ProtocolError, Reason
+from protocol.errors import ProtocolError, Reason, SignatureError
 from protocol.limits import text_problem
+from protocol.signing import load_public_key, signs, verify_uplink
 from protocol.topics import UPLINK, Topic, parse
 
 log = logging.getLogger("civicedge.cloud.ingest")
@@ -33,6 +36,7 @@ _HEALTH_METRICS = ("uptime_s", "cpu_load", "mem_rss_bytes", "disk_free_bytes", "
 _MANHOLE_METRICS = ("tilt_deg", "battery_v", "water_level_cm", "gas_lel", "temperature_c", "rssi_dbm")
 
 
+_NONCE = re.compile(r"[A-Za-z0-9_-]{8,32}")
 _SYNC_EVENTS = {
     "gallery.status": "gallery",
     "gallery.resync": "gallery",
@@ -112,7 +116,7 @@ class BatchResult:
     messages: list[tuple[str, str, str, dict[str, Any], int]] = field(default_factory=list)
     readings_rows: list[tuple[str, str, int, float, str | None, str]] = field(default_factory=list)
     #: gateways that reported their gallery / allow-list revision: (site, device, "gallery"|"allowlist", rev)
-    sync_requests: list[tuple[str, str, str, int]] = field(default_factory=list)
+    sync_requests: list[tuple[str, str, str, int, str | None]] = field(default_factory=list)
     #: faces enrolled at a gate by an operator: (resident id, embedding base64)
     enrolments: list[tuple[str, str]] = field(default_factory=list)
     #: command acknowledgements: (device, cid, status) (credential rotations wait for them)
@@ -153,6 +157,7 @@ class Store:
         self.auto_register = auto_register
         self.sites: dict[str, str] = {}  # device id → site id (known devices)
         self.revoked: set[str] = set()  # devices whose identity was revoked: everything they send is refused
+        self.signing_keys: dict[str, Ed25519PublicKey] = {}  # devices that sign what they say: their own keys
         self._lock = threading.Lock()
         self._cached_at = time.monotonic()
         dialect = engine.dialect.name
@@ -167,27 +172,66 @@ class Store:
                 self.sites.clear()
                 self.kinds.clear()
                 self.revoked.clear()
+                self.signing_keys.clear()
                 self._cached_at = time.monotonic()
             missing = ids - self.sites.keys()
         if missing:
-            rows = list(
-                conn.execute(
-                    select(t.devices.c.id, t.devices.c.site_id, t.devices.c.kind, t.devices.c.status).where(
-                        t.devices.c.id.in_(missing)
-                    )
-                )
-            )
+            d = t.devices.c
+            rows = list(conn.execute(select(d.id, d.site_id, d.kind, d.status, d.signing_key).where(d.id.in_(missing))))
             with self._lock:
                 self.sites.update({r.id: r.site_id for r in rows})
                 self.kinds.update({r.id: r.kind for r in rows})
                 self.revoked.update(r.id for r in rows if r.status == "revoked")
+                for r in rows:
+                    self._set_key(r.id, r.signing_key)
         with self._lock:
             return {i: self.sites[i] for i in ids if i in self.sites}
+
+    def _set_key(self, device_id: str, b64: str | None) -> None:
+        try:
+            key = load_public_key(b64) if b64 else None
+        except ValueError:  # the API checks keys; a broken row refuses what it signs rather than accepting all
+            log.error("unusable signing key in the registry", extra={"device": device_id})
+            key = Ed25519PublicKey.from_public_bytes(bytes(32))
+        if key is None:
+            self.signing_keys.pop(device_id, None)
+        else:
+            self.signing_keys[device_id] = key
 
     def forget_device(self, device_id: str) -> None:
         with self._lock:
             self.sites.pop(device_id, None)
             self.revoked.discard(device_id)
+            self.signing_keys.pop(device_id, None)
+
+    def _signature_problem(self, conn: Any, device: str, env: Envelope) -> SignatureError | None:
+        """Why ``env`` cannot be taken as the device's own word; None: it can. A device whose key the registry
+        holds signs every message but readings; a face is taken only from a device that signs. The key is read
+        again before refusing: another node (or the API) may have registered a new one since it was cached."""
+        enrolment = isinstance(env.body, m.DeviceEvent) and env.body.code == "gallery.enrolled"
+        if not signs(env.body):
+            return None
+        for attempt in (0, 1):
+            with self._lock:
+                key = self.signing_keys.get(device)
+            if key is None and not enrolment and (attempt or not env.sig):
+                return None  # a device without a key of its own (a board): its word, as before
+            try:
+                if key is not None:
+                    verify_uplink(key, env)
+                    return None
+                raise SignatureError(
+                    Reason.UNSIGNED,
+                    f"a face is taken only from a gateway that signs what it says: {device!r} has no signing key "
+                    "registered (provision it with tools/flash.py gateway-bundle)",
+                )
+            except SignatureError as exc:
+                if attempt:
+                    return exc
+                row = conn.execute(select(t.devices.c.signing_key).where(t.devices.c.id == device)).first()
+                with self._lock:
+                    self._set_key(device, row.signing_key if row is not None else None)
+        return None  # pragma: no cover (the loop returns)
 
     # --- the batch ---------------------------------------------------------------------------------
 
@@ -294,6 +338,8 @@ class Store:
             elif site != top.site:
                 detail = f"device {top.device!r} belongs to site {site!r}, not {top.site!r}"
                 dead.append(dead_letter(item, Reason.SPOOFED_DEVICE, detail, top.device))
+            elif (bad := self._signature_problem(conn, top.device, env)) is not None:
+                dead.append(dead_letter(item, bad.reason, bad.detail, top.device))
             elif (why := refusal(conn, site, env)) is not None:
                 dead.append(dead_letter(item, Reason.NOT_PERMITTED, why, top.device))
             else:
@@ -538,15 +584,15 @@ class Store:
             rev = b.details.get("revision")
             if type(rev) is int:  # not a bool (which Python counts as an int and no database stores as one)
                 what = _SYNC_EVENTS[b.code]
-                self._synced(conn, top.site, dev, what, rev, item.received_ms)
+                nonce = b.details.get("nonce")
+                nonce = nonce if isinstance(nonce, str) and _NONCE.fullmatch(nonce) else None
+                self._synced(conn, top.site, dev, what, rev, item.received_ms, nonce)
                 if not b.code.endswith(".applied"):
-                    res.sync_requests.append((top.site, dev, what, rev))
+                    res.sync_requests.append((top.site, dev, what, rev, nonce))
 
-    def _synced(self, conn: Any, site: str, dev: str, what: str, rev: int, at: int) -> None:
-        """Remember the revision a gate or barrier has (the console shows who still holds erased faces)."""
-        ins = self._insert(g.gate_sync).values(device_id=dev, what=what, site_id=site, revision=rev, updated_ms=at)
-        conn.execute(
-            ins.on_conflict_do_update(
-                index_elements=["device_id", "what"], set_={"revision": rev, "updated_ms": at, "site_id": site}
-            )
-        )
+    def _synced(self, conn: Any, site: str, dev: str, what: str, rev: int, at: int, nonce: str | None) -> None:
+        """Remember the revision a gate or barrier has (the console shows who still holds erased faces), and the
+        nonce it asked with while its copy is empty (what is sent to it carries it back)."""
+        vals = {"revision": rev, "updated_ms": at, "site_id": site, "nonce": nonce}
+        ins = self._insert(g.gate_sync).values(device_id=dev, what=what, **vals)
+        conn.execute(ins.on_conflict_do_update(index_elements=["device_id", "what"], set_=vals))

@@ -88,8 +88,11 @@ class Provisioning:
             )
         return {"token": token, "site_id": site_id, "kind": kind, "expires_ms": now + int(ttl_s * 1000)}
 
-    def provision(self, token: str, kind: str, device_id: str | None = None, name: str = "") -> dict[str, Any]:
-        """Use a claim once: register the device and issue its identity."""
+    def provision(
+        self, token: str, kind: str, device_id: str | None = None, name: str = "", signing_key: str | None = None
+    ) -> dict[str, Any]:
+        """Use a claim once: register the device (with the public half of its own signing key, when it made one)
+        and issue its identity. A claim replaces the identity of a device it names: its key too."""
         now = now_ms()
         with self.engine.begin() as conn:
             claim = conn.execute(select(p.claims).where(p.claims.c.token_hash == _h(token))).first()
@@ -126,9 +129,17 @@ class Provisioning:
             if existing is None:
                 conn.execute(
                     t.devices.insert().values(
-                        id=dev, site_id=claim.site_id, kind=kind, name=name or dev, status="unknown", created_ms=now
+                        id=dev,
+                        site_id=claim.site_id,
+                        kind=kind,
+                        name=name or dev,
+                        status="unknown",
+                        created_ms=now,
+                        signing_key=signing_key,
                     )
                 )
+            else:
+                conn.execute(update(t.devices).where(t.devices.c.id == dev).values(signing_key=signing_key))
             conn.execute(p.device_credentials.delete().where(p.device_credentials.c.device_id == dev))
             conn.execute(p.device_credentials.insert().values(device_id=dev, username=dev, issued_ms=now))
             password = new_password()

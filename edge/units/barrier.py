@@ -213,8 +213,13 @@ class BarrierUnit(Unit):
             await self._announce()
 
     async def _announce(self) -> None:
+        assert self._ctx is not None
+        have = self.allowlist.revision
         await self._put(
-            DeviceEvent(code="allowlist.status", details={"lane": self.cfg.lane, "revision": self.allowlist.revision})
+            DeviceEvent(
+                code="allowlist.status",
+                details={"lane": self.cfg.lane, "revision": have, **self._ctx.trust.sync_details(have)},
+            )
         )
 
     async def _on_delta(self, topic: Topic, payload: bytes) -> None:
@@ -239,7 +244,8 @@ class BarrierUnit(Unit):
             )
             return
         if delta.base_revision is not None and delta.base_revision != have:
-            await self._put(DeviceEvent(code="allowlist.resync", details={"lane": self.cfg.lane, "revision": have}))
+            details = {"lane": self.cfg.lane, "revision": have, **self._ctx.trust.sync_details(have)}
+            await self._put(DeviceEvent(code="allowlist.resync", details=details))
             return
         await asyncio.to_thread(self.allowlist.apply_delta, delta)
         await self._put(

@@ -503,8 +503,13 @@ class GateUnit(Unit):
 
     async def _announce_gallery(self) -> None:
         """Tell the cloud which revision this gate has, so it sends what is missing (or a full snapshot)."""
+        assert self._ctx is not None
+        have = self.gallery.revision
         await self._put(
-            DeviceEvent(code="gallery.status", details={"door": self.cfg.door, "revision": self.gallery.revision})
+            DeviceEvent(
+                code="gallery.status",
+                details={"door": self.cfg.door, "revision": have, **self._ctx.trust.sync_details(have)},
+            )
         )
 
     async def _on_gallery(self, topic: Topic, payload: bytes) -> None:
@@ -533,7 +538,7 @@ class GateUnit(Unit):
                 DeviceEvent(
                     code="gallery.resync",
                     message=f"delta from {delta.base_revision} but this gate has {have}",
-                    details={"door": self.cfg.door, "revision": have},
+                    details={"door": self.cfg.door, "revision": have, **self._ctx.trust.sync_details(have)},
                 )
             )
             return

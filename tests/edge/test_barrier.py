@@ -44,7 +44,11 @@ class Rig:
     def reasons(self) -> list[str]:
         return [d.reason for d in self.unit.decisions]
 
+    trust: Trust
+
     async def deliver(self, delta: AllowlistDelta) -> None:
+        """As the cloud sends it: signed, and carrying back the nonce the barrier asked with."""
+        delta = delta.model_copy(update={"nonce": self.trust.nonce})
         await self.handlers[Channel.GALLERY](
             parse(topic("riverside", "barrier-01", "gallery")),
             encode(envelope(sign_document(DOC_KEY, delta, "barrier-01"), dev="barrier-01", seq=0)),
@@ -68,6 +72,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     outbox = await Outbox(tmp_path / "outbox.db", "barrier-01").open()
     handlers: dict[Channel, Any] = {}
     unit = BarrierUnit(cfg)
+    trust = Trust("barrier-01", {"documents": public_key_b64(DOC_KEY)})
     task = asyncio.create_task(
         unit.run(
             UnitContext(
@@ -75,12 +80,12 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
                 outbox,
                 lambda *_: None,
                 subscribe=handlers.__setitem__,
-                trust=Trust("barrier-01", {"documents": public_key_b64(DOC_KEY)}),
+                trust=trust,
             )
         )
     )
     await until(lambda: Channel.GALLERY in handlers and relay.requests > 0, 5, "the barrier to start")
-    r = Rig(unit, relay, camera, outbox, handlers)
+    r = Rig(unit, relay, camera, outbox, handlers, trust)
     await r.deliver(
         AllowlistDelta(
             revision=1,

@@ -259,10 +259,17 @@ async def test_dead_lock_controller_fails_secure(rig: Rig) -> None:
     assert [m["body"]["code"] for m in clears] == ["gate.lock_fault"] and not rig.unit.lock_faulted
 
 
-def delta(revision: int, base: int | None, upserts: dict[str, np.ndarray], deletes: list[str] = ()) -> bytes:  # type: ignore[assignment]
+def delta(
+    revision: int,
+    base: int | None,
+    upserts: dict[str, np.ndarray],
+    deletes: list[str] = (),  # type: ignore[assignment]
+    nonce: str | None = None,
+) -> bytes:
     body = GalleryDelta(
         revision=revision,
         base_revision=base,
+        nonce=nonce,
         upserts=[
             GalleryEntry(resident_id=k, embedding_b64=base64.b64encode(v.astype("<f4").tobytes()).decode())
             for k, v in upserts.items()
@@ -275,15 +282,22 @@ def delta(revision: int, base: int | None, upserts: dict[str, np.ndarray], delet
 async def test_gallery_deltas_apply_in_order_and_ask_for_a_resync_when_behind(
     rig: Rig, astronaut_embedding: np.ndarray
 ) -> None:
-    async def announced() -> bool:
+    async def announced() -> list[dict[str, Any]]:
         events = await rig.sent("event")
-        return any(m["body"]["code"] == "gallery.status" and m["body"]["details"]["revision"] == 0 for m in events)
+        return [m["body"]["details"] for m in events if m["body"]["code"] == "gallery.status"]
 
-    assert await until(announced, 3, "the gallery announced")
+    (asked,) = await until(announced, 3, "the gallery announced")
+    assert asked["revision"] == 0 and len(asked["nonce"]) >= 16  # an empty copy asks with a nonce
     handler = rig.channel_handlers[Channel.GALLERY]
     t = parse(topic("riverside", "gate-01", "gallery"))
     other = np.random.default_rng(1).normal(size=128).astype(np.float32)
-    await handler(t, delta(5, None, {"res-astronaut": astronaut_embedding, "res-other": other}))
+    snapshot = {"res-astronaut": astronaut_embedding, "res-other": other}
+    # a signed snapshot that does not answer this request (an old one, replayed to a wiped gate) is refused
+    await handler(t, delta(5, None, snapshot))
+    await handler(t, delta(5, None, snapshot, nonce="an-earlier-request"))
+    refused = [m["body"] for m in await rig.sent("event") if m["body"]["code"] == "gallery.rejected"]
+    assert [e["details"]["reason"] for e in refused] == ["stale_revision"] * 2 and rig.unit.gallery.revision == 0
+    await handler(t, delta(5, None, snapshot, nonce=asked["nonce"]))
     assert rig.unit.gallery.revision == 5 and len(rig.unit.gallery) == 2
     await handler(t, delta(7, 6, {"res-third": other}))  # missed revision 6
     assert rig.unit.gallery.revision == 5
@@ -292,6 +306,7 @@ async def test_gallery_deltas_apply_in_order_and_ask_for_a_resync_when_behind(
     await handler(t, delta(6, 5, {}, ["res-other"]))
     assert rig.unit.gallery.revision == 6 and len(rig.unit.gallery) == 1
     await handler(t, b"{not json")
-    assert any(e["code"] == "gallery.rejected" for e in [m["body"] for m in await rig.sent("event")])
+    rejected = [m["body"] for m in await rig.sent("event") if m["body"]["code"] == "gallery.rejected"]
+    assert rejected[-1]["details"]["reason"] == "malformed_json"
     rig.arrive("astronaut")  # still recognised after the deltas
     await until(lambda: "resident_match" in rig.reasons(), what="a match after the deltas")

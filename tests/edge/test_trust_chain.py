@@ -40,6 +40,10 @@ def _face(seed: int) -> str:
     return base64.b64encode((v / np.linalg.norm(v)).astype("<f4").tobytes()).decode()
 
 
+def intruder_entry() -> GalleryEntry:
+    return GalleryEntry(resident_id="intruder", embedding_b64=_face(666))
+
+
 def _wire(body: Body, device: str) -> bytes:
     return encode(envelope(body, dev=device, seq=0))
 
@@ -113,11 +117,17 @@ async def test_a_broker_level_attacker_is_refused_everything_and_every_refusal_i
             await col.wait_for(lambda c: c.events("gallery.status") and c.events("agent.started"))
             g, b = gate.units[0], barrier.units[0]
 
+            # --- a new gate holds no gallery: an old signed snapshot (the attacker kept one) is not its answer ----
+            asked = col.events("gallery.status")[-1].body.details  # type: ignore[attr-defined]
+            assert asked["revision"] == 0 and asked["nonce"] == gate.trust.nonce
+            res1 = GalleryEntry(resident_id="res-1", embedding_b64=_face(1))
+            old_copy = GalleryDelta(revision=9000, upserts=[res1, intruder_entry()], nonce="an-old-request")
+            kept = _doc(old_copy, "gate-01")
+            await net.send("gate-01", "gallery", kept)
+            await col.wait_for(lambda c: _refusals(c, "gallery.rejected", "gate-01") == ["stale_revision"])
+
             # --- what the real cloud set up: a gallery, an allow-list, a retained config -----------------------
-            snapshot = _doc(
-                GalleryDelta(revision=1000, upserts=[GalleryEntry(resident_id="res-1", embedding_b64=_face(1))]),
-                "gate-01",
-            )
+            snapshot = _doc(GalleryDelta(revision=1000, upserts=[res1], nonce=gate.trust.nonce), "gate-01")
             await net.send("gate-01", "gallery", snapshot)
             await net.send(
                 "gate-01",
@@ -135,7 +145,10 @@ async def test_a_broker_level_attacker_is_refused_everything_and_every_refusal_i
                 "barrier-01",
                 "gallery",
                 _doc(
-                    AllowlistDelta(revision=1000, upserts=[PlateEntry(plate="京A12340", holder="res-1")]), "barrier-01"
+                    AllowlistDelta(
+                        revision=1000, upserts=[PlateEntry(plate="京A12340", holder="res-1")], nonce=barrier.trust.nonce
+                    ),
+                    "barrier-01",
                 ),
             )
             old_config = _doc(ConfigDocument(revision=1, doc={"log_level": "info"}), "gate-01")
@@ -160,14 +173,15 @@ async def test_a_broker_level_attacker_is_refused_everything_and_every_refusal_i
             assert gate.trust.public_keys()["commands"] == public_key_b64(CMD)
 
             # --- add a face, replay an old snapshot, take another gate's delta ---------------------------------
-            intruder = GalleryEntry(resident_id="intruder", embedding_b64=_face(666))
+            intruder = intruder_entry()
             mine = GalleryDelta(revision=3000, base_revision=2000, upserts=[intruder])
             await net.send("gate-01", "gallery", _wire(mine, "gate-01"))
             await net.send("gate-01", "gallery", _doc(mine, "gate-01", ATTACKER))
             await net.send("gate-01", "gallery", snapshot)
             await net.send("gate-01", "gallery", _wire(sign_document(DOC, mine, "gate-02"), "gate-01"))
-            await col.wait_for(lambda c: len(_refusals(c, "gallery.rejected", "gate-01")) == 4)
+            await col.wait_for(lambda c: len(_refusals(c, "gallery.rejected", "gate-01")) == 5)
             assert _refusals(col, "gallery.rejected", "gate-01") == [
+                "stale_revision",
                 "unsigned",
                 "bad_signature",
                 "stale_revision",

@@ -41,6 +41,16 @@ def test_expired_and_too_far_ahead() -> None:
     assert _refusal(lambda: verify_command(pub, far, device="d")) is Reason.EXPIRED
 
 
+def test_a_gateway_whose_clock_is_days_behind_takes_a_fresh_command() -> None:
+    """No real-time clock and no NTP yet: the command's own signed issue time bounds its lifetime."""
+    key = generate_key()
+    pub = load_public_key(public_key_b64(key))
+    cmd = sign_command(key, device="d", name="ping", ttl_ms=60_000)
+    three_days_ago = now_ms() - 3 * 86_400_000
+    verify_command(pub, cmd, device="d", now=three_days_ago)
+    # the learned time then holds: its own remembered floor (edge.trust) moves the device's clock forward
+
+
 def test_key_round_trip() -> None:
     key = generate_key()
     again = load_private_key(private_key_pem(key))
