@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import func, insert, select
 
@@ -24,6 +25,7 @@ from cloud.service import CloudService
 from cloud.settings import Settings
 from protocol import encode, envelope, topic
 from protocol.messages import AlarmRaise, Body, DeviceEvent, ManholeReading, Reading, TelemetryBatch
+from protocol.signing import generate_key, public_key_b64, signed
 from simulators.hostile import hostile_corpus
 from simulators.services import Mosquitto
 
@@ -71,19 +73,29 @@ def cloud_scenario(
     try:
         svc.start()
         names = [f"node-{i:03d}" for i in range(max(2, devices))]
+        # every other device is a gateway with its own signing key (what it says is signed); the rest are boards
+        keys = {d: generate_key() for d in names[::2]}
         now = int(time.time() * 1000)
         with svc.engine.begin() as conn:
             conn.execute(insert(t.sites), [{"id": s, "name": s, "created_ms": now} for s in (SITE, OTHER_SITE)])
             conn.execute(
                 insert(t.devices),
                 [
-                    {"id": d, "site_id": SITE, "kind": "gateway", "name": d, "status": "unknown", "created_ms": now}
+                    {
+                        "id": d,
+                        "site_id": SITE,
+                        "kind": "gateway",
+                        "name": d,
+                        "status": "unknown",
+                        "created_ms": now,
+                        "signing_key": public_key_b64(keys[d]) if d in keys else None,
+                    }
                     for d in names
                 ],
             )
         if not svc.workers[0].connected.wait(15):
             raise RuntimeError(f"the ingestion worker cannot reach the broker at {broker.url}")
-        return _run(svc, broker, names, duration_s, rate, hostile_share, say)
+        return _run(svc, broker, names, keys, duration_s, rate, hostile_share, say)
     finally:
         svc.stop()
         broker.close()
@@ -94,13 +106,17 @@ def _run(
     svc: CloudService,
     broker: Mosquitto,
     names: list[str],
+    keys: dict[str, Ed25519PrivateKey],
     duration_s: float,
     rate: float,
     hostile_share: float,
     say: Progress,
 ) -> dict[str, Any]:
     rng = random.Random(7)
-    corpora = {d: hostile_corpus(SITE, d, OTHER_SITE, names[(k + 1) % len(names)]) for k, d in enumerate(names[:8])}
+    corpora = {
+        d: hostile_corpus(SITE, d, OTHER_SITE, names[(k + 1) % len(names)], keyed=d in keys)
+        for k, d in enumerate(names[:8])
+    }
     stall = [0.0]
     sampling = threading.Event()
 
@@ -132,7 +148,7 @@ def _run(
         else:
             body = _valid(i)
             seq[dev] = seq.get(dev, 0) + 1
-            env = envelope(body, dev=dev, seq=seq[dev])
+            env = signed(keys.get(dev), envelope(body, dev=dev, seq=seq[dev]))
             ch = "alm" if isinstance(body, AlarmRaise) else "evt" if isinstance(body, DeviceEvent) else "tele"
             top, payload = topic(SITE, dev, ch), encode(env)
             sent_ids.append(env.id)

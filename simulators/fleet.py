@@ -25,10 +25,11 @@ def agent_config(
     port: int = 1883,
     public_key: str | None = None,
     document_key: str | None = None,
+    signing_key_file: Path | str | None = None,
     **sections: Any,
 ) -> dict[str, Any]:
     """A config document for one agent with its outbox under ``workdir``; ``public_key`` and ``document_key``:
-    the cloud's command and document keys (base64)."""
+    the cloud's command and document keys (base64); ``signing_key_file``: the agent's own key."""
     doc: dict[str, Any] = {
         "device": {"site": site, "id": device, "kind": "gateway"},
         "mqtt": {"host": host, "port": port, "backoff_max_s": 0.5, "keepalive_s": 5},
@@ -37,6 +38,8 @@ def agent_config(
     }
     if public_key or document_key:
         doc["commands"] = {"public_key": public_key, "document_key": document_key}
+    if signing_key_file is not None:
+        doc["device"]["signing_key_file"] = str(signing_key_file)
     for key, value in sections.items():
         if isinstance(value, dict) and isinstance(doc.get(key), dict):
             doc[key] = {**doc[key], **value}

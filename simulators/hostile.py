@@ -16,9 +16,12 @@ from protocol.limits import MAX_PAYLOAD_BYTES
 from protocol.messages import AlarmRaise, DeviceEvent
 
 
-def hostile_corpus(site: str, dev: str, other_site: str, other_dev: str = "gate-02") -> list[tuple[str, bytes]]:
+def hostile_corpus(
+    site: str, dev: str, other_site: str, other_dev: str = "gate-02", keyed: bool = False
+) -> list[tuple[str, bytes]]:
     """(topic, payload) pairs from ``dev`` at ``site`` (both registered); ``other_dev`` is registered at ``site``
-    too, ``other_site`` is a site ``dev`` does not belong to."""
+    too, ``other_site`` is a site ``dev`` does not belong to. ``keyed``: the cloud holds ``dev``'s own signing key
+    (what is sent here in its name is unsigned or forged)."""
     evt, alm = topic(site, dev, "evt"), topic(site, dev, "alm")
     good = orjson.loads(
         encode(envelope(AlarmRaise(key="k", code="gas", severity="critical", message="m"), dev=dev, seq=1))
@@ -31,7 +34,16 @@ def hostile_corpus(site: str, dev: str, other_site: str, other_dev: str = "gate-
         return doc(type=kind, body=body)
 
     raw = encode(envelope(DeviceEvent(code="door.note", message="MARK"), dev=dev, seq=1))
+    forged = [(alm, doc()), (alm, doc(sig="A" * 86))] if keyed else []  # unsigned; a signature by no one's key
     return [
+        *forged,
+        (
+            evt,
+            typed(
+                "visitor.request",
+                {"request_id": new_id(), "door": "main", "unit": "no-such-flat", "expires_ts": 1_900_000_000_000},
+            ),
+        ),
         (evt, b"\x00\xff\xfe not json at all"),
         (evt, b""),
         (alm, raw[: len(raw) // 2]),  # truncated

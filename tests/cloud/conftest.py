@@ -9,12 +9,14 @@ from typing import Any
 
 import psycopg
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
 
 from cloud.api.app import create_app
 from cloud.provisioning.broker import write_broker_files
 from cloud.service import CloudService
 from cloud.settings import Settings
+from protocol.signing import generate_key, private_key_pem, public_key_b64
 from simulators.services import Mosquitto, free_port
 from tests.conftest import PG_ADMIN_URL, _require, serve
 
@@ -83,6 +85,18 @@ def register(client: TestClient, site: str = "riverside", *devices: str) -> None
     for d in devices:
         r = client.post("/api/devices", json={"id": d, "site_id": site, "kind": "gate"})
         assert r.status_code == 201, r.text
+
+
+def device_key(client: TestClient, device: str, save_to: Path | None = None) -> Ed25519PrivateKey:
+    """Give a registered gateway its own signing key, as a technician does for one registered by hand
+    (``civicedge edge keygen``, then ``PUT /api/devices/{id}/signing-key``); ``save_to``: the agent's key file."""
+    key = generate_key()
+    r = client.put(f"/api/devices/{device}/signing-key", json={"signing_key": public_key_b64(key)})
+    assert r.status_code == 200, r.text
+    if save_to is not None:
+        save_to.write_bytes(private_key_pem(key))
+        save_to.chmod(0o600)
+    return key
 
 
 @dataclass

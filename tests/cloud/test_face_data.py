@@ -18,9 +18,10 @@ from cloud.gate.vault import MAGIC, FaceVault, VaultError
 from cloud.ingest.store import now_ms
 from protocol import encode, envelope
 from protocol.messages import DeviceEvent
+from protocol.signing import signed
 from protocol.topics import topic
 from simulators.services import Mosquitto
-from tests.cloud.conftest import MakeCloud, register
+from tests.cloud.conftest import MakeCloud, device_key, register
 from tests.waits import wait
 
 
@@ -72,6 +73,7 @@ def test_an_enrolment_is_logged_without_its_face_and_erasure_scrubs_every_log(
 ) -> None:
     svc, api = make_cloud()
     register(api, "riverside", "gate-01")
+    gate_key = device_key(api, "gate-01")
     assert (
         api.post("/api/sites/riverside/residents", json={"id": "res-9", "unit": "0909", "consent": True}).status_code
         == 201
@@ -81,7 +83,7 @@ def test_an_enrolment_is_logged_without_its_face_and_erasure_scrubs_every_log(
     enrolled = DeviceEvent(code="gallery.enrolled", details={"resident_id": "res-9", "embedding_b64": _b64(_emb(9))})
     mqtt_publish.single(
         topic("riverside", "gate-01", "evt"),
-        encode(envelope(enrolled, dev="gate-01", seq=1)),
+        encode(signed(gate_key, envelope(enrolled, dev="gate-01", seq=1))),
         qos=1,
         hostname=mosquitto.host,
         port=mosquitto.port,

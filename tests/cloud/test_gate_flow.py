@@ -12,7 +12,7 @@ from typing import Any
 from simulators.camera import FACES
 from simulators.ioboard import IOBoardSim
 from simulators.thermal import Scene
-from tests.cloud.conftest import MakeCloud, register
+from tests.cloud.conftest import MakeCloud, device_key, register
 from tests.waits import until as _until
 
 
@@ -62,11 +62,13 @@ async def test_resident_enrolled_in_the_cloud_and_a_visitor_confirmed_by_the_app
     assert bad.status_code == 422, bad.text
     assert svc.commands is not None
     board = IOBoardSim()
+    own_key = tmp_path / "signing-key.pem"
+    device_key(client, "gate-01", save_to=own_key)  # the gate signs what it says (its enrolments above all)
     try:
-        agent = await run_agent(**svc.device_keys(), units=gate_units(tmp_path, board))
+        agent = await run_agent(**svc.device_keys(), signing_key_file=own_key, units=gate_units(tmp_path, board))
         await until(lambda: agent.units and getattr(agent.units[0], "vision", None), 30, "the gate to load")
         gate = agent.units[0]
-        # on connect the gate reports revision 0; the cloud answers with a full snapshot
+        # on connect the gate reports revision 0 (with its nonce); the cloud answers with a full snapshot
         await until(lambda: len(gate.gallery) == 1, 15, "the gallery snapshot")
         gate.sim.arrive("astronaut", Scene(distance_m=0.6), dwell_s=2)
         await until(lambda: board.pulses(0), 15, "the door to open for the resident")

@@ -28,7 +28,16 @@ from cloud.db.engine import make_engine, migrate
 from cloud.ingest.store import Inbound, Store, now_ms
 from protocol import encode, envelope, topic
 from protocol.envelope import new_id
-from protocol.messages import BODY_BY_TYPE, AlarmRaise, DeviceEvent, GateDecision, MediaSnapshot
+from protocol.messages import (
+    BODY_BY_TYPE,
+    AlarmRaise,
+    DeviceEvent,
+    GateDecision,
+    MediaSnapshot,
+    Reading,
+    TelemetryBatch,
+)
+from protocol.signing import generate_key, public_key_b64, signed
 from protocol.topics import UPLINK, Channel
 from simulators.hostile import hostile_corpus
 from simulators.services import Mosquitto
@@ -37,6 +46,8 @@ from tests.cloud.schema_strategies import from_schema
 from tests.cloud.test_ingest import publish, until
 
 SITE, DEV, OTHER_SITE, OTHER_DEV = "riverside", "gate-01", "hillside", "gate-99"
+#: a gateway provisioned with its own signing key (DEV has none, like a board: what it sends goes unsigned)
+GATE, GATE_KEY = "gate-03", generate_key()
 JPEG = "/9j/" + base64.b64encode(b"\xe0" + bytes(range(200))).decode()
 
 
@@ -63,6 +74,17 @@ def store(db_url: str) -> Iterator[Store]:
             ],
         )
         conn.execute(
+            insert(t.devices).values(
+                id=GATE,
+                site_id=SITE,
+                kind="gate",
+                name=GATE,
+                status="online",
+                created_ms=now,
+                signing_key=public_key_b64(GATE_KEY),
+            )
+        )
+        conn.execute(
             insert(g.residents),
             [
                 {"id": "res-1", "site_id": SITE, "unit": "1203", "name": "A", "created_ms": now, "consent_ms": now},
@@ -86,7 +108,8 @@ def store(db_url: str) -> Iterator[Store]:
 
 
 def inbound(body: Any, *, dev: str = DEV, site: str = SITE, channel: str | None = None) -> tuple[Inbound, str]:
-    env = envelope(body, dev=dev, seq=1)
+    """As ``dev`` sends it (signed by its own key when it has one)."""
+    env = signed(GATE_KEY if dev == GATE else None, envelope(body, dev=dev, seq=1))
     ch = channel or next(iter(sorted(c.value for c in body.CHANNELS)))
     return Inbound(topic(site, dev, ch), encode(env), now_ms()), env.id
 
@@ -256,13 +279,13 @@ def _enrolment(resident: str, emb: np.ndarray | None = None) -> DeviceEvent:
     return DeviceEvent(code="gallery.enrolled", details=details)
 
 
-def _ask_enrolment(store: Store, resident: str) -> None:
+def _ask_enrolment(store: Store, resident: str, device: str = GATE) -> None:
     """An operator asked the gate to enrol this resident (the cloud's signed ``enroll`` command, recorded)."""
     with store.engine.begin() as conn:
         conn.execute(
             t.commands.insert().values(
                 cid=new_id(),
-                device_id=DEV,
+                device_id=device,
                 name="enroll",
                 args={"resident_id": resident},
                 deadline_ms=now_ms() + 60_000,
@@ -275,11 +298,11 @@ def _ask_enrolment(store: Store, resident: str) -> None:
 def test_a_gate_enrols_faces_only_for_consenting_residents_of_its_own_site(store: Store) -> None:
     for rid in ("res-1", "res-9", "res-2", "ghost"):
         _ask_enrolment(store, rid)
-    own = inbound(_enrolment("res-1"))
-    other_site = inbound(_enrolment("res-9"))
-    no_consent = inbound(_enrolment("res-2"))
-    nobody = inbound(_enrolment("ghost"))
-    nan = inbound(_enrolment("res-1", np.full(128, np.nan)))
+    own = inbound(_enrolment("res-1"), dev=GATE)
+    other_site = inbound(_enrolment("res-9"), dev=GATE)
+    no_consent = inbound(_enrolment("res-2"), dev=GATE)
+    nobody = inbound(_enrolment("ghost"), dev=GATE)
+    nan = inbound(_enrolment("res-1", np.full(128, np.nan)), dev=GATE)
     res = store.write_batch([m for m, _ in (own, other_site, no_consent, nobody, nan)])
     assert res.enrolments == [("res-1", own[0] and _enrolment("res-1").details["embedding_b64"])]
     reasons = dead_reasons(store)
@@ -447,7 +470,9 @@ def test_chaos_cloud_prints_its_report_and_loses_nothing(db_url: str) -> None:
     report = json.loads(out.stdout)
     assert report["lost"] == 0 and report["valid_sent"] == report["valid_stored"] > 0
     assert report["hostile_sent"] > 0 and report["stalled_at_end"] is False
-    assert {"malformed_json", "schema", "not_permitted", "spoofed_device"} <= set(report["dead_letters"])
+    assert {"malformed_json", "schema", "not_permitted", "spoofed_device", "unsigned", "bad_signature"} <= set(
+        report["dead_letters"]
+    )
 
 
 def test_a_revoked_device_stays_revoked_whatever_a_stale_worker_heard(store: Store) -> None:
@@ -465,14 +490,54 @@ def test_a_revoked_device_stays_revoked_whatever_a_stale_worker_heard(store: Sto
 
 
 def test_an_enrolment_nobody_asked_for_is_refused_and_one_request_takes_one_face(store: Store) -> None:
-    """Device messages cross the broker unsigned: whoever holds the broker can publish a gate's enrolment event.
-    The cloud takes a face only when an operator asked that gate to enrol that resident, once per request."""
-    forged = inbound(_enrolment("res-1", np.full(128, 0.5)))
-    res = store.write_batch([forged[0]])
+    """Even signed by the gate itself, a face is taken only when an operator asked that gate to enrol that
+    resident, once per request (a gate whose key leaked cannot add faces at will)."""
+    unasked = inbound(_enrolment("res-1", np.full(128, 0.5)), dev=GATE)
+    res = store.write_batch([unasked[0]])
     assert res.enrolments == [] and "no enrolment of 'res-1' was asked" in dead_reasons(store)[0][1]
     _ask_enrolment(store, "res-1")
-    first = inbound(_enrolment("res-1"))
+    first = inbound(_enrolment("res-1"), dev=GATE)
     assert store.write_batch([first[0]]).enrolments  # the gate's answer to the request
-    second = inbound(_enrolment("res-1", np.full(128, 0.25)))
+    second = inbound(_enrolment("res-1", np.full(128, 0.25)), dev=GATE)
     assert store.write_batch([second[0]]).enrolments == []
     assert "already answered" in dead_reasons(store)[-1][1]
+
+
+def test_a_gateway_with_its_own_key_is_heard_only_when_it_signs(store: Store) -> None:
+    """Whoever holds the broker can publish in a gateway's name, but cannot sign as it: an unsigned, forged or
+    altered message from a gateway whose key the cloud holds is refused; its readings need no signature; a device
+    without a key of its own (a board) is heard as before, but a face is never taken from one."""
+    _ask_enrolment(store, "res-1")
+    _ask_enrolment(store, "res-1", device=DEV)
+    gas = AlarmRaise(key="gas:1", code="gas", severity="critical", message="gas high")
+    ok = inbound(gas, dev=GATE)
+    bare = Inbound(topic(SITE, GATE, "alm"), encode(envelope(gas, dev=GATE, seq=2)), now_ms())
+    env = signed(generate_key(), envelope(gas, dev=GATE, seq=3))  # signed by a key that is not the gate's
+    forged = Inbound(topic(SITE, GATE, "alm"), encode(env), now_ms())
+    real = signed(GATE_KEY, envelope(_enrolment("res-1"), dev=GATE, seq=4))
+    altered = real.model_copy(update={"body": _enrolment("res-1", np.full(128, 0.75))})  # its face swapped
+    swapped = Inbound(topic(SITE, GATE, "evt"), encode(altered), now_ms())
+    reading = inbound(TelemetryBatch(readings=[Reading(metric="t", value=1.0, ts=now_ms())]), dev=GATE)
+    board_face = inbound(_enrolment("res-1"), dev=DEV)
+    board_alarm = inbound(gas.model_copy(update={"key": "gas:2"}), dev=DEV)
+    res = store.write_batch([ok[0], bare, forged, swapped, reading[0], board_face[0], board_alarm[0]])
+    assert stored(store, ok[1]) and stored(store, reading[1]) and stored(store, board_alarm[1])
+    assert res.enrolments == [] and res.stored == 3
+    assert [r for r, _ in dead_reasons(store)] == ["unsigned", "bad_signature", "bad_signature", "unsigned"]
+    assert "has no signing key registered" in dead_reasons(store)[-1][1]
+
+
+def test_a_key_registered_on_another_node_is_used_at_once(store: Store) -> None:
+    """A worker that cached a gateway without a key (or with its old key) reads it again before refusing: a
+    re-provisioned gateway's signed messages are not lost to a stale cache."""
+    from sqlalchemy import update as sql_update
+
+    first = inbound(DeviceEvent(code="door.opened"))  # DEV, keyless: cached as such
+    assert store.write_batch([first[0]]).stored == 1
+    new_key = generate_key()
+    with store.engine.begin() as conn:  # the API on another process registers its key
+        conn.execute(sql_update(t.devices).where(t.devices.c.id == DEV).values(signing_key=public_key_b64(new_key)))
+    env = signed(new_key, envelope(DeviceEvent(code="door.opened"), dev=DEV, seq=2))
+    assert store.write_batch([Inbound(topic(SITE, DEV, "evt"), encode(env), now_ms())]).stored == 1
+    # and from then on its unsigned word is refused
+    assert store.write_batch([inbound(DeviceEvent(code="door.opened"))[0]]).dead_by_reason == {"unsigned": 1}

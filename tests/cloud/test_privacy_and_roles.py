@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import paho.mqtt.publish as mqtt_publish
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
 from sqlalchemy import insert, select
 
@@ -23,9 +24,10 @@ from cloud.live import LiveHub
 from cloud.metrics import Metrics
 from protocol import encode, envelope, new_id
 from protocol.messages import Body, DeviceEvent, GateDecision
+from protocol.signing import signed
 from protocol.topics import topic
 from simulators.services import Mosquitto
-from tests.cloud.conftest import MakeCloud, register
+from tests.cloud.conftest import MakeCloud, device_key, register
 from tests.cloud.test_auth import login
 from tests.waits import wait
 
@@ -37,14 +39,15 @@ def _emb(seed: int) -> str:
     return base64.b64encode(v.tobytes()).decode()
 
 
-def _say(broker: Mosquitto, device: str, body: Body, seq: int) -> None:
-    payload = encode(envelope(body, dev=device, seq=seq))
+def _say(broker: Mosquitto, device: str, body: Body, seq: int, key: Ed25519PrivateKey | None = None) -> None:
+    payload = encode(signed(key, envelope(body, dev=device, seq=seq)))
     mqtt_publish.single(topic("riverside", device, "evt"), payload, qos=1, hostname=broker.host, port=broker.port)
 
 
 def test_consent_erasure_per_gate_and_log_scrubbing(make_cloud: MakeCloud, mosquitto: Mosquitto) -> None:
     svc, client = make_cloud()
     register(client, "riverside", "gate-01", "gate-02")
+    gate_key = device_key(client, "gate-01")
     assert client.post("/api/sites/riverside/residents", json={"id": "res-9", "unit": "0909"}).status_code == 201
     refused = client.post("/api/residents/res-9/embeddings", json={"embeddings_b64": [_emb(1)]})
     assert refused.status_code == 422 and "consent" in refused.json()["error"]
@@ -59,6 +62,7 @@ def test_consent_erasure_per_gate_and_log_scrubbing(make_cloud: MakeCloud, mosqu
             door="d1", decision="open", reason="resident_match", method="face", subject_id="res-9", score=0.93
         ),
         1,
+        gate_key,
     )
     assert svc.commands is not None
     svc.commands.send("gate-01", "enroll", {"resident_id": "res-9"}, 30)  # asked of the gate by an operator
@@ -67,6 +71,7 @@ def test_consent_erasure_per_gate_and_log_scrubbing(make_cloud: MakeCloud, mosqu
         "gate-01",
         DeviceEvent(code="gallery.enrolled", details={"resident_id": "res-9", "embedding_b64": _emb(2)}),
         2,
+        gate_key,
     )
     wait(lambda: client.get("/api/events", params={"device": "gate-01"}).json()["total"] == 2, 10, "the log")
 
@@ -81,7 +86,7 @@ def test_consent_erasure_per_gate_and_log_scrubbing(make_cloud: MakeCloud, mosqu
     (e,) = client.get("/api/erasures").json()
     assert (e["reason"], e["pending_gates"], e["completed_ms"]) == ("withdrawn", ["gate-01", "gate-02"], None)
     # each gate confirms by reporting the revision it has applied
-    _say(mosquitto, "gate-01", DeviceEvent(code="gallery.applied", details={"revision": rev}), 3)
+    _say(mosquitto, "gate-01", DeviceEvent(code="gallery.applied", details={"revision": rev}), 3, gate_key)
     wait(lambda: client.get("/api/erasures").json()[0]["pending_gates"] == ["gate-02"], 10, "gate-01's confirmation")
     _say(mosquitto, "gate-02", DeviceEvent(code="gallery.status", details={"revision": rev + 1000}), 1)
     wait(lambda: client.get("/api/erasures").json()[0]["completed_ms"], 10, "the erasure to complete")
