@@ -167,6 +167,15 @@ def test_gateway_bundle(locked: Locked, tmp_path: Path) -> None:
     cfg = parse_config(doc)  # the agent accepts it as it is
     assert cfg.mqtt.username == cfg.device.id and cfg.mqtt.tls is not None
     assert (out / "secrets" / "mqtt-password").stat().st_mode & 0o777 == 0o600
+    # the gateway's own key: made in the bundle (0600), named by its config, its public half held by the cloud
+    own = out / "secrets" / "signing-key.pem"
+    assert own.stat().st_mode & 0o777 == 0o600 and cfg.device.signing_key_file == Path(
+        "/etc/civicedge/secrets/signing-key.pem"
+    )
+    from protocol.signing import load_private_key, public_key_b64
+
+    registered = locked.api.get(f"/api/devices/{cfg.device.id}").json()["signing_key"]
+    assert registered == public_key_b64(load_private_key(own.read_bytes()))
     assert (out / "ca.pem").read_text().startswith("-----BEGIN CERTIFICATE-----")
     assert "ExecStart=" in (out / "civicedge-agent.service").read_text()
 

@@ -5,14 +5,21 @@ a visitor is confirmed from the resident app API; a gate that was offline catche
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from protocol import encode, envelope, topic
+from protocol.messages import DeviceEvent
 from simulators.camera import FACES
 from simulators.ioboard import IOBoardSim
+from simulators.services import Mosquitto
 from simulators.thermal import Scene
 from tests.cloud.conftest import MakeCloud, device_key, register
+from tests.cloud.test_ingest import publish
 from tests.waits import until as _until
 
 
@@ -45,7 +52,7 @@ async def until(cond: Callable[[], Any], timeout: float = 15.0, what: str = "con
 
 
 async def test_resident_enrolled_in_the_cloud_and_a_visitor_confirmed_by_the_app(
-    make_cloud: MakeCloud, run_agent: Any, tmp_path: Path
+    make_cloud: MakeCloud, run_agent: Any, tmp_path: Path, mosquitto: Mosquitto
 ) -> None:
     svc, client = make_cloud()
     register(client, "riverside", "gate-01")
@@ -110,6 +117,15 @@ async def test_resident_enrolled_in_the_cloud_and_a_visitor_confirmed_by_the_app
         await until(lambda: gate.last_frame is not None and gate.sim.person == "grace_hopper", 5, "the new resident")
         await asyncio.sleep(0.6)  # she has walked up to the terminal
         cmd = await asyncio.to_thread(svc.commands.send, "gate-01", "enroll", {"resident_id": "res-2001"}, 30)
+        # whoever holds the broker races the gate's answer with a face of their own, in the gate's name
+        mine = np.random.default_rng(666).normal(size=128).astype("<f4")
+        forged = DeviceEvent(
+            code="gallery.enrolled",
+            details={"resident_id": "res-2001", "embedding_b64": base64.b64encode(mine.tobytes()).decode()},
+        )
+        await publish(
+            mosquitto, [(topic("riverside", "gate-01", "evt"), encode(envelope(forged, dev="gate-01", seq=1)))]
+        )
 
         def acked() -> str | None:
             from sqlalchemy import select
@@ -125,6 +141,15 @@ async def test_resident_enrolled_in_the_cloud_and_a_visitor_confirmed_by_the_app
         assert (await until(acked, 15, "the enrol command's ack")).startswith("ok")
         await until(lambda: gate.gallery.revision == 2000, 15, "the cloud's delta with the gate-made face")
         assert set(gate.gallery.residents) == {"res-1042", "res-2001"}
+        dead = client.get("/api/dead-letters", params={"reason": "unsigned"}).json()["items"]
+        assert [d["device_id"] for d in dead] == ["gate-01"]  # the forged face was refused, the gate's own taken
+        with svc.engine.connect() as conn:
+            from sqlalchemy import func, select
+
+            from cloud.db import schema_gate as g
+
+            faces = conn.execute(select(func.count()).where(g.resident_faces.c.resident_id == "res-2001")).scalar_one()
+        assert faces == 1
     finally:
         board.close()
 

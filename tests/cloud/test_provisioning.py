@@ -115,8 +115,15 @@ def test_a_claim_gives_one_device_its_identity_once(locked: Locked) -> None:
 async def test_a_provisioned_agent_runs_with_its_identity(locked: Locked, tmp_path: Path) -> None:
     from edge.agent import Agent
     from edge.config import parse_config
+    from protocol.signing import generate_key, private_key_pem, public_key_b64
 
-    ident = _provision(locked.api, _claim(locked.api)).json()
+    own = generate_key()  # the gateway's own key: the cloud learns its public half with the claim
+    (tmp_path / "signing-key.pem").write_bytes(private_key_pem(own))
+    (tmp_path / "signing-key.pem").chmod(0o600)
+    bad = _provision(locked.api, _claim(locked.api), signing_key="not a key")
+    assert bad.status_code == 422, bad.text
+    ident = _provision(locked.api, _claim(locked.api), signing_key=public_key_b64(own)).json()
+    assert locked.api.get(f"/api/devices/{ident['device_id']}").json()["signing_key"] == public_key_b64(own)
     secret = tmp_path / "mqtt-password"
     secret.write_text(ident["mqtt"]["password"] + "\n")
     secret.chmod(0o600)
@@ -127,6 +134,7 @@ async def test_a_provisioned_agent_runs_with_its_identity(locked: Locked, tmp_pa
         device=ident["device_id"],
         port=locked.tls_port,
         public_key=ident["command_public_key"],
+        signing_key_file=tmp_path / "signing-key.pem",
         mqtt={
             "username": ident["mqtt"]["username"],
             "password_file": str(secret),
@@ -152,7 +160,7 @@ async def test_a_provisioned_agent_runs_with_its_identity(locked: Locked, tmp_pa
             cmd = locked.api.get(f"/api/commands/{r.json()['cid']}").json()
             return cmd["status"] == "ok"
 
-        await until(rotated, 20, "the rotation acknowledged", thread=True)
+        await until(rotated, 20, "the rotation acknowledged", thread=True)  # a signed acknowledgement, taken
         history = locked.api.get(f"/api/commands/{r.json()['cid']}").json()
         assert history["args"] == {"password": "<redacted>"}  # the new password is never kept readable
         assert secret.read_text().strip() not in str(history)
