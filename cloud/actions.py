@@ -350,8 +350,12 @@ def set_signing_key(svc: CloudService, user: User, device_id: str, key: str | No
     what that key signed from it (readings aside). Staff who provision devices only; audited."""
     from sqlalchemy import update
 
+    from cloud.provisioning.service import signing_key_holder
+
     need(user, "devices.provision")
     with svc.engine.begin() as conn:
+        if (holder := signing_key_holder(conn, key, device_id)) is not None:
+            raise Conflict(f"this key is registered for {holder}: each gateway makes its own (civicedge edge keygen)")
         found = conn.execute(
             update(t.devices).where(t.devices.c.id == device_id, device_filter(user)).values(signing_key=key)
         ).rowcount

@@ -117,6 +117,11 @@ class Agent:
             batch_readings=config.outbox.batch_readings,
             signer=config.device.signing_key(),
         )
+        if self.outbox.signer is None and any(getattr(u, "type", None) == "gate" for u in config.units):
+            log.warning(
+                "no device.signing_key_file: messages go unsigned, and the cloud takes no face this gate enrols",
+                extra={"fix": "civicedge edge keygen --out FILE, name it in the config, register its public half"},
+            )
         self.trust = Trust(config.device.id, config.provisioned_keys(), self.outbox)
         self.commands = CommandProcessor(config.device.id, self.outbox, self.trust)
         self.uplink: Uplink | None = None

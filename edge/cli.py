@@ -53,15 +53,18 @@ def run(
 def check_config(config: Annotated[Path, typer.Argument(help="agent config file (YAML)")]) -> None:
     """Validate a config file; print the problems with their field paths."""
     cfg = _config_or_exit(config)
-    typer.echo(
-        f"ok: device {cfg.device.site}/{cfg.device.id}, broker {cfg.mqtt.host}:{cfg.mqtt.port}, "
-        f"{len(cfg.units)} unit(s)"
-    )
     try:
         own = cfg.device.signing_key()
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    typer.echo(
+        f"ok: device {cfg.device.site}/{cfg.device.id}, broker {cfg.mqtt.host}:{cfg.mqtt.port}, "
+        f"{len(cfg.units)} unit(s)"
+    )
+    for secret in (cfg.device.signing_key_file, cfg.mqtt.password_file):
+        if secret is not None and secret.exists() and secret.stat().st_mode & 0o077:
+            typer.echo(f"warning: {secret} is readable by others: chmod 600 {secret}", err=True)
     if own is None:
         typer.echo(
             "warning: no device.signing_key_file: this gateway's messages go unsigned, so the cloud refuses the faces "
@@ -124,12 +127,19 @@ def keygen(
     must hold (``POST /provision`` registers it; so does ``PUT /api/devices/{id}/signing-key``)."""
     from protocol.signing import generate_key, private_key_pem, public_key_b64
 
+    if out.is_dir():
+        typer.echo(f"error: {out} is a folder; name the key file, e.g. --out {out / 'signing-key.pem'}", err=True)
+        raise typer.Exit(2)
     if out.exists() and not force:
-        typer.echo(f"error: {out} exists; the cloud knows its public half. Add --force to replace it", err=True)
+        typer.echo(
+            f"error: {out} exists (the cloud may hold its public half already). Add --force to replace it, then "
+            "register the new public half",
+            err=True,
+        )
         raise typer.Exit(2)
     key = generate_key()
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
+        out.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
         fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(private_key_pem(key))
@@ -137,11 +147,16 @@ def keygen(
         typer.echo(f"error: cannot write {out}: {exc.strerror}", err=True)
         raise typer.Exit(2) from None
     typer.echo(public_key_b64(key))
+    typer.echo(
+        f"wrote {out} (0600). Name it in the config as device.signing_key_file and register the public half above: "
+        'PUT /api/devices/{id}/signing-key {"signing_key": "…"}',
+        err=True,
+    )
 
 
 @app.command("trust")
 def trust_show(config: ConfigOpt) -> None:
-    """Show the keys this gateway has pinned (and whether its config names others)."""
+    """Show the keys this gateway has pinned (and whether its config names others), and its own key."""
     cfg = _config_or_exit(config)
     path = cfg.outbox.path
     pinned = _pinned(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) if path.exists() else {}
@@ -155,14 +170,15 @@ def trust_show(config: ConfigOpt) -> None:
     try:
         own = cfg.device.signing_key()
     except ConfigError as exc:
-        own, problem = None, str(exc)
+        typer.echo(f"{'device':9} (unusable)", err=False)
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if own is None:
+        typer.echo(f"{'device':9} (none: its messages go unsigned; civicedge edge keygen makes a key)")
     else:
-        problem = "(none: its messages go unsigned)"
-    if own is not None:
         from protocol.signing import public_key_b64
 
-        problem = public_key_b64(own) + "  (this gateway's own key: the cloud must hold it)"
-    typer.echo(f"{'device':9} {problem}")
+        typer.echo(f"{'device':9} {public_key_b64(own)}  (this gateway's own key: the cloud must hold it)")
 
 
 @app.command("trust-reset")

@@ -53,16 +53,23 @@ class DeviceConfig(_Model):
         from protocol.signing import load_private_key
 
         path = self.signing_key_file
+        fix = (
+            "provision the gateway again (tools/flash.py gateway-bundle), or make a key with "
+            f"civicedge edge keygen --out {path} --force and register its public half "
+            "(PUT /api/devices/{id}/signing-key)"
+        )
         try:
-            text = read_secret_bytes(path)
-            return load_private_key(text)
-        except ConfigError:
-            raise
+            try:
+                st = path.stat()
+                data = path.read_bytes()
+            except OSError as exc:
+                raise ValueError(f"cannot read it ({exc.strerror})") from None
+            if path.is_dir():
+                raise ValueError("it is a folder, not a key file")
+            _check_mode(path, st.st_mode)
+            return load_private_key(data)
         except ValueError as exc:
-            raise ConfigError(
-                f"device.signing_key_file {path}: {exc}; provision the device again (tools/flash.py gateway-bundle) "
-                f"or make one with: civicedge edge keygen --out {path}"
-            ) from None
+            raise ConfigError(f"device.signing_key_file {path}: {exc}; {fix}") from None
 
     @field_validator("site", "id")
     @classmethod
@@ -278,17 +285,6 @@ def load_config_raw(path: Path, env: dict[str, str] | None = None) -> tuple[dict
     config = load_config(path, env)
     raw = yaml.safe_load(path.read_text())
     return raw, config
-
-
-def read_secret_bytes(path: Path) -> bytes:
-    """A secret file's whole content (a key). Files others may read are used but logged, once per path."""
-    try:
-        st = path.stat()
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read the secret file {path}: {exc.strerror}") from None
-    _check_mode(path, st.st_mode)
-    return data
 
 
 def read_secret(path: Path) -> str:

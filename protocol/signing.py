@@ -72,10 +72,20 @@ def private_key_pem(key: Ed25519PrivateKey) -> bytes:
 
 
 def load_private_key(pem: bytes | str | Path) -> Ed25519PrivateKey:
+    """An Ed25519 private key from PEM (PKCS#8); a ValueError that says what the text is instead."""
     data = Path(pem).read_bytes() if isinstance(pem, Path) else pem.encode() if isinstance(pem, str) else pem
-    key = serialization.load_pem_private_key(data, password=None)
+    if b"PUBLIC KEY-----" in data:
+        raise ValueError("this is a public key; a private key is needed here (the file keygen wrote, 0600)")
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError):
+        try:
+            load_public_key(data.decode(errors="replace"))
+        except ValueError:
+            raise ValueError("not a private key in PEM form (-----BEGIN PRIVATE KEY-----)") from None
+        raise ValueError("this is a public key (base64); a private key is needed here") from None
     if not isinstance(key, Ed25519PrivateKey):
-        raise ValueError("the command-signing key must be an Ed25519 private key (PEM, PKCS#8)")
+        raise ValueError(f"not an Ed25519 private key (it is {type(key).__name__.removeprefix('_')})")
     return key
 
 

@@ -600,7 +600,8 @@ def gateway_bundle(
     state: StateDir = Path("flash-state"),
     dry_run: DryRun = False,
 ) -> None:
-    """Provision a Pi/Jetson gateway: config.yaml, the broker password (0600), the CA and a systemd unit."""
+    """Provision a Pi/Jetson gateway: config.yaml, the broker password and the gateway's own signing key (0600,
+    its public half registered with the claim), the CA and a systemd unit."""
     import yaml
 
     try:
@@ -653,7 +654,7 @@ def gateway_bundle(
             f"python tools/flash.py verify --device {ident['device_id']}\n"
         )
         steps.save(bundle=str(out))
-        steps.done(f"{ident['device_id']}: see {out / 'INSTALL.txt'}")
+        steps.done(f"{ident['device_id']} (its own signing key made and registered): see {out / 'INSTALL.txt'}")
     except Fail as exc:
         _fail(exc)
 

@@ -102,8 +102,12 @@ def list_devices(
 @router.post(
     "/devices", status_code=201, response_model=NewDevice, tags=["devices"], dependencies=[allow("devices.command")]
 )
-def create_device(body: DeviceIn, svc: Service) -> dict[str, Any]:
+def create_device(body: DeviceIn, svc: Service, user: CurrentUser) -> dict[str, Any]:
+    from cloud.provisioning.service import signing_key_holder
+
     with svc.engine.begin() as conn:
+        if (holder := signing_key_holder(conn, body.signing_key, body.id)) is not None:
+            raise HTTPException(409, detail=f"this signing key is registered for {holder}: each gateway makes its own")
         if not conn.execute(select(t.sites.c.id).where(t.sites.c.id == body.site_id)).first():
             raise HTTPException(422, detail=f"site {body.site_id!r} does not exist; create it first (POST /api/sites)")
         if conn.execute(select(t.devices.c.id).where(t.devices.c.id == body.id)).first():
@@ -120,6 +124,8 @@ def create_device(body: DeviceIn, svc: Service) -> dict[str, Any]:
             )
         )
     svc.store.forget_device(body.id)
+    if body.signing_key:
+        svc.auth.audit(user.username, "device.signing_key", body.id, {"key": body.signing_key[:12]})
     return body.model_dump(exclude={"signing_key"})
 
 
@@ -130,6 +136,8 @@ class DevicesIn(BaseModel):
 @router.post("/devices/bulk", response_model=DevicesCreated, tags=["devices"], dependencies=[allow("devices.command")])
 def create_devices(body: DevicesIn, svc: Service) -> dict[str, int]:
     """Register many devices at once (a district's nodes); existing ids are left as they are."""
+    from cloud.provisioning.service import signing_key_holder
+
     sites = {d.site_id for d in body.devices}
     with svc.engine.begin() as conn:
         known = {r[0] for r in conn.execute(select(t.sites.c.id).where(t.sites.c.id.in_(sites)))}
@@ -152,6 +160,13 @@ def create_devices(body: DevicesIn, svc: Service) -> dict[str, int]:
             for d in {d.id: d for d in body.devices}.values()
             if d.id not in have
         ]
+        new = [d for d in {d.id: d for d in body.devices}.values() if d.id not in have and d.signing_key]
+        keys = [d.signing_key for d in new]
+        taken = [h for d in new if (h := signing_key_holder(conn, d.signing_key, d.id)) is not None]
+        if len(set(keys)) != len(keys) or taken:
+            raise HTTPException(
+                409, detail="a signing key is given twice or is registered already: each gateway makes its own"
+            )
         if rows:
             conn.execute(t.devices.insert(), rows)
     for d in body.devices:

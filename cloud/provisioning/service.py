@@ -34,6 +34,15 @@ if TYPE_CHECKING:
 CLAIM_TTL_MAX_S = 7 * 86_400
 
 
+def signing_key_holder(conn: Any, key: str | None, device: str) -> str | None:
+    """The other device already registered with ``key`` (a copied key would let one gateway sign as another)."""
+    if not key:
+        return None
+    q = select(t.devices.c.id).where(t.devices.c.signing_key == key, t.devices.c.id != device).limit(1)
+    holder: str | None = conn.execute(q).scalar()
+    return holder
+
+
 class ClaimError(ValueError):
     """A claim that cannot be used: unknown, expired, already used, or for another kind of device."""
 
@@ -118,6 +127,8 @@ class Provisioning:
                 raise ClaimError(
                     f"device {dev} was revoked; an admin must re-enable it first (POST /api/devices/{dev}/reinstate)"
                 )
+            if (holder := signing_key_holder(conn, signing_key, dev)) is not None:
+                raise ClaimError(f"this signing key is registered for {holder}: each gateway makes its own")
             # single use, even when two devices race with the same token
             used = conn.execute(
                 update(p.claims)

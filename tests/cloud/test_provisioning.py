@@ -21,7 +21,7 @@ from protocol import encode, envelope
 from protocol.messages import DeviceEvent
 from protocol.topics import topic
 from simulators.fleet import agent_config
-from tests.cloud.conftest import SITE, Locked
+from tests.cloud.conftest import SITE, Locked, MakeCloud
 from tests.waits import until, wait
 
 
@@ -233,3 +233,29 @@ def test_a_revoked_device_is_locked_out_and_refused(locked: Locked) -> None:
     dl = api.get("/api/dead-letters", params={"reason": "revoked_device"}).json()
     assert dl["total"] == 1 and dl["items"][0]["device_id"] == "gate-r"
     assert api.get("/api/devices/gate-r").json()["status"] == "revoked"
+
+
+def test_a_gateway_key_is_registered_by_staff_once_per_gateway(make_cloud: MakeCloud) -> None:
+    """A key copied to a second gateway would let one sign as the other: the cloud refuses it everywhere a key is
+    registered; registering or forgetting one is audited."""
+    from protocol.signing import generate_key, public_key_b64
+    from tests.cloud.conftest import register
+
+    _svc, api = make_cloud()
+    register(api, SITE, "gate-01", "gate-02")
+    key = public_key_b64(generate_key())
+    assert api.put("/api/devices/gate-01/signing-key", json={"signing_key": key}).status_code == 200
+    again = api.put("/api/devices/gate-02/signing-key", json={"signing_key": key})
+    assert again.status_code == 409 and "gate-01" in again.json()["error"]
+    twin = api.post("/api/devices", json={"id": "gate-03", "site_id": SITE, "kind": "gate", "signing_key": key})
+    assert twin.status_code == 409
+    bulk = api.post(
+        "/api/devices/bulk", json={"devices": [{"id": "gate-04", "site_id": SITE, "kind": "gate", "signing_key": key}]}
+    )
+    assert bulk.status_code == 409
+    assert api.put("/api/devices/gate-01/signing-key", json={"signing_key": "AAAA"}).status_code == 422
+    other = public_key_b64(generate_key())
+    assert api.put("/api/devices/nobody/signing-key", json={"signing_key": other}).status_code == 404
+    assert api.put("/api/devices/gate-01/signing-key", json={"signing_key": None}).json()["signing_key"] is None
+    actions = [e["action"] for e in api.get("/api/audit").json()["items"]]
+    assert actions.count("device.signing_key") == 2

@@ -439,6 +439,15 @@ def test_keygen_and_check_config_tell_a_technician_about_the_gateway_key(tmp_pat
     bad = write_config(tmp_path / "bad.yaml", agent_config(tmp_path, signing_key_file=broken, **keys))
     refused = CliRunner().invoke(app, ["edge", "check-config", str(bad)])
     assert refused.exit_code == 2 and "device.signing_key_file" in refused.output and "keygen" in refused.output
+    missing = write_config(
+        tmp_path / "missing.yaml", agent_config(tmp_path, signing_key_file=tmp_path / "nope.pem", **keys)
+    )
+    gone = CliRunner().invoke(app, ["edge", "check-config", str(missing)])
+    assert gone.exit_code == 2 and "device.signing_key_file" in gone.output and "ok:" not in gone.output
+    public = tmp_path / "public.pem"
+    public.write_text(made.stdout.strip())
+    wrong = write_config(tmp_path / "wrong.yaml", agent_config(tmp_path, signing_key_file=public, **keys))
+    assert "this is a public key" in CliRunner().invoke(app, ["edge", "check-config", str(wrong)]).output
     run = CliRunner().invoke(app, ["edge", "run", "--config", str(bad)])
     assert run.exit_code == 2 and "Traceback" not in run.output
     good = write_config(tmp_path / "good.yaml", agent_config(tmp_path, signing_key_file=key, **keys))
