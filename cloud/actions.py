@@ -346,23 +346,35 @@ def revoke_device(svc: CloudService, user: User, device_id: str) -> dict[str, An
 
 
 def set_signing_key(svc: CloudService, user: User, device_id: str, key: str | None) -> dict[str, Any]:
-    """Register (or forget, with None) the public half of a device's own key: from then on the cloud takes only
-    what that key signed from it (readings aside). Staff who provision devices only; audited."""
+    """Register the public half of a device's own key: from then on the cloud takes only what that key signed
+    from it (readings aside). Staff who provision devices may give a key to a device that has none; replacing or
+    forgetting one (which turns the check off, or locks the gateway out) is for admins. Audited, old and new."""
     from sqlalchemy import update
 
     from cloud.provisioning.service import signing_key_holder
 
     need(user, "devices.provision")
     with svc.engine.begin() as conn:
+        row = conn.execute(
+            select(t.devices.c.signing_key).where(t.devices.c.id == device_id, device_filter(user))
+        ).first()
+        if row is None:
+            raise NotFound(f"no device {device_id!r}")
+        old = row.signing_key
+        if old == key:
+            return {"device_id": device_id, "signing_key": key}
+        if old is not None and not can(user, "devices.reinstate"):
+            raise Forbidden(f"{device_id} has a key already: only an admin replaces or forgets one")
         if (holder := signing_key_holder(conn, key, device_id)) is not None:
             raise Conflict(f"this key is registered for {holder}: each gateway makes its own (civicedge edge keygen)")
-        found = conn.execute(
-            update(t.devices).where(t.devices.c.id == device_id, device_filter(user)).values(signing_key=key)
-        ).rowcount
-    if not found:
-        raise NotFound(f"no device {device_id!r}")
+        conn.execute(update(t.devices).where(t.devices.c.id == device_id).values(signing_key=key))
     svc.store.forget_device(device_id)
-    svc.auth.audit(user.username, "device.signing_key", device_id, {"key": key[:12] if key else None})
+    svc.auth.audit(
+        user.username,
+        "device.signing_key",
+        device_id,
+        {"old": old[:12] if old else None, "new": key[:12] if key else None},
+    )
     return {"device_id": device_id, "signing_key": key}
 
 

@@ -140,9 +140,14 @@ def keygen(
     key = generate_key()
     try:
         out.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
-        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        tmp = out.with_name(out.name + ".new")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o600)  # whatever mode a leftover file had
             f.write(private_key_pem(key))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
     except OSError as exc:
         typer.echo(f"error: cannot write {out}: {exc.strerror}", err=True)
         raise typer.Exit(2) from None

@@ -145,16 +145,23 @@ def verify_command(pub: Ed25519PublicKey, cmd: Command, *, device: str, now: int
     t = now_ms() if now is None else now
     if cmd.deadline_ms < t:
         raise SignatureError(Reason.EXPIRED, f"command {cmd.cid} expired {t - cmd.deadline_ms} ms ago")
-    # A lifetime is bounded by the cloud's own signed clock when the command carries it: a gateway whose clock
-    # is days behind (no real-time clock, no NTP yet) still takes a fresh command, and learns the time from it.
-    start = t if cmd.issued_ms is None else cmd.issued_ms
-    if cmd.deadline_ms > start + MAX_COMMAND_TTL_MS:
-        raise SignatureError(Reason.EXPIRED, f"command {cmd.cid} lives more than 24 h")
+    # Judged against the device's own clock (raised by edge.trust to what signed commands proved), never against
+    # the command's issue time alone: a gateway that lost its database and boots with a stale clock would
+    # otherwise take any old captured command whose deadline is past its clock.
+    if cmd.deadline_ms > t + MAX_COMMAND_TTL_MS:
+        behind = (
+            f" (signed {(cmd.issued_ms - t) // 3_600_000} h ahead of this device's clock: set its clock)"
+            if (cmd.issued_ms is not None and cmd.issued_ms > t + 3_600_000)
+            else ""
+        )
+        raise SignatureError(Reason.EXPIRED, f"command {cmd.cid} deadline is more than 24 h ahead{behind}")
 
 
 def document_bytes(body: Body, device: str) -> bytes:
     """What a document's signature covers: its fields but ``sig``, its type and the device it is addressed to."""
-    doc = body.model_dump(mode="json", exclude={"sig"})
+    # a field added later is signed only when set, so a gateway on the release before it still verifies the bytes
+    added_later = {f for f in ("nonce",) if getattr(body, f, None) is None}
+    doc = body.model_dump(mode="json", exclude={"sig", *added_later})
     doc["type"], doc["dev"] = body.TYPE, device
     return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
 

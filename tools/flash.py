@@ -577,11 +577,14 @@ def _device_key(path: Path) -> str:
     from protocol.signing import generate_key, load_private_key, private_key_pem, public_key_b64
 
     if path.exists():
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)
         try:
             return public_key_b64(load_private_key(path.read_bytes()))
         except ValueError as exc:
             raise Fail(f"{path} is not a usable key ({exc}); remove it to make a new one") from None
     path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
+    path.parent.chmod(0o700)
     key = generate_key()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
@@ -607,6 +610,15 @@ def gateway_bundle(
     try:
         steps = Steps(state, f"gateway-{out.name}", 2, dry_run)
         signing_key = None if dry_run else _device_key(out / "secrets" / "signing-key.pem")
+        registered = steps.state.get("signing_key")
+        if signing_key and "identity" in steps.state and registered != signing_key:
+            raise Fail(
+                f"the key in {out / 'secrets' / 'signing-key.pem'} is not the one registered with the claim "
+                f"({(registered or 'none')[:12]}…): copy the original bundle back, or ask for a new claim and run "
+                "again with a new --state folder"
+            )
+        if signing_key and "identity" not in steps.state:
+            steps.save(signing_key=signing_key)  # what the claim registers, to check a resumed run against
         ident = _provision(steps, cloud, claim, kind, device_id, dry_run, signing_key)
         if not dry_run and ident["site_id"] != site:
             raise Fail(f"the claim token is for site {ident['site_id']}, not {site}")

@@ -68,7 +68,8 @@ def provision(body: ProvisionIn, request: Request, svc: Service) -> dict[str, An
         raise HTTPException(403, detail=str(exc)) from None
     except ConnectionError as exc:
         raise HTTPException(503, detail=f"{exc}; the claim was not used, try again") from None
-    svc.auth.audit("provision", "device.provisioned", out["device_id"], {"site": out["site_id"]})
+    key = body.signing_key[:12] if body.signing_key else None
+    svc.auth.audit("provision", "device.provisioned", out["device_id"], {"site": out["site_id"], "signing_key": key})
     return out
 
 

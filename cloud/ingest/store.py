@@ -60,6 +60,15 @@ def printable(text: str, limit: int) -> str:
     return "".join("\ufffd" if text_problem(ch) is not None else ch for ch in out)
 
 
+def _public_key(device_id: str, b64: str | None) -> Ed25519PublicKey | None:
+    """A registered device key; a broken row refuses what the device signs rather than accepting everything."""
+    try:
+        return load_public_key(b64) if b64 else None
+    except ValueError:  # the API checks keys: only a hand-edited row gets here
+        log.error("unusable signing key in the registry", extra={"device": device_id})
+        return Ed25519PublicKey.from_public_bytes(bytes(32))
+
+
 def dead_letter(item: Inbound, reason: Reason, detail: str, device: str | None = None) -> dict[str, Any]:
     """The dead-letter row for ``item``: the payload kept (cut at 64 KiB) with why it was refused."""
     return {
@@ -165,7 +174,10 @@ class Store:
 
     # --- device registry cache ---------------------------------------------------------------------
 
-    def _known(self, conn: Any, ids: set[str]) -> dict[str, str]:
+    def _known(self, conn: Any, ids: set[str]) -> dict[str, tuple[str, Ed25519PublicKey | None]]:
+        """Each registered device among ``ids``: its site and its own key (None: it has none). One snapshot per
+        batch, taken with the rows just read: another thread clearing or refreshing the cache meanwhile cannot
+        make a keyed gateway look keyless (or a registered device unknown) for this batch."""
         with self._lock:
             if time.monotonic() - self._cached_at > REGISTRY_CACHE_S:
                 # re-read now and then: another node (or the API on another process) may have revoked or moved one
@@ -174,25 +186,22 @@ class Store:
                 self.revoked.clear()
                 self.signing_keys.clear()
                 self._cached_at = time.monotonic()
-            missing = ids - self.sites.keys()
+            known = {i: (self.sites[i], self.signing_keys.get(i)) for i in ids if i in self.sites}
+        missing = ids - known.keys()
         if missing:
             d = t.devices.c
             rows = list(conn.execute(select(d.id, d.site_id, d.kind, d.status, d.signing_key).where(d.id.in_(missing))))
+            fresh = {r.id: (r.site_id, _public_key(r.id, r.signing_key)) for r in rows}
             with self._lock:
                 self.sites.update({r.id: r.site_id for r in rows})
                 self.kinds.update({r.id: r.kind for r in rows})
                 self.revoked.update(r.id for r in rows if r.status == "revoked")
-                for r in rows:
-                    self._set_key(r.id, r.signing_key)
-        with self._lock:
-            return {i: self.sites[i] for i in ids if i in self.sites}
+                for i, (_site, key) in fresh.items():
+                    self._keep_key(i, key)
+            known.update(fresh)
+        return known
 
-    def _set_key(self, device_id: str, b64: str | None) -> None:
-        try:
-            key = load_public_key(b64) if b64 else None
-        except ValueError:  # the API checks keys; a broken row refuses what it signs rather than accepting all
-            log.error("unusable signing key in the registry", extra={"device": device_id})
-            key = Ed25519PublicKey.from_public_bytes(bytes(32))
+    def _keep_key(self, device_id: str, key: Ed25519PublicKey | None) -> None:
         if key is None:
             self.signing_keys.pop(device_id, None)
         else:
@@ -204,33 +213,35 @@ class Store:
             self.revoked.discard(device_id)
             self.signing_keys.pop(device_id, None)
 
-    def _signature_problem(self, conn: Any, device: str, env: Envelope) -> SignatureError | None:
+    def _signature_problem(
+        self, conn: Any, device: str, env: Envelope, key: Ed25519PublicKey | None
+    ) -> SignatureError | None:
         """Why ``env`` cannot be taken as the device's own word; None: it can. A device whose key the registry
-        holds signs every message but readings; a face is taken only from a device that signs. The key is read
-        again before refusing: another node (or the API) may have registered a new one since it was cached."""
-        enrolment = isinstance(env.body, m.DeviceEvent) and env.body.code == "gallery.enrolled"
+        holds (``key``, from this batch's snapshot) signs every message but readings; a face is taken only from a
+        device that signs. Before refusing, and when a keyless device sends a signature, the key is read again:
+        another node (or the API) may have registered a new one since it was cached."""
         if not signs(env.body):
             return None
+        enrolment = isinstance(env.body, m.DeviceEvent) and env.body.code == "gallery.enrolled"
         for attempt in (0, 1):
-            with self._lock:
-                key = self.signing_keys.get(device)
             if key is None and not enrolment and (attempt or not env.sig):
                 return None  # a device without a key of its own (a board): its word, as before
             try:
-                if key is not None:
-                    verify_uplink(key, env)
-                    return None
-                raise SignatureError(
-                    Reason.UNSIGNED,
-                    f"a face is taken only from a gateway that signs what it says: {device!r} has no signing key "
-                    "registered (provision it with tools/flash.py gateway-bundle)",
-                )
+                if key is None:
+                    raise SignatureError(
+                        Reason.UNSIGNED,
+                        f"a face is taken only from a gateway that signs what it says: {device!r} has no signing key "
+                        "registered (provision it with tools/flash.py gateway-bundle)",
+                    )
+                verify_uplink(key, env)
+                return None
             except SignatureError as exc:
                 if attempt:
                     return exc
                 row = conn.execute(select(t.devices.c.signing_key).where(t.devices.c.id == device)).first()
+                key = _public_key(device, row.signing_key if row is not None else None)
                 with self._lock:
-                    self._set_key(device, row.signing_key if row is not None else None)
+                    self._keep_key(device, key)
         return None  # pragma: no cover (the loop returns)
 
     # --- the batch ---------------------------------------------------------------------------------
@@ -326,10 +337,11 @@ class Store:
         known = self._known(conn, {top.device for _i, top, _e in group})
         ok: list[tuple[Inbound, Topic, Envelope]] = []
         for item, top, env in group:
-            site = known.get(top.device)
+            site, key = known.get(top.device, (None, None))
             if site is None and self.auto_register:
                 self._register(conn, top)
-                site = known[top.device] = top.site
+                site = top.site
+                known[top.device] = (site, None)
             if top.device in self.revoked:
                 dead.append(dead_letter(item, Reason.REVOKED_DEVICE, f"device {top.device!r} was revoked", top.device))
             elif site is None:
@@ -338,7 +350,7 @@ class Store:
             elif site != top.site:
                 detail = f"device {top.device!r} belongs to site {site!r}, not {top.site!r}"
                 dead.append(dead_letter(item, Reason.SPOOFED_DEVICE, detail, top.device))
-            elif (bad := self._signature_problem(conn, top.device, env)) is not None:
+            elif (bad := self._signature_problem(conn, top.device, env, key)) is not None:
                 dead.append(dead_letter(item, bad.reason, bad.detail, top.device))
             elif (why := refusal(conn, site, env)) is not None:
                 dead.append(dead_letter(item, Reason.NOT_PERMITTED, why, top.device))

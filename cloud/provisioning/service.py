@@ -127,6 +127,11 @@ class Provisioning:
                 raise ClaimError(
                     f"device {dev} was revoked; an admin must re-enable it first (POST /api/devices/{dev}/reinstate)"
                 )
+            if existing is not None and existing.signing_key and not signing_key:
+                raise ClaimError(
+                    f"{dev} signs its messages: provision it with its own key (tools/flash.py gateway-bundle), or "
+                    "have an admin forget its key first (PUT /api/devices/{id}/signing-key)"
+                )
             if (holder := signing_key_holder(conn, signing_key, dev)) is not None:
                 raise ClaimError(f"this signing key is registered for {holder}: each gateway makes its own")
             # single use, even when two devices race with the same token

@@ -541,3 +541,20 @@ def test_a_key_registered_on_another_node_is_used_at_once(store: Store) -> None:
     assert store.write_batch([Inbound(topic(SITE, DEV, "evt"), encode(env), now_ms())]).stored == 1
     # and from then on its unsigned word is refused
     assert store.write_batch([inbound(DeviceEvent(code="door.opened"))[0]]).dead_by_reason == {"unsigned": 1}
+
+
+def test_a_cache_cleared_mid_batch_never_makes_a_keyed_gateway_keyless(store: Store, monkeypatch: Any) -> None:
+    """Another worker (or the 30 s refresh) clearing the registry cache right after this batch looked its devices
+    up must not let an unsigned message through in a keyed gateway's name: the batch keeps its own snapshot."""
+    looked_up = store._known
+
+    def racing(conn: Any, ids: set[str]) -> Any:
+        out = looked_up(conn, ids)
+        store.forget_device(GATE)  # cleared by someone else, between the look-up and the checks
+        return out
+
+    monkeypatch.setattr(store, "_known", racing)
+    gas = AlarmRaise(key="gas:race", code="gas", severity="critical", message="gas high")
+    bare = Inbound(topic(SITE, GATE, "alm"), encode(envelope(gas, dev=GATE, seq=1)), now_ms())
+    assert store.write_batch([bare]).dead_by_reason == {"unsigned": 1}
+    assert store.write_batch([inbound(gas, dev=GATE)[0]]).stored == 1  # its own signed word still goes through

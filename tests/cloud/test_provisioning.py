@@ -124,6 +124,11 @@ async def test_a_provisioned_agent_runs_with_its_identity(locked: Locked, tmp_pa
     assert bad.status_code == 422, bad.text
     ident = _provision(locked.api, _claim(locked.api), signing_key=public_key_b64(own)).json()
     assert locked.api.get(f"/api/devices/{ident['device_id']}").json()["signing_key"] == public_key_b64(own)
+    # an operator cannot turn the check off or swap the key (an admin can); nor can a claim without a key
+    off = locked.api.put(f"/api/devices/{ident['device_id']}/signing-key", json={"signing_key": None})
+    assert off.status_code == 403 and "admin" in off.json()["error"]
+    keyless = _provision(locked.api, _claim(locked.api), device_id=ident["device_id"])
+    assert keyless.status_code == 403 and "signs its messages" in keyless.json()["error"]
     secret = tmp_path / "mqtt-password"
     secret.write_text(ident["mqtt"]["password"] + "\n")
     secret.chmod(0o600)

@@ -41,14 +41,16 @@ def test_expired_and_too_far_ahead() -> None:
     assert _refusal(lambda: verify_command(pub, far, device="d")) is Reason.EXPIRED
 
 
-def test_a_gateway_whose_clock_is_days_behind_takes_a_fresh_command() -> None:
-    """No real-time clock and no NTP yet: the command's own signed issue time bounds its lifetime."""
+def test_a_gateway_whose_clock_is_days_behind_is_told_to_set_its_clock() -> None:
+    """Without a trustworthy time a gateway cannot tell a fresh command from a captured old one, so it refuses
+    both and says why (NTP, or the floor edge.trust keeps, set it right)."""
     key = generate_key()
     pub = load_public_key(public_key_b64(key))
-    cmd = sign_command(key, device="d", name="ping", ttl_ms=60_000)
+    fresh = sign_command(key, device="d", name="ping", ttl_ms=60_000)
     three_days_ago = now_ms() - 3 * 86_400_000
-    verify_command(pub, cmd, device="d", now=three_days_ago)
-    # the learned time then holds: its own remembered floor (edge.trust) moves the device's clock forward
+    with pytest.raises(SignatureError) as exc:
+        verify_command(pub, fresh, device="d", now=three_days_ago)
+    assert exc.value.reason is Reason.EXPIRED and "set its clock" in exc.value.detail
 
 
 def test_key_round_trip() -> None:
@@ -57,3 +59,18 @@ def test_key_round_trip() -> None:
     assert public_key_b64(again) == public_key_b64(key)
     with pytest.raises(ValueError):
         load_public_key("not base64!")
+
+
+def test_a_document_without_a_nonce_signs_the_bytes_the_release_before_it_signed() -> None:
+    """Gateways still on the release before the nonce verify over the fields they know: an unset nonce is not
+    part of what is signed; a set one is (and a gateway that asked with one checks it)."""
+    import orjson
+
+    from protocol.messages import GalleryDelta
+    from protocol.signing import document_bytes
+
+    plain = GalleryDelta(revision=1000)
+    before = plain.model_dump(mode="json", exclude={"sig", "nonce"}) | {"type": "gallery.delta", "dev": "gate-01"}
+    assert document_bytes(plain, "gate-01") == orjson.dumps(before, option=orjson.OPT_SORT_KEYS)
+    asked = GalleryDelta(revision=1000, nonce="n" * 16)
+    assert b'"nonce":"nnnnnnnnnnnnnnnn"' in document_bytes(asked, "gate-01")
