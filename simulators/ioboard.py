@@ -74,7 +74,8 @@ class IOBoardSim:
         for tm in list(self._timers.values()):
             tm.cancel()
         self._thread.join(2)
-        for fd in (self._master, self._slave):
+        fds, self._fds_open = (self._master, self._slave) if getattr(self, "_fds_open", True) else (), False
+        for fd in fds:  # once: a number closed twice may belong to someone else by then
             with contextlib.suppress(OSError):
                 os.close(fd)
 

@@ -180,7 +180,8 @@ class MPBoard:
         if self._proc is not None:
             self._proc.kill()
             self._proc.wait()
-        for fd in (self.master, self._slave):
+        fds, self._fds_open = (self.master, self._slave) if getattr(self, "_fds_open", True) else (), False
+        for fd in fds:  # once: a number closed twice may belong to someone else by then
             with contextlib.suppress(OSError):
                 os.close(fd)
         shutil.rmtree(self.flash, ignore_errors=True)

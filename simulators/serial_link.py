@@ -59,9 +59,12 @@ class SerialLink:
                     os.write(peer[fd], data)
 
     def close(self) -> None:
+        """Idempotent: closing a descriptor number twice would close whatever reused it meanwhile (a database
+        socket in another thread: seen as a PostgreSQL connection dropping with EBADF)."""
         self._stop.set()
         self._thread.join(1)
-        for master, slave, _ in self._ends:
+        ends, self._ends = self._ends, []
+        for master, slave, _ in ends:
             for fd in (master, slave):
                 with contextlib.suppress(OSError):
                     os.close(fd)
