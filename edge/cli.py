@@ -7,11 +7,14 @@ import os
 import sqlite3
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from edge.config import AgentConfig, ConfigError, load_config_raw
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 app = typer.Typer(help="The gateway agent.", no_args_is_help=True)
 
@@ -53,11 +56,7 @@ def run(
 def check_config(config: Annotated[Path, typer.Argument(help="agent config file (YAML)")]) -> None:
     """Validate a config file; print the problems with their field paths."""
     cfg = _config_or_exit(config)
-    try:
-        own = cfg.device.signing_key()
-    except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    own = _own_key_or_exit(cfg)
     typer.echo(
         f"ok: device {cfg.device.site}/{cfg.device.id}, broker {cfg.mqtt.host}:{cfg.mqtt.port}, "
         f"{len(cfg.units)} unit(s)"
@@ -172,12 +171,7 @@ def trust_show(config: ConfigOpt) -> None:
         else:
             shown = have + ("" if not configured or configured == have else "  (the config names another: ignored)")
         typer.echo(f"{role:9} {shown}")
-    try:
-        own = cfg.device.signing_key()
-    except ConfigError as exc:
-        typer.echo(f"{'device':9} (unusable)", err=False)
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    own = _own_key_or_exit(cfg)
     if own is None:
         typer.echo(f"{'device':9} (none: its messages go unsigned; civicedge edge keygen makes a key)")
     else:
@@ -215,6 +209,15 @@ def _config_or_exit(path: Path) -> AgentConfig:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     return cfg
+
+
+def _own_key_or_exit(cfg: AgentConfig) -> Ed25519PrivateKey | None:
+    """The gateway's own key (None: it has none); an unusable one ends the command with the problem and fix."""
+    try:
+        return cfg.device.signing_key()
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _pinned(db: sqlite3.Connection) -> dict[str, str]:

@@ -58,15 +58,15 @@ class DeviceConfig(_Model):
             f"civicedge edge keygen --out {path} --force and register its public half "
             "(PUT /api/devices/{id}/signing-key)"
         )
+        if path.is_dir():
+            raise ConfigError(f"device.signing_key_file {path}: it is a folder, not a key file; {fix}")
         try:
-            try:
-                st = path.stat()
-                data = path.read_bytes()
-            except OSError as exc:
-                raise ValueError(f"cannot read it ({exc.strerror})") from None
-            if path.is_dir():
-                raise ValueError("it is a folder, not a key file")
-            _check_mode(path, st.st_mode)
+            st = path.stat()
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"device.signing_key_file {path}: cannot read it ({exc.strerror}); {fix}") from None
+        _check_mode(path, st.st_mode)
+        try:
             return load_private_key(data)
         except ValueError as exc:
             raise ConfigError(f"device.signing_key_file {path}: {exc}; {fix}") from None

@@ -437,7 +437,8 @@ class CommandAck(Body):
 
 #: a gateway with an empty copy asks for its gallery / allow-list with a fresh random nonce and takes only a
 #: snapshot that carries it back (signed): an old signed snapshot replayed to a wiped or re-flashed gateway is refused
-SyncNonce = Annotated[str, Field(min_length=8, max_length=32, pattern=r"^[A-Za-z0-9_-]+$")]
+SYNC_NONCE_PATTERN = r"^[A-Za-z0-9_-]{8,32}$"
+SyncNonce = Annotated[str, Field(pattern=SYNC_NONCE_PATTERN)]
 #: the signature a cloud → device document carries (base64url, no padding); None: unsigned (and refused)
 DocSig = Annotated[str | None, Field(max_length=200, pattern=r"^[A-Za-z0-9_-]*$")]
 

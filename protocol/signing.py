@@ -227,8 +227,8 @@ def signs(body: Body | type[Body]) -> bool:
 
 def uplink_bytes(*, msg_id: str, device: str, ts: int, body: Body) -> bytes:
     """What a device's signature covers: the message id, the device, its clock, the type and the body."""
-    doc = {"body": body.model_dump(mode="json", exclude_none=True), "dev": device, "id": msg_id, "ts": ts}
-    doc["type"] = body.TYPE
+    body_fields = body.model_dump(mode="json", exclude_none=True)
+    doc = {"body": body_fields, "dev": device, "id": msg_id, "ts": ts, "type": body.TYPE}
     return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
 
 

@@ -36,7 +36,7 @@ _HEALTH_METRICS = ("uptime_s", "cpu_load", "mem_rss_bytes", "disk_free_bytes", "
 _MANHOLE_METRICS = ("tilt_deg", "battery_v", "water_level_cm", "gas_lel", "temperature_c", "rssi_dbm")
 
 
-_NONCE = re.compile(r"[A-Za-z0-9_-]{8,32}")
+_NONCE = re.compile(m.SYNC_NONCE_PATTERN)
 _SYNC_EVENTS = {
     "gallery.status": "gallery",
     "gallery.resync": "gallery",
@@ -67,6 +67,25 @@ def _public_key(device_id: str, b64: str | None) -> Ed25519PublicKey | None:
     except ValueError:  # the API checks keys: only a hand-edited row gets here
         log.error("unusable signing key in the registry", extra={"device": device_id})
         return Ed25519PublicKey.from_public_bytes(bytes(32))
+
+
+def _signature_refusal(
+    key: Ed25519PublicKey | None, device: str, env: Envelope, enrolment: bool
+) -> SignatureError | None:
+    """``env`` against the device's key: a keyless device is heard (but for faces), a keyed one must have signed."""
+    if key is None:
+        if not enrolment:
+            return None
+        return SignatureError(
+            Reason.UNSIGNED,
+            f"a face is taken only from a gateway that signs what it says: {device!r} has no signing key registered "
+            "(provision it with tools/flash.py gateway-bundle)",
+        )
+    try:
+        verify_uplink(key, env)
+    except SignatureError as exc:
+        return exc
+    return None
 
 
 def dead_letter(item: Inbound, reason: Reason, detail: str, device: str | None = None) -> dict[str, Any]:
@@ -166,7 +185,7 @@ class Store:
         self.auto_register = auto_register
         self.sites: dict[str, str] = {}  # device id → site id (known devices)
         self.revoked: set[str] = set()  # devices whose identity was revoked: everything they send is refused
-        self.signing_keys: dict[str, Ed25519PublicKey] = {}  # devices that sign what they say: their own keys
+        self.signing_keys: dict[str, Ed25519PublicKey | None] = {}  # each known device's own key (None: it has none)
         self._lock = threading.Lock()
         self._cached_at = time.monotonic()
         dialect = engine.dialect.name
@@ -186,7 +205,7 @@ class Store:
                 self.revoked.clear()
                 self.signing_keys.clear()
                 self._cached_at = time.monotonic()
-            known = {i: (self.sites[i], self.signing_keys.get(i)) for i in ids if i in self.sites}
+            known = {i: (self.sites[i], self.signing_keys[i]) for i in ids if i in self.sites}
         missing = ids - known.keys()
         if missing:
             d = t.devices.c
@@ -196,16 +215,9 @@ class Store:
                 self.sites.update({r.id: r.site_id for r in rows})
                 self.kinds.update({r.id: r.kind for r in rows})
                 self.revoked.update(r.id for r in rows if r.status == "revoked")
-                for i, (_site, key) in fresh.items():
-                    self._keep_key(i, key)
+                self.signing_keys.update({i: key for i, (_site, key) in fresh.items()})
             known.update(fresh)
         return known
-
-    def _keep_key(self, device_id: str, key: Ed25519PublicKey | None) -> None:
-        if key is None:
-            self.signing_keys.pop(device_id, None)
-        else:
-            self.signing_keys[device_id] = key
 
     def forget_device(self, device_id: str) -> None:
         with self._lock:
@@ -223,26 +235,15 @@ class Store:
         if not signs(env.body):
             return None
         enrolment = isinstance(env.body, m.DeviceEvent) and env.body.code == "gallery.enrolled"
-        for attempt in (0, 1):
-            if key is None and not enrolment and (attempt or not env.sig):
-                return None  # a device without a key of its own (a board): its word, as before
-            try:
-                if key is None:
-                    raise SignatureError(
-                        Reason.UNSIGNED,
-                        f"a face is taken only from a gateway that signs what it says: {device!r} has no signing key "
-                        "registered (provision it with tools/flash.py gateway-bundle)",
-                    )
-                verify_uplink(key, env)
-                return None
-            except SignatureError as exc:
-                if attempt:
-                    return exc
-                row = conn.execute(select(t.devices.c.signing_key).where(t.devices.c.id == device)).first()
-                key = _public_key(device, row.signing_key if row is not None else None)
-                with self._lock:
-                    self._keep_key(device, key)
-        return None  # pragma: no cover (the loop returns)
+        if key is None and not enrolment and not env.sig:
+            return None  # a device without a key of its own (a board): its word, as before
+        if key is not None and _signature_refusal(key, device, env, enrolment) is None:
+            return None
+        row = conn.execute(select(t.devices.c.signing_key).where(t.devices.c.id == device)).first()
+        key = _public_key(device, row.signing_key if row is not None else None)
+        with self._lock:
+            self.signing_keys[device] = key
+        return _signature_refusal(key, device, env, enrolment)
 
     # --- the batch ---------------------------------------------------------------------------------
 
