@@ -24,6 +24,7 @@ from edge.commands import CommandError, CommandProcessor
 from edge.config import AgentConfig, ConfigError, expand_env, parse_config
 from edge.health import snapshot
 from edge.outbox import Outbox
+from edge.systemd import Notifier
 from edge.tasks import cancel_and_wait
 from edge.trust import Trust
 from edge.units.base import ChannelHandler, CommandHandler, Unit, UnitContext
@@ -101,8 +102,11 @@ class Agent:
         config_path: Path | None = None,
         raw: dict[str, Any] | None = None,
         handle_signals: bool = True,
+        notifier: Notifier | None = None,
     ) -> None:
         self.handle_signals = handle_signals
+        #: systemd's service manager (READY, WATCHDOG, STATUS); does nothing outside systemd
+        self.notifier = notifier if notifier is not None else Notifier.from_env()
         self.ready = asyncio.Event()
         self.config = config
         self.config_path = config_path
@@ -190,7 +194,9 @@ class Agent:
                     unit = build_unit(ucfg)
                     self.units.append(unit)
                     others.append(tg.create_task(unit.run(ctx), name=f"unit:{unit.name}:{i}"))
+                others.append(tg.create_task(self._service_manager_loop(), name="systemd"))
                 await self._stop.wait()
+                self.notifier.stopping()
                 await cancel_and_wait(*others)
                 await self.outbox.put(DeviceEvent(code="agent.stopping", message=f"exit code {self.exit_code}"))
                 self.uplink.stop()
@@ -201,6 +207,33 @@ class Agent:
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
         return self.exit_code
+
+    def status_line(self) -> str:
+        """One line for ``systemctl status``: connected or not, what waits in the outbox."""
+        online = self.uplink is not None and self.uplink.connected.is_set()
+        depth = sum(self.outbox.depth().values())
+        return f"{'online' if online else 'offline'}; {len(self.units)} unit(s); outbox {depth} waiting"
+
+    async def _service_manager_loop(self) -> None:
+        """READY once the units run, then a watchdog ping every half period from this event loop: if the loop
+        stops turning (a blocking call, a deadlock), the pings stop and systemd restarts the service."""
+        n = self.notifier
+        if not n.enabled:
+            return
+        await asyncio.sleep(0)  # the units' tasks have started
+        n.ready(self.status_line())
+        interval = n.ping_interval_s
+        last_status = time.monotonic()
+        try:
+            while True:
+                if interval is not None:
+                    n.watchdog()
+                if time.monotonic() - last_status >= 30:
+                    n.status(self.status_line())
+                    last_status = time.monotonic()
+                await asyncio.sleep(interval if interval is not None else 30)
+        finally:
+            n.close()
 
     def wake_health(self) -> None:
         """Send a heartbeat now instead of at the next interval."""

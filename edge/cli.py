@@ -82,6 +82,30 @@ def check_config(config: Annotated[Path, typer.Argument(help="agent config file 
 
 
 @app.command()
+def doctor(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="also check this agent config")] = None,
+    state_dir: Annotated[Path | None, typer.Option(help="where the agent keeps its state (default: the outbox's)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object")] = False,
+) -> None:
+    """Self-check of this gateway: Python and platform, clock, packages, every shipped model loaded and run once,
+    SQLite in the state folder, free space, the config and every /dev path it names. Exit 1 if a check fails."""
+    import json
+
+    from edge.doctor import report, run_checks
+
+    checks = run_checks(config, state_dir)
+    out = report(checks)
+    if as_json:
+        typer.echo(json.dumps(out))
+    else:
+        marks = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}
+        for c in checks:
+            typer.echo(f"{marks[c.state]}  {c.name:34} {c.detail}")
+        typer.echo("all checks passed" if out["ok"] else "some checks failed: see FAIL above")
+    raise typer.Exit(0 if out["ok"] else 1)
+
+
+@app.command()
 def launch(
     root: Annotated[Path, typer.Option(help="install root holding versions/ and current (updates.root)")],
     config: ConfigOpt,

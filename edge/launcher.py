@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edge.systemd import Notifier
 from edge.updater import add_note, switch
 
 log = logging.getLogger("civicedge.launcher")
@@ -29,6 +31,9 @@ class Launcher:
         self.child: subprocess.Popen[bytes] | None = None
         self.stopping = False
         self.starts = 0
+        self.notifier = Notifier.from_env()
+        # the agent pings systemd's watchdog itself (NotifyAccess=all): the watchdog is for it, not for this pid
+        self.child_env = {k: v for k, v in os.environ.items() if k != "WATCHDOG_PID"}
 
     def _pending(self) -> dict[str, Any] | None:
         try:
@@ -44,6 +49,7 @@ class Launcher:
 
     def _rollback(self, pending: dict[str, Any], reason: str) -> None:
         log.warning("rolling back", extra={"from": pending["version"], "to": pending["previous"], "reason": reason})
+        self.notifier.status(f"rolled back from {pending['version']} to {pending['previous']}: {reason}")
         switch(self.root, pending["previous"])
         add_note(
             self.root,
@@ -70,8 +76,11 @@ class Launcher:
                 pending = None  # switched back already
             self.starts += 1
             self.child = subprocess.Popen(
-                [sys.executable, "-c", CHILD, str(current), "run", "--config", str(self.config), "--no-reexec"]
+                [sys.executable, "-c", CHILD, str(current), "run", "--config", str(self.config), "--no-reexec"],
+                env=self.child_env,
             )
+            # a fresh watchdog period for the new agent to start in (the old one's pings stopped with it)
+            self.notifier.watchdog()
             deadline = time.monotonic() + float(pending["timeout_s"]) if pending else None
             while self.child.poll() is None and not self.stopping:
                 if pending is not None and self._healthy(pending["version"]):
@@ -101,7 +110,7 @@ class Launcher:
 
 def main(root: Path, config: Path) -> int:
     if not (root / "current").exists():
-        print(f"error: {root}/current does not exist: install a first version (see docs/deploy.md)", file=sys.stderr)
+        print(f"error: {root}/current does not exist: install the gateway first (civicedge edge install, docs/deployment.md)", file=sys.stderr)
         return 2
     launcher = Launcher(root, config)
     signal.signal(signal.SIGTERM, launcher.stop)
