@@ -128,17 +128,53 @@ def install_version(
     .resolve()
     .parent.parent,
 ) -> None:
-    """Install this agent's own code as the first version under ``root`` (before the launcher's first start)."""
-    import shutil
-
+    """Install this agent's own code as the first version under ``root`` (``edge install`` does this too)."""
     from edge import __version__
-    from edge.updater import switch
+    from edge.appliance import install_version as install
 
-    dest = root / "versions" / __version__
-    for pkg in ("edge", "protocol"):
-        shutil.copytree(src / pkg, dest / pkg, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
-    switch(root, __version__)
+    dest = install(root, src, __version__)
     typer.echo(f"installed {__version__} at {dest}; current → {__version__}")
+
+
+@app.command("install")
+def install_cmd(
+    bundle: Annotated[Path, typer.Option(help="the gateway bundle folder (tools/flash.py gateway-bundle made it)")],
+    prefix: Annotated[Path, typer.Option(help="install into this root instead of / (an image being prepared)")] = Path(
+        "/"
+    ),
+    journal_max: Annotated[
+        str, typer.Option(help="cap the journal at this size (journald SystemMaxUse); '' leaves journald alone")
+    ] = "64M",
+    hardware_watchdog: Annotated[
+        bool,
+        typer.Option(help="let systemd feed the board's hardware watchdog (RuntimeWatchdogSec; see the docs)"),
+    ] = False,
+    start: Annotated[bool, typer.Option(help="enable and start the service when systemd runs here")] = True,
+) -> None:
+    """Make this machine a gateway (as root): the service user and its hardware groups, /etc/civicedge from the
+    bundle, the state folder, the first A/B version, the systemd unit (Type=notify, watchdog), then start it.
+    Safe to run again: secrets, a changed config and an installed version are kept."""
+    from edge.appliance import InstallError, Layout, install
+
+    try:
+        device = install(
+            bundle,
+            Layout(prefix=prefix.resolve()),
+            journal_max=journal_max or None,
+            hardware_watchdog=hardware_watchdog,
+            start_service=start,
+            say=typer.echo,
+        )
+    except InstallError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except OSError as exc:
+        typer.echo(f"error: {exc.strerror}: {exc.filename} (is the disk full or read-only?)", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(
+        f"gateway {device} installed. Check it: civicedge edge doctor --config /etc/civicedge/config.yaml; "
+        f"on the laptop: python tools/flash.py verify --device {device}"
+    )
 
 
 @app.command("keygen")

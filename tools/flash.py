@@ -550,26 +550,61 @@ def verify(
 
 # --- gateways -----------------------------------------------------------------------------------------------------
 
-UNIT = """[Unit]
-Description=CivicEdge gateway agent ({device})
-After=network-online.target
-Wants=network-online.target
+#: the platforms a gateway's wheelhouse is for (pip's --platform tags, newest first); Python 3.11, CPython
+WHEEL_PLATFORMS = {
+    "aarch64": ["manylinux_2_28_aarch64", "manylinux_2_27_aarch64", "manylinux_2_17_aarch64", "manylinux2014_aarch64"],
+    "x86_64": ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64"],
+}
 
-[Service]
-User=civicedge
-ExecStart=/opt/civicedge/.venv/bin/civicedge edge run --config /etc/civicedge/config.yaml
-Restart=always
-RestartSec=5
-# exit code 75 asks for a restart (a new configuration)
-SuccessExitStatus=75
-NoNewPrivileges=true
-ProtectSystem=strict
-ReadWritePaths=/var/lib/civicedge /etc/civicedge
-PrivateTmp=true
-
-[Install]
-WantedBy=multi-user.target
+INSTALL_SH = """#!/bin/sh
+# Makes this machine a CivicEdge gateway from this bundle. On the gateway, as root:  sudo sh install.sh
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+venv=/opt/civicedge/venv
+python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
+    echo "error: Python 3.11 or newer is needed (docs/deployment.md, Jetson)" >&2; exit 2; }
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv" || {
+    echo "error: cannot make $venv: apt-get install python3-venv" >&2; exit 2; }
+if [ -f "$here/wheels/COMPLETE" ]; then
+    echo "installing from the bundle's wheelhouse (no network needed)"
+    "$venv/bin/pip" install --quiet --no-index --find-links "$here/wheels" 'civicedge[edge]'
+else
+    echo "installing civicedge from the bundle, its dependencies from PyPI"
+    "$venv/bin/pip" install --quiet --find-links "$here/wheels" 'civicedge[edge]'
+fi
+"$venv/bin/civicedge" edge install --bundle "$here" "$@"
+"$venv/bin/civicedge" edge doctor --config /etc/civicedge/config.yaml || true
 """
+
+
+def _wheelhouse(dest: Path, machine: str | None) -> str:
+    """The project's own wheel, and with ``machine`` every wheel the edge extra needs on that platform (Python
+    3.11): a gateway with no internet installs from it."""
+    import tomllib
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for old in dest.glob("civicedge-*.whl"):
+        old.unlink()
+    _run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(dest), str(ROOT)],
+        "building the civicedge wheel",
+        timeout=300,
+    )
+    if machine is None:
+        return "the civicedge wheel (dependencies from PyPI at install)"
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = [*meta["dependencies"], *meta["optional-dependencies"]["edge"]]
+    platforms = [a for p in WHEEL_PLATFORMS[machine] for a in ("--platform", p)]
+    _run(
+        [sys.executable, "-m", "pip", "download", "--quiet", "-d", str(dest), "--only-binary=:all:",
+         "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311", *platforms,
+         "-c", str(ROOT / "constraints.txt"), *wanted],
+        f"downloading the {machine} wheels (PyPI must be reachable from this laptop)",
+        timeout=900,
+    )
+    (dest / "COMPLETE").write_text(f"{machine} cp311\n")
+    n = len(list(dest.glob("*.whl")))
+    return f"a wheelhouse of {n} wheels for {machine}, Python 3.11 (offline install)"
 
 
 def _device_key(path: Path) -> str:
@@ -599,16 +634,23 @@ def gateway_bundle(
     out: Annotated[Path, typer.Option(help="folder to write (copy it to the gateway's /etc/civicedge)")],
     kind: Annotated[str, typer.Option(help="gateway kind: gateway, gate, barrier, parking, elevator")] = "gateway",
     device_id: Annotated[str | None, typer.Option(help="keep this device id (a replacement gateway)")] = None,
+    wheels: Annotated[
+        str | None,
+        typer.Option(help="also carry every dependency for this gateway's platform (aarch64, x86_64): offline install"),
+    ] = None,
     cloud: Cloud = "http://127.0.0.1:8000",
     state: StateDir = Path("flash-state"),
     dry_run: DryRun = False,
 ) -> None:
     """Provision a Pi/Jetson gateway: config.yaml, the broker password and the gateway's own signing key (0600,
-    its public half registered with the claim), the CA and a systemd unit."""
+    its public half registered with the claim), the CA, the civicedge wheel (and with --wheels every dependency)
+    and install.sh, which runs `civicedge edge install` on the gateway."""
     import yaml
 
+    if wheels is not None and wheels not in WHEEL_PLATFORMS:
+        _fail(Fail(f"--wheels {wheels}: say one of {', '.join(WHEEL_PLATFORMS)} (uname -m on the gateway)"))
     try:
-        steps = Steps(state, f"gateway-{out.name}", 2, dry_run)
+        steps = Steps(state, f"gateway-{out.name}", 3, dry_run)
         signing_key = None if dry_run else _device_key(out / "secrets" / "signing-key.pem")
         registered = steps.state.get("signing_key")
         if signing_key and "identity" in steps.state and registered != signing_key:
@@ -626,8 +668,10 @@ def gateway_bundle(
         if dry_run:
             steps.would(
                 "make the gateway's own key (secrets/signing-key.pem, 0600); write config.yaml, "
-                "secrets/mqtt-password (0600), ca.pem, civicedge-agent.service"
+                "secrets/mqtt-password (0600), ca.pem, install.sh, INSTALL.txt"
             )
+            steps.begin("the wheels")
+            steps.would(f"build the civicedge wheel{f' and download the {wheels} wheels' if wheels else ''}")
             return
         m = ident["mqtt"]
         mqtt: dict[str, Any] = {"host": m["host"], "port": m["port"]}
@@ -652,21 +696,27 @@ def gateway_bundle(
             "mqtt": mqtt,
             # the cloud's three public keys, pinned by the agent at its first start (docs/security.md#keys)
             "commands": {"public_key": ident["command_public_key"], "document_key": ident.get("document_public_key")},
-            "updates": {"root": "/opt/civicedge", "public_key": ident.get("update_public_key")},
+            "updates": {"root": "/opt/civicedge/app", "public_key": ident.get("update_public_key")},
             "outbox": {"path": "/var/lib/civicedge/outbox.db"},
             **{k: v for k, v in ident.get("config", {}).items() if k != "device"},
         }
         (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-        (out / "civicedge-agent.service").write_text(UNIT.format(device=ident["device_id"]))
+        (out / "install.sh").write_text(INSTALL_SH)
+        (out / "install.sh").chmod(0o755)
         (out / "INSTALL.txt").write_text(
-            "sudo useradd --system civicedge; sudo mkdir -p /etc/civicedge /var/lib/civicedge\n"
-            f"sudo cp -r {out.name}/* /etc/civicedge/ && sudo chown -R civicedge /etc/civicedge /var/lib/civicedge\n"
-            "sudo cp /etc/civicedge/civicedge-agent.service /etc/systemd/system/\n"
-            "sudo systemctl daemon-reload && sudo systemctl enable --now civicedge-agent\n"
-            f"python tools/flash.py verify --device {ident['device_id']}\n"
+            f"Gateway {ident['device_id']} at site {ident['site_id']}.\n\n"
+            f"1. Copy this folder to the gateway (scp -r {out.name} pi@GATEWAY:), keep it private: it holds its keys.\n"
+            f"2. On the gateway: cd {out.name} && sudo sh install.sh   (add --hardware-watchdog on a Pi, see the docs)\n"
+            "3. Add the site's units (gate, barrier, lift, elevator) to /etc/civicedge/config.yaml,\n"
+            "   check with: sudo -u civicedge /opt/civicedge/venv/bin/civicedge edge doctor -c /etc/civicedge/config.yaml\n"
+            "   and restart: sudo systemctl restart civicedge-agent\n"
+            f"4. On the laptop: python tools/flash.py verify --device {ident['device_id']}\n"
         )
+        steps.done(f"{ident['device_id']} (its own signing key made and registered)")
+        steps.begin("the wheels")
+        steps.done(_wheelhouse(out / "wheels", wheels))
         steps.save(bundle=str(out))
-        steps.done(f"{ident['device_id']} (its own signing key made and registered): see {out / 'INSTALL.txt'}")
+        typer.echo(f"next: see {out / 'INSTALL.txt'}")
     except Fail as exc:
         _fail(exc)
 
