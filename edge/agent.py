@@ -119,6 +119,7 @@ class Agent:
             budget_bytes=config.outbox.budget_bytes,
             durability=config.outbox.durability,
             batch_readings=config.outbox.batch_readings,
+            reserve_bytes=config.outbox.reserve_bytes,
             signer=config.device.signing_key(),
         )
         if self.outbox.signer is None and any(getattr(u, "type", None) == "gate" for u in config.units):

@@ -84,7 +84,9 @@ def check_config(config: Annotated[Path, typer.Argument(help="agent config file 
 @app.command()
 def doctor(
     config: Annotated[Path | None, typer.Option("--config", "-c", help="also check this agent config")] = None,
-    state_dir: Annotated[Path | None, typer.Option(help="where the agent keeps its state (default: the outbox's)")] = None,
+    state_dir: Annotated[
+        Path | None, typer.Option(help="where the agent keeps its state (default: the outbox's)")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object")] = False,
 ) -> None:
     """Self-check of this gateway: Python and platform, clock, packages, every shipped model loaded and run once,

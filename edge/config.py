@@ -120,6 +120,13 @@ class OutboxConfig(_Model):
         description="power_loss: fsync every group commit (synchronous=FULL); process_crash: survive kill -9 only",
     )
     batch_readings: int = Field(default=500, ge=1, le=1000, description="readings packed per telemetry message")
+    reserve_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=0,
+        le=256 * 1024 * 1024,
+        description="space held back beside the database (a ballast file): freed when the disk fills, so alarms "
+        "can still be written; 0 turns it off",
+    )
 
 
 class HealthConfig(_Model):

@@ -32,5 +32,6 @@ def snapshot(agent: Agent) -> Health:
         outbox_bytes=ob.used_bytes,
         shed=ob.shed_counts(),
         refused=ob.refused_counts(),
+        storage=ob.storage,
         last_publish_ts=agent.uplink.last_publish_ms if agent.uplink else None,
     )

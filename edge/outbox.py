@@ -9,12 +9,22 @@ deleted only after the broker acknowledged it (PUBACK).
   so a resend after a crash is a duplicate the cloud drops, never a different message.
 - A byte budget: when full, ``bulk`` then ``telemetry`` are shed oldest-first and counted; alarms and
   events are never shed (new telemetry is refused instead when only they remain).
+- A really full disk (an SD card filled by something else): a ballast file of ``reserve_bytes`` kept beside the
+  database is given up, old telemetry is shed, and until space returns telemetry and bulk are refused (counted)
+  while alarms and events are still written; the outbox raises the alarm ``storage.full`` itself and clears it
+  when space is back (checked every ``recheck_s``), then takes its ballast back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
+import logging
+import os
+import shutil
 import sqlite3
+import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,7 +35,7 @@ import orjson
 
 from edge import store
 from protocol.envelope import new_id, now_ms
-from protocol.messages import LANE_PRIORITY, Body, Lane, TelemetryBatch
+from protocol.messages import LANE_PRIORITY, AlarmClear, AlarmRaise, Body, Lane, TelemetryBatch
 from protocol.signing import sign_uplink, signs
 from protocol.topics import Channel
 
@@ -40,6 +50,22 @@ _TAIL = b',"ts":%d,"type":"%s","body":%s}'
 _TAIL_SIGNED = b',"ts":%d,"type":"%s","body":%s,"sig":"%s"}'
 ROW_OVERHEAD = 48  # bytes per row beyond the payload, for the budget (page/index overhead, measured)
 _CHANNEL_FOR_LANE = {Lane.ALARM: Channel.ALM, Lane.EVENT: Channel.EVT, Lane.TELEMETRY: Channel.TELE}
+SQLITE_FULL = 13
+log = logging.getLogger("civicedge.edge.outbox")
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back if a transaction is still open (SQLite ends it by itself after some errors, SQLITE_FULL among
+    them: a plain ROLLBACK would then raise and hide the error that matters)."""
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
+
+
+def disk_full(exc: BaseException) -> bool:
+    """An error that means the filesystem has no room (SQLite's SQLITE_FULL or ENOSPC from a plain write)."""
+    if isinstance(exc, sqlite3.Error):
+        return getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL or "full" in str(exc)
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 class OutboxFull(RuntimeError):
@@ -92,8 +118,19 @@ class Outbox:
         durability: str = "power_loss",
         batch_readings: int = 500,
         signer: Ed25519PrivateKey | None = None,
+        reserve_bytes: int = 0,
+        recheck_s: float = 5.0,
     ) -> None:
         self.path = Path(path)
+        #: the ballast file given up when the disk fills (so alarms can still be written)
+        self.reserve_path = self.path.with_name(self.path.name + ".reserve")
+        self.reserve_bytes = reserve_bytes
+        self.recheck_s = recheck_s
+        #: "ok" or "full" (the filesystem, not the budget); changes raise and clear the storage.full alarm
+        self.storage = "ok"
+        self._storage_reported = "ok"
+        self._full_since = 0.0
+        self._next_check = 0.0
         #: the device's own key: every message but telemetry readings is signed with it (protocol.signing)
         self.signer = signer
         self.device = device
@@ -134,19 +171,38 @@ class Outbox:
         await self.close()
 
     def _open_sync(self) -> None:
-        conn = store.connect(self.path, self.durability)
+        try:
+            conn = store.connect(self.path, self.durability)
+        except (sqlite3.Error, OSError):
+            if not self.reserve_path.exists():
+                raise
+            # the card filled while the agent was stopped: its ballast from the last run makes room to open
+            self._give_up_reserve()
+            conn = store.connect(self.path, self.durability)
         self._conn = conn
+        if not self._take_reserve():  # no room even for the ballast: as full as a card gets
+            log.warning(
+                "disk nearly full at start: telemetry refused until space returns",
+                extra={"path": str(self.path.parent), "reserve_bytes": self.reserve_bytes},
+            )
+            self.storage = "full"
         for lane_no, nxt in conn.execute("SELECT lane, next_seq FROM lane_seq"):
             self._next_seq[_NO_LANE[lane_no]] = nxt
         for lane in Lane:
             self._next_seq.setdefault(lane, 1)
+        self._load_sizes()
+        self.counters = dict(conn.execute("SELECT name, value FROM counters").fetchall())
+
+    def _load_sizes(self) -> None:
+        conn = self.conn
+        self._count = dict.fromkeys(Lane, 0)
+        self._bytes = dict.fromkeys(Lane, 0)
         for lane_no, n, size in conn.execute("SELECT lane, count(*), coalesce(sum(size), 0) FROM outbox GROUP BY lane"):
             self._count[_NO_LANE[lane_no]] = n
             self._bytes[_NO_LANE[lane_no]] = size + n * ROW_OVERHEAD
         n, size = conn.execute("SELECT count(*), coalesce(sum(size), 0) FROM readings").fetchone()
         self._readings_pending = n
         self._bytes[Lane.TELEMETRY] += size + n * ROW_OVERHEAD
-        self.counters = dict(conn.execute("SELECT name, value FROM counters").fetchall())
 
     def _close_sync(self) -> None:
         if self._conn is not None:
@@ -229,7 +285,7 @@ class Outbox:
             while self._pending:
                 batch, self._pending = self._pending, []
                 try:
-                    results: list[int | BaseException] = await self._run(self._write, batch)
+                    results: list[int | BaseException] = await self._run(self._write_guarded, batch)
                 except Exception as exc:  # disk error: every caller of this batch learns it
                     for p in batch:
                         if not p.future.done():
@@ -243,23 +299,140 @@ class Outbox:
                     else:
                         p.future.set_result(r)
                 self.new_data.set()
+                self._report_storage()
         finally:
             self._flushing = False
 
-    def _write(self, batch: list[_Pending]) -> list[int | BaseException]:
-        """Writer thread: one transaction for the whole batch, shedding to stay within the budget."""
+    # --- a full filesystem ---------------------------------------------------------------------
+
+    def _take_reserve(self) -> bool:
+        """Writer thread: (re)make the ballast file if there is room for it and some to spare."""
+        if not self.reserve_bytes:
+            return True
+        try:
+            if self.reserve_path.exists() and self.reserve_path.stat().st_size >= self.reserve_bytes:
+                return True
+            if shutil.disk_usage(self.path.parent).free < 2 * self.reserve_bytes:
+                return False
+            with open(self.reserve_path, "wb") as f:  # real blocks, not a sparse file
+                chunk = b"\0" * 65536
+                for _ in range(0, self.reserve_bytes, len(chunk)):
+                    f.write(chunk)
+                f.flush()
+                os.fsync(f.fileno())
+            return True
+        except OSError:
+            with contextlib.suppress(OSError):
+                self.reserve_path.unlink()
+            return False
+
+    def _give_up_reserve(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.reserve_path.unlink()
+
+    def _enter_full(self, need: int) -> None:
+        """Writer thread, after a write failed for lack of space: free the ballast, shed old telemetry and bulk
+        (their pages are reused inside the database), refuse telemetry until space returns."""
+        if self.storage != "full":
+            log.warning("disk full: telemetry refused until space returns", extra={"path": str(self.path.parent)})
+            self._full_since = time.monotonic()
+            self._bump("disk_full", 1)
+        self.storage = "full"
+        self._next_check = time.monotonic() + self.recheck_s
+        self._give_up_reserve()
+        need = max(need * 4, 256 * 1024)
+        conn = self.conn
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                freed = self._shed_rows(Lane.BULK, need)
+                if freed < need:
+                    freed += self._shed_readings(need - freed)
+                if freed < need:
+                    self._shed_rows(Lane.TELEMETRY, need - freed)
+                self._save_counters()
+                conn.execute("COMMIT")
+            except sqlite3.Error:
+                _rollback(conn)
+                self._load_sizes()  # nothing was shed after all
+                raise
+
+    def _maybe_recover(self) -> None:
+        """Writer thread: space back (room for the ballast and as much again)? Then take it and accept all."""
+        if self.storage != "full" or time.monotonic() < self._next_check:
+            return
+        self._next_check = time.monotonic() + self.recheck_s
+        try:
+            free = shutil.disk_usage(self.path.parent).free
+        except OSError:
+            return
+        if free >= 2 * max(self.reserve_bytes, 1024 * 1024) and self._take_reserve():
+            log.warning("disk space back: telemetry accepted again", extra={"free_bytes": free})
+            self.storage = "ok"
+
+    def _write_guarded(self, batch: list[_Pending]) -> list[int | BaseException]:
+        """``_write`` that survives a full disk: alarms and events still go in, telemetry and bulk are refused."""
+        self._maybe_recover()
+        if self.storage == "full":
+            return self._write(batch, refuse_low=True)
+        try:
+            return self._write(batch)
+        except (sqlite3.Error, OSError) as exc:
+            if not disk_full(exc):
+                raise
+            self._enter_full(sum(len(p.head) + len(p.tail) for p in batch))
+        return self._write(batch, refuse_low=True)
+
+    def _survive_full(self, fn: Any, *args: Any) -> Any:
+        """Writer thread: run ``fn``; if the disk is full, free space as for a write and try once more."""
+        try:
+            return fn(*args)
+        except (sqlite3.Error, OSError) as exc:
+            if not disk_full(exc):
+                raise
+            self._enter_full(0)
+        return fn(*args)
+
+    def _report_storage(self) -> None:
+        """Event loop: raise or clear the storage.full alarm when the state changed (alarms are still written)."""
+        if self.storage == self._storage_reported:
+            return
+        self._storage_reported = self.storage
+        if self.storage == "full":
+            body: Body = AlarmRaise(
+                key="storage",
+                code="storage.full",
+                severity="major",
+                message=f"no space left under {self.path.parent}: telemetry is refused, alarms and events are kept",
+                details={"path": str(self.path.parent)},
+            )
+        else:
+            body = AlarmClear(key="storage", code="storage.full", message="space is back")
+        fut = self.put(body)
+        fut.add_done_callback(lambda f: f.exception())  # a failure is counted by the writer, not raised here
+
+    def _write(self, batch: list[_Pending], refuse_low: bool = False) -> list[int | BaseException]:
+        """Writer thread: one transaction for the whole batch, shedding to stay within the budget (with
+        ``refuse_low``, the disk is full: telemetry and bulk are refused outright)."""
         conn = self.conn
         incoming = sum(len(p.head) + len(p.tail) + ROW_OVERHEAD + 8 for p in batch)
         results: list[int | BaseException] = []
+        rows: list[tuple[int, str, str, int, bytes, int]] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
-            refused = self._make_room(incoming, batch)
-            rows = []
+            if refuse_low:
+                refused = {id(p) for p in batch if p.lane in (Lane.BULK, Lane.TELEMETRY)}
+            else:
+                refused = self._make_room(incoming, batch)
             readings = []
             max_seq: dict[int, int] = {}
             for p in batch:
                 if id(p) in refused:
-                    results.append(OutboxFull(f"outbox budget {self.budget_bytes} bytes full of alarms/events"))
+                    results.append(
+                        OutboxFull(f"no space left under {self.path.parent}: telemetry refused until space returns")
+                        if refuse_low
+                        else OutboxFull(f"outbox budget {self.budget_bytes} bytes full of alarms/events")
+                    )
                     continue
                 if p.type == "reading":
                     readings.append((p.head, len(p.head)))
@@ -293,7 +466,7 @@ class Outbox:
                 self._save_counters()
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             for lane_no, _ch, _t, seq, _p, _size in rows:  # give the numbers back: nothing was written
                 self._next_seq[_NO_LANE[lane_no]] = min(self._next_seq[_NO_LANE[lane_no]], seq)
             raise
@@ -390,7 +563,11 @@ class Outbox:
             if len(out) >= limit:
                 break
             if lane is Lane.TELEMETRY and self._readings_pending and not self._has_rows_after(lane, after):
-                self._seal_readings()
+                try:
+                    self._survive_full(self._seal_readings)
+                except sqlite3.Error as exc:  # still no room: the readings wait, the other lanes go on
+                    if not disk_full(exc):
+                        raise
             if not self._count[lane]:
                 continue
             cur = self.conn.execute(
@@ -443,7 +620,7 @@ class Outbox:
             )
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             raise
         self._readings_pending -= len(rows)
         self._bytes[Lane.TELEMETRY] += len(payload) + ROW_OVERHEAD - sum(s + ROW_OVERHEAD for _i, _p, s in rows)
@@ -462,7 +639,10 @@ class Outbox:
         try:
             while self._acks:
                 batch, self._acks = self._acks, []
-                await self._run(self._delete, batch)
+                try:
+                    await self._run(self._survive_full, self._delete, batch)
+                except sqlite3.Error as exc:  # not deleted: sent again after a restart, a duplicate the cloud drops
+                    log.warning("acknowledged messages not deleted", extra={"rows": len(batch), "error": str(exc)})
         finally:
             self._ack_flushing = False
 
@@ -481,7 +661,7 @@ class Outbox:
                 )
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             raise
         for lane_no, size in found:
             lane = _NO_LANE[lane_no]
@@ -500,7 +680,7 @@ class Outbox:
         def run() -> list[tuple[Any, ...]]:
             return self.conn.execute(sql, params).fetchall()
 
-        return await self._run(run)  # type: ignore[no-any-return]
+        return await self._run(self._survive_full, run)  # type: ignore[no-any-return]
 
     async def kv_get(self, key: str) -> str | None:
         rows = await self.execute("SELECT value FROM kv WHERE key = ?", (key,))
@@ -524,6 +704,7 @@ class Outbox:
             "depth": self.depth(),
             "bytes": self.used_bytes,
             "budget_bytes": self.budget_bytes,
+            "storage": self.storage,
             "counters": dict(self.counters),
             "last_commit_ms": self.last_commit_ms,
         }

@@ -107,6 +107,9 @@ class Health(Body):
     shed: dict[LaneName, Count] = Field(default_factory=dict, max_length=16)
     refused: dict[LaneName, Count] = Field(default_factory=dict, max_length=16)
     last_publish_ts: Ms | None = None
+    storage: Literal["ok", "full"] | None = Field(
+        default=None, description="full: the disk has no room; telemetry is refused, alarms and events are kept"
+    )
     clock_offset_ms: Int | None = Field(default=None, description="device clock minus broker/NTP time, if known")
     battery_v: float | None = Field(default=None, ge=0, le=60)
     rssi_dbm: float | None = Field(default=None, ge=-150, le=0)

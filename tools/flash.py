@@ -586,7 +586,18 @@ def _wheelhouse(dest: Path, machine: str | None) -> str:
     for old in dest.glob("civicedge-*.whl"):
         old.unlink()
     _run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(dest), str(ROOT)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(dest),
+            str(ROOT),
+        ],
         "building the civicedge wheel",
         timeout=300,
     )
@@ -596,9 +607,26 @@ def _wheelhouse(dest: Path, machine: str | None) -> str:
     wanted = [*meta["dependencies"], *meta["optional-dependencies"]["edge"]]
     platforms = [a for p in WHEEL_PLATFORMS[machine] for a in ("--platform", p)]
     _run(
-        [sys.executable, "-m", "pip", "download", "--quiet", "-d", str(dest), "--only-binary=:all:",
-         "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311", *platforms,
-         "-c", str(ROOT / "constraints.txt"), *wanted],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "-d",
+            str(dest),
+            "--only-binary=:all:",
+            "--python-version",
+            "3.11",
+            "--implementation",
+            "cp",
+            "--abi",
+            "cp311",
+            *platforms,
+            "-c",
+            str(ROOT / "constraints.txt"),
+            *wanted,
+        ],
         f"downloading the {machine} wheels (PyPI must be reachable from this laptop)",
         timeout=900,
     )

@@ -177,7 +177,16 @@ def test_gateway_bundle(locked: Locked, tmp_path: Path) -> None:
     registered = locked.api.get(f"/api/devices/{cfg.device.id}").json()["signing_key"]
     assert registered == public_key_b64(load_private_key(own.read_bytes()))
     assert (out / "ca.pem").read_text().startswith("-----BEGIN CERTIFICATE-----")
-    assert "ExecStart=" in (out / "civicedge-agent.service").read_text()
+    # what the gateway installs from: install.sh, the civicedge wheel; then the real bundle installs
+    assert (out / "install.sh").stat().st_mode & 0o111 and 'civicedge" edge install' in (out / "install.sh").read_text()
+    assert len(list((out / "wheels").glob("civicedge-*.whl"))) == 1
+    assert cfg.updates is not None and cfg.updates.root == Path("/opt/civicedge/app")
+    if os.geteuid() == 0:  # (useradd into a staging root)
+        from tests.edge.test_appliance import _install, _staging
+
+        staged = _install(out, _staging(tmp_path / "gateway"))
+        assert staged.returncode == 0, staged.stdout + staged.stderr
+        assert "warning" not in staged.stdout, staged.stdout  # updates.root and the outbox where the unit allows
 
 
 def test_a_signed_firmware_bundle_is_checked_switched_and_rolled_back(board: MPBoard, tmp_path: Path) -> None:

@@ -53,8 +53,19 @@ def _bundle(tmp_path: Path) -> Path:
 
 def _install(bundle: Path, prefix: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "civicedge_cli", "edge", "install", "--bundle", str(bundle), "--prefix", str(prefix),
-         "--no-start", *extra],
+        [
+            sys.executable,
+            "-m",
+            "civicedge_cli",
+            "edge",
+            "install",
+            "--bundle",
+            str(bundle),
+            "--prefix",
+            str(prefix),
+            "--no-start",
+            *extra,
+        ],
         capture_output=True,
         text=True,
         timeout=120,

@@ -134,7 +134,9 @@ async def test_agent_pings_from_its_event_loop_and_a_blocked_loop_stops_the_ping
     await asyncio.to_thread(manager.wait_for, "STOPPING=1")
 
 
-def test_launcher_passes_the_watchdog_to_its_agent(tmp_path: Path, mosquitto: Mosquitto, manager: ServiceManager) -> None:
+def test_launcher_passes_the_watchdog_to_its_agent(
+    tmp_path: Path, mosquitto: Mosquitto, manager: ServiceManager
+) -> None:
     root = tmp_path / "app"
     subprocess.run(
         [sys.executable, "-m", "civicedge_cli", "edge", "install-version", "--root", str(root)], check=True, timeout=60
