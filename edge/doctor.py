@@ -41,6 +41,7 @@ PACKAGES: tuple[tuple[str, str, bool], ...] = (
     ("pymodbus", "PLCs", False),
     ("gpiozero", "GPIO relays", False),
 )
+MIN_PYTHON = (3, 11)
 MIN_FREE_BYTES = 200 * 1024 * 1024
 #: the groups a gateway's service user needs for its hardware (edge.appliance adds them)
 HARDWARE_GROUPS = ("dialout", "gpio", "video", "i2c")
@@ -72,7 +73,7 @@ def _platform() -> tuple[str, str]:
     except OSError:
         pass
     detail = f"{platform.machine()}, Python {platform.python_version()}, {release or platform.system()}"
-    if sys.version_info < (3, 11):
+    if sys.version_info[:2] < MIN_PYTHON:
         return "fail", detail + ": Python 3.11 or newer is needed (docs/deployment.md#jetson)"
     return "ok", detail
 

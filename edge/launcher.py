@@ -111,7 +111,8 @@ class Launcher:
 def main(root: Path, config: Path) -> int:
     if not (root / "current").exists():
         print(
-            f"error: {root}/current does not exist: install the gateway first (civicedge edge install, docs/deployment.md)",
+            f"error: {root}/current does not exist: install the gateway first "
+            "(civicedge edge install, docs/deployment.md)",
             file=sys.stderr,
         )
         return 2

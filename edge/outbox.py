@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
@@ -127,7 +127,7 @@ class Outbox:
         self.reserve_bytes = reserve_bytes
         self.recheck_s = recheck_s
         #: "ok" or "full" (the filesystem, not the budget); changes raise and clear the storage.full alarm
-        self.storage = "ok"
+        self.storage: Literal["ok", "full"] = "ok"
         self._storage_reported = "ok"
         self._full_since = 0.0
         self._next_check = 0.0

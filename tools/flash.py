@@ -733,10 +733,11 @@ def gateway_bundle(
         (out / "install.sh").chmod(0o755)
         (out / "INSTALL.txt").write_text(
             f"Gateway {ident['device_id']} at site {ident['site_id']}.\n\n"
-            f"1. Copy this folder to the gateway (scp -r {out.name} pi@GATEWAY:), keep it private: it holds its keys.\n"
-            f"2. On the gateway: cd {out.name} && sudo sh install.sh   (add --hardware-watchdog on a Pi, see the docs)\n"
-            "3. Add the site's units (gate, barrier, lift, elevator) to /etc/civicedge/config.yaml,\n"
-            "   check with: sudo -u civicedge /opt/civicedge/venv/bin/civicedge edge doctor -c /etc/civicedge/config.yaml\n"
+            f"1. Copy this folder to the gateway (scp -r {out.name} pi@GATEWAY:); keep it private (its keys).\n"
+            f"2. On the gateway: cd {out.name} && sudo sh install.sh\n"
+            "   (on a Raspberry Pi add --hardware-watchdog: docs/deployment.md#watchdogs)\n"
+            "3. Add the site's units (gate, barrier, lift, elevator) to /etc/civicedge/config.yaml, check with\n"
+            "   sudo -u civicedge /opt/civicedge/venv/bin/civicedge edge doctor -c /etc/civicedge/config.yaml\n"
             "   and restart: sudo systemctl restart civicedge-agent\n"
             f"4. On the laptop: python tools/flash.py verify --device {ident['device_id']}\n"
         )
