@@ -78,6 +78,11 @@ class CommandProcessor:
             self._count("error")
             await self._ack(cmd, "error", str(exc)[:1000])
             return "error"
+        except OSError as exc:  # a full or read-only card: say which file and why, not a traceback
+            log.warning("command could not write", extra={"command": cmd.name, "error": str(exc)})
+            self._count("error")
+            await self._ack(cmd, "error", f"cannot write {exc.filename or 'a file'}: {exc.strerror or exc}"[:1000])
+            return "error"
         except Exception as exc:  # a handler bug must not take the agent down
             log.exception("command handler failed", extra={"command": cmd.name})
             self._count("error")

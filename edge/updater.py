@@ -156,7 +156,11 @@ class Updater:
             except OSError as exc:
                 await self._status(rollout, version, "failed", "download", str(exc))
                 raise CommandError(f"download failed: {exc}") from None
-            await asyncio.to_thread(self._install, version, files)
+            try:
+                await asyncio.to_thread(self._install, version, files)
+            except OSError as exc:  # a full card: nothing half-installed is left, the running version goes on
+                await self._status(rollout, version, "failed", "install", f"{exc.strerror or exc}: {exc.filename}")
+                raise CommandError(f"install failed: {exc.strerror or exc} ({exc.filename})") from None
             await self._status(rollout, version, "installed")
             pending = {
                 "version": version,
@@ -177,10 +181,14 @@ class Updater:
     def _install(self, version: str, files: dict[str, bytes]) -> None:
         final = self.root / "versions" / version
         tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=self.root / "versions"))
-        for name, data in files.items():
-            p = tmp / name
-            p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_bytes(data)
+        try:
+            for name, data in files.items():
+                p = tmp / name
+                p.parent.mkdir(parents=True, exist_ok=True)
+                p.write_bytes(data)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)

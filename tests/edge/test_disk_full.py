@@ -137,3 +137,16 @@ def test_other_files_on_a_full_card_fail_with_a_clear_error(small_disk: Path) ->
     assert config.read_text() == "old: 1\n"  # the running config is intact
     assert [p.name for p in small_disk.iterdir() if p.name.startswith(".config")] == []  # no half-written file
     assert os.statvfs(small_disk).f_bavail == 0
+
+
+def test_an_update_on_a_full_card_leaves_nothing_half_installed(small_disk: Path) -> None:
+    from edge.config import UpdatesConfig
+    from edge.updater import Updater
+
+    (small_disk / "versions").mkdir()
+    up = Updater(UpdatesConfig(root=small_disk), "0.1.0", trust=None, outbox=None)  # type: ignore[arg-type]
+    fill(small_disk / "filler.bin")
+    with pytest.raises(OSError) as err:
+        up._install("0.2.0", {"edge/agent.py": b"x" * 200_000})
+    assert disk_full(err.value)
+    assert list((small_disk / "versions").iterdir()) == []  # the running version is all there is
