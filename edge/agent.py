@@ -24,6 +24,7 @@ from edge.commands import CommandError, CommandProcessor
 from edge.config import AgentConfig, ConfigError, expand_env, parse_config
 from edge.health import snapshot
 from edge.outbox import Outbox
+from edge.status import StatusServer
 from edge.systemd import Notifier
 from edge.tasks import cancel_and_wait
 from edge.trust import Trust
@@ -135,6 +136,8 @@ class Agent:
         self._health_wakeup = asyncio.Event()
         self._channel_handlers: dict[Channel, list[ChannelHandler]] = {}
         self.units: list[Unit] = []  # the running site units (for status and tests)
+        self.unit_tasks: list[tuple[Unit, asyncio.Task[None]]] = []
+        self.status_server: StatusServer | None = None
         for name, handler in (
             ("ping", self._cmd_ping),
             ("reboot-agent", self._cmd_reboot),
@@ -194,7 +197,10 @@ class Agent:
                 for i, ucfg in enumerate(self.config.units):
                     unit = build_unit(ucfg)
                     self.units.append(unit)
-                    others.append(tg.create_task(unit.run(ctx), name=f"unit:{unit.name}:{i}"))
+                    task = tg.create_task(unit.run(ctx), name=f"unit:{unit.name}:{i}")
+                    self.unit_tasks.append((unit, task))
+                    others.append(task)
+                await self._start_status_page()
                 others.append(tg.create_task(self._service_manager_loop(), name="systemd"))
                 await self._stop.wait()
                 self.notifier.stopping()
@@ -203,11 +209,28 @@ class Agent:
                 self.uplink.stop()
                 await uplink_task
         finally:
+            if self.status_server is not None:
+                await self.status_server.close()
             await self.outbox.close()
             for sig in signals:
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
         return self.exit_code
+
+    async def _start_status_page(self) -> None:
+        cfg = self.config.status
+        if not cfg.enabled:
+            return
+        server = StatusServer(self, cfg.listen, cfg.port)
+        try:
+            await server.start()
+        except OSError as exc:  # a taken port must not stop the gate
+            log.warning(
+                "status page not served",
+                extra={"listen": f"{cfg.listen}:{cfg.port}", "error": exc.strerror, "fix": "status.port: another"},
+            )
+            return
+        self.status_server = server
 
     def status_line(self) -> str:
         """One line for ``systemctl status``: connected or not, what waits in the outbox."""

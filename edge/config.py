@@ -133,6 +133,14 @@ class HealthConfig(_Model):
     interval_s: float = Field(default=60.0, gt=0)
 
 
+class StatusConfig(_Model):
+    """The technician's status page and /healthz on the gateway itself (edge.status)."""
+
+    enabled: bool = True
+    listen: str = Field(default="127.0.0.1", description="address to serve on; 0.0.0.0 for the site's network")
+    port: int = Field(default=8099, ge=0, le=65535, description="0: any free port (tests)")
+
+
 def _public_key(value: str | None, where: str = "") -> str | None:
     """A public key as devices hold it (32 raw bytes, base64): a private key or garbage is an error here, not a
     key pinned for good at the first start."""
@@ -217,6 +225,7 @@ class AgentConfig(_Model):
     mqtt: MqttConfig = MqttConfig()
     outbox: OutboxConfig = OutboxConfig()
     health: HealthConfig = HealthConfig()
+    status: StatusConfig = StatusConfig()
     commands: CommandsConfig = CommandsConfig()
     units: list[UnitConfig] = Field(default_factory=list, description="site units (gate, lift, …) to run")
     updates: UpdatesConfig | None = None

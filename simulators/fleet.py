@@ -35,6 +35,7 @@ def agent_config(
         "mqtt": {"host": host, "port": port, "backoff_max_s": 0.5, "keepalive_s": 5},
         "outbox": {"path": str(workdir / f"{device}.db")},
         "health": {"interval_s": 3600},
+        "status": {"port": 0},  # many agents on one machine: each its own free port
     }
     if public_key or document_key:
         doc["commands"] = {"public_key": public_key, "document_key": document_key}

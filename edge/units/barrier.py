@@ -91,6 +91,7 @@ class BarrierUnit(Unit):
             subject_id=holder,
         )
         self.decisions.append(body)
+        del self.decisions[:-500]  # recent ones only: a barrier runs for months
         shown = plate if 1 <= len(plate) <= 16 else (plate[:16] or "?")
         await self._put(
             PlateRead(
@@ -195,6 +196,7 @@ class BarrierUnit(Unit):
             subject_id=str(args.get("by") or "") or None,
         )
         self.decisions.append(body)
+        del self.decisions[:-500]  # recent ones only: a barrier runs for months
         await self._put(body)
         return {"opened": ok}
 

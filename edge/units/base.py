@@ -46,3 +46,8 @@ class Unit(abc.ABC):
     @abc.abstractmethod
     async def run(self, ctx: UnitContext) -> None:
         """Run until cancelled; decide locally and put every event/alarm/reading into the outbox."""
+
+    def status(self) -> dict[str, Any]:
+        """What the gateway's status page shows of this unit (edge.status): plain values, no personal data;
+        ``decisions``, if present, a list of recent decisions."""
+        return {}

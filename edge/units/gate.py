@@ -12,12 +12,13 @@ import asyncio
 import base64
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from typing import Any
 
 from edge.drivers.camera import Frame, FrameSource, OpenCVCamera
 from edge.drivers.io import IO, DriverError, build_io
 from edge.i18n import prompt_text
+from edge.status import Rate
 from edge.tasks import run_together
 from edge.units.base import Unit, UnitContext
 from edge.units.gate_config import GateConfig
@@ -43,6 +44,7 @@ from protocol.messages import (
 from protocol.topics import Channel, Topic
 
 log = logging.getLogger("civicedge.edge.gate")
+KEEP = 500  # recent decisions and prompts kept in memory (a gate runs for months)
 
 
 class GateUnit(Unit):
@@ -60,7 +62,7 @@ class GateUnit(Unit):
         self.grant_until = 0.0
         self.door_open_since: float | None = None
         self.prompts: list[str] = []  # what the screen showed, latest last (also sent as events)
-        self.decisions: list[GateDecision] = []
+        self.decisions: deque[GateDecision] = deque(maxlen=KEEP)  # recent ones (status page, tests)
         self.outcomes: Counter[str] = Counter()  # what the vision concluded, per approach (status, tests)
         self._held_alarm = False
         self._held_task: asyncio.Task[None] | None = None
@@ -73,6 +75,11 @@ class GateUnit(Unit):
         self.sim: Any = None
         self.last_frame: Frame | None = None
         self.closed = False
+        self.decided_at: deque[float] = deque(
+            maxlen=KEEP
+        )  # when each of self.decisions was made (wall clock, for the status page)
+        self.camera_rate = Rate()
+        self.thermal_rate = Rate()
 
     # --- wiring ------------------------------------------------------------------------------------
 
@@ -134,6 +141,7 @@ class GateUnit(Unit):
         shown = prompt_text(self.cfg.language, text).format(**values) if text else ""
         if shown and (not self.prompts or self.prompts[-1] != shown):
             self.prompts.append(shown)
+            del self.prompts[:-KEEP]
             await self._put(DeviceEvent(code="gate.prompt", message=shown, details={"door": self.cfg.door}))
 
     async def _alarm(self, what: str, severity: str, message: str, **details: Any) -> None:
@@ -163,6 +171,7 @@ class GateUnit(Unit):
             latency_ms=d.timings_ms.get("total_ms") if d else None,
         )
         self.decisions.append(body)
+        self.decided_at.append(time.time())
         await self._put(body)
 
     # --- the lock -----------------------------------------------------------------------------------
@@ -261,6 +270,9 @@ class GateUnit(Unit):
                 await asyncio.sleep(1.0)
                 continue
             self.last_frame = frame
+            self.camera_rate.tick()
+            if frame.thermal:
+                self.thermal_rate.tick()
             d = await self.vision.adecide(frame.rgb, frame.thermal or None, frame.ambient_c)
             await self._act(d, frame)
 
@@ -437,6 +449,23 @@ class GateUnit(Unit):
             subject=str(args.get("by") or "") or None,
         )
         return {"opened": ok}
+
+    def status(self) -> dict[str, Any]:
+        recent = []
+        for d, at in list(zip(self.decisions, self.decided_at, strict=False))[-10:]:
+            row = d.model_dump(include={"decision", "reason", "method", "score", "temperature_c", "latency_ms"})
+            recent.append({"at": time.strftime("%H:%M:%S", time.localtime(at)), **row})
+        return {
+            "door": self.cfg.door,
+            "door_open": self.door_open_since is not None,
+            "fire_mode": self.fire_mode,
+            "lock_fault": self.lock_faulted,
+            "camera_fps": self.camera_rate.per_s(),
+            "thermal_fps": self.thermal_rate.per_s(),
+            "residents": len(self.gallery),
+            "gallery_revision": self.gallery.revision,
+            "decisions": recent,
+        }
 
     async def _cmd_status(self, args: dict[str, Any]) -> dict[str, Any]:
         return {
