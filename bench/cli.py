@@ -87,6 +87,20 @@ def gate(
 
 
 @app.command()
+def wear(
+    idle_s: Annotated[float, typer.Option(help="seconds with nobody at the gate (two heartbeats)")] = 130.0,
+    busy_s: Annotated[float, typer.Option(help="seconds with residents arriving")] = 60.0,
+    every_s: Annotated[float, typer.Option(help="a resident arrives every this many seconds")] = 3.0,
+    passages: Annotated[int, typer.Option(help="decisions a day at a busy gate, for the daily figure")] = 2000,
+    json_out: Annotated[bool, typer.Option("--json", help="compact JSON")] = False,
+) -> None:
+    """Bytes a gate's gateway writes to its card per day (SD wear), from the kernel's I/O accounting."""
+    from bench.wear import run
+
+    print(json.dumps(run(idle_s, busy_s, every_s, passages), indent=None if json_out else 2))
+
+
+@app.command()
 def lift(
     hours: Annotated[float, typer.Option(help="length of the simulated peak (tower hours)")] = 1.0,
     speed: Annotated[float, typer.Option(help="tower time runs this many times faster than the clock")] = 40.0,
@@ -130,3 +144,21 @@ def throwing(
 
     report = run(minutes, clip_s, fps)
     print(json.dumps(report, indent=None if json_out else 2))
+
+
+@app.command()
+def aarch64(
+    rebuild: Annotated[
+        bool, typer.Option(help="make the arm64 root and the wheels again instead of the cached ones")
+    ] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="compact JSON")] = False,
+) -> None:
+    """The gateway on aarch64 under qemu user-mode emulation (Debian bookworm arm64, Python 3.11): gate face
+    decisions on the project's photos, compared with this machine's, and `civicedge edge doctor`. The root and
+    the wheels are cached in $CE_AARCH64_CACHE (default ~/.cache/civicedge/aarch64)."""
+    from bench.aarch64 import run
+
+    report = run(rebuild)
+    print(json.dumps(report, indent=None if json_out else 2))
+    if not report["ok"]:
+        raise typer.Exit(1)
