@@ -10,6 +10,9 @@ command -v victoria-metrics >/dev/null 2>&1 || need+=(victoria-metrics)
 # the console's browser tests drive Debian's Chromium; CJK fonts so Chinese pages render (and screenshot) as text
 [ -x /usr/bin/chromium ] || need+=(chromium chromium-driver)
 [ -d /usr/share/fonts/opentype/noto ] || need+=(fonts-noto-cjk)
+# the gateway installer's tests: systemd-analyze checks the unit, useradd/groupadd make the service user
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v useradd >/dev/null 2>&1 || [ -x /usr/sbin/useradd ] || need+=(passwd)
 command -v pg_ctlcluster >/dev/null 2>&1 || command -v pg_isready >/dev/null 2>&1 || need+=(postgresql)
 
 apt_install() {
