@@ -108,7 +108,8 @@ def _models() -> Iterator[Check]:
     except ImportError as exc:
         yield Check("litert", "fail", f"LiteRT or numpy missing ({exc}): pip install 'civicedge[edge]'")
         return
-    for path in sorted(MODELS.glob("*.tflite")):
+    thermal = Path(__file__).resolve().parent / "thermal" / "models"
+    for path in [*sorted(MODELS.glob("*.tflite")), *sorted(thermal.glob("*.tflite"))]:
 
         def load(path: Path = path) -> tuple[str, str]:
             model = Model(path, threads=1)
