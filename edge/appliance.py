@@ -21,8 +21,10 @@ version is not replaced (updates do that).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from collections.abc import Callable
@@ -217,13 +219,83 @@ def ensure_account(layout: Layout, say: Say) -> tuple[int, int]:
     return int(entry[2]), int(entry[3])
 
 
-def _own(path: Path, uid: int, gid: int, mode: int) -> None:
-    os.chown(path, uid, gid)
-    path.chmod(mode)
+# --- files in folders the service owns ----------------------------------------------------------------------
+# The service user owns /etc/civicedge, its secrets/, /var/lib/civicedge and /opt/civicedge/app. When root runs
+# the installer again, a compromised agent may have left symlinks, hard links or FIFOs there to make root write,
+# chown or read somewhere else. So every folder is opened with O_NOFOLLOW and every file through that folder's
+# descriptor with O_NOFOLLOW (and O_NONBLOCK: a FIFO neither blocks nor is written), and ownership and modes
+# are set on the open descriptors. Anything that is not a plain folder or a plain, singly linked file is
+# refused. Their parents (/etc, /var/lib, /opt/civicedge) are root's and are not a risk.
+
+_NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
+MAX_FILE = 1024 * 1024
+
+
+def _open_dir(path: Path, uid: int, gid: int, mode: int, parent: int | None = None) -> int:
+    """Make (if needed) and open a folder without following a link; set its owner and mode on the descriptor."""
+    name: str | Path = path.name if parent is not None else path
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(name, mode, dir_fd=parent)
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW, dir_fd=parent)
+    except OSError as exc:
+        raise InstallError(
+            f"{path} is not a plain folder ({exc.strerror}): something replaced it with a link or a file; "
+            "look at it, remove it and run the install again"
+        ) from None
+    os.fchown(fd, uid, gid)
+    os.fchmod(fd, mode)
+    return fd
+
+
+def _checked(fd: int, where: str) -> None:
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+        os.close(fd)
+        raise InstallError(f"{where} is not a plain file (a link, a FIFO or a device?): remove it and run again")
+
+
+def _read(dir_fd: int, name: str, where: str) -> bytes | None:
+    """A file's bytes (None: there is none), refusing links and anything but a plain file."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | _NOFOLLOW, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise InstallError(f"{where}: {exc.strerror} (a link where a file should be?): remove it, run again") from None
+    _checked(fd, where)
+    with os.fdopen(fd, "rb") as f:
+        return f.read(MAX_FILE)
+
+
+def _write(dir_fd: int, name: str, data: bytes, uid: int, gid: int, mode: int, where: str) -> None:
+    try:
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK | _NOFOLLOW, 0o600, dir_fd=dir_fd)
+    except OSError as exc:
+        raise InstallError(f"{where}: {exc.strerror} (a link where a file should be?): remove it, run again") from None
+    _checked(fd, where)
+    with os.fdopen(fd, "wb") as f:
+        os.fchown(fd, uid, gid)
+        os.fchmod(fd, mode)
+        f.truncate(0)
+        f.write(data)
+        f.flush()
+        os.fsync(fd)
+
+
+def _bundle_file(path: Path) -> bytes:
+    """A file of the bundle: a plain file, not a link to something of this machine's."""
+    st = path.lstat()
+    if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_FILE:
+        raise InstallError(f"{path} is not a plain file of at most 1 MiB: the bundle is damaged; make it again")
+    return path.read_bytes()
 
 
 def read_bundle(bundle: Path) -> tuple[dict[str, object], str]:
     """The bundle's config and device id; refuses a folder that is not a gateway bundle."""
+    from protocol.errors import ProtocolError
+    from protocol.topics import validate_id
+
     cfg = bundle / "config.yaml"
     if not cfg.is_file():
         raise InstallError(
@@ -231,9 +303,9 @@ def read_bundle(bundle: Path) -> tuple[dict[str, object], str]:
             "copy the whole folder to the gateway"
         )
     try:
-        doc = yaml.safe_load(cfg.read_text())
-        device = str(doc["device"]["id"])
-    except (yaml.YAMLError, KeyError, TypeError) as exc:
+        doc = yaml.safe_load(_bundle_file(cfg))
+        device = validate_id(str(doc["device"]["id"]), "device.id")
+    except (yaml.YAMLError, KeyError, TypeError, ValueError, ProtocolError) as exc:
         raise InstallError(f"{cfg} is not a gateway config ({exc}); make the bundle again") from None
     return doc, device
 
@@ -241,39 +313,39 @@ def read_bundle(bundle: Path) -> tuple[dict[str, object], str]:
 def install_files(bundle: Path, layout: Layout, uid: int, gid: int, say: Say) -> None:
     """/etc/civicedge from the bundle. Secrets already there stay (the cloud holds their public halves); a config
     already there stays too (the agent may have changed it) and the bundle's is left beside it."""
-    etc = layout.on_disk(layout.etc)
-    etc.mkdir(parents=True, exist_ok=True)
-    _own(etc, uid, gid, 0o750)
-    secrets = etc / "secrets"
-    secrets.mkdir(exist_ok=True)
-    _own(secrets, uid, gid, 0o700)
-    for src in sorted((bundle / "secrets").glob("*")) if (bundle / "secrets").is_dir() else []:
-        dest = secrets / src.name
-        if dest.exists() and dest.read_bytes() != src.read_bytes():
-            say(f"kept {layout.etc}/secrets/{src.name} (already there; differs from the bundle's)")
-            continue
-        shutil.copyfile(src, dest)
-        _own(dest, uid, gid, 0o600)
-    for name in ("ca.pem",):
-        if (bundle / name).exists():
-            shutil.copyfile(bundle / name, etc / name)
-            _own(etc / name, uid, gid, 0o640)
-    dest = etc / "config.yaml"
-    new = (bundle / "config.yaml").read_bytes()
-    if dest.exists() and dest.read_bytes() != new:
-        (etc / "config.yaml.bundle").write_bytes(new)
-        _own(etc / "config.yaml.bundle", uid, gid, 0o640)
-        say(f"kept {layout.etc}/config.yaml (changed since); the bundle's is beside it as config.yaml.bundle")
-    else:
-        dest.write_bytes(new)
-        _own(dest, uid, gid, 0o640)
-    state = layout.on_disk(layout.state)
-    state.mkdir(parents=True, exist_ok=True)
-    _own(state, uid, gid, 0o750)
+    layout.on_disk(layout.etc).parent.mkdir(parents=True, exist_ok=True)
+    etc = _open_dir(layout.on_disk(layout.etc), uid, gid, 0o750)
+    try:
+        secrets = _open_dir(layout.on_disk(layout.etc) / "secrets", uid, gid, 0o700, parent=etc)
+        try:
+            src_dir = bundle / "secrets"
+            for src in sorted(src_dir.iterdir()) if src_dir.is_dir() else []:
+                data, where = _bundle_file(src), f"{layout.etc}/secrets/{src.name}"
+                have = _read(secrets, src.name, where)
+                if have is not None and have != data:
+                    say(f"kept {where} (already there; differs from the bundle's)")
+                    continue
+                _write(secrets, src.name, data, uid, gid, 0o600, where)
+        finally:
+            os.close(secrets)
+        if (bundle / "ca.pem").exists():
+            _write(etc, "ca.pem", _bundle_file(bundle / "ca.pem"), uid, gid, 0o640, f"{layout.etc}/ca.pem")
+        new = _bundle_file(bundle / "config.yaml")
+        have = _read(etc, "config.yaml", f"{layout.etc}/config.yaml")
+        if have is not None and have != new:
+            _write(etc, "config.yaml.bundle", new, uid, gid, 0o640, f"{layout.etc}/config.yaml.bundle")
+            say(f"kept {layout.etc}/config.yaml (changed since); the bundle's is beside it as config.yaml.bundle")
+        else:
+            _write(etc, "config.yaml", new, uid, gid, 0o640, f"{layout.etc}/config.yaml")
+    finally:
+        os.close(etc)
+    layout.on_disk(layout.state).parent.mkdir(parents=True, exist_ok=True)
+    os.close(_open_dir(layout.on_disk(layout.state), uid, gid, 0o750))
 
 
 def install_version(app: Path, src: Path, version: str) -> Path:
-    """Copy this installation's ``edge`` and ``protocol`` as version ``version`` and point ``current`` at it."""
+    """Copy this installation's ``edge`` and ``protocol`` as version ``version`` and point ``current`` at it
+    (``edge install-version``: an install root of one's own, for development)."""
     from edge.updater import switch
 
     dest = app / "versions" / version
@@ -284,20 +356,51 @@ def install_version(app: Path, src: Path, version: str) -> Path:
 
 
 def install_app(layout: Layout, uid: int, gid: int, say: Say) -> None:
+    """The first A/B version. It is built in a folder of root's beside the app folder (nothing the service could
+    have prepared), handed to the service, then moved in and ``current`` pointed at it, all through the app
+    folder's descriptor."""
+    import tempfile
+
     from edge import __version__
 
-    app = layout.on_disk(layout.app)
-    app.mkdir(parents=True, exist_ok=True)
-    if (app / "current").exists():
-        say(f"kept the installed version {os.readlink(app / 'current').rsplit('/', 1)[-1]} (updates replace it)")
-    else:
-        install_version(app, Path(__file__).resolve().parent.parent, __version__)
+    app_path = layout.on_disk(layout.app)
+    app_path.parent.mkdir(parents=True, exist_ok=True)
+    app = _open_dir(app_path, uid, gid, 0o755)
+    try:
+        try:
+            current: str | None = os.readlink("current", dir_fd=app)
+        except FileNotFoundError:
+            current = None
+        except OSError:
+            raise InstallError(f"{layout.app}/current is not a link: remove it and run again") from None
+        if current is not None:
+            say(f"kept the installed version {current.rsplit('/', 1)[-1]} (updates replace it)")
+            return
+        versions = _open_dir(app_path / "versions", uid, gid, 0o755, parent=app)
+        try:
+            staging = Path(tempfile.mkdtemp(prefix=".civicedge-install.", dir=app_path.parent))
+            try:
+                built = staging / __version__
+                src = Path(__file__).resolve().parent.parent
+                for pkg in ("edge", "protocol"):
+                    shutil.copytree(src / pkg, built / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+                for path in [built, *built.rglob("*")]:
+                    os.chown(path, uid, gid, follow_symlinks=False)
+                with contextlib.suppress(FileNotFoundError):  # a copy the service may have left there: aside
+                    os.rename(__version__, f".{__version__}.old", src_dir_fd=versions, dst_dir_fd=versions)
+                os.rename(built, __version__, dst_dir_fd=versions)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+        finally:
+            os.close(versions)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(".current.tmp", dir_fd=app)
+        os.symlink(f"versions/{__version__}", ".current.tmp", dir_fd=app)
+        os.rename(".current.tmp", "current", src_dir_fd=app, dst_dir_fd=app)
+        os.chown("current", uid, gid, dir_fd=app, follow_symlinks=False)
         say(f"installed version {__version__} as the first A/B version")
-    for path in [app, *app.rglob("*")]:
-        if not path.is_symlink():
-            os.chown(path, uid, gid)
-        else:
-            os.lchown(path, uid, gid)
+    finally:
+        os.close(app)
 
 
 def write_unit(layout: Layout, device: str, journal_max: str | None, hardware_watchdog: bool, say: Say) -> None:
@@ -320,12 +423,17 @@ def write_unit(layout: Layout, device: str, journal_max: str | None, hardware_wa
 
 def check_config(layout: Layout) -> str:
     """The installed config, read as the agent will read it (paths under the prefix when staging)."""
-    from edge.config import ConfigError, load_config_raw
+    from edge.config import ConfigError, expand_env, parse_config
 
     path = layout.on_disk(layout.etc) / "config.yaml"
+    etc = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW)
     try:
-        _, cfg = load_config_raw(path)
-    except ConfigError as exc:
+        text = _read(etc, "config.yaml", str(layout.etc / "config.yaml")) or b""
+    finally:
+        os.close(etc)
+    try:
+        cfg = parse_config(yaml.safe_load(expand_env(text.decode())), str(layout.etc / "config.yaml"))
+    except (ConfigError, yaml.YAMLError, UnicodeDecodeError) as exc:
         raise InstallError(f"the bundle's config does not load: {exc}") from None
     notes = []
     if cfg.updates is None or cfg.updates.root != layout.app:

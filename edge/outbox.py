@@ -129,7 +129,8 @@ class Outbox:
         #: "ok" or "full" (the filesystem, not the budget); changes raise and clear the storage.full alarm
         self.storage: Literal["ok", "full"] = "ok"
         self._storage_reported = "ok"
-        self._full_since = 0.0
+        self._recheck = recheck_s  # grows while the disk keeps filling up again (see _enter_full)
+        self._recovered_at = -1e9
         self._next_check = 0.0
         #: the device's own key: every message but telemetry readings is signed with it (protocol.signing)
         self.signer = signer
@@ -314,10 +315,15 @@ class Outbox:
                 return True
             if shutil.disk_usage(self.path.parent).free < 2 * self.reserve_bytes:
                 return False
-            with open(self.reserve_path, "wb") as f:  # real blocks, not a sparse file
-                chunk = b"\0" * 65536
-                for _ in range(0, self.reserve_bytes, len(chunk)):
-                    f.write(chunk)
+            with open(self.reserve_path, "wb") as f:  # real blocks, not a sparse file; allocated, not written
+                try:
+                    os.posix_fallocate(f.fileno(), 0, self.reserve_bytes)
+                except OSError as exc:
+                    if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                        raise
+                    chunk = b"\0" * 65536  # a filesystem without fallocate: write it
+                    for _ in range(0, self.reserve_bytes, len(chunk)):
+                        f.write(chunk)
                 f.flush()
                 os.fsync(f.fileno())
             return True
@@ -333,12 +339,15 @@ class Outbox:
     def _enter_full(self, need: int) -> None:
         """Writer thread, after a write failed for lack of space: free the ballast, shed old telemetry and bulk
         (their pages are reused inside the database), refuse telemetry until space returns."""
+        now = time.monotonic()
         if self.storage != "full":
             log.warning("disk full: telemetry refused until space returns", extra={"path": str(self.path.parent)})
-            self._full_since = time.monotonic()
+            # full again soon after it recovered (space that comes and goes): look less often, so the ballast is
+            # not rewritten and the alarm not raised and cleared every few seconds
+            self._recheck = min(self._recheck * 2, 300.0) if now - self._recovered_at < 60 else self.recheck_s
             self._bump("disk_full", 1)
         self.storage = "full"
-        self._next_check = time.monotonic() + self.recheck_s
+        self._next_check = now + self._recheck
         self._give_up_reserve()
         need = max(need * 4, 256 * 1024)
         conn = self.conn
@@ -361,7 +370,7 @@ class Outbox:
         """Writer thread: space back (room for the ballast and as much again)? Then take it and accept all."""
         if self.storage != "full" or time.monotonic() < self._next_check:
             return
-        self._next_check = time.monotonic() + self.recheck_s
+        self._next_check = time.monotonic() + self._recheck
         try:
             free = shutil.disk_usage(self.path.parent).free
         except OSError:
@@ -369,6 +378,7 @@ class Outbox:
         if free >= 2 * max(self.reserve_bytes, 1024 * 1024) and self._take_reserve():
             log.warning("disk space back: telemetry accepted again", extra={"free_bytes": free})
             self.storage = "ok"
+            self._recovered_at = time.monotonic()
 
     def _write_guarded(self, batch: list[_Pending]) -> list[int | BaseException]:
         """``_write`` that survives a full disk: alarms and events still go in, telemetry and bulk are refused."""

@@ -18,6 +18,7 @@ import asyncio
 import collections
 import contextlib
 import html
+import ipaddress
 import json
 import logging
 import shutil
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("civicedge.edge.status")
 MAX_REQUEST = 8192
+MAX_CLIENTS = 8  # a page for one technician: more connections at once are closed at once
+REQUEST_S = 5.0  # the whole exchange, reading and writing
 
 
 class Rate:
@@ -128,15 +131,14 @@ def page(state: dict[str, Any]) -> str:
         dec_rows = "".join(
             "<tr>"
             + "".join(
-                f"<td>{_cell(d.get(k))}</td>"
-                for k in ("at", "decision", "reason", "method", "score", "temperature_c", "latency_ms")
+                f"<td>{_cell(d.get(k))}</td>" for k in ("at", "decision", "reason", "method", "score", "latency_ms")
             )
             + "</tr>"
             for d in reversed(decisions)
         )
         dec_table = (
             "<table class=dec><tr><th>at</th><th>decision</th><th>reason</th><th>method</th><th>score</th>"
-            f"<th>°C</th><th>ms</th></tr>{dec_rows}</table>"
+            f"<th>ms</th></tr>{dec_rows}</table>"
             if decisions
             else ""
         )
@@ -182,6 +184,8 @@ class StatusServer:
         self.agent, self.host, self.port = agent, host, port
         self.server: asyncio.Server | None = None
         self.requests = 0
+        self.turned_away = 0
+        self._slots = asyncio.Semaphore(MAX_CLIENTS)
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(self._serve, self.host, self.port, limit=MAX_REQUEST)
@@ -195,26 +199,55 @@ class StatusServer:
                 await self.server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            async with asyncio.timeout(10):
-                head = await reader.readuntil(b"\r\n\r\n")
-            method, target, *_ = [*head.split(b"\r\n", 1)[0].decode("latin-1").split(" "), "", ""]
-            self.requests += 1
-            status, ctype, body = self._answer(method, target.split("?", 1)[0])
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError):
-            status, ctype, body = 400, "text/plain", b"bad request\n"
-        except ConnectionError:
+        if self._slots.locked():  # busy: no queue of idle sockets eating the agent's file descriptors
+            self.turned_away += 1
+            writer.close()
             return
-        with contextlib.suppress(ConnectionError):
-            writer.write(
-                f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}\r\nContent-Type: {ctype}\r\n"
-                f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n"
-                "Content-Security-Policy: default-src 'none'; style-src 'unsafe-inline'\r\n"
-                "Connection: close\r\n\r\n".encode()
-                + body
-            )
-            await writer.drain()
-        writer.close()
+        async with self._slots:
+            try:
+                async with asyncio.timeout(REQUEST_S):
+                    await self._exchange(reader, writer)
+            except (TimeoutError, ConnectionError):
+                pass
+            finally:
+                writer.close()
+
+    async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            method, target, *_ = [*lines[0].split(" "), "", ""]
+            host = next((v.strip() for k, _, v in (h.partition(":") for h in lines[1:]) if k.lower() == "host"), "")
+            self.requests += 1
+            if not self._host_ok(host):
+                status, ctype, body = 421, "text/plain", b"unknown Host: open the page by the gateway's address\n"
+            else:
+                status, ctype, body = self._answer(method, target.split("?", 1)[0])
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+            status, ctype, body = 400, "text/plain", b"bad request\n"
+        except Exception:  # a page that cannot be made must not leave the socket open or stop the agent
+            log.exception("status page failed")
+            status, ctype, body = 500, "text/plain", b"status unavailable: see the agent's log\n"
+        writer.write(
+            f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}\r\nContent-Type: {ctype}\r\n"
+            f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n"
+            "Content-Security-Policy: default-src 'none'; style-src 'unsafe-inline'\r\n"
+            "Connection: close\r\n\r\n".encode()
+            + body
+        )
+        await writer.drain()
+
+    def _host_ok(self, host: str) -> bool:
+        """Only the names the gateway is reached by: an IP address or localhost. A page elsewhere that points a
+        name of its own at the gateway (DNS rebinding, through a technician's SSH tunnel) is refused."""
+        name = host[1 : host.find("]")] if host.startswith("[") else host.split(":", 1)[0]
+        if name in ("localhost", self.host):
+            return True
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            return False
+        return True
 
     def _answer(self, method: str, path: str) -> tuple[int, str, bytes]:
         if method not in ("GET", "HEAD"):

@@ -565,15 +565,20 @@ python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
     echo "error: Python 3.11 or newer is needed (docs/deployment.md, Jetson)" >&2; exit 2; }
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv" || {
     echo "error: cannot make $venv: apt-get install python3-venv" >&2; exit 2; }
+# the civicedge wheel of this bundle by its path (never a package of that name from an index), its
+# dependencies at the versions the project was tested with (wheels/constraints.txt)
+whl=$(ls "$here"/wheels/civicedge-*.whl | head -n 1)
+pins="$here/wheels/constraints.txt"
 if [ -f "$here/wheels/COMPLETE" ]; then
     echo "installing from the bundle's wheelhouse (no network needed)"
-    "$venv/bin/pip" install --quiet --no-index --find-links "$here/wheels" 'civicedge[edge]'
+    "$venv/bin/pip" install --quiet --no-index --find-links "$here/wheels" -c "$pins" "$whl[edge]"
 else
     echo "installing civicedge from the bundle, its dependencies from PyPI"
-    "$venv/bin/pip" install --quiet --find-links "$here/wheels" 'civicedge[edge]'
+    "$venv/bin/pip" install --quiet -c "$pins" "$whl[edge]"
 fi
 "$venv/bin/civicedge" edge install --bundle "$here" "$@"
-"$venv/bin/civicedge" edge doctor --config /etc/civicedge/config.yaml || true
+# the self-check as the service itself (its groups, its files), not as root
+runuser -u civicedge -- "$venv/bin/civicedge" edge doctor --config /etc/civicedge/config.yaml || true
 """
 
 
@@ -585,6 +590,7 @@ def _wheelhouse(dest: Path, machine: str | None) -> str:
     dest.mkdir(parents=True, exist_ok=True)
     for old in dest.glob("civicedge-*.whl"):
         old.unlink()
+    shutil.copyfile(ROOT / "constraints.txt", dest / "constraints.txt")
     _run(
         [
             sys.executable,

@@ -453,8 +453,9 @@ class GateUnit(Unit):
     def status(self) -> dict[str, Any]:
         recent = []
         for d, at in list(zip(self.decisions, self.decided_at, strict=False))[-10:]:
-            row = d.model_dump(include={"decision", "reason", "method", "score", "temperature_c", "latency_ms"})
-            recent.append({"at": time.strftime("%H:%M:%S", time.localtime(at)), **row})
+            # what and why, to the minute; not who, nor a person's temperature (health data on a local page)
+            row = d.model_dump(include={"decision", "reason", "method", "score", "latency_ms"})
+            recent.append({"at": time.strftime("%H:%M", time.localtime(at)), **row})
         return {
             "door": self.cfg.door,
             "door_open": self.door_open_since is not None,

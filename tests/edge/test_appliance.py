@@ -195,3 +195,58 @@ def test_install_errors_name_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     with pytest.raises(InstallError, match="as root: sudo"):
         install(_bundle(tmp_path), Layout(prefix=tmp_path / "x"))
+
+
+def test_a_compromised_service_cannot_steer_a_second_install(tmp_path: Path) -> None:
+    """The service user owns /etc/civicedge and /opt/civicedge/app. Playing a compromised agent, plant links
+    and a FIFO there; the next install (as root) refuses or goes around them and never writes, chowns or reads
+    through them."""
+    prefix = _staging(tmp_path / "root")
+    bundle = _bundle(tmp_path)
+    assert _install(bundle, prefix).returncode == 0
+    etc = prefix / "etc" / "civicedge"
+    victim = tmp_path / "victim"
+    victim.write_text("root's file\n")
+    victim.chmod(0o600)
+    (bundle / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+
+    (etc / "ca.pem").symlink_to(victim)  # root would write the CA over it and hand it to the service
+    r = _install(bundle, prefix)
+    assert r.returncode == 2 and "ca.pem" in r.stderr and "link" in r.stderr, r.stderr
+    assert (
+        victim.read_text() == "root's file\n" and victim.stat().st_uid == 0 and victim.stat().st_mode & 0o777 == 0o600
+    )
+    (etc / "ca.pem").unlink()
+
+    os.mkfifo(etc / "config.yaml.bundle")  # a FIFO: a reader or writer that never returns
+    (etc / "config.yaml").write_text((etc / "config.yaml").read_text() + "log_level: info\n")
+    r = _install(bundle, prefix)
+    assert r.returncode == 2 and "config.yaml.bundle" in r.stderr
+    (etc / "config.yaml.bundle").unlink()
+
+    secrets = etc / "secrets"
+    shutil.rmtree(secrets)
+    victim_dir = tmp_path / "victim-dir"
+    victim_dir.mkdir(mode=0o755)
+    secrets.symlink_to(victim_dir)  # root would chown the folder it points at to the service
+    r = _install(bundle, prefix)
+    assert r.returncode == 2 and "not a plain folder" in r.stderr
+    assert victim_dir.stat().st_uid == 0 and victim_dir.stat().st_mode & 0o777 == 0o755
+    assert list(victim_dir.iterdir()) == []
+
+
+def test_a_bundle_cannot_smuggle_unit_lines_or_host_files(tmp_path: Path) -> None:
+    prefix = _staging(tmp_path / "root")
+    bundle = _bundle(tmp_path)
+    doc = yaml.safe_load((bundle / "config.yaml").read_text())
+    doc["device"]["id"] = "gate-07\nExecStartPre=+/bin/sh -c 'id > /tmp/owned'"
+    (bundle / "config.yaml").write_text(yaml.safe_dump(doc))
+    r = _install(bundle, prefix)
+    assert r.returncode == 2 and "device.id" in r.stderr
+    assert not (prefix / "etc/systemd/system/civicedge-agent.service").exists()
+
+    bundle = _bundle(tmp_path / "second")
+    (bundle / "secrets" / "shadow").symlink_to("/etc/shadow")  # a link to a file of the gateway's
+    r = _install(bundle, prefix)
+    assert r.returncode == 2 and "not a plain file" in r.stderr
+    assert not (prefix / "etc/civicedge/secrets/shadow").exists()

@@ -132,3 +132,18 @@ async def test_the_page_shows_text_as_text_and_answers_only_reads(mosquitto: Mos
     assert (await reader.read()).startswith(b"HTTP/1.1 400")
     writer.close()
     assert (await _get(agent, "/healthz")).status_code == 200
+
+    # a page elsewhere that points its own name at the gateway (DNS rebinding through an SSH tunnel): refused
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{agent.status_server.port}", timeout=10) as c:
+        assert (await c.get("/status.json", headers={"Host": "attacker.example"})).status_code == 421
+
+    # idle connections cannot pile up: past a handful the next one is closed at once, and they time out
+    port = agent.status_server.port
+    idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(8)]
+    await until(lambda: agent.status_server._slots.locked(), 5, "the idle clients to take every slot")
+    r9, w9 = await asyncio.open_connection("127.0.0.1", port)
+    assert await asyncio.wait_for(r9.read(), 2) == b"" and agent.status_server.turned_away >= 1
+    w9.close()
+    for _r, w in idle:
+        w.close()
+    assert (await _get(agent, "/healthz")).status_code == 200  # their slots are free again
