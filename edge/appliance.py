@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -45,7 +46,6 @@ UNIT = """\
 # {service}.service — written by `civicedge edge install`; docs/deployment.md explains each setting.
 [Unit]
 Description=CivicEdge gateway agent ({device})
-Documentation=file://{docs}
 After=network-online.target time-sync.target
 Wants=network-online.target
 # a gateway keeps trying: never give up into "failed" after a burst of restarts
@@ -145,11 +145,9 @@ class Layout:
 
 
 def render_unit(layout: Layout, device: str, watchdog_s: int = WATCHDOG_S) -> str:
-    docs = layout.venv.parent / "docs" / "deployment.md"
     return UNIT.format(
         service=SERVICE,
         device=device,
-        docs=docs,
         venv=layout.venv,
         app=layout.app,
         etc=layout.etc,
@@ -291,26 +289,48 @@ def _bundle_file(path: Path) -> bytes:
     return path.read_bytes()
 
 
-def read_bundle(bundle: Path) -> tuple[dict[str, object], str]:
-    """The bundle's config and device id; refuses a folder that is not a gateway bundle."""
+def _config_problem(text: bytes, where: str, layout: Layout) -> str | None:
+    """Why a config cannot run under this layout (None: it can)."""
+    from edge.config import ConfigError, expand_env, parse_config
+
+    try:
+        cfg = parse_config(yaml.safe_load(expand_env(text.decode())), where)
+    except (ConfigError, yaml.YAMLError, UnicodeDecodeError) as exc:
+        return str(exc)
+    if not cfg.outbox.path.is_relative_to(layout.state):
+        return f"{where}: outbox.path {cfg.outbox.path} is outside {layout.state}, where the service may not write"
+    return None
+
+
+def read_bundle(bundle: Path, layout: Layout | None = None) -> tuple[dict[str, object], str]:
+    """The bundle's config and device id; refuses a folder that is not a gateway bundle, or a config that would
+    not run, before anything is changed."""
     from protocol.errors import ProtocolError
     from protocol.topics import validate_id
 
     cfg = bundle / "config.yaml"
+    if not bundle.is_dir():
+        raise InstallError(f"{bundle} does not exist or is not a folder: name the bundle folder gateway-bundle wrote")
     if not cfg.is_file():
         raise InstallError(
             f"{bundle} is not a gateway bundle (no config.yaml): make one with tools/flash.py gateway-bundle and "
             "copy the whole folder to the gateway"
         )
+    text = _bundle_file(cfg)
     try:
-        doc = yaml.safe_load(_bundle_file(cfg))
-        device = validate_id(str(doc["device"]["id"]), "device.id")
-    except (yaml.YAMLError, KeyError, TypeError, ValueError, ProtocolError) as exc:
+        doc = yaml.safe_load(text)
+        if not isinstance(doc, dict) or not isinstance(doc.get("device"), dict):
+            raise ValueError("it has no device section")
+        device = validate_id(str(doc["device"].get("id")), "device.id")
+    except (yaml.YAMLError, ValueError, ProtocolError) as exc:
         raise InstallError(f"{cfg} is not a gateway config ({exc}); make the bundle again") from None
+    problem = _config_problem(text, str(cfg), layout or Layout())
+    if problem:
+        raise InstallError(f"{problem} — fix {cfg} and run the install again (nothing was changed)")
     return doc, device
 
 
-def install_files(bundle: Path, layout: Layout, uid: int, gid: int, say: Say) -> None:
+def install_files(bundle: Path, layout: Layout, uid: int, gid: int, say: Say, replace_secrets: bool = False) -> None:
     """/etc/civicedge from the bundle. Secrets already there stay (the cloud holds their public halves); a config
     already there stays too (the agent may have changed it) and the bundle's is left beside it."""
     layout.on_disk(layout.etc).parent.mkdir(parents=True, exist_ok=True)
@@ -322,8 +342,11 @@ def install_files(bundle: Path, layout: Layout, uid: int, gid: int, say: Say) ->
             for src in sorted(src_dir.iterdir()) if src_dir.is_dir() else []:
                 data, where = _bundle_file(src), f"{layout.etc}/secrets/{src.name}"
                 have = _read(secrets, src.name, where)
-                if have is not None and have != data:
-                    say(f"kept {where} (already there; differs from the bundle's)")
+                if have is not None and have != data and not replace_secrets:
+                    say(
+                        f"kept {where} (differs from the bundle's; if the bundle was made again, the cloud now holds "
+                        "the new key: run again with --replace-secrets)"
+                    )
                     continue
                 _write(secrets, src.name, data, uid, gid, 0o600, where)
         finally:
@@ -332,10 +355,14 @@ def install_files(bundle: Path, layout: Layout, uid: int, gid: int, say: Say) ->
             _write(etc, "ca.pem", _bundle_file(bundle / "ca.pem"), uid, gid, 0o640, f"{layout.etc}/ca.pem")
         new = _bundle_file(bundle / "config.yaml")
         have = _read(etc, "config.yaml", f"{layout.etc}/config.yaml")
-        if have is not None and have != new:
+        broken = have is not None and _config_problem(have, f"{layout.etc}/config.yaml", layout)
+        if have is not None and have != new and not broken:
             _write(etc, "config.yaml.bundle", new, uid, gid, 0o640, f"{layout.etc}/config.yaml.bundle")
             say(f"kept {layout.etc}/config.yaml (changed since); the bundle's is beside it as config.yaml.bundle")
         else:
+            if broken and have is not None:
+                _write(etc, "config.yaml.invalid", have, uid, gid, 0o640, f"{layout.etc}/config.yaml.invalid")
+                say(f"replaced {layout.etc}/config.yaml, which does not load ({broken}); kept as config.yaml.invalid")
             _write(etc, "config.yaml", new, uid, gid, 0o640, f"{layout.etc}/config.yaml")
     finally:
         os.close(etc)
@@ -414,11 +441,14 @@ def write_unit(layout: Layout, device: str, journal_max: str | None, hardware_wa
         conf.parent.mkdir(parents=True, exist_ok=True)
         conf.write_text(JOURNALD.format(max_use=journal_max))
         say(f"journald capped at {journal_max} ({conf.relative_to(layout.prefix)})")
+    conf = layout.on_disk(Path("/etc/systemd/system.conf.d/civicedge-watchdog.conf"))
     if hardware_watchdog:
-        conf = layout.on_disk(Path("/etc/systemd/system.conf.d/civicedge-watchdog.conf"))
         conf.parent.mkdir(parents=True, exist_ok=True)
         conf.write_text(SYSTEM_WATCHDOG.format(seconds=HARDWARE_WATCHDOG_S))
-        say(f"hardware watchdog: systemd feeds it every {HARDWARE_WATCHDOG_S // 2} s (takes effect at the next boot)")
+        say(f"hardware watchdog: systemd feeds it every {HARDWARE_WATCHDOG_S / 2:g} s (takes effect at the next boot)")
+    elif conf.exists():
+        conf.unlink()
+        say("hardware watchdog: no longer fed by systemd (an earlier --hardware-watchdog undone; next boot)")
 
 
 def check_config(layout: Layout) -> str:
@@ -459,12 +489,20 @@ def install(
     journal_max: str | None = "64M",
     hardware_watchdog: bool = False,
     start_service: bool = True,
+    replace_secrets: bool = False,
     say: Say = print,
 ) -> str:
     """Run every step; returns the device id."""
     if os.geteuid() != 0:
         raise InstallError("run it as root: sudo /opt/civicedge/venv/bin/civicedge edge install --bundle …")
-    _, device = read_bundle(bundle)
+    if journal_max and not re.fullmatch(r"[1-9][0-9]*[KMG]", journal_max):
+        raise InstallError(f"--journal-max {journal_max!r}: give a size with its unit, e.g. 64M or 1G")
+    if layout.prefix != Path("/") and not layout.on_disk(Path("/etc/passwd")).is_file():
+        raise InstallError(
+            f"{layout.prefix} has no etc/passwd: --prefix must be the root of an installed system "
+            "(a mounted image, a debootstrap root)"
+        )
+    _, device = read_bundle(bundle, layout)
     ids: dict[str, int] = {}
 
     def account() -> None:
@@ -472,7 +510,10 @@ def install(
 
     steps: list[tuple[str, Callable[[], object]]] = [
         (f"service user {layout.user} and groups {', '.join(layout.groups)}", account),
-        (f"{layout.etc} and {layout.state}", lambda: install_files(bundle, layout, ids["uid"], ids["gid"], say)),
+        (
+            f"{layout.etc} and {layout.state}",
+            lambda: install_files(bundle, layout, ids["uid"], ids["gid"], say, replace_secrets),
+        ),
         (f"the first version under {layout.app}", lambda: install_app(layout, ids["uid"], ids["gid"], say)),
         ("the config, as the agent reads it", lambda: _note(check_config(layout), say)),
         (f"the systemd unit {SERVICE}", lambda: write_unit(layout, device, journal_max, hardware_watchdog, say)),
@@ -482,6 +523,8 @@ def install(
     for i, (title, step) in enumerate(steps, 1):
         say(f"[{i}/{len(steps)}] {title}")
         step()
+    if not (start_service and layout.prefix == Path("/")):
+        say(f"not started: on the gateway, systemctl enable --now {SERVICE}")
     return device
 
 

@@ -152,6 +152,12 @@ def install_cmd(
         typer.Option(help="let systemd feed the board's hardware watchdog (RuntimeWatchdogSec; see the docs)"),
     ] = False,
     start: Annotated[bool, typer.Option(help="enable and start the service when systemd runs here")] = True,
+    replace_secrets: Annotated[
+        bool, typer.Option(help="take the bundle's secrets over those installed (a bundle made again)")
+    ] = False,
+    venv: Annotated[
+        Path | None, typer.Option(help="the venv the unit runs (default: this one; /opt/civicedge/venv for an image)")
+    ] = None,
 ) -> None:
     """Make this machine a gateway (as root): the service user and its hardware groups, /etc/civicedge from the
     bundle, the state folder, the first A/B version, the systemd unit (Type=notify, watchdog), then start it.
@@ -161,10 +167,11 @@ def install_cmd(
     try:
         device = install(
             bundle,
-            Layout(prefix=prefix.resolve()),
+            Layout(prefix=prefix.resolve(), venv=venv or Path(sys.prefix)),
             journal_max=journal_max or None,
             hardware_watchdog=hardware_watchdog,
             start_service=start,
+            replace_secrets=replace_secrets,
             say=typer.echo,
         )
     except InstallError as exc:
@@ -174,7 +181,8 @@ def install_cmd(
         typer.echo(f"error: {exc.strerror}: {exc.filename} (is the disk full or read-only?)", err=True)
         raise typer.Exit(2) from None
     typer.echo(
-        f"gateway {device} installed. Check it: civicedge edge doctor --config /etc/civicedge/config.yaml; "
+        f"gateway {device} installed. Check it as the service: sudo -u civicedge "
+        f"/opt/civicedge/venv/bin/civicedge edge doctor -c /etc/civicedge/config.yaml; "
         f"on the laptop: python tools/flash.py verify --device {device}"
     )
 

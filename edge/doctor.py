@@ -121,7 +121,8 @@ def _models() -> Iterator[Check]:
 
 
 def _sqlite(folder: Path) -> tuple[str, str]:
-    folder.mkdir(parents=True, exist_ok=True)
+    if not folder.is_dir():
+        return "fail", f"{folder} does not exist: civicedge edge install makes it (or fix outbox.path)"
     with tempfile.TemporaryDirectory(dir=folder, prefix=".doctor-") as tmp:
         conn = sqlite3.connect(Path(tmp) / "check.db", isolation_level=None)
         try:
@@ -206,7 +207,9 @@ def run_checks(config: Path | None = None, state_dir: Path | None = None) -> lis
     checks += [_timed(f"package {m}", _package(m, why, req)) for m, why, req in PACKAGES]
     checks += list(_models())
     raw: dict[str, Any] = {}
-    if config is not None:
+    if config is None:
+        checks.append(Check("config", "warn", "none checked: pass --config /etc/civicedge/config.yaml"))
+    else:
         check, cfg, raw = _config(config)
         checks.append(check)
         if cfg is not None and state_dir is None:

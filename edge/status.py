@@ -111,6 +111,10 @@ def _cell(value: Any) -> str:
     return html.escape("—" if value is None else str(value))
 
 
+def _counts(counts: dict[str, int]) -> str:
+    return html.escape(", ".join(f"{k} {v}" for k, v in counts.items()) or "none")
+
+
 def _ago(ms: int | None) -> str:
     if not ms:
         return "never"
@@ -172,7 +176,7 @@ section{{border:1px solid #e2e8f0;border-radius:.4rem;padding:.2rem 1rem;margin:
 {"online" if cloud["online"] else "offline"} ({e(cloud["broker"])}), last sent {last_sent}</td></tr>
 <tr><th>outbox</th><td>{depth} · {ob["bytes"] // 1024} KiB of {ob["budget_bytes"] // 1048576} MiB</td></tr>
 <tr><th>storage</th><td>{e(ob["storage"])}{"" if free is None else f" · {free // 1048576} MiB free"}</td></tr>
-<tr><th>shed / refused</th><td>{_cell(ob["shed"])} / {_cell(ob["refused"])}</td></tr>
+<tr><th>shed / refused</th><td>{_counts(ob["shed"])} / {_counts(ob["refused"])}</td></tr>
 </table></section>
 {"".join(rows)}
 <p><small>Refreshes every 5 s · <a href=/status.json>status.json</a> · <a href=/healthz>healthz</a></small></p>

@@ -250,3 +250,37 @@ def test_a_bundle_cannot_smuggle_unit_lines_or_host_files(tmp_path: Path) -> Non
     r = _install(bundle, prefix)
     assert r.returncode == 2 and "not a plain file" in r.stderr
     assert not (prefix / "etc/civicedge/secrets/shadow").exists()
+
+
+def test_a_bad_bundle_config_changes_nothing_and_a_fixed_one_installs(tmp_path: Path) -> None:
+    prefix = _staging(tmp_path / "root")
+    bundle = _bundle(tmp_path)
+    good = (bundle / "config.yaml").read_text()
+    (bundle / "config.yaml").write_text(good.replace("port:", "prot:", 1))
+    r = _install(bundle, prefix)
+    assert r.returncode == 2 and "prot" in r.stderr and "nothing was changed" in r.stderr, r.stderr
+    assert not (prefix / "etc/civicedge").exists() and "civicedge" not in (prefix / "etc/passwd").read_text()
+    (bundle / "config.yaml").write_text(good)
+    assert _install(bundle, prefix).returncode == 0
+    # an installed config that no longer loads (edited by hand) is replaced by the bundle's, and kept aside
+    installed = prefix / "etc/civicedge/config.yaml"
+    installed.write_text(good + "bogus_section: 1\n")
+    again = _install(bundle, prefix)
+    assert again.returncode == 0 and "does not load" in again.stdout, again.stdout + again.stderr
+    assert installed.read_text() == good and "bogus_section" in (installed.parent / "config.yaml.invalid").read_text()
+
+
+def test_a_bundle_made_again_replaces_the_key_when_asked(tmp_path: Path) -> None:
+    from protocol.signing import generate_key, private_key_pem
+
+    prefix = _staging(tmp_path / "root")
+    bundle = _bundle(tmp_path)
+    assert _install(bundle, prefix).returncode == 0
+    new_key = private_key_pem(generate_key())
+    (bundle / "secrets" / "signing-key.pem").write_bytes(new_key)
+    kept = _install(bundle, prefix)
+    assert "--replace-secrets" in kept.stdout
+    installed = prefix / "etc/civicedge/secrets/signing-key.pem"
+    assert installed.read_bytes() != new_key
+    assert _install(bundle, prefix, "--replace-secrets").returncode == 0 and installed.read_bytes() == new_key
+    assert installed.stat().st_mode & 0o777 == 0o600
