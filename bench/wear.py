@@ -38,37 +38,17 @@ class _Count(logging.Handler):
 async def _run(work: Path, idle_s: float, busy_s: float, every_s: float, passages: int) -> dict[str, Any]:
     from edge.agent import Agent
     from edge.config import parse_config
-    from edge.vision.detect import FaceDetector
-    from edge.vision.embed import Embedder
-    from edge.vision.gallery import Gallery
-    from simulators.camera import photo
-    from simulators.fleet import agent_config
+    from simulators.camera import enrol_photo
+    from simulators.fleet import agent_config, gate_unit
     from simulators.ioboard import IOBoardSim
     from simulators.services import Mosquitto
     from simulators.thermal import Scene
 
-    det, emb, face = FaceDetector(), Embedder(1), photo("astronaut")
-    gallery = Gallery(work / "gallery.db", b"bench-secret")
-    gallery.enroll("res-1", [emb.embed(face, det.refine(face, det.detect(face)[0]))], unit="12-0304")
-    gallery.close()
+    enrol_photo(work / "gallery.db", b"device-secret", "res-1", unit="12-0304")
     board = IOBoardSim()
     broker = Mosquitto(workdir=work / "mqtt")
     broker.start()
-    gate = {
-        "type": "gate",
-        "door": "door-1",
-        "io": {
-            "type": "ioboard",
-            "port": board.port,
-            "outputs": {"lock": 0},
-            "inputs": {"door_contact": 0, "fire": 1},
-        },
-        "secret": "bench-secret",
-        "gallery": str(work / "gallery.db"),
-        "camera": {"type": "simulated", "fps": 10},
-        "cooldown_s": 1.0,
-        "open_s": 0.5,
-    }
+    gate = gate_unit(board.port, work / "gallery.db", camera={"type": "simulated", "fps": 10}, cooldown_s=1.0)
     doc = agent_config(work, host=broker.host, port=broker.port, units=[gate], health={"interval_s": 60})
     counter = _Count()
     logging.getLogger("civicedge").addHandler(counter)

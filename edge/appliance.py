@@ -370,14 +370,19 @@ def install_files(bundle: Path, layout: Layout, uid: int, gid: int, say: Say, re
     os.close(_open_dir(layout.on_disk(layout.state), uid, gid, 0o750))
 
 
+def _copy_packages(src: Path, dest: Path) -> None:
+    """The agent's own code (what an A/B version holds): ``edge`` and ``protocol`` from ``src``."""
+    for pkg in ("edge", "protocol"):
+        shutil.copytree(src / pkg, dest / pkg, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+
+
 def install_version(app: Path, src: Path, version: str) -> Path:
     """Copy this installation's ``edge`` and ``protocol`` as version ``version`` and point ``current`` at it
     (``edge install-version``: an install root of one's own, for development)."""
     from edge.updater import switch
 
     dest = app / "versions" / version
-    for pkg in ("edge", "protocol"):
-        shutil.copytree(src / pkg, dest / pkg, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+    _copy_packages(src, dest)
     switch(app, version)
     return dest
 
@@ -408,9 +413,7 @@ def install_app(layout: Layout, uid: int, gid: int, say: Say) -> None:
             staging = Path(tempfile.mkdtemp(prefix=".civicedge-install.", dir=app_path.parent))
             try:
                 built = staging / __version__
-                src = Path(__file__).resolve().parent.parent
-                for pkg in ("edge", "protocol"):
-                    shutil.copytree(src / pkg, built / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+                _copy_packages(Path(__file__).resolve().parent.parent, built)
                 for path in [built, *built.rglob("*")]:
                     os.chown(path, uid, gid, follow_symlinks=False)
                 with contextlib.suppress(FileNotFoundError):  # a copy the service may have left there: aside

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
-import os
 import shutil
 import sqlite3
 import time
@@ -34,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import orjson
 
 from edge import store
+from edge.ballast import Ballast, disk_full
 from protocol.envelope import new_id, now_ms
 from protocol.messages import LANE_PRIORITY, AlarmClear, AlarmRaise, Body, Lane, TelemetryBatch
 from protocol.signing import sign_uplink, signs
@@ -50,7 +49,6 @@ _TAIL = b',"ts":%d,"type":"%s","body":%s}'
 _TAIL_SIGNED = b',"ts":%d,"type":"%s","body":%s,"sig":"%s"}'
 ROW_OVERHEAD = 48  # bytes per row beyond the payload, for the budget (page/index overhead, measured)
 _CHANNEL_FOR_LANE = {Lane.ALARM: Channel.ALM, Lane.EVENT: Channel.EVT, Lane.TELEMETRY: Channel.TELE}
-SQLITE_FULL = 13
 log = logging.getLogger("civicedge.edge.outbox")
 
 
@@ -59,13 +57,6 @@ def _rollback(conn: sqlite3.Connection) -> None:
     them: a plain ROLLBACK would then raise and hide the error that matters)."""
     if conn.in_transaction:
         conn.execute("ROLLBACK")
-
-
-def disk_full(exc: BaseException) -> bool:
-    """An error that means the filesystem has no room (SQLite's SQLITE_FULL or ENOSPC from a plain write)."""
-    if isinstance(exc, sqlite3.Error):
-        return getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL or "full" in str(exc)
-    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 class OutboxFull(RuntimeError):
@@ -123,8 +114,8 @@ class Outbox:
     ) -> None:
         self.path = Path(path)
         #: the ballast file given up when the disk fills (so alarms can still be written)
-        self.reserve_path = self.path.with_name(self.path.name + ".reserve")
-        self.reserve_bytes = reserve_bytes
+        self.ballast = Ballast(self.path.with_name(self.path.name + ".reserve"), reserve_bytes)
+        self.reserve_path = self.ballast.path
         self.recheck_s = recheck_s
         #: "ok" or "full" (the filesystem, not the budget); changes raise and clear the storage.full alarm
         self.storage: Literal["ok", "full"] = "ok"
@@ -175,16 +166,16 @@ class Outbox:
         try:
             conn = store.connect(self.path, self.durability)
         except (sqlite3.Error, OSError):
-            if not self.reserve_path.exists():
+            if not self.ballast.exists():
                 raise
             # the card filled while the agent was stopped: its ballast from the last run makes room to open
-            self._give_up_reserve()
+            self.ballast.give_up()
             conn = store.connect(self.path, self.durability)
         self._conn = conn
-        if not self._take_reserve():  # no room even for the ballast: as full as a card gets
+        if not self.ballast.take():  # no room even for the ballast: as full as a card gets
             log.warning(
                 "disk nearly full at start: telemetry refused until space returns",
-                extra={"path": str(self.path.parent), "reserve_bytes": self.reserve_bytes},
+                extra={"path": str(self.path.parent), "reserve_bytes": self.ballast.size},
             )
             self.storage = "full"
         for lane_no, nxt in conn.execute("SELECT lane, next_seq FROM lane_seq"):
@@ -306,36 +297,6 @@ class Outbox:
 
     # --- a full filesystem ---------------------------------------------------------------------
 
-    def _take_reserve(self) -> bool:
-        """Writer thread: (re)make the ballast file if there is room for it and some to spare."""
-        if not self.reserve_bytes:
-            return True
-        try:
-            if self.reserve_path.exists() and self.reserve_path.stat().st_size >= self.reserve_bytes:
-                return True
-            if shutil.disk_usage(self.path.parent).free < 2 * self.reserve_bytes:
-                return False
-            with open(self.reserve_path, "wb") as f:  # real blocks, not a sparse file; allocated, not written
-                try:
-                    os.posix_fallocate(f.fileno(), 0, self.reserve_bytes)
-                except OSError as exc:
-                    if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
-                        raise
-                    chunk = b"\0" * 65536  # a filesystem without fallocate: write it
-                    for _ in range(0, self.reserve_bytes, len(chunk)):
-                        f.write(chunk)
-                f.flush()
-                os.fsync(f.fileno())
-            return True
-        except OSError:
-            with contextlib.suppress(OSError):
-                self.reserve_path.unlink()
-            return False
-
-    def _give_up_reserve(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.reserve_path.unlink()
-
     def _enter_full(self, need: int) -> None:
         """Writer thread, after a write failed for lack of space: free the ballast, shed old telemetry and bulk
         (their pages are reused inside the database), refuse telemetry until space returns."""
@@ -348,7 +309,7 @@ class Outbox:
             self._bump("disk_full", 1)
         self.storage = "full"
         self._next_check = now + self._recheck
-        self._give_up_reserve()
+        self.ballast.give_up()
         need = max(need * 4, 256 * 1024)
         conn = self.conn
         with contextlib.suppress(sqlite3.Error):
@@ -375,7 +336,7 @@ class Outbox:
             free = shutil.disk_usage(self.path.parent).free
         except OSError:
             return
-        if free >= 2 * max(self.reserve_bytes, 1024 * 1024) and self._take_reserve():
+        if free >= 2 * max(self.ballast.size, 1024 * 1024) and self.ballast.take():
             log.warning("disk space back: telemetry accepted again", extra={"free_bytes": free})
             self.storage = "ok"
             self._recovered_at = time.monotonic()

@@ -40,6 +40,22 @@ def photo(name: str) -> U8:
     return np.asarray(Image.open(FACES / PHOTOS[name][0]).convert("RGB"))
 
 
+def enrol_photo(
+    gallery: Path, secret: bytes, resident: str, person: str = "astronaut", unit: str | None = None
+) -> None:
+    """Enrol ``person``'s photo as ``resident`` in a gate's gallery file, as the gate itself would store it."""
+    from edge.vision.detect import FaceDetector
+    from edge.vision.embed import Embedder
+    from edge.vision.gallery import Gallery
+
+    det, emb, face = FaceDetector(), Embedder(1), photo(person)
+    g = Gallery(gallery, secret)
+    try:
+        g.enroll(resident, [emb.embed(face, det.refine(face, det.detect(face)[0]))], unit=unit)
+    finally:
+        g.close()
+
+
 @dataclass(frozen=True, slots=True)
 class Look:
     """How the camera sees the person this time."""

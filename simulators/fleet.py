@@ -49,6 +49,26 @@ def agent_config(
     return doc
 
 
+def gate_unit(port: str, gallery: Path, **overrides: Any) -> dict[str, Any]:
+    """A gate unit's config on the I/O board simulator at ``port`` (lock on output 0, door contact and fire on
+    inputs 0 and 1) with the simulated camera; ``overrides`` replace top-level keys."""
+    return {
+        "type": "gate",
+        "door": "door-1",
+        "io": {
+            "type": "ioboard",
+            "port": port,
+            "outputs": {"lock": 0},
+            "inputs": {"door_contact": 0, "fire": 1},
+            "watchdog_s": None,
+        },
+        "secret": "device-secret",
+        "gallery": str(gallery),
+        "camera": {"type": "simulated", "fps": 15},
+        "open_s": 0.5,
+    } | overrides
+
+
 def write_config(path: Path, doc: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(doc, sort_keys=False))

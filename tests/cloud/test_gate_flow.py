@@ -15,6 +15,7 @@ import numpy as np
 from protocol import encode, envelope, topic
 from protocol.messages import DeviceEvent
 from simulators.camera import FACES
+from simulators.fleet import gate_unit
 from simulators.ioboard import IOBoardSim
 from simulators.services import Mosquitto
 from simulators.thermal import Scene
@@ -25,26 +26,8 @@ from tests.waits import until as _until
 
 def gate_units(tmp_path: Path, board: IOBoardSim, **overrides: Any) -> list[dict[str, Any]]:
     """One gate unit on the I/O board simulator with the simulated camera."""
-    return [
-        {
-            "type": "gate",
-            "door": "door-1",
-            "io": {
-                "type": "ioboard",
-                "port": board.port,
-                "outputs": {"lock": 0},
-                "inputs": {"door_contact": 0, "fire": 1},
-                "watchdog_s": None,
-            },
-            "secret": "device-secret",
-            "gallery": str(tmp_path / "gallery.db"),
-            "camera": {"type": "simulated", "fps": 15},
-            "open_s": 0.5,
-            "visitor_answer_s": 20,
-            "sync_check_s": 2,
-        }
-        | overrides
-    ]
+    extra = {"visitor_answer_s": 20, "sync_check_s": 2}
+    return [gate_unit(board.port, tmp_path / "gallery.db", **(extra | overrides))]
 
 
 async def until(cond: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:

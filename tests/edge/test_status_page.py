@@ -14,6 +14,8 @@ import pytest
 
 from edge.agent import Agent
 from edge.status import page
+from simulators.camera import enrol_photo
+from simulators.fleet import gate_unit
 from simulators.ioboard import IOBoardSim
 from simulators.services import Mosquitto
 from simulators.thermal import Scene
@@ -29,15 +31,7 @@ def board() -> Iterator[IOBoardSim]:
 
 
 def _gate(tmp_path: Path, port: str) -> dict[str, Any]:
-    return {
-        "type": "gate",
-        "door": "door-1",
-        "io": {"type": "ioboard", "port": port, "outputs": {"lock": 0}, "inputs": {"door_contact": 0, "fire": 1}},
-        "secret": "device-secret",
-        "gallery": str(tmp_path / "gallery.db"),
-        "camera": {"type": "simulated", "fps": 10},
-        "cooldown_s": 1.0,
-    }
+    return gate_unit(port, tmp_path / "gallery.db", camera={"type": "simulated", "fps": 10}, cooldown_s=1.0)
 
 
 async def _get(agent: Agent, path: str) -> httpx.Response:
@@ -49,15 +43,7 @@ async def _get(agent: Agent, path: str) -> httpx.Response:
 async def test_a_technician_sees_the_gate_working(
     tmp_path: Path, mosquitto: Mosquitto, run_agent: RunAgent, board: IOBoardSim
 ) -> None:
-    from edge.vision.detect import FaceDetector
-    from edge.vision.embed import Embedder
-    from edge.vision.gallery import Gallery
-    from simulators.camera import photo
-
-    det, emb, face = FaceDetector(), Embedder(1), photo("astronaut")
-    gallery = Gallery(tmp_path / "gallery.db", b"device-secret")
-    gallery.enroll("res-astronaut", [emb.embed(face, det.refine(face, det.detect(face)[0]))], unit="12-0304")
-    gallery.close()
+    enrol_photo(tmp_path / "gallery.db", b"device-secret", "res-astronaut", unit="12-0304")
     agent: Agent = await run_agent(units=[_gate(tmp_path, board.port)])
     await until(lambda: agent.status_server is not None and agent.units and agent.uplink.connected.is_set(), 30)
     gate: Any = agent.units[0]
