@@ -74,14 +74,18 @@ def gate(
     threads: Annotated[int, typer.Option(help="inference threads per model")] = 2,
     opens: Annotated[int, typer.Option(help="resident frames for the frame → relay latency")] = 40,
     calls: Annotated[int, typer.Option(help="visitor calls through broker and cloud")] = 15,
+    delegate: Annotated[
+        str, typer.Option(help="LiteRT delegate for the main run: cpu, xnnpack, edgetpu, gpu")
+    ] = "xnnpack",
     json_out: Annotated[bool, typer.Option("--json", help="compact JSON")] = False,
 ) -> None:
-    """Gate vision on simulated arrivals (decision latency, model time, search over 50k, temperature error),
-    then the unit itself: frame → relay, and a visitor call through broker and cloud → relay."""
+    """Gate vision on simulated arrivals (decision latency, model time, search over 50k, temperature error,
+    the same frames on every LiteRT delegate present), then the unit itself: frame → relay, and a visitor call
+    through broker and cloud → relay."""
     from bench.gate import run
     from bench.gate_unit import run as run_unit
 
-    report = run(arrivals, residents, threads)
+    report = run(arrivals, residents, threads, delegate=delegate)
     report.update(run_unit(opens, calls))
     print(json.dumps(report, indent=None if json_out else 2))
 

@@ -34,7 +34,7 @@ def _synthetic(n: int, per: int, seed: int) -> list[tuple[str, Any, str | None]]
     return [(f"syn-{i:05d}", vecs[i], None) for i in range(n)]
 
 
-def _gate(conn: Connection, work: str, threads: int) -> None:
+def _gate(conn: Connection, work: str, threads: int, delegate: str = "xnnpack") -> None:
     """The gate process: open the gallery from disk, then decide on every frame that arrives until None."""
     import psutil
 
@@ -43,7 +43,7 @@ def _gate(conn: Connection, work: str, threads: int) -> None:
     from edge.vision.pipeline import GateVision
 
     gallery = Gallery(Path(work) / "gallery.db", b"bench-secret")
-    vision = GateVision(gallery, VisionConfig(threads=threads))
+    vision = GateVision(gallery, VisionConfig(threads=threads, delegate=delegate))
     conn.send(vision.config.thermal.fever_c if vision.config.thermal else None)
     while (item := conn.recv()) is not None:
         d = vision.decide(*item)
@@ -86,7 +86,44 @@ def search_ms(work: Path, identities: int = 50_000, queries: int = 200) -> float
     return statistics.median(times)
 
 
-def run(n_arrivals: int = 300, residents: int = 2000, threads: int = 2, seed: int = 11) -> dict[str, Any]:
+def per_delegate(work: Path, frames: list[Any], threads: int) -> dict[str, Any]:
+    """Decision and model time on the same frames for every LiteRT delegate this machine can load."""
+    from edge.vision.config import VisionConfig
+    from edge.vision.gallery import Gallery
+    from edge.vision.pipeline import GateVision
+    from edge.vision.runtime import DELEGATE_LIBRARIES, DelegateError
+
+    out: dict[str, Any] = {}
+    gallery = Gallery(work / "gallery.db", b"bench-secret")
+    try:
+        for delegate in ("cpu", "xnnpack", *DELEGATE_LIBRARIES):
+            try:
+                vision = GateVision(gallery, VisionConfig(threads=threads, delegate=delegate))  # type: ignore[arg-type]
+            except DelegateError as exc:
+                out[delegate] = {"available": False, "why": str(exc).split(";")[0]}
+                continue
+            try:
+                decisions, inference = [], []
+                for i, item in enumerate(frames):
+                    d = vision.decide(*item)
+                    if i >= WARMUP and d.outcome not in ("no_face", "retry"):
+                        decisions.append(d.timings_ms["total_ms"])
+                        inference.append(d.timings_ms["inference_ms"])
+                out[delegate] = {
+                    "available": True,
+                    "decision_ms_p50": round(percentile(decisions, 50), 2),
+                    "inference_ms_p50": round(percentile(inference, 50), 2),
+                }
+            finally:
+                vision.close()
+    finally:
+        gallery.close()
+    return out
+
+
+def run(
+    n_arrivals: int = 300, residents: int = 2000, threads: int = 2, seed: int = 11, delegate: str = "xnnpack"
+) -> dict[str, Any]:
     import cv2
 
     from simulators.camera import SimulatedCamera, arrivals
@@ -98,7 +135,7 @@ def run(n_arrivals: int = 300, residents: int = 2000, threads: int = 2, seed: in
         build_gallery(work / "gallery.db", residents, seed)
         ours, theirs = mp.Pipe()
         ctx = mp.get_context("spawn")
-        proc = ctx.Process(target=_gate, args=(theirs, tmp, threads))
+        proc = ctx.Process(target=_gate, args=(theirs, tmp, threads, delegate))
         proc.start()
         fever_c = ours.recv()
         cam = SimulatedCamera()
@@ -136,11 +173,13 @@ def run(n_arrivals: int = 300, residents: int = 2000, threads: int = 2, seed: in
         rss = ours.recv()
         proc.join(30)
         s50k = search_ms(work)
+        delegates = per_delegate(work, [(a.steps[-1][0], a.steps[-1][1]) for a in stream[: WARMUP + 60]], threads)
         p50_dec, p50_inf = percentile(decision, 50), percentile(inference, 50)
         return {
             "arrivals": n_arrivals,
             "residents": residents + 1,
             "threads": threads,
+            "delegate": delegate,
             "decision_ms_p50": round(p50_dec, 2),
             "decision_ms_p99": round(percentile(decision, 99), 2),
             "inference_ms_p50": round(p50_inf, 2),
@@ -153,4 +192,5 @@ def run(n_arrivals: int = 300, residents: int = 2000, threads: int = 2, seed: in
             "outcomes": dict(outcomes),
             "mistakes": dict(mistakes),
             "rss_mb": round(rss, 1),
+            "per_delegate": delegates,
         }

@@ -71,7 +71,7 @@ async def _run(work: Path, idle_s: float, busy_s: float, every_s: float, passage
         lines0 = counter.lines
         end = time.monotonic() + busy_s
         while time.monotonic() < end:
-            unit.sim.arrive("astronaut", Scene(distance_m=0.6), dwell_s=1.0)
+            unit.camera.arrive("astronaut", Scene(distance_m=0.6), dwell_s=1.0)
             await asyncio.sleep(every_s)
         await agent.outbox.wait_acks_flushed()
         w2 = _written()

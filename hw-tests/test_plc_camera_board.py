@@ -41,10 +41,10 @@ async def test_camera_delivers_frames(bench) -> None:  # type: ignore[no-untyped
 
         cam = SimulatedGateScene(fps=15)
     else:
-        from edge.drivers.camera import OpenCVCamera
-        from edge.drivers.config import OpenCVCameraConfig
+        from edge.drivers.camera import open_camera
+        from edge.drivers.config import V4L2CameraConfig
 
-        cam = OpenCVCamera(OpenCVCameraConfig(type="opencv", device=r.index))
+        cam = open_camera(V4L2CameraConfig(type="v4l2", device=r.index))
     frames, t0 = [], time.monotonic()
     try:
         while time.monotonic() - t0 < 2.0:

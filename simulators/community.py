@@ -185,12 +185,12 @@ class Community:
     @staticmethod
     def resident_arrives(gate: Any, dwell_s: float = 3.0) -> None:
         """The enrolled resident walks up to ``gate`` (a running gate unit)."""
-        gate.sim.arrive(RESIDENT_PHOTO, Scene(distance_m=0.7), dwell_s=dwell_s)
+        gate.camera.arrive(RESIDENT_PHOTO, Scene(distance_m=0.7), dwell_s=dwell_s)
 
     @staticmethod
     async def visitor_rings(gate: Any, flat: str = HOST_FLAT) -> dict[str, Any]:
         """A stranger stands at ``gate`` and rings ``flat`` on the keypad; the request goes to the resident."""
-        gate.sim.arrive(VISITOR_PHOTO, Scene(distance_m=0.7), dwell_s=6)
+        gate.camera.arrive(VISITOR_PHOTO, Scene(distance_m=0.7), dwell_s=6)
         await asyncio.sleep(1.0)  # the visitor reaches the keypad (the snapshot shows them)
         result: dict[str, Any] = await gate.keypad(f"{flat}#")
         return result

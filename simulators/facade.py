@@ -12,12 +12,14 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 
 from edge.drivers.camera import Frame
+from simulators.cameras import FacadeSimConfig
 
 U8 = npt.NDArray[np.uint8]
 G = 9.81
@@ -250,3 +252,15 @@ class FacadeCamera:
 
     async def close(self) -> None:
         return None
+
+    def commands(self) -> dict[str, Any]:
+        return {"sim-drop": self._cmd_drop}
+
+    async def _cmd_drop(self, args: dict[str, Any]) -> dict[str, Any]:
+        floor = int(args.get("floor", 10))
+        self.drop(floor)
+        return {"dropped_from": floor}
+
+
+def open_facade(cfg: FacadeSimConfig) -> FacadeCamera:
+    return FacadeCamera(cfg.seed, cfg.fps, cfg.clip_s, cfg.falls)

@@ -2,8 +2,8 @@
 
 ``arrive()`` puts a person (or a paper photo, or a screen) in front of the camera for ``dwell_s``; ``read()``
 returns frames at the configured rate — the person walking up over the first frames, then standing — and an
-empty corridor otherwise. Used by the gate unit when its camera is ``type: simulated`` (driven by the
-``sim-arrive`` command) and by tests directly.
+empty corridor otherwise. Used by the gate unit when its camera is ``type: simulated`` (a plug-in of the camera
+registry, see ``simulators.cameras``; driven by the ``sim-arrive`` command it adds) and by tests directly.
 """
 
 from __future__ import annotations
@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import replace
+from typing import Any
 
 from edge.drivers.camera import Frame
 from simulators.camera import Look, SimulatedCamera
+from simulators.cameras import SimulatedCameraConfig
 from simulators.thermal import Scene, ThermalSimulator
 
 
@@ -64,6 +66,18 @@ class SimulatedGateScene:
 
     async def close(self) -> None:
         return None
+
+    def commands(self) -> dict[str, Any]:
+        return {"sim-arrive": self._cmd_arrive}
+
+    async def _cmd_arrive(self, args: dict[str, Any]) -> dict[str, Any]:
+        person, scene, look, dwell = scene_from_args(args)
+        self.arrive(person, scene, look, dwell)
+        return {"arriving": person}
+
+
+def open_scene(cfg: SimulatedCameraConfig) -> SimulatedGateScene:
+    return SimulatedGateScene(cfg.fps, cfg.seed)
 
 
 def scene_from_args(args: dict[str, object]) -> tuple[str, Scene, Look, float]:

@@ -54,7 +54,7 @@ class Scene:
     y_m: float = 0.0
     canthus_ratio: float = RATIO["canthus"]
     drift_c: float = 0.0
-    kind: Literal["person", "paper", "screen", "empty"] = "person"
+    kind: Literal["person", "paper", "screen", "replay", "empty"] = "person"  # replay: a video on a screen
 
 
 @dataclass
@@ -104,7 +104,7 @@ class ThermalSimulator:
         temps = (s.ambient_c + (s.core_c - s.ambient_c) * ratio).astype(np.float32)
         if s.kind == "paper":
             temps = np.where(inside, np.float32(s.ambient_c + 0.2), temps)
-        elif s.kind == "screen":
+        elif s.kind in ("screen", "replay"):
             temps = np.where((np.abs(X) < 0.08) & (np.abs(Y) < 0.11), np.float32(31.0), temps)
         # radiometry: emissivity with reflected ambient, then the air path
         t4 = (temps + np.float32(K0)) ** 4

@@ -1,30 +1,49 @@
-"""Where the gate's eyes come from: a frame source returns the latest RGB frame with the thermal frames taken
-since the previous one. ``opencv`` reads a V4L2/USB/RTSP camera; ``simulated`` (for rigs, demos and the
-district simulator) renders arrivals of real face photos and a thermal array (``simulators.gate_scene``)."""
+"""Where a unit's eyes come from. A frame source returns the newest RGB frame, with any thermal frames taken
+since the previous one. The config's ``camera.type`` picks the source from the registry in
+``edge.drivers.config``: ``v4l2`` (USB, or a CSI camera the kernel exposes as /dev/videoN), ``rtsp`` (an IP
+camera) and ``picamera`` (the Pi camera module, ``edge.drivers.picamera``) are built in; other sources plug in
+through the ``civicedge.cameras`` entry points — the simulators' rendered cameras arrive that way, so no
+production module imports them.
+
+OpenCV sources read on their own thread and keep only the newest frame: a V4L2 driver or an RTSP stream
+buffers several, and a decision must not work on a frame that waited there while the previous one was being
+decided. A camera that stops (a cable, an IP camera rebooting) is reopened with a growing pause, and ``read``
+says what is wrong instead of waiting for ever.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from importlib import import_module
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from edge.drivers.config import CameraConfig, OpenCVCameraConfig, SimulatedCameraConfig
+from edge.drivers.config import CameraSettings, RtspCameraConfig, V4L2CameraConfig, camera_kind
 from edge.drivers.io import DriverError
 from edge.thermal.frame import ThermalFrame
+
+log = logging.getLogger("civicedge.edge.camera")
+Command = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 @dataclass(slots=True)
 class Frame:
     rgb: npt.NDArray[np.uint8]
     thermal: list[ThermalFrame] = field(default_factory=list)
-    ambient_c: float | None = None
+    ambient_c: float | None = None  # the thermal sensor's own ambient estimate, when it has one
     ts: float | None = None  # when it was captured (monotonic seconds): motion is measured in capture time
 
 
-__all__ = ["CameraConfig", "Frame", "FrameSource", "OpenCVCamera", "SimulatedCameraConfig"]
+__all__ = ["Frame", "FrameSource", "OpenCVSource", "open_camera"]
 
 
 class FrameSource(Protocol):
@@ -33,25 +52,139 @@ class FrameSource(Protocol):
     async def close(self) -> None: ...
 
 
-class OpenCVCamera:
-    def __init__(self, cfg: OpenCVCameraConfig) -> None:
-        import cv2
+def open_camera(settings: CameraSettings) -> FrameSource:
+    """The frame source for a unit's ``camera`` settings (raises DriverError with the fix when it cannot be)."""
+    module, _, name = camera_kind(settings.type).opener.partition(":")
+    source: FrameSource = getattr(import_module(module), name)(settings)
+    return source
 
-        self._cv2 = cv2
-        self.cap = cv2.VideoCapture(cfg.device)
-        if not self.cap.isOpened():
-            raise DriverError(f"camera {cfg.device!r} cannot be opened")
-        self.cap.set(cv2.CAP_PROP_FRAME_WIDTH, cfg.width)
-        self.cap.set(cv2.CAP_PROP_FRAME_HEIGHT, cfg.height)
+
+def source_commands(source: object) -> dict[str, Command]:
+    """Commands a source offers (a simulated camera's ``sim-arrive``); real cameras offer none."""
+    commands = getattr(source, "commands", None)
+    return dict(commands()) if callable(commands) else {}
+
+
+def redact(url: str) -> str:
+    """A stream URL fit for logs: the password replaced."""
+    return re.sub(r"(//[^:/@]+):[^@/]*@", r"\1:***@", url)
+
+
+class OpenCVSource:
+    """A ``cv2.VideoCapture`` read on its own thread; ``read`` returns the newest frame not yet returned."""
+
+    def __init__(
+        self, name: str, opener: Callable[[], Any], timeout_s: float = 5.0, max_backoff_s: float = 30.0
+    ) -> None:
+        self.name = name
+        self.timeout_s = timeout_s
+        self.max_backoff_s = max_backoff_s
+        self.error: str | None = None  # what is wrong right now (None while frames arrive)
+        self.frames = 0  # frames captured
+        self.reconnects = 0
+        self._opener = opener
+        self._cond = threading.Condition()
+        self._latest: tuple[int, npt.NDArray[np.uint8], float] | None = None
+        self._returned = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"camera {name}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            cap = None
+            try:
+                cap = self._opener()
+                if cap is None or not cap.isOpened():
+                    raise DriverError(f"camera {self.name} cannot be opened")
+                while not self._stop.is_set():
+                    ok, bgr = cap.read()
+                    if not ok or bgr is None:
+                        raise DriverError(f"camera {self.name} stopped sending frames")
+                    self._publish(np.ascontiguousarray(bgr[:, :, ::-1]))
+                    backoff = 0.5
+            except Exception as exc:  # a driver or decoder failure must never end the thread
+                self.error = str(exc) if isinstance(exc, DriverError) else f"camera {self.name}: {exc}"
+            finally:
+                if cap is not None:
+                    cap.release()
+            if self._stop.wait(backoff):
+                return
+            self.reconnects += 1
+            backoff = min(backoff * 2, self.max_backoff_s)
+
+    def _publish(self, rgb: npt.NDArray[np.uint8]) -> None:
+        with self._cond:
+            self.frames += 1
+            self.error = None
+            self._latest = (self.frames, rgb, time.monotonic())
+            self._cond.notify_all()
+
+    def _wait(self) -> Frame:
+        deadline = time.monotonic() + self.timeout_s
+        with self._cond:
+            while self._latest is None or self._latest[0] <= self._returned:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._stop.is_set():
+                    raise DriverError(self.error or f"camera {self.name}: no frame for {self.timeout_s:g} s")
+                self._cond.wait(min(left, 0.5))
+            seq, rgb, ts = self._latest
+            self._returned = seq
+            return Frame(rgb, ts=ts)
 
     async def read(self) -> Frame:
-        import time
-
-        ok, bgr = await asyncio.to_thread(self.cap.read)
-        ts = time.monotonic()
-        if not ok:
-            raise DriverError("camera returned no frame")
-        return Frame(np.ascontiguousarray(bgr[:, :, ::-1]), ts=ts)
+        return await asyncio.to_thread(self._wait)
 
     async def close(self) -> None:
-        self.cap.release()
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        await asyncio.to_thread(self._thread.join, self.timeout_s + 1.0)
+
+
+def open_v4l2(cfg: V4L2CameraConfig) -> OpenCVSource:
+    import cv2
+
+    device = cfg.device
+    if isinstance(device, str) and device.isdigit():
+        device = int(device)
+    where = f"/dev/video{device}" if isinstance(device, int) else device
+
+    def opener() -> Any:
+        if not os.path.exists(where):
+            raise DriverError(f"camera {where} does not exist (is it plugged in? `ls /dev/video*` lists cameras)")
+        if not os.access(where, os.R_OK | os.W_OK):
+            raise DriverError(f"camera {where} is not readable: add the service user to the 'video' group")
+        cap = cv2.VideoCapture(device, cv2.CAP_V4L2)
+        if not cap.isOpened():
+            raise DriverError(f"camera {where} cannot be opened by V4L2 (in use by another program?)")
+        if cfg.fourcc:
+            cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter.fourcc(*cfg.fourcc))
+        cap.set(cv2.CAP_PROP_FRAME_WIDTH, cfg.width)
+        cap.set(cv2.CAP_PROP_FRAME_HEIGHT, cfg.height)
+        if cfg.fps:
+            cap.set(cv2.CAP_PROP_FPS, cfg.fps)
+        cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        return cap
+
+    return OpenCVSource(where, opener)
+
+
+def open_rtsp(cfg: RtspCameraConfig) -> OpenCVSource:
+    import cv2
+
+    # FFmpeg's options for the RTSP demuxer (process-wide; every stream on a gateway uses the same transport)
+    os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = f"rtsp_transport;{cfg.transport}"
+    ms = int(cfg.timeout_s * 1000)
+    shown = redact(cfg.url)
+
+    def opener() -> Any:
+        cap = cv2.VideoCapture(
+            cfg.url, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
+        )
+        if not cap.isOpened():
+            raise DriverError(f"camera {shown} cannot be opened (address, credentials, or the camera is off)")
+        return cap
+
+    return OpenCVSource(shown, opener, timeout_s=cfg.timeout_s)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SerializeAsAny
 
 
 class _Cfg(BaseModel):
@@ -56,22 +57,105 @@ class ModbusConfig(_Cfg):
 IOConfig = Annotated[GpioConfig | IOBoardConfig | ModbusConfig, Field(discriminator="type")]
 
 
-class OpenCVCameraConfig(BaseModel):
+# --- cameras -------------------------------------------------------------------------------------------------
+
+
+class CameraSettings(BaseModel):
+    """What every camera source's settings share; ``type`` picks the source from the camera registry."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
-    type: Literal["opencv"]
-    device: int | str = 0
-    width: int = 640
-    height: int = 480
+    type: str
 
 
-class SimulatedCameraConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    type: Literal["simulated"]
-    fps: float = Field(10.0, gt=0, le=60)
-    seed: int = 0
+class V4L2CameraConfig(CameraSettings):
+    """A USB camera, or a CSI camera the kernel exposes as ``/dev/videoN`` (Jetson), read through OpenCV."""
+
+    type: Literal["v4l2"]
+    device: int | str = Field(0, description="index N of /dev/videoN, or the device path (/dev/v4l/by-id/… is stable)")
+    width: int = Field(640, ge=160, le=4096)
+    height: int = Field(480, ge=120, le=3072)
+    fps: float | None = Field(None, gt=0, le=120, description="ask the camera for this rate (None: its default)")
+    fourcc: str | None = Field(None, pattern=r"^[A-Z0-9]{4}$", description="pixel format, e.g. MJPG for USB 2")
 
 
-CameraConfig = Annotated[OpenCVCameraConfig | SimulatedCameraConfig, Field(discriminator="type")]
+class RtspCameraConfig(CameraSettings):
+    """An IP camera's stream (RTSP, or any URL OpenCV's FFmpeg reads), decoded on the gateway."""
+
+    type: Literal["rtsp"]
+    url: str = Field(pattern=r"^(rtsps?|https?)://", description="rtsp://user:password@host:554/stream; use ${…}")
+    transport: Literal["tcp", "udp"] = Field("tcp", description="RTP over the RTSP connection (tcp) or UDP")
+    timeout_s: float = Field(5.0, gt=0, le=60, description="no frame for this long: reconnect")
+
+
+class PiCameraConfig(CameraSettings):
+    """The Raspberry Pi camera module (CSI) through picamera2 and libcamera (the ``pi`` extra)."""
+
+    type: Literal["picamera"]
+    camera: int = Field(0, ge=0, le=3, description="which camera module (a Pi 5 has two connectors)")
+    width: int = Field(640, ge=160, le=4608)
+    height: int = Field(480, ge=120, le=2592)
+    fps: float = Field(15.0, gt=0, le=120)
+
+
+@dataclass(frozen=True, slots=True)
+class CameraKind:
+    """One kind of camera source: its settings model and where its opener lives (``"module:function"``, taking
+    the settings and returning a frame source; imported only when a unit opens the camera)."""
+
+    settings: type[CameraSettings]
+    opener: str
+
+
+CAMERA_PLUGINS = "civicedge.cameras"  # entry-point group: name = camera type, value = a CameraKind
+_CAMERAS: dict[str, CameraKind] = {
+    "v4l2": CameraKind(V4L2CameraConfig, "edge.drivers.camera:open_v4l2"),
+    "rtsp": CameraKind(RtspCameraConfig, "edge.drivers.camera:open_rtsp"),
+    "picamera": CameraKind(PiCameraConfig, "edge.drivers.picamera:open_picamera"),
+}
+_plugins_loaded = False
+
+
+def register_camera(name: str, kind: CameraKind) -> None:
+    """Add a camera source (a plug-in, or the simulators' rendered cameras) to the registry."""
+    if not issubclass(kind.settings, CameraSettings):
+        raise TypeError(f"camera {name!r}: its settings must derive from CameraSettings")
+    _CAMERAS[name] = kind
+
+
+def _load_plugins() -> None:
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=CAMERA_PLUGINS):
+        if ep.name not in _CAMERAS:
+            kind = ep.load()
+            if isinstance(kind, CameraKind):
+                register_camera(ep.name, kind)
+
+
+def camera_kind(name: str) -> CameraKind:
+    if name not in _CAMERAS:
+        _load_plugins()
+    if name not in _CAMERAS:
+        raise ValueError(
+            f"unknown camera type {name!r}; known: {', '.join(sorted(_CAMERAS))} "
+            f"(other sources plug in through the {CAMERA_PLUGINS!r} entry-point group)"
+        )
+    return _CAMERAS[name]
+
+
+def _camera(value: Any) -> CameraSettings:
+    if isinstance(value, CameraSettings):
+        return value
+    if not isinstance(value, dict) or not isinstance(value.get("type"), str):
+        raise ValueError("a camera is a mapping with a type, e.g. {type: v4l2, device: 0}")
+    return camera_kind(value["type"]).settings.model_validate(value)
+
+
+CameraConfig = Annotated[SerializeAsAny[CameraSettings], BeforeValidator(_camera)]
 
 
 class SerialAnprConfig(BaseModel):

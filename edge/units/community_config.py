@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from edge.drivers.config import CameraConfig, IOConfig, ModbusRtu, ModbusTcp, OpenCVCameraConfig
+from edge.drivers.config import CameraConfig, IOConfig, ModbusRtu, ModbusTcp
 
 Id = Annotated[str, Field(min_length=1, max_length=48, pattern=r"^[a-z0-9][a-z0-9_-]*$")]  # part of metric names
 
@@ -124,19 +124,10 @@ class PerimeterConfig(_M):
 # --- high-altitude throwing --------------------------------------------------------------------------------
 
 
-class FacadeSimConfig(_M):
-    """The rendered facade (simulators.facade): clips with objects falling and distractors."""
-
-    type: Literal["facade_sim"]
-    seed: int = 0
-    clip_s: float = Field(30.0, gt=1)
-    falls: int = Field(0, ge=0, le=10, description="objects dropped in each clip")
-
-
 class ThrowingConfig(_M):
     type: Literal["throwing"]
     facade: Id = Field("facade", description="which building face the camera watches")
-    camera: Annotated[OpenCVCameraConfig | FacadeSimConfig, Field(discriminator="type")]
+    camera: CameraConfig = Field(description="v4l2, rtsp or picamera (facade_sim: the simulators' facade)")
     fps: float = Field(15.0, gt=0, le=60)
     floors: int = Field(20, ge=1, le=200)
     floor_m: float = Field(3.0, gt=1, le=10)

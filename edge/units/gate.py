@@ -15,7 +15,7 @@ import time
 from collections import Counter, deque
 from typing import Any
 
-from edge.drivers.camera import Frame, FrameSource, OpenCVCamera
+from edge.drivers.camera import Frame, FrameSource, open_camera, source_commands
 from edge.drivers.io import IO, DriverError, build_io
 from edge.i18n import prompt_text
 from edge.status import Rate
@@ -53,7 +53,7 @@ class GateUnit(Unit):
     def __init__(self, cfg: GateConfig, camera: FrameSource | None = None, io: IO | None = None) -> None:
         self.cfg = cfg
         self.io = io or build_io(cfg.io)
-        self._camera = camera
+        self.camera: Any = camera  # the frame source once the unit runs (tests drive a simulated one)
         self.gallery = Gallery(cfg.gallery, cfg.secret.encode())
         self.passes = PassBook(cfg.gallery.with_name(cfg.gallery.stem + "-passes.db"))
         self.vision: GateVision | None = None
@@ -72,7 +72,6 @@ class GateUnit(Unit):
         self._answers: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._ctx: UnitContext | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.sim: Any = None
         self.last_frame: Frame | None = None
         self.closed = False
         self.decided_at: deque[float] = deque(
@@ -82,16 +81,6 @@ class GateUnit(Unit):
         self.thermal_rate = Rate()
 
     # --- wiring ------------------------------------------------------------------------------------
-
-    def _make_camera(self) -> FrameSource:
-        if self._camera is not None:
-            return self._camera
-        if self.cfg.camera.type == "opencv":
-            return OpenCVCamera(self.cfg.camera)
-        from simulators.gate_scene import SimulatedGateScene
-
-        self.sim = SimulatedGateScene(self.cfg.camera.fps, self.cfg.camera.seed)
-        return self.sim  # type: ignore[no-any-return]
 
     async def run(self, ctx: UnitContext) -> None:
         self._ctx = ctx
@@ -106,9 +95,9 @@ class GateUnit(Unit):
             ctx.register_command(name, handler)
         ctx.subscribe(Channel.GALLERY, self._on_gallery)
         ctx.on_connect(self._announce_gallery)
-        camera = self._make_camera()
-        if self.sim is not None:
-            ctx.register_command("sim-arrive", self._cmd_sim_arrive)
+        camera = self.camera = self.camera or open_camera(self.cfg.camera)
+        for name, command in source_commands(camera).items():  # a simulated camera's sim-arrive
+            ctx.register_command(name, command)
         self.vision = await asyncio.to_thread(GateVision, self.gallery, self.cfg.vision)
         try:
             await self.io.start()
@@ -273,7 +262,7 @@ class GateUnit(Unit):
             self.camera_rate.tick()
             if frame.thermal:
                 self.thermal_rate.tick()
-            d = await self.vision.adecide(frame.rgb, frame.thermal or None, frame.ambient_c)
+            d = await self.vision.adecide(frame.rgb, frame.thermal or None, frame.ambient_c, frame.ts)
             await self._act(d, frame)
 
     def _cooling(self, subject: str) -> bool:
@@ -514,13 +503,6 @@ class GateUnit(Unit):
             )
         )
         return {"enrolled": rid, "embeddings": len(existing) + 1}
-
-    async def _cmd_sim_arrive(self, args: dict[str, Any]) -> dict[str, Any]:
-        from simulators.gate_scene import scene_from_args
-
-        person, scene, look, dwell = scene_from_args(args)
-        self.sim.arrive(person, scene, look, dwell)
-        return {"arriving": person}
 
     # --- gallery sync -----------------------------------------------------------------------------------
 

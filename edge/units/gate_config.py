@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from edge.drivers.config import CameraConfig, IOConfig, SimulatedCameraConfig
+from edge.drivers.config import CameraConfig, IOConfig, V4L2CameraConfig
 from edge.vision.config import VisionConfig
 
 
@@ -25,7 +25,9 @@ class GateConfig(BaseModel):
     held_open_s: float = Field(20.0, gt=0, le=600, description="open this long past the pulse → alarm")
     anti_passback_s: float | None = Field(None, gt=0, description="same face again within this → refused")
     cooldown_s: float = Field(3.0, ge=0, description="no new decision for the same person within this")
-    camera: CameraConfig = SimulatedCameraConfig(type="simulated")
+    camera: CameraConfig = Field(
+        V4L2CameraConfig(type="v4l2"), description="v4l2 (default /dev/video0), rtsp or picamera"
+    )
     vision: VisionConfig = VisionConfig()
     gallery: Path = Path("var/gallery.db")
     secret: str = Field(description="device secret for the encrypted gallery; use ${CE_DEVICE_SECRET}")

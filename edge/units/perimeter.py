@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from edge.drivers.camera import FrameSource
+from edge.drivers.camera import FrameSource, open_camera
 from edge.drivers.io import IO, build_io
 from edge.units.alarms import AlarmSet
 from edge.units.base import Unit, UnitContext
@@ -64,7 +64,7 @@ class PerimeterUnit(Unit):
         ctx.register_command("perimeter-arm", self._cmd_arm)
         ctx.register_command("perimeter-status", self._cmd_status)
         if self.camera is None and self.cfg.camera is not None:
-            self.camera = self._make_camera()
+            self.camera = open_camera(self.cfg.camera)
         await self.io.start()
         try:
             while True:
@@ -74,16 +74,8 @@ class PerimeterUnit(Unit):
                         await self.io.changes.get()
         finally:
             await self.io.close()
-
-    def _make_camera(self) -> FrameSource:
-        assert self.cfg.camera is not None
-        if self.cfg.camera.type == "opencv":
-            from edge.drivers.camera import OpenCVCamera
-
-            return OpenCVCamera(self.cfg.camera)
-        from simulators.gate_scene import SimulatedGateScene
-
-        return SimulatedGateScene(self.cfg.camera.fps, self.cfg.camera.seed)
+            if self.camera is not None:
+                await self.camera.close()
 
     def scheduled(self, z: Zone) -> bool:
         if z.armed != "schedule":

@@ -19,7 +19,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge.drivers.camera import FrameSource
+from edge.drivers.camera import FrameSource, open_camera, source_commands
 from edge.units.base import Unit, UnitContext
 from edge.units.community_config import ThrowingConfig
 from edge.units.media import jpeg_snapshot
@@ -48,22 +48,12 @@ class ThrowingUnit(Unit):
         self.detector: FallDetector | None = None
         self._ctx: UnitContext | None = None
 
-    def _make_camera(self) -> FrameSource:
-        cam = self.cfg.camera
-        if cam.type == "opencv":
-            from edge.drivers.camera import OpenCVCamera
-
-            return OpenCVCamera(cam)
-        from simulators.facade import FacadeCamera
-
-        return FacadeCamera(cam.seed, self.cfg.fps, cam.clip_s, cam.falls)
-
     async def run(self, ctx: UnitContext) -> None:
         self._ctx = ctx
         ctx.register_command("throwing-status", self._cmd_status)
-        camera = self.camera = self.camera or self._make_camera()
-        if hasattr(camera, "drop"):
-            ctx.register_command("sim-drop", self._cmd_drop)
+        camera = self.camera = self.camera or open_camera(self.cfg.camera)
+        for name, handler in source_commands(camera).items():
+            ctx.register_command(name, handler)
         t0: float | None = None
         busy: asyncio.Future[list[Detection]] | None = None
         loop = asyncio.get_running_loop()
@@ -145,11 +135,6 @@ class ThrowingUnit(Unit):
             (self.keep_dir / f"{ref}.jpg").write_bytes(snap[1])
         await self._ctx.outbox.put(snap[0])
         return ref
-
-    async def _cmd_drop(self, args: dict[str, Any]) -> dict[str, Any]:
-        floor = int(args.get("floor", 10))
-        self.camera.drop(floor)  # type: ignore[union-attr]
-        return {"dropped_from": floor}
 
     async def _cmd_status(self, args: dict[str, Any]) -> dict[str, Any]:
         ms = sorted(self.frame_ms)

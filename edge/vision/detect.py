@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from edge.vision.runtime import MODELS, Model
+from edge.vision.runtime import MODELS, Delegate, Model
 
 F32 = npt.NDArray[np.float32]
 KEYPOINTS = ("right_eye", "left_eye", "nose_tip", "mouth_centre", "right_ear", "left_ear")
@@ -86,10 +86,16 @@ def weighted_nms(boxes: F32, kps: F32, scores: F32, iou: float) -> list[tuple[F3
 
 class FaceDetector:
     def __init__(
-        self, variant: Literal["short", "full"] = "short", threads: int = 2, min_score: float = 0.5, iou: float = 0.3
+        self,
+        variant: Literal["short", "full"] = "short",
+        threads: int = 2,
+        min_score: float = 0.5,
+        iou: float = 0.3,
+        delegate: Delegate = "xnnpack",
+        library: str | None = None,
     ) -> None:
         v = VARIANTS[variant]
-        self.model = Model(MODELS / str(v["file"]), threads)
+        self.model = Model(MODELS / str(v["file"]), threads, delegate, library)
         self.size = int(v["size"])  # type: ignore[call-overload]
         self.anchors = anchors(self.size, list(v["strides"]), int(v["per"]))  # type: ignore[call-overload]
         self.min_score = min_score

@@ -7,7 +7,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.vision.detect import Face
-from edge.vision.runtime import MODELS, Model
+from edge.vision.runtime import MODELS, Delegate, Model
 
 F32 = npt.NDArray[np.float32]
 
@@ -30,8 +30,8 @@ def align(rgb: npt.NDArray[np.uint8], face: Face) -> npt.NDArray[np.uint8]:
 
 
 class Embedder:
-    def __init__(self, threads: int = 2) -> None:
-        self.model = Model(MODELS / "sface_int8dr.tflite", threads)
+    def __init__(self, threads: int = 2, delegate: Delegate = "xnnpack", library: str | None = None) -> None:
+        self.model = Model(MODELS / "sface_int8dr.tflite", threads, delegate, library)
 
     def embed_aligned(self, crop_rgb: npt.NDArray[np.uint8]) -> F32:
         """Embedding of an aligned 112×112 RGB crop (the model wants BGR 0..255)."""

@@ -6,7 +6,11 @@ Thermal cues decide (a picture has no body heat):
 * **profile** — the inner canthus must be warmer than the rest of the face, in proportion to the face's
   contrast (skin is unevenly perfused; a phone screen is uniformly warm).
 Near body-temperature ambient (above ≈ 33 °C) the thermal cues vanish and the result says so.
-RGB cue: a face in colour (a greyscale print or a monochrome display fails it).
+RGB cues:
+* **colour** — a face in colour (a greyscale print or a monochrome display fails it);
+* **motion** — depth parallax across frames (``edge.vision.motion``): a picture moves as a plane, a head does
+  not. It needs a few frames: until the face has shown depth the result is *pending*; a face that moved a
+  fair way and stayed flat is a picture.
 """
 
 from __future__ import annotations
@@ -18,12 +22,15 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.thermal.screen import Features
+from edge.vision.config import LivenessConfig
+from edge.vision.motion import Motion
 
 SKIN_SHARE = 0.8  # cheeks/forehead sit ≈ 80 % of the way from ambient to body temperature
 BODY_C = 36.5
 THRESHOLD = 0.5
 NOISE_LIFT = 0.15  # the hottest of a few noisy pixels reads this much above a uniform surface
 MIN_CONTRAST = 2.5  # below this (ambient above ≈ 33 °C) the thermal cues cannot separate skin from a picture
+MIN_MOTION = 0.4  # eye distances: a picture moved at least this far and never showed depth → flat
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,16 +39,35 @@ class Liveness:
     live: bool
     reason: str
     cues: dict[str, float]
+    pending: bool = False  # the motion cue has not seen enough yet: neither live nor a picture
 
 
 def _clip01(x: float) -> float:
     return float(min(1.0, max(0.0, x)))
 
 
-def assess(features: Features | None, crop_rgb: npt.NDArray[np.uint8] | None = None) -> Liveness:
+def assess(
+    features: Features | None,
+    crop_rgb: npt.NDArray[np.uint8] | None = None,
+    motion: Motion | None = None,
+    config: LivenessConfig | None = None,
+    thermal: bool = True,
+) -> Liveness:
+    """Cues from the thermal features (``thermal``: the door has a thermal camera), the aligned face crop
+    (colour) and the motion tracker; the score is the weakest cue's."""
+    cfg = config or LivenessConfig()
     cues: dict[str, float] = {}
     reasons: list[tuple[float, str]] = []
-    if features is not None:
+    pending = False
+    if motion is not None:
+        cues["parallax"], cues["motion"] = motion.parallax, motion.motion
+        if motion.parallax >= cfg.min_parallax or (motion.age_s >= cfg.spoof_after_s and motion.motion >= MIN_MOTION):
+            reasons.append((_clip01(0.5 * motion.parallax / cfg.min_parallax), "flat motion (a picture or a screen)"))
+        else:
+            pending = True
+    if not thermal:
+        pass
+    elif features is not None:
         expected = SKIN_SHARE * (BODY_C - features.t_amb)
         if expected >= MIN_CONTRAST:
             heat = (features.t_face - features.t_amb) / expected
@@ -59,6 +85,10 @@ def assess(features: Features | None, crop_rgb: npt.NDArray[np.uint8] | None = N
         sat = float(cv2.cvtColor(crop_rgb, cv2.COLOR_RGB2HSV)[..., 1].mean()) / 255.0
         cues["saturation"] = round(sat, 3)
         reasons.append((_clip01(sat / 0.06), "no colour (a greyscale print or display)"))
+    if not reasons:
+        return Liveness(0.0, False, "no depth seen yet", cues, pending=True)
     score, reason = min(reasons, key=lambda r: r[0])
+    if pending and score >= THRESHOLD:
+        return Liveness(round(score, 3), False, "no depth seen yet", cues, pending=True)
     live = score >= THRESHOLD
     return Liveness(round(score, 3), live, "live" if live and score >= 1.0 else reason, cues)

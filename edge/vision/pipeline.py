@@ -1,8 +1,9 @@
 """The gate's vision pipeline: one camera frame (plus a thermal burst) in, one decision out.
 
-detect → largest face (others counted) → refine its keypoints on a crop → align → quality gate → thermal
-screening → liveness → embed → 1:N search → decision. Precedence: no face, then "retry" prompts (quality or an
-unsure thermal reading), then spoof, fever, resident match, unknown face (the visitor flow). A spoof is still
+detect → largest face (others counted) → refine its keypoints on a crop → follow it across frames (the motion
+liveness cue, where configured) → align → quality gate → thermal screening → liveness → embed → 1:N search →
+decision. Precedence: no face, then "retry" prompts (quality, an unsure thermal reading, or a face that has not
+yet shown depth), then spoof, fever, resident match, unknown face (the visitor flow). A spoof is still
 embedded so the alarm can name whose photo was presented. Models are loaded once; ``adecide`` runs the work on
 one dedicated thread so the agent's event loop never waits on inference.
 """
@@ -25,6 +26,7 @@ from edge.vision.config import VisionConfig
 from edge.vision.detect import FaceDetector
 from edge.vision.embed import Embedder, align
 from edge.vision.gallery import Gallery
+from edge.vision.motion import MotionTracker
 from edge.vision.quality import Quality, assess
 from edge.vision.runtime import trim_heap
 
@@ -37,6 +39,7 @@ PROMPTS: dict[Outcome, str] = {
     "match": "welcome",
     "unknown": "visitor? please enter the flat number",
 }
+TURN_HEAD = "please turn your head a little"
 
 
 @dataclass(slots=True)
@@ -63,9 +66,13 @@ class GateVision:
     def __init__(self, gallery: Gallery, config: VisionConfig | None = None) -> None:
         self.config = config or VisionConfig()
         self.gallery = gallery
-        self.detector = FaceDetector(self.config.detector, self.config.detector_threads)
-        self.embedder = Embedder(self.config.threads)
-        self.thermal = ThermalScreen(self.config.thermal) if self.config.thermal else None
+        cfg = self.config
+        self.detector = FaceDetector(
+            cfg.detector, cfg.detector_threads, delegate=cfg.delegate, library=cfg.delegate_library
+        )
+        self.embedder = Embedder(cfg.threads, cfg.delegate, cfg.delegate_library)
+        self.thermal = ThermalScreen(cfg.thermal) if cfg.thermal else None
+        self.motion = MotionTracker() if cfg.motion_liveness else None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vision")
         trim_heap()
 
@@ -77,7 +84,9 @@ class GateVision:
         rgb: npt.NDArray[np.uint8],
         thermal: list[ThermalFrame] | None = None,
         ambient_c: float | None = None,
+        ts: float | None = None,
     ) -> Decision:
+        """One frame's decision; ``ts`` is its capture time (monotonic s), which the motion cue measures in."""
         t: dict[str, float] = {}
         models_before = self._model_ms()
         t0 = time.perf_counter()
@@ -87,6 +96,11 @@ class GateVision:
         if not faces:
             return self._done(Decision("no_face", PROMPTS["no_face"]), t, models_before, t0)
         face = self.detector.refine(rgb, faces[0])
+        motion = None
+        if self.motion is not None:
+            (rx, ry), (lx, ly) = face.keypoints[0], face.keypoints[1]
+            eye_px = float(np.hypot(lx - rx, ly - ry))
+            motion = self.motion.update(rgb, face.box, eye_px, time.monotonic() if ts is None else ts)
         crop = align(rgb, face)
         quality = assess(face, crop, self.config.quality)
         t2 = time.perf_counter()
@@ -103,8 +117,11 @@ class GateVision:
             liveness_features = d.thermal.features
         t3 = time.perf_counter()
         t["thermal_ms"] = (t3 - t2) * 1000
-        if self.config.liveness:
-            d.liveness = live.assess(liveness_features, crop)
+        lv = self.config.liveness
+        if lv.enabled:
+            d.liveness = live.assess(
+                liveness_features, crop if lv.colour else None, motion, lv, thermal=self.thermal is not None
+            )
         t3 = time.perf_counter()
         th = d.thermal
         if th is not None and th.verdict == "retry":
@@ -114,6 +131,10 @@ class GateVision:
             if unsure or d.liveness is None or d.liveness.live:
                 d.prompt = th.reason if th.reason.startswith("please") else PROMPTS["retry"]
                 return self._done(d, t, models_before, t0)
+        if d.liveness is not None and d.liveness.pending:  # no depth seen yet: wait, then ask for a small turn
+            asked = motion is not None and motion.age_s >= lv.ask_after_s
+            d.prompt = TURN_HEAD if asked else ""
+            return self._done(d, t, models_before, t0)
         emb = self.embedder.embed_aligned(crop)
         t4 = time.perf_counter()
         t["embed_ms"] = (t4 - t3) * 1000
@@ -147,7 +168,13 @@ class GateVision:
         return d
 
     async def adecide(
-        self, rgb: npt.NDArray[np.uint8], thermal: list[ThermalFrame] | None = None, ambient_c: float | None = None
+        self,
+        rgb: npt.NDArray[np.uint8],
+        thermal: list[ThermalFrame] | None = None,
+        ambient_c: float | None = None,
+        ts: float | None = None,
     ) -> Decision:
         """``decide`` on the vision thread; the event loop stays free."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self.decide, rgb, thermal, ambient_c)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, self.decide, rgb, thermal, ambient_c, ts
+        )

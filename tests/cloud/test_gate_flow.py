@@ -60,10 +60,10 @@ async def test_resident_enrolled_in_the_cloud_and_a_visitor_confirmed_by_the_app
         gate = agent.units[0]
         # on connect the gate reports revision 0 (with its nonce); the cloud answers with a full snapshot
         await until(lambda: len(gate.gallery) == 1, 15, "the gallery snapshot")
-        gate.sim.arrive("astronaut", Scene(distance_m=0.6), dwell_s=2)
+        gate.camera.arrive("astronaut", Scene(distance_m=0.6), dwell_s=2)
         await until(lambda: board.pulses(0), 15, "the door to open for the resident")
         # a visitor rings flat 1203 from the keypad
-        gate.sim.arrive("grace_hopper", Scene(distance_m=0.6), dwell_s=2)
+        gate.camera.arrive("grace_hopper", Scene(distance_m=0.6), dwell_s=2)
         await until(lambda: any("flat number" in p for p in gate.prompts), 15, "the visitor prompt")
         call = asyncio.create_task(gate.keypad("1203#"))  # waits for the resident's answer
 
@@ -96,8 +96,8 @@ async def test_resident_enrolled_in_the_cloud_and_a_visitor_confirmed_by_the_app
             ).status_code
             == 201
         )
-        gate.sim.arrive("grace_hopper", Scene(distance_m=0.55), dwell_s=10)
-        await until(lambda: gate.last_frame is not None and gate.sim.person == "grace_hopper", 5, "the new resident")
+        gate.camera.arrive("grace_hopper", Scene(distance_m=0.55), dwell_s=10)
+        await until(lambda: gate.last_frame is not None and gate.camera.person == "grace_hopper", 5, "the new resident")
         await asyncio.sleep(0.6)  # she has walked up to the terminal
         cmd = await asyncio.to_thread(svc.commands.send, "gate-01", "enroll", {"resident_id": "res-2001"}, 30)
         # whoever holds the broker races the gate's answer with a face of their own, in the gate's name

@@ -156,7 +156,7 @@ def test_a_department_cannot_see_another_departments_orders(stack: Stack, login:
 def test_a_resident_lets_a_visitor_in_from_the_phone(stack: Stack, login: Login) -> None:
     gate, board = stack.gate, stack.board
     opened = len(board.pulses(0))
-    gate.sim.arrive("grace_hopper", Scene(distance_m=0.6), dwell_s=3)
+    gate.camera.arrive("grace_hopper", Scene(distance_m=0.6), dwell_s=3)
     wait(lambda: any("flat number" in p for p in gate.prompts), 20, "the visitor prompt")
     call = stack.on_agent(gate.keypad("1203#"))  # the visitor rings flat 1203 and waits
     phone = login("chen.resident", phone=True)
@@ -218,7 +218,7 @@ def test_deleting_a_resident_erases_their_face_from_the_gate(stack: Stack, login
         assert conn.execute(select(g.residents).where(g.residents.c.id == "res-astronaut")).first() is None
     opened, strangers = len(board.pulses(0)), gate.outcomes["unknown"]
     since = _last_decision_id(stack)
-    gate.sim.arrive("astronaut", Scene(distance_m=0.6), dwell_s=8)  # long enough for a loaded machine
+    gate.camera.arrive("astronaut", Scene(distance_m=0.6), dwell_s=8)  # long enough for a loaded machine
     # a stranger now: treated like any visitor (asked for a flat number), the door stays shut, no decision names her
     wait(lambda: gate.outcomes["unknown"] > strangers, 40, "the gate to treat her as a visitor")
     assert "flat number" in gate.prompts[-1] or any("flat number" in p for p in gate.prompts[-3:])

@@ -66,7 +66,7 @@ class Rig:
         return [m["body"]["code"] for m in await self.sent("alarm.raise")]
 
     def arrive(self, person: str = "astronaut", **scene: Any) -> None:
-        self.unit.sim.arrive(person, Scene(**{"distance_m": 0.6, **scene}), dwell_s=2.0)
+        self.unit.camera.arrive(person, Scene(**{"distance_m": 0.6, **scene}), dwell_s=2.0)
 
 
 @pytest.fixture
@@ -106,7 +106,7 @@ async def rig(tmp_path: Path, astronaut_embedding: np.ndarray) -> AsyncIterator[
         trust=Trust("gate-01", {"documents": public_key_b64(DOC_KEY)}),
     )
     task = asyncio.create_task(unit.run(ctx))
-    await until(lambda: unit.vision is not None and unit.sim is not None, 30, "the gate to load its models")
+    await until(lambda: unit.vision is not None and unit.camera is not None, 30, "the gate to load its models")
     await until(lambda: board.requests >= 2, 5, "the gate to talk to its I/O board")
 
     async def locked_at_start() -> bool | None:  # a test that kills the board must not race the start-up relock

@@ -47,8 +47,8 @@ async def test_a_technician_sees_the_gate_working(
     agent: Agent = await run_agent(units=[_gate(tmp_path, board.port)])
     await until(lambda: agent.status_server is not None and agent.units and agent.uplink.connected.is_set(), 30)
     gate: Any = agent.units[0]
-    await until(lambda: gate.sim is not None and gate.camera_rate.per_s() > 0.5, 30, "frames from the camera")
-    gate.sim.arrive("astronaut", Scene(distance_m=0.6), dwell_s=2.0)
+    await until(lambda: gate.camera is not None and gate.camera_rate.per_s() > 0.5, 30, "frames from the camera")
+    gate.camera.arrive("astronaut", Scene(distance_m=0.6), dwell_s=2.0)
     await until(lambda: len(gate.decisions) > 0, 30, "the gate to decide")
 
     health = await _get(agent, "/healthz")

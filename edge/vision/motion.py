@@ -1,0 +1,159 @@
+"""The motion liveness cue: is the face in front of the camera a solid head, or a flat picture?
+
+A picture — a print held up, a phone or tablet screen — is a plane: however it is moved, tilted or brought
+closer, every point of it moves as one homography predicts. A head is not flat: the nose stands out a few
+centimetres from the cheeks and the ears sit far behind them, so as soon as the head turns a little, or moves
+across the view, points at different depths move differently (parallax). The tracker follows corner points
+on the face from frame to frame (pyramidal Lucas–Kanade with a forward–backward check), fits the best
+homography from the track's key frame to the current frame, and measures what it cannot explain: the
+residual of the worse-fitting points, in eye distances so that it does not depend on how far away the face is.
+
+What it sees over a track:
+* ``parallax`` — the largest such residual so far: a live face that turns or moves shows it within a second;
+* ``motion`` — how far the face moved in the image (eye distances): a picture that moved a lot and never
+  showed depth is a presentation attack, while a face that has hardly moved proves nothing yet (a person
+  standing perfectly still is asked to turn their head a little).
+A video of a real person played on a screen shows the recorded head's parallax and passes this cue; thermal
+screening catches it (a screen has no body heat).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+Box = tuple[float, float, float, float]
+U8 = npt.NDArray[np.uint8]
+F32 = npt.NDArray[np.float32]
+
+MIN_POINTS = 12  # fewer tracked points than this: start again from a new key frame (the track goes on)
+FB_MAX_PX = 0.8  # forward-backward disagreement above this: the point was not followed
+GAP_S = 1.0  # no face for this long: the next face starts a new track
+STEP_PX = 1.0  # a point this far off the frame-to-frame homography was lost
+MAX_SCALE_LOG = 0.05  # the face grew or shrank more than ≈ 5 % since the key frame: start a new key frame
+PERCENTILE = 85  # the residual of the worse-fitting points (the nose, the face's outline), not the worst one
+
+
+@dataclass(frozen=True, slots=True)
+class Motion:
+    parallax: float  # largest depth residual seen in this track, eye distances
+    motion: float  # largest image displacement from a key frame in this track, eye distances
+    frames: int  # frames in this track
+    age_s: float  # time since the track began
+    points: int  # points followed in the latest frame
+
+
+class MotionTracker:
+    """Follows one face across frames; ``update`` once per frame in which the face was found."""
+
+    def __init__(self) -> None:
+        self._gray: U8 | None = None
+        self._key: F32 | None = None  # points in the key frame
+        self._pts: F32 | None = None  # the same points in the latest frame
+        self._box: Box | None = None
+        self._t_last = -math.inf
+        self._t0 = 0.0
+        self._frames = 0
+        self._parallax = 0.0
+        self._motion = 0.0
+        self._moved = 0.0  # displacement accumulated over earlier key frames
+        self._last = 0.0  # the latest frame's residual
+
+    def reset(self) -> None:
+        self._gray = self._key = self._pts = self._box = None
+        self._t_last = -math.inf
+
+    def _same_face(self, box: Box, t: float) -> bool:
+        if self._box is None or t - self._t_last > GAP_S:
+            return False
+        x0, y0, x1, y1 = box
+        px0, py0, px1, py1 = self._box
+        w = max(px1 - px0, 1.0)
+        jump = math.hypot((x0 + x1 - px0 - px1) / 2, (y0 + y1 - py0 - py1) / 2) / w
+        size = (x1 - x0) / w
+        return jump < 0.5 and 0.67 < size < 1.5
+
+    @staticmethod
+    def _corners(gray: U8, box: Box) -> F32 | None:
+        """Corner points inside the face (an ellipse within the box: no background, no picture border)."""
+        x0, y0, x1, y1 = box
+        h, w = gray.shape
+        mask = np.zeros((h, w), np.uint8)
+        centre = (int((x0 + x1) / 2), int(y0 + (y1 - y0) * 0.55))
+        axes = (max(int((x1 - x0) * 0.42), 2), max(int((y1 - y0) * 0.5), 2))
+        cv2.ellipse(mask, centre, axes, 0, 0, 360, 255, -1)
+        min_d = max(2.0, (x1 - x0) / 30)
+        pts = cv2.goodFeaturesToTrack(gray, maxCorners=120, qualityLevel=0.005, minDistance=min_d, mask=mask)
+        return None if pts is None or len(pts) < MIN_POINTS else pts.reshape(-1, 2).astype(np.float32)
+
+    def _rekey(self, gray: U8, box: Box) -> None:
+        if self._key is not None and self._pts is not None and len(self._pts):  # lost points, not walking up
+            self._moved += float(np.median(np.linalg.norm(self._pts - self._key, axis=1)))
+        self._key = self._corners(gray, box)
+        self._pts = None if self._key is None else self._key.copy()
+
+    def update(self, rgb: U8, box: Box, eye_px: float, t: float) -> Motion:
+        gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        if not self._same_face(box, t):
+            self._t0, self._frames, self._parallax, self._motion, self._moved, self._last = t, 0, 0.0, 0.0, 0.0, 0.0
+            self._key = self._pts = None
+        self._frames += 1
+        eye_px = max(eye_px, 1.0)
+        if self._key is None or self._pts is None or self._gray is None:
+            self._rekey(gray, box)
+        else:
+            self._follow(gray, eye_px)
+            if self._pts is None or len(self._pts) < MIN_POINTS:
+                self._rekey(gray, box)
+        self._gray, self._box, self._t_last = gray, box, t
+        return Motion(
+            round(self._parallax, 4),
+            round(self._motion, 4),
+            self._frames,
+            round(t - self._t0, 3),
+            0 if self._pts is None else len(self._pts),
+        )
+
+    def _follow(self, gray: U8, eye_px: float) -> None:
+        assert self._gray is not None and self._key is not None and self._pts is not None
+        lk = {
+            "winSize": (21, 21),
+            "maxLevel": 3,
+            "criteria": (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01),
+        }
+        fwd, st1, _ = cv2.calcOpticalFlowPyrLK(self._gray, gray, self._pts, None, **lk)  # type: ignore[call-overload]
+        back, st2, _ = cv2.calcOpticalFlowPyrLK(gray, self._gray, fwd, None, **lk)  # type: ignore[call-overload]
+        fwd = fwd.reshape(-1, 2).astype(np.float32)
+        fb = np.linalg.norm(back.reshape(-1, 2) - self._pts, axis=1)
+        good = (st1.reshape(-1) == 1) & (st2.reshape(-1) == 1) & (fb < FB_MAX_PX)
+        if good.sum() >= MIN_POINTS:
+            # from one frame to the next any surface moves almost as a plane: a point far off that step's
+            # homography was not followed (it slid along an edge), whatever the face is made of
+            step, _ = cv2.findHomography(self._pts[good], fwd[good], cv2.RANSAC, STEP_PX)
+            if step is not None:
+                off = np.linalg.norm(cv2.perspectiveTransform(self._pts[:, None, :], step).reshape(-1, 2) - fwd, axis=1)
+                good &= off < STEP_PX
+        self._key, self._pts = self._key[good], fwd[good]
+        if len(self._pts) < MIN_POINTS:
+            return
+        spread = float(np.std(self._pts, axis=0).sum() / max(np.std(self._key, axis=0).sum(), 1e-6))
+        if abs(math.log(max(spread, 1e-6))) > MAX_SCALE_LOG:
+            # still walking up: coming closer shows no depth (a head's parallax needs a turn or a step aside), so
+            # neither parallax nor motion is measured until the size settles
+            self._pts = None
+            self._last = 0.0
+            return
+        moved = float(np.median(np.linalg.norm(self._pts - self._key, axis=1)))
+        self._motion = max(self._motion, (self._moved + moved) / eye_px)
+        h, _ = cv2.findHomography(self._key, self._pts, cv2.LMEDS)
+        if h is None:
+            return
+        predicted = cv2.perspectiveTransform(self._key[:, None, :], h).reshape(-1, 2)
+        residual = np.linalg.norm(predicted - self._pts, axis=1)
+        now = float(np.percentile(residual, PERCENTILE)) / eye_px
+        self._parallax = max(self._parallax, min(now, self._last))  # seen in two frames running, not a glitch
+        self._last = now
