@@ -32,5 +32,5 @@ class FacadeSimConfig(CameraSettings):
     falls: int = Field(0, ge=0, le=10, description="objects dropped in each clip")
 
 
-SIMULATED = CameraKind(SimulatedCameraConfig, "simulators.gate_scene:open_scene")
+SIMULATED = CameraKind(SimulatedCameraConfig, "simulators.gate_scene:open_scene", thermal=True)
 FACADE = CameraKind(FacadeSimConfig, "simulators.facade:open_facade")

@@ -188,3 +188,52 @@ def open_rtsp(cfg: RtspCameraConfig) -> OpenCVSource:
         return cap
 
     return OpenCVSource(shown, opener, timeout_s=cfg.timeout_s)
+
+
+class WithThermal:
+    """An RGB camera with a thermal array beside it (the MLX90640 on I²C): the array is read on its own thread
+    and each RGB frame carries the newest ``keep`` thermal frames (a burst for the screening, averaged per
+    pixel) and the array's own ambient estimate. Thermal frames older than ``max_age_s`` are not attached:
+    a silent array means "no thermal reading", never a stale one."""
+
+    def __init__(self, camera: FrameSource, thermal: Any, keep: int, max_age_s: float = 2.0) -> None:
+        self.camera, self.thermal = camera, thermal
+        self.keep, self.max_age_s = keep, max_age_s
+        self.error: str | None = None
+        self._frames: list[ThermalFrame] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="thermal", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                frame = self.thermal.read()
+            except Exception as exc:  # an I²C error must not end the thread: report, pause, go on
+                self.error = str(exc)
+                log.warning("thermal camera", extra={"error": str(exc)})
+                self._stop.wait(1.0)
+                continue
+            self.error = None
+            with self._lock:
+                self._frames = [*self._frames[-(self.keep - 1) :], frame] if self.keep > 1 else [frame]
+
+    def commands(self) -> dict[str, Command]:
+        return source_commands(self.camera)
+
+    async def read(self) -> Frame:
+        frame = await self.camera.read()
+        now = time.monotonic()
+        with self._lock:
+            frame.thermal = [f for f in self._frames if now - f.t <= self.max_age_s]
+        frame.ambient_c = getattr(self.thermal, "ambient_c", None) if frame.thermal else None
+        return frame
+
+    async def close(self) -> None:
+        self._stop.set()
+        await self.camera.close()
+        await asyncio.to_thread(self._thread.join, 5.0)
+        close = getattr(self.thermal, "close", None)
+        if callable(close):
+            close()

@@ -104,6 +104,7 @@ class CameraKind:
 
     settings: type[CameraSettings]
     opener: str
+    thermal: bool = False  # its frames carry thermal frames of their own (a simulated terminal does)
 
 
 CAMERA_PLUGINS = "civicedge.cameras"  # entry-point group: name = camera type, value = a CameraKind

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, field_validator
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edge.thermal.geometry import RegistrationConfig
 
@@ -24,3 +26,24 @@ class ThermalConfig(BaseModel):
         if abs(v * 10 - round(v * 10)) > 1e-6:
             raise ValueError("fever threshold must be given in 0.1 °C steps (e.g. 37.3)")
         return round(v, 1)
+
+
+class MLX90640Config(BaseModel):
+    """A Melexis MLX90640 32×24 thermal array on the gateway's I²C bus (``edge/thermal/mlx90640.py``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["mlx90640"]
+    bus: int = Field(1, ge=0, le=31, description="/dev/i2c-N (1 on a Raspberry Pi's header)")
+    address: int = Field(0x33, ge=0x08, le=0x77)
+    refresh_hz: Literal[0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0] = Field(
+        8.0, description="subpage rate; a full frame takes two (8 Hz needs the I²C bus at 400 kHz or more)"
+    )
+    emissivity: float = Field(
+        1.0,
+        gt=0.5,
+        le=1.0,
+        description="1.0 reports apparent temperatures, which the calibration model was trained on; "
+        "change it only with a recalibrated model",
+    )
+    ta_shift_c: float = Field(8.0, ge=0, le=20, description="the sensor runs this much above the air (open air: 8)")
+    flip: bool = Field(False, description="mirror left-right, to match the RGB camera's view")

@@ -15,7 +15,7 @@ import time
 from collections import Counter, deque
 from typing import Any
 
-from edge.drivers.camera import Frame, FrameSource, open_camera, source_commands
+from edge.drivers.camera import Frame, FrameSource, WithThermal, open_camera, source_commands
 from edge.drivers.io import IO, DriverError, build_io
 from edge.i18n import prompt_text
 from edge.status import Rate
@@ -82,6 +82,20 @@ class GateUnit(Unit):
 
     # --- wiring ------------------------------------------------------------------------------------
 
+    def _open_camera(self) -> FrameSource:
+        camera = open_camera(self.cfg.camera)
+        if self.cfg.thermal_camera is None:
+            return camera
+        from edge.thermal.mlx90640 import open_mlx90640
+
+        assert self.cfg.vision.thermal is not None
+        try:
+            thermal = open_mlx90640(self.cfg.thermal_camera)
+        except BaseException:
+            asyncio.run(camera.close())
+            raise
+        return WithThermal(camera, thermal, self.cfg.vision.thermal.frames)
+
     async def run(self, ctx: UnitContext) -> None:
         self._ctx = ctx
         for name, handler in (
@@ -95,7 +109,7 @@ class GateUnit(Unit):
             ctx.register_command(name, handler)
         ctx.subscribe(Channel.GALLERY, self._on_gallery)
         ctx.on_connect(self._announce_gallery)
-        camera = self.camera = self.camera or open_camera(self.cfg.camera)
+        camera = self.camera = self.camera or await asyncio.to_thread(self._open_camera)
         for name, command in source_commands(camera).items():  # a simulated camera's sim-arrive
             ctx.register_command(name, command)
         self.vision = await asyncio.to_thread(GateVision, self.gallery, self.cfg.vision)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from edge.drivers.config import CameraConfig, IOConfig, V4L2CameraConfig
+from edge.drivers.config import CameraConfig, IOConfig, V4L2CameraConfig, camera_kind
+from edge.thermal.config import MLX90640Config
 from edge.vision.config import VisionConfig
 
 
@@ -28,6 +29,7 @@ class GateConfig(BaseModel):
     camera: CameraConfig = Field(
         V4L2CameraConfig(type="v4l2"), description="v4l2 (default /dev/video0), rtsp or picamera"
     )
+    thermal_camera: MLX90640Config | None = Field(None, description="the thermal array beside the camera")
     vision: VisionConfig = VisionConfig()
     gallery: Path = Path("var/gallery.db")
     secret: str = Field(description="device secret for the encrypted gallery; use ${CE_DEVICE_SECRET}")
@@ -35,3 +37,22 @@ class GateConfig(BaseModel):
     visitor_answer_s: float = Field(60.0, gt=0, le=600, description="time the resident has to answer")
     snapshot_max_bytes: int = Field(60_000, ge=5_000, le=150_000)
     sync_check_s: float = Field(300.0, ge=1, le=86_400, description="report the gallery revision this often")
+
+    @model_validator(mode="after")
+    def _thermal_needs_a_thermal_camera(self) -> GateConfig:
+        screening = self.vision.thermal
+        if screening is not None and self.thermal_camera is None and not camera_kind(self.camera.type).thermal:
+            raise ValueError(
+                "vision.thermal screens temperatures but this gate has no thermal camera: add "
+                "thermal_camera: {type: mlx90640}, or set vision.thermal: null for a door without one"
+            )
+        if self.thermal_camera is not None:
+            if screening is None:
+                raise ValueError("thermal_camera is set but vision.thermal is null: give vision.thermal settings")
+            reg = screening.registration
+            if (reg.thermal_width, reg.thermal_height) != (32, 24):
+                raise ValueError(
+                    "an MLX90640 is 32×24: set vision.thermal.registration.thermal_width: 32, thermal_height: 24 "
+                    "and thermal_hfov_deg to the lens (55 or 110)"
+                )
+        return self
