@@ -9,12 +9,13 @@ registry, see ``simulators.cameras``; driven by the ``sim-arrive`` command it ad
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from dataclasses import replace
 from typing import Any
 
 from edge.drivers.camera import Frame
-from simulators.camera import Look, SimulatedCamera
+from simulators.camera import Look, Pose, SimulatedCamera
 from simulators.cameras import SimulatedCameraConfig
 from simulators.thermal import Scene, ThermalSimulator
 
@@ -31,11 +32,24 @@ class SimulatedGateScene:
         self.approach_s = 0.4
         self._next = time.monotonic()
         self.frames = 0
+        self.waves = [(0.0, 0.0, 0.0), (0.0, 0.0, 0.0)]
 
     def arrive(self, person: str, scene: Scene, look: Look = Look(), dwell_s: float = 3.0) -> None:
         self.person, self.scene, self.look = person, scene, look
         self.started = time.monotonic()
         self.until = self.started + dwell_s
+        rng = self.cam.thermal.rng  # how this person's head moves while they wait (a picture: the hand's tilt)
+        self.waves = [
+            (float(rng.uniform(*a)), float(rng.uniform(0.3, 0.6)), float(rng.uniform(0, 6.28)))
+            for a in ((3, 7), (1, 3))
+        ]
+
+    def pose(self, t: float) -> Pose:
+        """Head turns of a few degrees (people do not stand still); a held picture tilts as much."""
+        (ay, fy, py), (ap, fp, pp) = self.waves
+        return Pose(
+            ay * math.sin(6.283 * fy * t + py), ap * math.sin(6.283 * fp * t + pp), ay * math.sin(6.283 * fy * t + py)
+        )
 
     def leave(self) -> None:
         self.until = 0.0
@@ -50,10 +64,11 @@ class SimulatedGateScene:
 
     def render(self) -> Frame:
         person, scene = self._current()
-        rgb = self.cam.background.copy() if person is None else self.cam.frame(person, scene, self.look)
+        t = time.monotonic() - self.started
+        rgb = self.cam.background.copy() if person is None else self.cam.frame(person, scene, self.look, self.pose(t))
         thermal = self.cam.thermal.frames(scene, 4)
         self.frames += 1
-        return Frame(rgb, thermal, None)
+        return Frame(rgb, thermal, None, ts=time.monotonic())
 
     async def read(self) -> Frame:
         self._next += self.period

@@ -119,6 +119,11 @@ class GateUnit(Unit):
         except DriverError as exc:
             await self._lock_fault(exc)
         await self._announce_gallery()
+        if not self.cfg.vision.liveness.enabled:
+            log.warning("liveness checks are off", extra={"door": self.cfg.door})
+            await self._alarm(
+                "liveness_off", "warning", "liveness checks are off: a photo of a resident opens this door"
+            )
         try:
             await run_together(
                 gate_inputs=self._watch_inputs(),
@@ -265,13 +270,20 @@ class GateUnit(Unit):
 
     async def _watch_camera(self, camera: FrameSource) -> None:
         assert self.vision is not None
+        faulted = False
         while True:
             try:
                 frame = await camera.read()
             except DriverError as exc:
                 log.warning("camera", extra={"error": str(exc)})
+                if not faulted:
+                    faulted = True
+                    await self._alarm("camera_fault", "major", f"camera not delivering frames: {exc}"[:1000])
                 await asyncio.sleep(1.0)
                 continue
+            if faulted:
+                faulted = False
+                await self._clear("camera_fault", "camera delivering frames again")
             self.last_frame = frame
             self.camera_rate.tick()
             if frame.thermal:

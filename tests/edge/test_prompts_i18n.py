@@ -12,7 +12,7 @@ from edge.vision import pipeline, quality
 
 
 def _sources() -> set[str]:
-    texts = {t for t in [*pipeline.PROMPTS.values(), *quality.PROMPTS.values()] if t}
+    texts = {t for t in [*pipeline.PROMPTS.values(), *quality.PROMPTS.values(), pipeline.TURN_HEAD] if t}
     for mod, pattern in (
         (gate, r'_prompt\(\s*"([^"]+)"'),
         (screen, r'Retry\("([^"]+)"\)'),
