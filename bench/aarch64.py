@@ -549,7 +549,7 @@ def probe(photos: Path, work: Path) -> dict[str, Any]:
     from PIL import Image
 
     from edge.thermal.screen import Features, ThermalScreen
-    from edge.vision.config import VisionConfig
+    from edge.vision.config import LivenessConfig, VisionConfig
     from edge.vision.gallery import Gallery
     from edge.vision.pipeline import GateVision
 
@@ -563,7 +563,9 @@ def probe(photos: Path, work: Path) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     gallery = Gallery(work / "gallery.db", b"bench-aarch64")
-    vision = GateVision(gallery, VisionConfig(thermal=None))  # a door without a thermal camera
+    # single photos: no thermal camera and no motion, so the colour cue alone (a gate may not run like this,
+    # VisionConfig refuses it; the comparison between the two architectures needs one frame per decision)
+    vision = GateVision(gallery, VisionConfig.model_construct(thermal=None, liveness=LivenessConfig(motion=False)))
     load_s = time.perf_counter() - t0
     problems: list[str] = []
     decisions: list[dict[str, Any]] = []

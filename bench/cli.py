@@ -91,6 +91,23 @@ def gate(
 
 
 @app.command()
+def liveness(
+    sequences: Annotated[
+        int, typer.Option(help="recorded approaches of each kind (live, still, print, screen, replay)")
+    ] = 20,
+    seconds: Annotated[float, typer.Option(help="length of each recording")] = 4.0,
+    fps: Annotated[float, typer.Option(help="camera frame rate")] = 10.0,
+    seed: Annotated[int, typer.Option(help="which recordings")] = 1,
+    json_out: Annotated[bool, typer.Option("--json", help="compact JSON")] = False,
+) -> None:
+    """Liveness without a thermal camera on recorded approaches made from the shipped photos: the share of
+    prints and screens let through (APCER), of live people turned away (BPCER), and when each was decided."""
+    from bench.liveness import run
+
+    print(json.dumps(run(sequences, seconds, fps, seed), indent=None if json_out else 2))
+
+
+@app.command()
 def wear(
     idle_s: Annotated[float, typer.Option(help="seconds with nobody at the gate (two heartbeats)")] = 130.0,
     busy_s: Annotated[float, typer.Option(help="seconds with residents arriving")] = 60.0,

@@ -98,7 +98,7 @@ def per_delegate(work: Path, frames: list[Any], threads: int) -> dict[str, Any]:
     try:
         for delegate in ("cpu", "xnnpack", *DELEGATE_LIBRARIES):
             try:
-                vision = GateVision(gallery, VisionConfig(threads=threads, delegate=delegate))  # type: ignore[arg-type]
+                vision = GateVision(gallery, VisionConfig(threads=threads, delegate=delegate))
             except DelegateError as exc:
                 out[delegate] = {"available": False, "why": str(exc).split(";")[0]}
                 continue

@@ -149,7 +149,7 @@ def _picture(
     pad = int(0.07 * max(h, w))
     img = src.astype(np.float32)
     if kind == "paper":
-        img = cv2.GaussianBlur(25 + 0.82 * img, (0, 0), 0.45)
+        img = np.asarray(cv2.GaussianBlur(25 + 0.82 * img, (0, 0), 0.45), dtype=np.float32)
         fill = 245.0
     else:
         lines = 1 + 0.05 * np.sin(np.arange(h, dtype=np.float32) * (2 * math.pi / 3.3))[:, None, None]

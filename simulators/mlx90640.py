@@ -208,7 +208,7 @@ class MLX90640Sim:
         ks_to1 = ph["ks_to1"]
         # radiation: within the first range (0 °C … ct2) the sensitivity grows by ksTo1 per kelvin above 0 °C
         signal = ((to + 273.15) ** 4 - ta_tr) * a * (1 + ks_to1 * to)  # type: ignore[operator]
-        ir = signal * s.emissivity + ph["tgc"] * cp[subpage]  # type: ignore[operator]
+        ir = signal * s.emissivity + ph["tgc"] * cp[subpage]
         raw = ir + ph["offset"] * (1 + ph["kta"] * dt)  # type: ignore[operator]
         words = np.round(raw).astype(np.int64)
         if np.any(np.abs(words[mask]) > 32767):

@@ -35,8 +35,10 @@ class MLX90640Config(BaseModel):
     type: Literal["mlx90640"]
     bus: int = Field(1, ge=0, le=31, description="/dev/i2c-N (1 on a Raspberry Pi's header)")
     address: int = Field(0x33, ge=0x08, le=0x77)
-    refresh_hz: Literal[0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0] = Field(
-        8.0, description="subpage rate; a full frame takes two (8 Hz needs the I²C bus at 400 kHz or more)"
+    refresh_hz: float = Field(
+        8.0,
+        description="subpage rate: 0.5, 1, 2, 4, 8, 16, 32 or 64 Hz; a full frame takes two subpages "
+        "(8 Hz needs the I²C bus at 400 kHz or more)",
     )
     emissivity: float = Field(
         1.0,
@@ -47,3 +49,10 @@ class MLX90640Config(BaseModel):
     )
     ta_shift_c: float = Field(8.0, ge=0, le=20, description="the sensor runs this much above the air (open air: 8)")
     flip: bool = Field(False, description="mirror left-right, to match the RGB camera's view")
+
+    @field_validator("refresh_hz")
+    @classmethod
+    def _rate(cls, v: float) -> float:
+        if v not in (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0):
+            raise ValueError("the MLX90640 refreshes at 0.5, 1, 2, 4, 8, 16, 32 or 64 Hz")
+        return float(v)

@@ -150,7 +150,10 @@ class Calibration:
         ee = np.asarray(words, dtype=np.int64)
         if ee.shape != (832,):
             raise DriverError(f"MLX90640 EEPROM: expected 832 words, got {ee.shape}")
-        s = lambda i, shift, bits: int(_signed(ee[i] >> shift, bits))  # noqa: E731
+
+        def s(i: int, shift: int, bits: int) -> int:
+            return int(_signed(ee[i] >> shift, bits))
+
         k_vdd = s(51, 8, 8) * 32
         vdd25 = ((int(ee[51]) & 0xFF) - 256) * 32 - 8192
         ktascale1 = ((int(ee[56]) >> 4) & 0xF) + 8

@@ -97,7 +97,7 @@ class MotionTracker:
         self._pts = None if self._key is None else self._key.copy()
 
     def update(self, rgb: U8, box: Box, eye_px: float, t: float) -> Motion:
-        gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        gray: U8 = np.asarray(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), dtype=np.uint8)
         if not self._same_face(box, t):
             self._t0, self._frames, self._parallax, self._motion, self._moved, self._last = t, 0, 0.0, 0.0, 0.0, 0.0
             self._key = self._pts = None

@@ -39,7 +39,7 @@ def test_the_registry_has_the_real_cameras_and_the_simulators_plug_in() -> None:
     g = GateConfig.model_validate({**base, "camera": {"type": "rtsp", "url": "rtsp://cam.local/stream1"}})
     assert isinstance(g.camera, RtspCameraConfig) and g.model_dump()["camera"]["url"].endswith("stream1")
     assert GateConfig.model_validate(base).camera == V4L2CameraConfig(type="v4l2")  # the default: /dev/video0
-    with pytest.raises(ValidationError, match="unknown camera type 'webcam'; known: .*v4l2"):
+    with pytest.raises(ValidationError, match=r"unknown camera type 'webcam'; known: .*v4l2"):
         GateConfig.model_validate({**base, "camera": {"type": "webcam"}})
     with pytest.raises(ValidationError, match="url"):
         GateConfig.model_validate({**base, "camera": {"type": "rtsp", "url": "ftp://x"}})
