@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib import import_module
 from typing import Any, Protocol
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import numpy as np
 import numpy.typing as npt
@@ -65,9 +66,23 @@ def source_commands(source: object) -> dict[str, Command]:
     return dict(commands()) if callable(commands) else {}
 
 
+SECRET_PARAMS = re.compile(r"pass|pwd|token|auth|key|secret|sig", re.IGNORECASE)
+
+
 def redact(url: str) -> str:
-    """A stream URL fit for logs: the password replaced."""
-    return re.sub(r"(//[^:/@]+):[^@/]*@", r"\1:***@", url)
+    """A stream URL fit for logs and alarms: the password (whatever characters it holds) and any secret-looking
+    query parameters replaced."""
+    scheme, sep, rest = url.partition("://")
+    head, q, query_text = rest.partition("?")
+    if "@" in head:  # the last @ before the query ends the user info (a password may hold @ and /)
+        userinfo, _, hostpath = head.rpartition("@")
+        user = userinfo.split(":", 1)[0].split("/", 1)[0]
+        head = f"{user}:***@{hostpath}" if ":" in userinfo else f"{user}@{hostpath}"
+    parts = urlsplit(f"{scheme}{sep}{head}{q}{query_text}")
+    query = "&".join(
+        f"{k}=***" if SECRET_PARAMS.search(k) else f"{k}={v}" for k, v in parse_qsl(parts.query, keep_blank_values=True)
+    )
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
 
 
 class OpenCVSource:
@@ -192,11 +207,12 @@ def open_rtsp(cfg: RtspCameraConfig) -> OpenCVSource:
 
 class WithThermal:
     """An RGB camera with a thermal array beside it (the MLX90640 on I²C): the array is read on its own thread
-    and each RGB frame carries the newest ``keep`` thermal frames (a burst for the screening, averaged per
-    pixel) and the array's own ambient estimate. Thermal frames older than ``max_age_s`` are not attached:
-    a silent array means "no thermal reading", never a stale one."""
+    and each RGB frame carries the newest of the last ``keep`` thermal frames taken no more than ``max_age_s``
+    before it (a burst for the screening, averaged per pixel) and the array's own ambient estimate. Nothing
+    older is attached: a silent array means "no thermal reading", and a picture raised in front of a face is
+    never screened with the face's heat from a moment before."""
 
-    def __init__(self, camera: FrameSource, thermal: Any, keep: int, max_age_s: float = 2.0) -> None:
+    def __init__(self, camera: FrameSource, thermal: Any, keep: int, max_age_s: float = 0.5) -> None:
         self.camera, self.thermal = camera, thermal
         self.keep, self.max_age_s = keep, max_age_s
         self.error: str | None = None
@@ -224,9 +240,9 @@ class WithThermal:
 
     async def read(self) -> Frame:
         frame = await self.camera.read()
-        now = time.monotonic()
+        taken = frame.ts if frame.ts is not None else time.monotonic()
         with self._lock:
-            frame.thermal = [f for f in self._frames if now - f.t <= self.max_age_s]
+            frame.thermal = [f for f in self._frames if taken - f.t <= self.max_age_s]
         frame.ambient_c = getattr(self.thermal, "ambient_c", None) if frame.thermal else None
         return frame
 

@@ -114,6 +114,7 @@ _CAMERAS: dict[str, CameraKind] = {
     "picamera": CameraKind(PiCameraConfig, "edge.drivers.picamera:open_picamera"),
 }
 _plugins_loaded = False
+_BROKEN: dict[str, str] = {}  # plug-ins that could not be loaded, and why
 
 
 def register_camera(name: str, kind: CameraKind) -> None:
@@ -131,15 +132,25 @@ def _load_plugins() -> None:
     from importlib.metadata import entry_points
 
     for ep in entry_points(group=CAMERA_PLUGINS):
-        if ep.name not in _CAMERAS:
+        if ep.name in _CAMERAS:
+            continue
+        where = f"camera plug-in {ep.name!r} ({ep.value}, from {ep.dist.name if ep.dist else 'an unknown package'})"
+        try:
             kind = ep.load()
-            if isinstance(kind, CameraKind):
-                register_camera(ep.name, kind)
+        except Exception as exc:  # one broken plug-in must not hide the others, nor turn into a traceback
+            _BROKEN[ep.name] = f"{where} cannot be loaded: {type(exc).__name__}: {exc}"
+            continue
+        if isinstance(kind, CameraKind) and issubclass(kind.settings, CameraSettings):
+            register_camera(ep.name, kind)
+        else:
+            _BROKEN[ep.name] = f"{where} is not a CameraKind"
 
 
 def camera_kind(name: str) -> CameraKind:
     if name not in _CAMERAS:
         _load_plugins()
+    if name in _BROKEN:
+        raise ValueError(_BROKEN[name])
     if name not in _CAMERAS:
         raise ValueError(
             f"unknown camera type {name!r}; known: {', '.join(sorted(_CAMERAS))} "

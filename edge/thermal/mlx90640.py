@@ -200,6 +200,11 @@ class Calibration:
         kv_t = np.array([s(52, 12, 4), s(52, 4, 4), s(52, 8, 4), s(52, 0, 4)])
         kv = kv_t[split] / 2.0**kvscale
         bad = (pix == 0) | ((pix & 1) == 1)
+        if k_vdd == 0 or s(50, 0, 10) == 0 or s(48, 0, 16) == 0 or int(ee[49]) == 0:
+            raise DriverError(
+                "MLX90640 EEPROM: implausible calibration (a zero supply, PTAT or gain constant): the read was "
+                "corrupted — check the wiring, the pull-ups and the I²C bus speed"
+            )
         if int(bad.sum()) > 4:
             raise DriverError(f"MLX90640: {int(bad.sum())} faulty pixels in the EEPROM (at most 4 are allowed)")
         return cls(
@@ -244,6 +249,9 @@ class Calibration:
     ) -> tuple[F64, npt.NDArray[np.bool_], float]:
         """Object temperatures (°C) of the pixels this subpage measured (a mask says which), and Ta."""
         r = np.asarray(ram, dtype=np.int64)
+        gain_word, ptat, vbe = int(_signed(r[778], 16)), int(_signed(r[800], 16)), int(_signed(r[768], 16))
+        if gain_word == 0 or ptat * self.alpha_ptat + vbe == 0:
+            raise DriverError("MLX90640: implausible RAM words (gain or PTAT zero): I²C noise — check the wiring")
         vdd = self.vdd(r, control)
         ta = self.ta(r, vdd)
         tr = ta - ta_shift  # the surroundings reflected in the object
@@ -289,7 +297,8 @@ class MLX90640:
             self.calibration = Calibration.from_eeprom(self.bus.read_words(self.address, EEPROM, 832))
             control = self.bus.read_words(self.address, CONTROL, 1)[0]
             rate = REFRESH_HZ.index(cfg.refresh_hz)
-            control = (control & ~(0x7 << 7)) | (rate << 7) | 0x1000  # refresh rate; chess pattern
+            # refresh rate; chess pattern; subpages alternating (bit 0 on, "repeat subpage" bit 3 off)
+            control = ((control & ~(0x7 << 7) & ~0x0008) | (rate << 7) | 0x1000 | 0x0001) & 0xFFFF
             self.bus.write_word(self.address, CONTROL, control)
         except DriverError:
             raise
@@ -327,14 +336,20 @@ class MLX90640:
     def read(self) -> ThermalFrame:
         self._fresh = [False, False]
         timeout = 4.0 / self.cfg.refresh_hz + 1.0
+        deadline = time.monotonic() + 2 * timeout
         while not all(self._fresh):
+            if time.monotonic() > deadline:  # new data keeps coming but one subpage never does
+                raise DriverError(f"MLX90640 at 0x{self.address:02x}: one subpage never arrives (control register?)")
             self._subpage(timeout)
         t = self._temps.reshape(ROWS, COLS).copy()
-        bad = self.calibration.bad.reshape(ROWS, COLS)
+        broken = ~np.isfinite(t)
+        if broken.mean() > 0.1:
+            raise DriverError("MLX90640: most pixels read as nonsense: I²C noise — check the wiring and bus speed")
+        bad = self.calibration.bad.reshape(ROWS, COLS) | broken
         if bad.any():  # a faulty pixel: the mean of its good neighbours in the row
             for r, c in zip(*np.nonzero(bad), strict=True):
                 near = [t[r, cc] for cc in (c - 1, c + 1) if 0 <= cc < COLS and not bad[r, cc]]
-                t[r, c] = float(np.mean(near)) if near else float(np.nanmean(t))
+                t[r, c] = float(np.mean(near)) if near else float(np.mean(t[~bad]))
         if self.cfg.flip:
             t = t[:, ::-1]
         self.frames += 1

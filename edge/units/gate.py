@@ -26,6 +26,7 @@ from edge.units.media import jpeg_snapshot
 from edge.units.passes import PassBook
 from edge.vision.gallery import Gallery
 from edge.vision.pipeline import Decision, GateVision
+from edge.vision.runtime import DelegateError
 from protocol import new_id
 from protocol.codec import decode
 from protocol.envelope import now_ms
@@ -45,6 +46,7 @@ from protocol.topics import Channel, Topic
 
 log = logging.getLogger("civicedge.edge.gate")
 KEEP = 500  # recent decisions and prompts kept in memory (a gate runs for months)
+THERMAL_SILENT_S = 5.0  # a thermal camera without frames this long: alarm (the door opens for nobody meanwhile)
 
 
 class GateUnit(Unit):
@@ -78,6 +80,7 @@ class GateUnit(Unit):
             maxlen=KEEP
         )  # when each of self.decisions was made (wall clock, for the status page)
         self.camera_rate = Rate()
+        self._faults: set[str] = set()  # standing fault alarms raised and not yet cleared
         self.thermal_rate = Rate()
 
     # --- wiring ------------------------------------------------------------------------------------
@@ -94,7 +97,9 @@ class GateUnit(Unit):
         except BaseException:
             asyncio.run(camera.close())
             raise
-        return WithThermal(camera, thermal, self.cfg.vision.thermal.frames)
+        # thermal frames at most one full frame (two subpages) and a little older than the RGB frame
+        fresh_s = 2 / self.cfg.thermal_camera.refresh_hz + 0.1
+        return WithThermal(camera, thermal, self.cfg.vision.thermal.frames, max_age_s=fresh_s)
 
     async def run(self, ctx: UnitContext) -> None:
         self._ctx = ctx
@@ -109,10 +114,13 @@ class GateUnit(Unit):
             ctx.register_command(name, handler)
         ctx.subscribe(Channel.GALLERY, self._on_gallery)
         ctx.on_connect(self._announce_gallery)
-        camera = self.camera = self.camera or await asyncio.to_thread(self._open_camera)
-        for name, command in source_commands(camera).items():  # a simulated camera's sim-arrive
-            ctx.register_command(name, command)
-        self.vision = await asyncio.to_thread(GateVision, self.gallery, self.cfg.vision)
+        try:
+            self.vision = await asyncio.to_thread(GateVision, self.gallery, self.cfg.vision)
+        except (DelegateError, OSError, RuntimeError, ValueError) as exc:
+            # a delegate library or a model that cannot load: faces cannot be checked, so the door stays shut,
+            # says why on the console, and the rest of the gate (fire input, passes, visitors) keeps working
+            log.error("vision cannot start", extra={"door": self.cfg.door, "error": str(exc)})
+            await self._alarm("vision_fault", "critical", f"face checks cannot start: {exc}"[:1000])
         try:
             await self.io.start()
             await self._lock(False, "startup")  # fail secure whatever the relay was doing before
@@ -127,16 +135,18 @@ class GateUnit(Unit):
         try:
             await run_together(
                 gate_inputs=self._watch_inputs(),
-                gate_camera=self._watch_camera(camera),
+                gate_camera=self._watch_camera(),
                 gate_sync_check=self._sync_check(),
             )
         finally:
             self.closed = True  # the uplink may still hand over a gallery message: it is not for a closed gallery
             for t in self._tasks:
                 t.cancel()
-            await camera.close()
+            if self.camera is not None:
+                await self.camera.close()
             await self.io.close()
-            self.vision.close()
+            if self.vision is not None:
+                self.vision.close()
             self.gallery.close()
             self.passes.close()
 
@@ -268,27 +278,65 @@ class GateUnit(Unit):
 
     # --- the camera -------------------------------------------------------------------------------------
 
-    async def _watch_camera(self, camera: FrameSource) -> None:
-        assert self.vision is not None
-        faulted = False
+    async def _fault(self, what: str, on: bool, message: str) -> None:
+        """Raise or clear a standing fault alarm (camera, thermal camera, vision) once per change."""
+        if on == (what in self._faults):
+            return
+        if on:
+            self._faults.add(what)
+            log.warning(what, extra={"door": self.cfg.door, "error": message})
+            await self._alarm(what, "major", message[:1000])
+        else:
+            self._faults.discard(what)
+            await self._clear(what, message)
+
+    async def _open_camera_until_it_works(self) -> FrameSource:
+        pause = 1.0
+        while True:
+            try:
+                camera = await asyncio.to_thread(self._open_camera)
+            except DriverError as exc:  # a Pi camera or thermal array not answering: say so, try again
+                await self._fault("camera_fault", True, f"camera cannot be opened: {exc}")
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 60.0)
+                continue
+            return camera
+
+    async def _watch_camera(self) -> None:
+        if self.vision is None:
+            return  # faces cannot be checked (vision_fault is raised): the door opens only by other means
+        camera = self.camera = self.camera or await self._open_camera_until_it_works()
+        assert self._ctx is not None
+        for name, command in source_commands(camera).items():  # a simulated camera's sim-arrive
+            self._ctx.register_command(name, command)
+        no_thermal_since: float | None = None
         while True:
             try:
                 frame = await camera.read()
             except DriverError as exc:
-                log.warning("camera", extra={"error": str(exc)})
-                if not faulted:
-                    faulted = True
-                    await self._alarm("camera_fault", "major", f"camera not delivering frames: {exc}"[:1000])
+                await self._fault("camera_fault", True, f"camera not delivering frames: {exc}")
                 await asyncio.sleep(1.0)
                 continue
-            if faulted:
-                faulted = False
-                await self._clear("camera_fault", "camera delivering frames again")
+            await self._fault("camera_fault", False, "camera delivering frames again")
             self.last_frame = frame
             self.camera_rate.tick()
             if frame.thermal:
                 self.thermal_rate.tick()
-            d = await self.vision.adecide(frame.rgb, frame.thermal or None, frame.ambient_c, frame.ts)
+                no_thermal_since = None
+                await self._fault("thermal_fault", False, "thermal camera delivering frames again")
+            elif self.cfg.vision.thermal is not None:
+                no_thermal_since = no_thermal_since or time.monotonic()
+                if time.monotonic() - no_thermal_since > THERMAL_SILENT_S:
+                    why = getattr(camera, "error", None) or "no frames"
+                    await self._fault("thermal_fault", True, f"thermal camera silent: {why}; temperatures not checked")
+            try:
+                d = await self.vision.adecide(frame.rgb, frame.thermal or None, frame.ambient_c, frame.ts)
+            except Exception as exc:  # a frame the vision cannot take (an odd size, a decoder glitch): next frame
+                log.exception("vision failed on a frame", extra={"door": self.cfg.door})
+                await self._fault("vision_fault", True, f"face checks failing: {type(exc).__name__}: {exc}")
+                await asyncio.sleep(0.5)
+                continue
+            await self._fault("vision_fault", False, "face checks working again")
             await self._act(d, frame)
 
     def _cooling(self, subject: str) -> bool:

@@ -49,6 +49,11 @@ class GateConfig(BaseModel):
         if self.thermal_camera is not None:
             if screening is None:
                 raise ValueError("thermal_camera is set but vision.thermal is null: give vision.thermal settings")
+            if self.thermal_camera.refresh_hz < 4:
+                raise ValueError(
+                    "thermal_camera.refresh_hz must be 4 Hz or more at a door: a slower array's frames are too old "
+                    "to screen the face in front of the camera (8 Hz needs the I²C bus at 400 kHz)"
+                )
             reg = screening.registration
             if (reg.thermal_width, reg.thermal_height) != (32, 24):
                 raise ValueError(

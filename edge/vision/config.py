@@ -54,7 +54,9 @@ class VisionConfig(BaseModel):
     delegate: Literal["cpu", "xnnpack", "edgetpu", "gpu"] = Field(
         "xnnpack", description="where the face models run (edge/vision/runtime.py)"
     )
-    delegate_library: str | None = Field(None, description="path of the delegate library, if not the usual name")
+    delegate_library: str | None = Field(
+        None, pattern=r"^/", description="absolute path of the delegate library, if not the usual name"
+    )
     quality: QualityConfig = QualityConfig()
     thermal: ThermalConfig | None = ThermalConfig()  # None: no thermal camera at this door
     liveness: Annotated[LivenessConfig, BeforeValidator(_liveness)] = LivenessConfig()

@@ -30,6 +30,7 @@ BODY_C = 36.5
 THRESHOLD = 0.5
 NOISE_LIFT = 0.15  # the hottest of a few noisy pixels reads this much above a uniform surface
 MIN_CONTRAST = 2.5  # below this (ambient above ≈ 33 °C) the thermal cues cannot separate skin from a picture
+LONG_PENDING = 3  # × spoof_after_s: a face that never showed depth this long is reported (not latched)
 MIN_MOTION = 0.4  # eye distances: a picture moved at least this far and never showed depth → flat
 
 
@@ -61,8 +62,15 @@ def assess(
     pending = False
     if motion is not None:
         cues["parallax"], cues["motion"] = motion.parallax, motion.motion
-        if motion.parallax >= cfg.min_parallax or (motion.age_s >= cfg.spoof_after_s and motion.motion >= MIN_MOTION):
-            reasons.append((_clip01(0.5 * motion.parallax / cfg.min_parallax), "flat motion (a picture or a screen)"))
+        flat = "flat motion (a picture or a screen)"
+        if motion.flat:  # judged a picture earlier in this track: depth shown later does not undo it
+            reasons.append((0.0, flat))
+        elif motion.parallax >= cfg.min_parallax or (motion.age_s >= cfg.spoof_after_s and motion.motion >= MIN_MOTION):
+            # depth seen (a live score), or a face that moved a fair way and stayed flat (a picture's)
+            reasons.append((_clip01(0.5 * motion.parallax / cfg.min_parallax), flat))
+        elif motion.age_s >= LONG_PENDING * cfg.spoof_after_s:
+            long_s = LONG_PENDING * cfg.spoof_after_s
+            reasons.append((0.0, f"no depth shown in {long_s:.0f} s (a picture held still?)"))
         else:
             pending = True
     if not thermal:

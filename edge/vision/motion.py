@@ -9,7 +9,10 @@ homography from the track's key frame to the current frame, and measures what it
 residual of the worse-fitting points, in eye distances so that it does not depend on how far away the face is.
 
 What it sees over a track:
-* ``parallax`` — the largest such residual so far: a live face that turns or moves shows it within a second;
+* ``parallax`` — such a residual reached in two frames running within the latest few frames: a live face that
+  turns or moves shows it within a second. Evidence is about the face reported now and nothing else: points
+  must stay inside it, the box must be where the points went, and whenever the points are lost a new key frame
+  starts the evidence again — depth shown by one face never vouches for a picture raised in front of it;
 * ``motion`` — how far the face moved in the image (eye distances): a picture that moved a lot and never
   showed depth is a presentation attack, while a face that has hardly moved proves nothing yet (a person
   standing perfectly still is asked to turn their head a little).
@@ -19,7 +22,9 @@ screening catches it (a screen has no body heat).
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections import deque
 from dataclasses import dataclass
 
 import cv2
@@ -35,6 +40,9 @@ FB_MAX_PX = 0.8  # forward-backward disagreement above this: the point was not f
 GAP_S = 1.0  # no face for this long: the next face starts a new track
 STEP_PX = 1.0  # a point this far off the frame-to-frame homography was lost
 MAX_SCALE_LOG = 0.05  # the face grew or shrank more than ≈ 5 % since the key frame: start a new key frame
+RECENT = 6  # depth must have been shown within the latest frames, not once at some point of the track
+BOX_DRIFT = 0.25  # face widths: the box the detector reports may be this far from where the points went
+INSIDE_SHARE = 0.6  # at least this share of the followed points must lie on the face reported now
 PERCENTILE = 85  # the residual of the worse-fitting points (the nose, the face's outline), not the worst one
 
 
@@ -45,6 +53,7 @@ class Motion:
     frames: int  # frames in this track
     age_s: float  # time since the track began
     points: int  # points followed in the latest frame
+    flat: bool = False  # this track was already judged a picture
 
 
 class MotionTracker:
@@ -58,17 +67,17 @@ class MotionTracker:
         self._t_last = -math.inf
         self._t0 = 0.0
         self._frames = 0
-        self._parallax = 0.0
+        self._recent: deque[float] = deque(maxlen=RECENT)  # residuals of the latest measured frames
         self._motion = 0.0
         self._moved = 0.0  # displacement accumulated over earlier key frames
-        self._last = 0.0  # the latest frame's residual
+        self.flat = False  # set by the pipeline once this track is judged a picture
 
     def reset(self) -> None:
         self._gray = self._key = self._pts = self._box = None
         self._t_last = -math.inf
 
-    def _same_face(self, box: Box, t: float) -> bool:
-        if self._box is None or t - self._t_last > GAP_S:
+    def _same_face(self, gray: U8, box: Box, t: float) -> bool:
+        if self._box is None or self._gray is None or t - self._t_last > GAP_S or gray.shape != self._gray.shape:
             return False
         x0, y0, x1, y1 = box
         px0, py0, px1, py1 = self._box
@@ -78,53 +87,75 @@ class MotionTracker:
         return jump < 0.5 and 0.67 < size < 1.5
 
     @staticmethod
-    def _corners(gray: U8, box: Box) -> F32 | None:
-        """Corner points inside the face (an ellipse within the box: no background, no picture border)."""
+    def _ellipse(box: Box) -> tuple[tuple[int, int], tuple[int, int]]:
         x0, y0, x1, y1 = box
+        return (int((x0 + x1) / 2), int(y0 + (y1 - y0) * 0.55)), (
+            max(int((x1 - x0) * 0.42), 2),
+            max(int((y1 - y0) * 0.5), 2),
+        )
+
+    @classmethod
+    def _inside(cls, pts: F32, box: Box, margin: float = 1.15) -> npt.NDArray[np.bool_]:
+        (cx, cy), (ax, ay) = cls._ellipse(box)
+        d = ((pts[:, 0] - cx) / (ax * margin)) ** 2 + ((pts[:, 1] - cy) / (ay * margin)) ** 2
+        return np.asarray(d <= 1.0)
+
+    @classmethod
+    def _corners(cls, gray: U8, box: Box) -> F32 | None:
+        """Corner points inside the face (an ellipse within the box: no background, no picture border)."""
         h, w = gray.shape
         mask = np.zeros((h, w), np.uint8)
-        centre = (int((x0 + x1) / 2), int(y0 + (y1 - y0) * 0.55))
-        axes = (max(int((x1 - x0) * 0.42), 2), max(int((y1 - y0) * 0.5), 2))
+        centre, axes = cls._ellipse(box)
         cv2.ellipse(mask, centre, axes, 0, 0, 360, 255, -1)
-        min_d = max(2.0, (x1 - x0) / 30)
+        min_d = max(2.0, (box[2] - box[0]) / 30)
         pts = cv2.goodFeaturesToTrack(gray, maxCorners=120, qualityLevel=0.005, minDistance=min_d, mask=mask)
         return None if pts is None or len(pts) < MIN_POINTS else pts.reshape(-1, 2).astype(np.float32)
 
     def _rekey(self, gray: U8, box: Box) -> None:
+        """A new key frame. Depth evidence is only ever about the points followed since the key frame: a
+        picture swapped in for a live face breaks the tracks, and the live face's parallax goes with them."""
         if self._key is not None and self._pts is not None and len(self._pts):  # lost points, not walking up
             self._moved += float(np.median(np.linalg.norm(self._pts - self._key, axis=1)))
+        self._recent.clear()
         self._key = self._corners(gray, box)
         self._pts = None if self._key is None else self._key.copy()
 
-    def update(self, rgb: U8, box: Box, eye_px: float, t: float) -> Motion:
+    @property
+    def parallax(self) -> float:
+        """Depth shown lately: the residual that two frames running both reached, over the latest frames."""
+        r = list(self._recent)
+        return max((min(a, b) for a, b in itertools.pairwise(r)), default=0.0)
+
+    def update(self, rgb: U8, box: Box, eye_px: float, t: float, measure: bool = True) -> Motion:
+        """Follow the face into this frame; ``measure`` False (a frame the quality gate refused: blurred, too
+        small, turned away) keeps the tracks going but records no depth from it."""
         gray: U8 = np.asarray(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), dtype=np.uint8)
-        if not self._same_face(box, t):
-            self._t0, self._frames, self._parallax, self._motion, self._moved, self._last = t, 0, 0.0, 0.0, 0.0, 0.0
+        if not self._same_face(gray, box, t):
+            self._t0, self._frames, self._motion, self._moved, self.flat = t, 0, 0.0, 0.0, False
+            self._recent.clear()
             self._key = self._pts = None
         self._frames += 1
         eye_px = max(eye_px, 1.0)
         if self._key is None or self._pts is None or self._gray is None:
             self._rekey(gray, box)
         else:
-            self._follow(gray, eye_px)
+            self._follow(gray, box, eye_px, measure)
             if self._pts is None or len(self._pts) < MIN_POINTS:
                 self._rekey(gray, box)
         self._gray, self._box, self._t_last = gray, box, t
         return Motion(
-            round(self._parallax, 4),
+            round(self.parallax, 4),
             round(self._motion, 4),
             self._frames,
             round(t - self._t0, 3),
             0 if self._pts is None else len(self._pts),
+            self.flat,
         )
 
-    def _follow(self, gray: U8, eye_px: float) -> None:
-        assert self._gray is not None and self._key is not None and self._pts is not None
-        lk = {
-            "winSize": (21, 21),
-            "maxLevel": 3,
-            "criteria": (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01),
-        }
+    def _follow(self, gray: U8, box: Box, eye_px: float, measure: bool) -> None:
+        assert self._gray is not None and self._key is not None and self._pts is not None and self._box is not None
+        criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01)
+        lk = {"winSize": (21, 21), "maxLevel": 3, "criteria": criteria}
         fwd, st1, _ = cv2.calcOpticalFlowPyrLK(self._gray, gray, self._pts, None, **lk)  # type: ignore[call-overload]
         back, st2, _ = cv2.calcOpticalFlowPyrLK(gray, self._gray, fwd, None, **lk)  # type: ignore[call-overload]
         fwd = fwd.reshape(-1, 2).astype(np.float32)
@@ -134,9 +165,23 @@ class MotionTracker:
             # from one frame to the next any surface moves almost as a plane: a point far off that step's
             # homography was not followed (it slid along an edge), whatever the face is made of
             step, _ = cv2.findHomography(self._pts[good], fwd[good], cv2.RANSAC, STEP_PX)
-            if step is not None:
+            if step is None:
+                good[:] = False
+            else:
                 off = np.linalg.norm(cv2.perspectiveTransform(self._pts[:, None, :], step).reshape(-1, 2) - fwd, axis=1)
                 good &= off < STEP_PX
+                # the face the detector reports now must be where the followed points went: a picture raised in
+                # front of a live face moves the box to the picture while points stay on the face behind it
+                (cx, cy), _axes = self._ellipse(self._box)
+                moved_to = cv2.perspectiveTransform(np.array([[[cx, cy]]], np.float32), step).reshape(2)
+                (nx, ny), _axes = self._ellipse(box)
+                if math.hypot(moved_to[0] - nx, moved_to[1] - ny) > BOX_DRIFT * max(box[2] - box[0], 1.0):
+                    good[:] = False
+        if good.sum() >= MIN_POINTS:
+            inside = self._inside(fwd, box)  # points that left the face now reported are not about this face
+            if inside[good].sum() < INSIDE_SHARE * good.sum():
+                good[:] = False
+            good &= inside
         self._key, self._pts = self._key[good], fwd[good]
         if len(self._pts) < MIN_POINTS:
             return
@@ -145,7 +190,6 @@ class MotionTracker:
             # still walking up: coming closer shows no depth (a head's parallax needs a turn or a step aside), so
             # neither parallax nor motion is measured until the size settles
             self._pts = None
-            self._last = 0.0
             return
         moved = float(np.median(np.linalg.norm(self._pts - self._key, axis=1)))
         self._motion = max(self._motion, (self._moved + moved) / eye_px)
@@ -154,6 +198,4 @@ class MotionTracker:
             return
         predicted = cv2.perspectiveTransform(self._key[:, None, :], h).reshape(-1, 2)
         residual = np.linalg.norm(predicted - self._pts, axis=1)
-        now = float(np.percentile(residual, PERCENTILE)) / eye_px
-        self._parallax = max(self._parallax, min(now, self._last))  # seen in two frames running, not a glitch
-        self._last = now
+        self._recent.append(float(np.percentile(residual, PERCENTILE)) / eye_px if measure else 0.0)

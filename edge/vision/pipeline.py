@@ -96,13 +96,13 @@ class GateVision:
         if not faces:
             return self._done(Decision("no_face", PROMPTS["no_face"]), t, models_before, t0)
         face = self.detector.refine(rgb, faces[0])
-        motion = None
-        if self.motion is not None:
-            (rx, ry), (lx, ly) = face.keypoints[0], face.keypoints[1]
-            eye_px = float(np.hypot(lx - rx, ly - ry))
-            motion = self.motion.update(rgb, face.box, eye_px, time.monotonic() if ts is None else ts)
         crop = align(rgb, face)
         quality = assess(face, crop, self.config.quality)
+        motion = None
+        if self.motion is not None:  # followed on every frame; depth counted only from frames good enough
+            (rx, ry), (lx, ly) = face.keypoints[0], face.keypoints[1]
+            eye_px = float(np.hypot(lx - rx, ly - ry))
+            motion = self.motion.update(rgb, face.box, eye_px, time.monotonic() if ts is None else ts, quality.ok)
         t2 = time.perf_counter()
         t["align_quality_ms"] = (t2 - t1) * 1000
         d = Decision("retry", quality.prompt, faces=len(faces), quality=quality)
@@ -148,6 +148,8 @@ class GateVision:
         )
         if d.liveness is not None and not d.liveness.live:
             d.outcome = "spoof"
+            if self.motion is not None and motion is not None and "flat" in d.liveness.reason:
+                self.motion.flat = True  # this face stays a picture until it leaves (later depth changes nothing)
         elif d.thermal is not None and d.thermal.verdict == "fever":
             d.outcome = "fever"
         elif m.resident_id is not None:

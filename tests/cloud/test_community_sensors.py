@@ -107,7 +107,7 @@ async def test_community_sensor_alarms_reach_the_cloud(make_cloud: MakeCloud, ru
 
         unit = facade.units[0]
         await until(lambda: unit.frames > 30, 60, "the facade camera running")
-        await unit._cmd_drop({"floor": 15})
+        unit.camera.drop(15)
         thrown = await until(lambda: alarm("facade-12", "throwing"), 60, "the throwing alarm", thread=True)
         assert thrown["details"]["floor_low"] <= 15 <= thrown["details"]["floor_high"]
         strip = await media("facade-12", thrown["details"]["frames_ref"])

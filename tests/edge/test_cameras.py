@@ -104,6 +104,8 @@ async def test_errors_say_what_is_wrong_and_keep_secrets_out() -> None:
         await cam.read()
     await cam.close()
     assert redact("rtsp://admin:hunter2@10.0.0.5:554/h264") == "rtsp://admin:***@10.0.0.5:554/h264"
+    assert redact("rtsp://admin:p@ss/w0rd@cam:554/s") == "rtsp://admin:***@cam:554/s"  # @ and / in a password
+    assert redact("http://cam/snap?user=a&pwd=x1&Token=y2") == "http://cam/snap?user=a&pwd=***&Token=***"
     rtsp = open_camera(RtspCameraConfig(type="rtsp", url="rtsp://admin:hunter2@127.0.0.1:1/stream", timeout_s=1.0))
     with pytest.raises(DriverError) as err:
         await rtsp.read()

@@ -4,6 +4,7 @@ out; turning liveness off is possible only explicitly, and the gate then says so
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -25,7 +26,9 @@ from tests.waits import until
 
 
 @asynccontextmanager
-async def gate(tmp_path: Path, **vision: Any) -> AsyncIterator[tuple[GateUnit, Sent]]:
+async def gate(
+    tmp_path: Path, camera: dict[str, Any] | None = None, ready: bool = True, **vision: Any
+) -> AsyncIterator[tuple[GateUnit, Sent]]:
     board = IOBoardSim()
     enrol_photo(tmp_path / "gallery.db", b"device-secret", "res-astronaut", "astronaut")
     cfg = GateConfig.model_validate(
@@ -36,7 +39,7 @@ async def gate(tmp_path: Path, **vision: Any) -> AsyncIterator[tuple[GateUnit, S
             "fire": None,
             "secret": "device-secret",
             "gallery": str(tmp_path / "gallery.db"),
-            "camera": {"type": "simulated", "fps": 10},
+            "camera": camera or {"type": "simulated", "fps": 10},
             "vision": {"thermal": None, **vision},
             "open_s": 0.5,
             "cooldown_s": 30.0,
@@ -49,8 +52,10 @@ async def gate(tmp_path: Path, **vision: Any) -> AsyncIterator[tuple[GateUnit, S
     )
     task = asyncio.create_task(unit.run(ctx))
     try:
-        await until(lambda: unit.vision is not None and unit.camera is not None, 30, "the gate to load its models")
+        if ready:
+            await until(lambda: unit.vision is not None and unit.camera is not None, 30, "the gate to load its models")
         yield unit, Sent(outbox)
+        assert not task.done(), "the gate unit stopped"
     finally:
         await cancel_and_wait(task)
         await outbox.close()
@@ -106,3 +111,19 @@ def test_face_unlock_without_thermal_refuses_to_start_with_only_the_colour_cue()
         }
     )
     assert mlx.thermal_camera is not None and mlx.thermal_camera.refresh_hz == 16
+
+
+async def test_hardware_faults_raise_alarms_and_the_gate_keeps_running(tmp_path: Path) -> None:
+    async def alarm(sent: Sent, code: str) -> dict[str, Any] | None:
+        return next((m["body"] for m in await sent("alarm.raise") if m["body"]["code"] == code), None)
+
+    (tmp_path / "a").mkdir()
+    async with gate(tmp_path / "a", camera={"type": "v4l2", "device": "/dev/video97"}, ready=False) as (unit, sent):
+        fault = await until(lambda: alarm(sent, "gate.camera_fault"), 20, "the camera fault alarm")
+        assert "/dev/video97 does not exist" in fault["message"]
+        assert unit.decisions == deque() or not any(d.decision == "open" for d in unit.decisions)
+    (tmp_path / "b").mkdir()
+    async with gate(tmp_path / "b", ready=False, delegate="edgetpu") as (unit, sent):
+        fault = await until(lambda: alarm(sent, "gate.vision_fault"), 30, "the vision fault alarm")
+        assert "libedgetpu.so.1" in fault["message"] and fault["severity"] == "critical"
+        assert unit.vision is None

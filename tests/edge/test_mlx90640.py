@@ -4,6 +4,7 @@ subpages read, the known scene recovered; the same registers read by Adafruit's 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 from edge.drivers.camera import Frame, WithThermal
 from edge.drivers.io import DriverError
 from edge.thermal.config import MLX90640Config
-from edge.thermal.mlx90640 import CONTROL, MLX90640, RAM, Calibration, LinuxI2C
+from edge.thermal.mlx90640 import CONTROL, MLX90640, Calibration, LinuxI2C
 from simulators.mlx90640 import MLX90640Sim, Scene, face_scene
 
 BROKEN = 101
@@ -143,7 +144,15 @@ def test_errors_name_the_problem() -> None:
         ee[64 + 200 + 3 * p] = 0
     with pytest.raises(DriverError, match="faulty pixels"):
         Calibration.from_eeprom(ee)
-    assert sim.reads.get(RAM, 0) == 0  # nothing was read past the calibration
+    zero_gain = sim.eeprom[:]
+    zero_gain[48] = 0
+    with pytest.raises(DriverError, match="wiring"):
+        Calibration.from_eeprom(zero_gain)
+    mlx = MLX90640(_cfg(), bus=sim)
+    sim.ram[778] = 0  # a gain word read as zero (noise on the bus)
+    with pytest.raises(DriverError, match="implausible RAM"):
+        mlx.calibration.temperatures(list(sim.ram), sim.control, 0, 1.0)
+    assert sim.control & 0x0001 and not sim.control & 0x0008  # subpages alternate, none repeated
 
 
 async def test_each_rgb_frame_carries_the_newest_thermal_burst_and_the_sensor_ambient() -> None:
@@ -153,7 +162,7 @@ async def test_each_rgb_frame_carries_the_newest_thermal_burst_and_the_sensor_am
     class Rgb:
         async def read(self) -> Frame:
             await asyncio.sleep(0.05)
-            return Frame(np.zeros((480, 640, 3), np.uint8))
+            return Frame(np.zeros((480, 640, 3), np.uint8), ts=time.monotonic())
 
         async def close(self) -> None:
             return None
@@ -166,6 +175,7 @@ async def test_each_rgb_frame_carries_the_newest_thermal_burst_and_the_sensor_am
                 break
         assert len(frame.thermal) == 3 and all(f.shape == (24, 32) for f in frame.thermal)
         assert frame.ambient_c == pytest.approx(22.0, abs=0.05)  # Ta 30 °C − 8 °C
+        assert frame.ts is not None and all(frame.ts - f.t <= source.max_age_s for f in frame.thermal)
         sim.address = 0x40  # the array stops answering: its frames age out, none are attached
         await asyncio.sleep(source.max_age_s + 0.3)
         frame = await source.read()

@@ -50,3 +50,49 @@ def test_sequences_are_recorded_for_replay(tmp_path: Path) -> None:
     assert len(frames) == 5 and (where / "sequence.json").exists()
     back = cv2.imread(str(frames[0]))[:, :, ::-1]
     assert np.array_equal(back, seq.frames[0][0])
+
+
+def test_depth_shown_by_one_face_never_vouches_for_a_picture_swapped_in() -> None:
+    """An accomplice turns their head in front of the camera, then raises a print of a resident in the same
+    place: the resident's door must not open."""
+    import tempfile
+
+    from edge.vision.config import VisionConfig
+    from edge.vision.gallery import Gallery
+    from edge.vision.pipeline import GateVision
+    from simulators.camera import enrol_photo
+
+    with tempfile.TemporaryDirectory() as tmp:
+        enrol_photo(Path(tmp) / "g.db", b"s", "res-astronaut", "astronaut")
+        gallery = Gallery(Path(tmp) / "g.db", b"s")
+        vision = GateVision(gallery, VisionConfig(thermal=None))
+        try:
+            live = sequence("live", "grace_hopper", seed=11, seconds=2.5).frames
+            print_ = sequence("paper", "astronaut", seed=12, seconds=3.0).frames[8:]
+            outcomes = []
+            for i, (rgb, _t) in enumerate([*live, *print_]):
+                d = vision.decide(rgb, None, None, i / 10)
+                outcomes.append((i >= len(live), d.outcome, d.resident_id))
+            assert any(o == "unknown" for swapped, o, _r in outcomes if not swapped)  # the accomplice was live
+            assert not any(o == "match" for _s, o, _r in outcomes), "a print opened a resident's door"
+        finally:
+            vision.close()
+            gallery.close()
+
+
+def test_a_flat_verdict_sticks_and_odd_frames_do_not_break_the_tracker() -> None:
+    cfg = LivenessConfig()
+    later = assess(None, None, Motion(0.05, 0.8, 80, 7.0, 40, flat=True), cfg, thermal=False)
+    assert not later.live and "flat" in later.reason  # depth shown after the verdict changes nothing
+    long = assess(None, None, Motion(0.001, 0.05, 200, 13.0, 40), cfg, thermal=False)
+    assert not long.live and not long.pending and "no depth" in long.reason
+
+    from edge.vision.motion import MotionTracker
+
+    tracker = MotionTracker()
+    big = sequence("live", "astronaut", seed=2, seconds=1.0).frames
+    box = (280.0, 180.0, 360.0, 280.0)
+    tracker.update(big[-1][0], box, 60.0, 0.0)
+    small = np.ascontiguousarray(big[-1][0][::2, ::2])  # the camera changed its resolution between frames
+    m = tracker.update(small, (140.0, 90.0, 180.0, 140.0), 30.0, 0.1)
+    assert m.frames == 1  # a new track, not an error
