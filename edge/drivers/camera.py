@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib import import_module
 from typing import Any, Protocol
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 import numpy as np
 import numpy.typing as npt
@@ -33,6 +33,10 @@ from edge.drivers.io import DriverError
 from edge.thermal.frame import ThermalFrame
 
 log = logging.getLogger("civicedge.edge.camera")
+# OpenCV's and FFmpeg's own chatter goes to stderr unstructured, and FFmpeg's may quote a stream's address:
+# quiet by default (a source reports what is wrong itself); set these variables to see it while debugging
+os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 Command = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
@@ -158,8 +162,15 @@ class OpenCVSource:
         await asyncio.to_thread(self._thread.join, self.timeout_s + 1.0)
 
 
+def _quiet(cv2: Any) -> None:
+    if os.environ.get("OPENCV_LOG_LEVEL", "ERROR") == "ERROR":
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+
 def open_v4l2(cfg: V4L2CameraConfig) -> OpenCVSource:
     import cv2
+
+    _quiet(cv2)
 
     device = cfg.device
     if isinstance(device, str) and device.isdigit():
@@ -186,17 +197,30 @@ def open_v4l2(cfg: V4L2CameraConfig) -> OpenCVSource:
     return OpenCVSource(where, opener)
 
 
+def with_credentials(url: str, user: str | None, password: str | None) -> str:
+    """The URL with the account put in, percent-encoded (a password holding @, / or : would otherwise be read
+    as part of the host)."""
+    if user is None:
+        return url
+    scheme, _, rest = url.partition("://")
+    cred = quote(user, safe="") + (":" + quote(password, safe="") if password is not None else "")
+    return f"{scheme}://{cred}@{rest.rpartition('@')[2] if '@' in rest.split('/', 1)[0] else rest}"
+
+
 def open_rtsp(cfg: RtspCameraConfig) -> OpenCVSource:
     import cv2
+
+    _quiet(cv2)
 
     # FFmpeg's options for the RTSP demuxer (process-wide; every stream on a gateway uses the same transport)
     os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = f"rtsp_transport;{cfg.transport}"
     ms = int(cfg.timeout_s * 1000)
-    shown = redact(cfg.url)
+    url = with_credentials(cfg.url, cfg.user, cfg.password)
+    shown = redact(url)
 
     def opener() -> Any:
         cap = cv2.VideoCapture(
-            cfg.url, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
+            url, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
         )
         if not cap.isOpened():
             raise DriverError(f"camera {shown} cannot be opened (address, credentials, or the camera is off)")

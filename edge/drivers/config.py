@@ -82,7 +82,9 @@ class RtspCameraConfig(CameraSettings):
     """An IP camera's stream (RTSP, or any URL OpenCV's FFmpeg reads), decoded on the gateway."""
 
     type: Literal["rtsp"]
-    url: str = Field(pattern=r"^(rtsps?|https?)://", description="rtsp://user:password@host:554/stream; use ${…}")
+    url: str = Field(pattern=r"^(rtsps?|https?)://", description="rtsp://host:554/stream (credentials below)")
+    user: str | None = Field(None, description="the camera account (any characters; encoded into the URL)")
+    password: str | None = Field(None, description="its password; use ${CE_CAMERA_PASSWORD}")
     transport: Literal["tcp", "udp"] = Field("tcp", description="RTP over the RTSP connection (tcp) or UDP")
     timeout_s: float = Field(5.0, gt=0, le=60, description="no frame for this long: reconnect")
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from edge.drivers.camera import OpenCVSource, open_camera, redact, source_commands
+from edge.drivers.camera import OpenCVSource, open_camera, redact, source_commands, with_credentials
 from edge.drivers.config import CAMERA_PLUGINS, PiCameraConfig, RtspCameraConfig, V4L2CameraConfig, camera_kind
 from edge.drivers.io import DriverError
 from edge.units.gate_config import GateConfig
@@ -106,6 +106,7 @@ async def test_errors_say_what_is_wrong_and_keep_secrets_out() -> None:
     assert redact("rtsp://admin:hunter2@10.0.0.5:554/h264") == "rtsp://admin:***@10.0.0.5:554/h264"
     assert redact("rtsp://admin:p@ss/w0rd@cam:554/s") == "rtsp://admin:***@cam:554/s"  # @ and / in a password
     assert redact("http://cam/snap?user=a&pwd=x1&Token=y2") == "http://cam/snap?user=a&pwd=***&Token=***"
+    assert with_credentials("rtsp://cam:554/s", "gate", "p@ss:w/rd") == "rtsp://gate:p%40ss%3Aw%2Frd@cam:554/s"
     rtsp = open_camera(RtspCameraConfig(type="rtsp", url="rtsp://admin:hunter2@127.0.0.1:1/stream", timeout_s=1.0))
     with pytest.raises(DriverError) as err:
         await rtsp.read()
@@ -146,3 +147,44 @@ async def test_the_pi_camera_needs_picamera2_and_hands_out_rgb(monkeypatch: pyte
     frame = await cam.read()
     assert frame.rgb[0, 0].tolist() == [0, 0, 200]  # blue stays blue in RGB order
     await cam.close()
+
+
+async def test_an_ip_camera_over_rtsp_streams_reconnects_after_a_reboot_and_keeps_its_password() -> None:
+    """A real RTSP session (RTP/JPEG interleaved on TCP, Basic authentication) from the simulated IP camera
+    through OpenCV's FFmpeg: frames in the right colours, a camera reboot survived, a wrong password named."""
+    from simulators.ipcamera import IPCamera
+
+    img = np.zeros((480, 640, 3), np.uint8)
+    img[:, :320] = (200, 30, 30)  # left red, right blue
+    img[:, 320:] = (30, 30, 200)
+    cam = await IPCamera(lambda: img, fps=10, user="gate", password="p@ss:w/rd").start()
+    url = f"rtsp://127.0.0.1:{cam.port}/stream1"
+    source = open_camera(RtspCameraConfig(type="rtsp", url=url, user="gate", password="p@ss:w/rd", timeout_s=5))
+    try:
+        frame = await source.read()
+        assert frame.rgb.shape == (480, 640, 3)
+        assert frame.rgb[240, 100, 0] > 150 and frame.rgb[240, 100, 2] < 80  # red stays red
+        assert frame.rgb[240, 500, 2] > 150 and frame.rgb[240, 500, 0] < 80
+        await cam.reboot(down_s=1.0)
+        sessions = cam.sessions
+        for _ in range(100):
+            try:
+                await source.read()
+            except DriverError:
+                continue  # while the camera is down the source says so
+            if cam.sessions > sessions:
+                break
+        assert cam.sessions > sessions and source.reconnects >= 1  # a new RTSP session after the reboot
+        await source.read()
+    finally:
+        await source.close()
+    wrong = open_camera(RtspCameraConfig(type="rtsp", url=url, user="gate", password="guess", timeout_s=2))
+    assert isinstance(wrong, OpenCVSource)
+    try:
+        with pytest.raises(DriverError) as err:
+            await wrong.read()
+        assert "cannot be opened" in str(err.value) and "guess" not in str(err.value)
+        assert cam.refused >= 1
+    finally:
+        await wrong.close()
+        await cam.stop()
