@@ -126,16 +126,15 @@ class IPCamera:
                 except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
                     return
                 lines = head.decode("latin-1").split("\r\n")
-                method, url, _ = (lines[0].split(" ") + ["", "", ""])[:3]
+                method, url, _ = [*lines[0].split(" "), "", "", ""][:3]
                 headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
                 if int(headers.get("content-length", "0") or 0):
                     await reader.readexactly(int(headers["content-length"]))
                 cseq = headers.get("cseq", "0")
                 if not self._authorised(headers):
                     self.refused += 1
-                    writer.write(
-                        f'RTSP/1.0 401 Unauthorized\r\nCSeq: {cseq}\r\nWWW-Authenticate: Basic realm="camera"\r\n\r\n'.encode()
-                    )
+                    challenge = 'WWW-Authenticate: Basic realm="camera"'
+                    writer.write(f"RTSP/1.0 401 Unauthorized\r\nCSeq: {cseq}\r\n{challenge}\r\n\r\n".encode())
                     await writer.drain()
                     continue
                 extra, body = "", ""
