@@ -55,7 +55,8 @@ def rtp_jpeg(rgb: U8, seq: int, ts: int, ssrc: int, quality: int = 80) -> list[b
     if not ok:
         raise ValueError("the frame cannot be encoded")
     tables, scan = _segments(buf.tobytes())
-    packets, offset = [], 0
+    packets: list[bytes] = []
+    offset = 0
     while offset < len(scan):
         header = struct.pack(">B3sBBBB", 0, offset.to_bytes(3, "big"), 1, 255, w // 8, h // 8)
         if offset == 0:
