@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import time
 from collections import Counter, deque
@@ -114,6 +115,9 @@ class GateUnit(Unit):
             ctx.register_command(name, handler)
         ctx.subscribe(Channel.GALLERY, self._on_gallery)
         ctx.on_connect(self._announce_gallery)
+        if self.camera is None:  # opened before the models load; one that fails is retried by the camera loop
+            with contextlib.suppress(DriverError):
+                self.camera = await asyncio.to_thread(self._open_camera)
         try:
             self.vision = await asyncio.to_thread(GateVision, self.gallery, self.cfg.vision)
         except (DelegateError, OSError, RuntimeError, ValueError) as exc:
