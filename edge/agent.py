@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import os
 import signal
@@ -21,7 +22,7 @@ import yaml
 
 from edge import __version__
 from edge.commands import CommandError, CommandProcessor
-from edge.config import AgentConfig, ConfigError, expand_env, parse_config
+from edge.config import AgentConfig, ConfigError, expand_tree, parse_config
 from edge.health import snapshot
 from edge.outbox import Outbox
 from edge.status import StatusServer
@@ -94,6 +95,16 @@ def deep_merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
     for k, v in patch.items():
         out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
+
+
+def _references_env(v: Any) -> bool:
+    if isinstance(v, str):
+        return "${" in v
+    if isinstance(v, dict):
+        return any(_references_env(k) or _references_env(x) for k, x in v.items())
+    if isinstance(v, list):
+        return any(_references_env(x) for x in v)
+    return False
 
 
 class Agent:
@@ -357,9 +368,13 @@ class Agent:
             raise CommandError(
                 f"pinned_key: {', '.join(pinned)} cannot be changed by config (keys change by rotate-key only)"
             )
+        if _references_env(patch):
+            # the device's environment holds its secrets: a patch may not paste one into, say, a camera URL
+            # that points elsewhere; references already in the file stay as they are
+            raise CommandError("set-config values cannot reference the device's environment (${…})")
         merged_raw = deep_merge(self.raw, patch)
         try:
-            new = parse_config(yaml.safe_load(expand_env(yaml.safe_dump(merged_raw))), "new config")
+            new = parse_config(expand_tree(copy.deepcopy(merged_raw)), "new config")
         except ConfigError as exc:
             raise CommandError(str(exc)) from None
         before, after = storage_paths(self.config), storage_paths(new)

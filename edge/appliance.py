@@ -291,10 +291,10 @@ def _bundle_file(path: Path) -> bytes:
 
 def _config_problem(text: bytes, where: str, layout: Layout) -> str | None:
     """Why a config cannot run under this layout (None: it can)."""
-    from edge.config import ConfigError, expand_env, parse_config
+    from edge.config import ConfigError, expand_tree, load_yaml, parse_config
 
     try:
-        cfg = parse_config(yaml.safe_load(expand_env(text.decode())), where)
+        cfg = parse_config(expand_tree(load_yaml(text.decode())), where)
     except (ConfigError, yaml.YAMLError, UnicodeDecodeError) as exc:
         return str(exc)
     if not cfg.outbox.path.is_relative_to(layout.state):
@@ -456,7 +456,7 @@ def write_unit(layout: Layout, device: str, journal_max: str | None, hardware_wa
 
 def check_config(layout: Layout) -> str:
     """The installed config, read as the agent will read it (paths under the prefix when staging)."""
-    from edge.config import ConfigError, expand_env, parse_config
+    from edge.config import ConfigError, expand_tree, load_yaml, parse_config
 
     path = layout.on_disk(layout.etc) / "config.yaml"
     etc = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW)
@@ -465,7 +465,7 @@ def check_config(layout: Layout) -> str:
     finally:
         os.close(etc)
     try:
-        cfg = parse_config(yaml.safe_load(expand_env(text.decode())), str(layout.etc / "config.yaml"))
+        cfg = parse_config(expand_tree(load_yaml(text.decode())), str(layout.etc / "config.yaml"))
     except (ConfigError, yaml.YAMLError, UnicodeDecodeError) as exc:
         raise InstallError(f"the bundle's config does not load: {exc}") from None
     notes = []

@@ -71,6 +71,18 @@ def check_config(config: Annotated[Path, typer.Argument(help="agent config file 
             "register its public half)",
             err=True,
         )
+    for unit in cfg.units:
+        vision = getattr(unit, "vision", None)
+        if vision is not None and not vision.liveness.enabled:
+            typer.echo(
+                f"warning: {getattr(unit, 'door', 'a gate')}: liveness is off — a photo of a resident opens this door",
+                err=True,
+            )
+    key_file = cfg.commands.public_key_file
+    if key_file is not None and not key_file.exists():
+        typer.echo(
+            f"warning: commands.public_key_file {key_file} does not exist (yet): commands will be refused", err=True
+        )
     missing = [r for r, key in cfg.provisioned_keys().items() if not key and (r != "updates" or cfg.updates)]
     if missing:
         typer.echo(

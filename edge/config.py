@@ -5,6 +5,7 @@ A bad file is refused at start with the field path and the reason (:class:`Confi
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import re
@@ -185,8 +186,12 @@ class CommandsConfig(_Model):
         return self
 
     def key_b64(self) -> str | None:
+        """The pinned key; None when none is given or its file is not there (yet: the installer writes it)."""
         if self.public_key_file is not None:
-            return self.public_key_file.read_text().strip()
+            try:
+                return self.public_key_file.read_text().strip()
+            except OSError:
+                return None
         return self.public_key
 
 
@@ -264,6 +269,59 @@ def expand_env(text: str, env: dict[str, str] | None = None) -> str:
     return out
 
 
+def load_yaml(text: str) -> Any:
+    """Parse a config file's YAML with its ``${NAME}`` references kept as they are, wherever they stand (also
+    unquoted inside a ``{…}`` flow mapping, where their braces would otherwise be YAML)."""
+    refs: dict[str, str] = {}
+
+    def hold(m: re.Match[str]) -> str:
+        key = f"CEENVREF{len(refs)}X"
+        refs[key] = m.group(0)
+        return key
+
+    data = yaml.safe_load(_ENV.sub(hold, text))
+    if not refs:
+        return data
+    held = re.compile("|".join(refs))
+
+    def walk(v: Any) -> Any:
+        if isinstance(v, str):
+            return held.sub(lambda m: refs[m.group(0)], v)
+        if isinstance(v, dict):
+            return {walk(k): walk(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [walk(x) for x in v]
+        return v
+
+    return walk(data)
+
+
+def expand_tree(data: Any, env: dict[str, str] | None = None) -> Any:
+    """``${NAME}`` references expanded inside the string values of parsed YAML. A value is never parsed as
+    YAML again, so a password holding ``#``, ``: `` or ``@`` stays exactly what it is (and never shows up in a
+    YAML error)."""
+    env = dict(os.environ) if env is None else env
+    missing: list[str] = []
+
+    def walk(v: Any) -> Any:
+        if isinstance(v, str):
+            try:
+                return expand_env(v, env)
+            except ConfigError:
+                missing.extend(m.group(1) for m in _ENV.finditer(v) if m.group(1) not in env and m.group(2) is None)
+                return v
+        if isinstance(v, dict):
+            return {k: walk(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [walk(x) for x in v]
+        return v
+
+    out = walk(data)
+    if missing:
+        raise ConfigError(f"environment variable(s) not set: {', '.join(sorted(set(missing)))}")
+    return out
+
+
 def format_errors(exc: ValidationError) -> str:
     lines = []
     for e in exc.errors():
@@ -288,19 +346,24 @@ def load_config(path: Path, env: dict[str, str] | None = None) -> AgentConfig:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(expand_env(text, env))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-    return parse_config(data, str(path))
+    return load_config_raw(path, env, text)[1]
 
 
-def load_config_raw(path: Path, env: dict[str, str] | None = None) -> tuple[dict[str, Any], AgentConfig]:
+def load_config_raw(
+    path: Path, env: dict[str, str] | None = None, text: str | None = None
+) -> tuple[dict[str, Any], AgentConfig]:
     """Like :func:`load_config`, also returning the file's data with ``${ENV}`` references unexpanded
     (what ``set-config`` merges into and writes back, so secrets never land in the file)."""
-    config = load_config(path, env)
-    raw = yaml.safe_load(path.read_text())
-    return raw, config
+    if text is None:
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    try:
+        raw = load_yaml(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    return raw, parse_config(expand_tree(copy.deepcopy(raw), env), str(path))
 
 
 def read_secret(path: Path) -> str:

@@ -236,8 +236,17 @@ class WithThermal:
     older is attached: a silent array means "no thermal reading", and a picture raised in front of a face is
     never screened with the face's heat from a moment before."""
 
-    def __init__(self, camera: FrameSource, thermal: Any, keep: int, max_age_s: float = 0.5) -> None:
-        self.camera, self.thermal = camera, thermal
+    def __init__(
+        self,
+        camera: FrameSource,
+        thermal: Any,
+        keep: int,
+        max_age_s: float = 0.5,
+        opener: Callable[[], Any] | None = None,
+    ) -> None:
+        """``thermal`` is an open ThermalSource, or None with ``opener`` to open it on the reading thread (an
+        array that does not answer yet is retried there while the RGB camera works on)."""
+        self.camera, self.thermal, self._opener = camera, thermal, opener
         self.keep, self.max_age_s = keep, max_age_s
         self.error: str | None = None
         self._frames: list[ThermalFrame] = []
@@ -247,7 +256,17 @@ class WithThermal:
         self._thread.start()
 
     def _run(self) -> None:
+        pause = 1.0
         while not self._stop.is_set():
+            if self.thermal is None and self._opener is not None:
+                try:
+                    self.thermal = self._opener()
+                except Exception as exc:  # not plugged in, I²C off, no permission: say so, try again
+                    self.error = str(exc)
+                    log.warning("thermal camera cannot be opened", extra={"error": str(exc)})
+                    self._stop.wait(pause)
+                    pause = min(pause * 2, 60.0)
+                    continue
             try:
                 frame = self.thermal.read()
             except Exception as exc:  # an I²C error must not end the thread: report, pause, go on

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SerializeAsAny
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SerializeAsAny, model_validator
 
 
 class _Cfg(BaseModel):
@@ -85,6 +85,13 @@ class RtspCameraConfig(CameraSettings):
     url: str = Field(pattern=r"^(rtsps?|https?)://", description="rtsp://host:554/stream (credentials below)")
     user: str | None = Field(None, description="the camera account (any characters; encoded into the URL)")
     password: str | None = Field(None, description="its password; use ${CE_CAMERA_PASSWORD}")
+
+    @model_validator(mode="after")
+    def _password_needs_a_user(self) -> RtspCameraConfig:
+        if self.password is not None and self.user is None:
+            raise ValueError("a camera password needs its user: add user: to the camera settings")
+        return self
+
     transport: Literal["tcp", "udp"] = Field("tcp", description="RTP over the RTSP connection (tcp) or UDP")
     timeout_s: float = Field(5.0, gt=0, le=60, description="no frame for this long: reconnect")
 
@@ -153,6 +160,8 @@ def camera_kind(name: str) -> CameraKind:
         _load_plugins()
     if name in _BROKEN:
         raise ValueError(_BROKEN[name])
+    if name == "opencv":
+        raise ValueError("camera type opencv is now v4l2 (a device) or rtsp (a stream URL, with user and password)")
     if name not in _CAMERAS:
         raise ValueError(
             f"unknown camera type {name!r}; known: {', '.join(sorted(_CAMERAS))} "

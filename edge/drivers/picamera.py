@@ -28,8 +28,8 @@ class PiCamera:
     def __init__(self, cfg: PiCameraConfig) -> None:
         try:
             from picamera2 import Picamera2
-        except ImportError as exc:
-            raise DriverError(f"{MISSING} ({exc})") from None
+        except Exception as exc:  # missing, or built against another numpy (simplejpeg): either way, say how
+            raise DriverError(f"{MISSING} ({type(exc).__name__}: {exc})") from None
         try:
             self.cam: Any = Picamera2(cfg.camera)
             config = self.cam.create_video_configuration(

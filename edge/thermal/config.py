@@ -10,6 +10,7 @@ from edge.thermal.geometry import RegistrationConfig
 
 
 class ThermalConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
     fever_c: float = Field(37.3, ge=34.0, le=39.0, description="fever threshold, 34.0–39.0 °C in 0.1 steps")
     registration: RegistrationConfig = RegistrationConfig()
     blackbody_c: float | None = Field(38.0, description="reference set point; null when no blackbody is fitted")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 IPD_M = 0.063  # mean adult interpupillary distance
 
@@ -39,6 +39,8 @@ class CameraGeometry:
 
 class RegistrationConfig(BaseModel):
     """How the thermal array sits relative to the RGB camera (from the terminal's mechanical drawing)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     rgb_width: int = 640
     rgb_height: int = 480

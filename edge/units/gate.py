@@ -93,14 +93,13 @@ class GateUnit(Unit):
         from edge.thermal.mlx90640 import open_mlx90640
 
         assert self.cfg.vision.thermal is not None
-        try:
-            thermal = open_mlx90640(self.cfg.thermal_camera)
-        except BaseException:
-            asyncio.run(camera.close())
-            raise
-        # thermal frames at most one full frame (two subpages) and a little older than the RGB frame
-        fresh_s = 2 / self.cfg.thermal_camera.refresh_hz + 0.1
-        return WithThermal(camera, thermal, self.cfg.vision.thermal.frames, max_age_s=fresh_s)
+        mlx = self.cfg.thermal_camera
+        # thermal frames at most one full frame (two subpages) and a little older than the RGB frame; the array
+        # opens on its own thread and is retried there (gate.thermal_fault meanwhile), the RGB camera works on
+        fresh_s = 2 / mlx.refresh_hz + 0.1
+        return WithThermal(
+            camera, None, self.cfg.vision.thermal.frames, max_age_s=fresh_s, opener=lambda: open_mlx90640(mlx)
+        )
 
     async def run(self, ctx: UnitContext) -> None:
         self._ctx = ctx

@@ -58,6 +58,11 @@ class GateConfig(BaseModel):
             if (reg.thermal_width, reg.thermal_height) != (32, 24):
                 raise ValueError(
                     "an MLX90640 is 32×24: set vision.thermal.registration.thermal_width: 32, thermal_height: 24 "
-                    "and thermal_hfov_deg to the lens (55 or 110)"
+                    "and thermal_hfov_deg to the lens (55 or 110), and blackbody_c: null unless a reference is fitted"
+                )
+            if "blackbody_c" not in screening.model_fields_set:
+                raise ValueError(
+                    "vision.thermal.blackbody_c: say whether a blackbody reference is in the MLX90640's view — "
+                    "blackbody_c: null when none is (the default 38.0 would read background pixels as one)"
                 )
         return self

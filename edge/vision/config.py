@@ -10,6 +10,7 @@ from edge.thermal.config import ThermalConfig
 
 
 class QualityConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
     min_face_px: float = Field(60, description="face box width in image pixels")
     max_yaw: float = Field(0.22, description="nose offset from the eye midpoint, in eye distances (≈ 25°)")
     pitch_range: tuple[float, float] = (0.3, 0.7)  # nose between eye line (0) and mouth (1)
@@ -43,6 +44,8 @@ def _liveness(value: Any) -> Any:
         return LivenessConfig(enabled=value)
     if value in ("off", "on"):
         return LivenessConfig(enabled=value == "on")
+    if isinstance(value, str):
+        raise ValueError(f"liveness is on, off, or a mapping of cues (enabled, colour, motion, …), not {value!r}")
     return value
 
 

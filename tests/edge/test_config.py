@@ -26,6 +26,11 @@ def test_env_secret_expanded(tmp_path: Path) -> None:
     assert cfg.mqtt.password == "s3cret" and cfg.client_id == "riverside.gate-01"
     with pytest.raises(ConfigError, match="CE_MQTT_PASSWORD"):
         load_config(p, env={})
+    # a secret is a value, never YAML: any character survives, and none shows up in an error
+    for secret in ("abc #1", "x: y", "@dmin1", "{[p]}", "a\nb"):
+        assert load_config(p, env={"CE_MQTT_PASSWORD": secret}).mqtt.password == secret
+    p.write_text(GOOD.replace('password: "${CE_MQTT_PASSWORD}"', "password: ${CE_MQTT_PASSWORD}"))  # unquoted
+    assert load_config(p, env={"CE_MQTT_PASSWORD": "p@ss: #1"}).mqtt.password == "p@ss: #1"
 
 
 @pytest.mark.parametrize(

@@ -103,14 +103,23 @@ def test_face_unlock_without_thermal_refuses_to_start_with_only_the_colour_cue()
         GateConfig.model_validate(base)
     with pytest.raises(ValueError, match="32×24"):
         GateConfig.model_validate({**base, "thermal_camera": {"type": "mlx90640"}})
+    mlx_thermal = {"registration": {"thermal_width": 32, "thermal_height": 24}}
+    with pytest.raises(ValueError, match="blackbody_c: null when none is"):  # the default 38.0 would read background
+        GateConfig.model_validate({**base, "thermal_camera": {"type": "mlx90640"}, "vision": {"thermal": mlx_thermal}})
     mlx = GateConfig.model_validate(
         {
             **base,
             "thermal_camera": {"type": "mlx90640", "refresh_hz": 16},
-            "vision": {"thermal": {"registration": {"thermal_width": 32, "thermal_height": 24}}},
+            "vision": {"thermal": {**mlx_thermal, "blackbody_c": None}},
         }
     )
     assert mlx.thermal_camera is not None and mlx.thermal_camera.refresh_hz == 16
+    with pytest.raises(ValueError, match="on, off, or a mapping"):
+        GateConfig.model_validate({**base, "vision": {"thermal": None, "liveness": "disabled"}})
+    with pytest.raises(ValueError, match="Extra inputs"):  # a typo in the screening settings is not ignored
+        GateConfig.model_validate({**base, "vision": {"thermal": {"fever": 38.0}}})
+    with pytest.raises(ValueError, match="now v4l2"):
+        GateConfig.model_validate({**base, "camera": {"type": "opencv"}})
 
 
 async def test_hardware_faults_raise_alarms_and_the_gate_keeps_running(tmp_path: Path) -> None:

@@ -184,3 +184,35 @@ async def test_each_rgb_frame_carries_the_newest_thermal_burst_and_the_sensor_am
     finally:
         sim.address = 0x33
         await source.close()
+
+
+async def test_an_array_that_does_not_answer_yet_is_opened_later_while_the_camera_works() -> None:
+    sim = _sim(Scene(face_scene(), ta_c=30.0))
+    attempts: list[int] = []
+
+    def opener() -> MLX90640:
+        attempts.append(1)
+        if len(attempts) < 2:
+            raise DriverError("/dev/i2c-1 does not exist: enable I2C")
+        return MLX90640(_cfg(), bus=sim)
+
+    class Rgb:
+        async def read(self) -> Frame:
+            await asyncio.sleep(0.05)
+            return Frame(np.zeros((48, 64, 3), np.uint8), ts=time.monotonic())
+
+        async def close(self) -> None:
+            return None
+
+    source = WithThermal(Rgb(), None, keep=2, opener=opener)
+    try:
+        first = await source.read()
+        assert first.rgb.shape == (48, 64, 3) and first.thermal == []  # the camera works while the array does not
+        assert source.error is not None and "enable I2C" in source.error
+        for _ in range(100):
+            frame = await source.read()
+            if frame.thermal:
+                break
+        assert frame.thermal and len(attempts) == 2 and source.error is None
+    finally:
+        await source.close()
