@@ -59,6 +59,7 @@ async def open_latency(work: Path, n: int = 40) -> dict[str, float]:
             "fire": None,
             "secret": "bench",
             "gallery": str(work / "gallery.db"),
+            "camera": {"type": "simulated"},  # frames come from the PushCamera below, with their thermal bursts
             "open_s": 0.05,
             "cooldown_s": 0,
         }
@@ -136,6 +137,10 @@ async def visitor_roundtrip(work: Path, n: int = 15) -> dict[str, float]:
             conn.execute(
                 t.devices.insert().values(id="gate-01", site_id="riverside", kind="gate", name="", created_ms=0)
             )
+            from cloud.db import schema_gate as rg
+
+            # the cloud forwards a call only to a flat someone lives in
+            conn.execute(rg.residents.insert().values(id="res-1203", site_id="riverside", unit="1203", created_ms=0))
         svc.workers[0].connected.wait(10)
         board = IOBoardSim()
         unit = {
@@ -153,6 +158,8 @@ async def visitor_roundtrip(work: Path, n: int = 15) -> dict[str, float]:
         agent = Agent(parse_config(doc), handle_signals=False)
         run = asyncio.create_task(agent.run())
         while not agent.units or getattr(agent.units[0], "vision", None) is None or not agent.uplink.connected.is_set():  # type: ignore[union-attr]
+            if run.done():  # the agent stopped: say why instead of waiting for ever
+                raise RuntimeError(f"the gate's agent stopped: {run.exception() or run.result()}")
             await asyncio.sleep(0.05)
         gate: Any = agent.units[0]
         from sqlalchemy import select
@@ -174,7 +181,12 @@ async def visitor_roundtrip(work: Path, n: int = 15) -> dict[str, float]:
             before = len(board.history)
             t0 = time.monotonic()
             call = asyncio.create_task(gate.keypad("1203#"))
+            deadline = time.monotonic() + 30
             while not await asyncio.to_thread(approve_first_pending):
+                if time.monotonic() > deadline:  # the cloud refused the call: say why instead of waiting for ever
+                    with svc.engine.connect() as c:
+                        why = c.execute(select(t.dead_letters.c.reason, t.dead_letters.c.detail)).fetchall()
+                    raise RuntimeError(f"no visitor request reached the cloud; dead letters: {why[-3:]}")
                 await asyncio.sleep(0.005)
             while not [ts for ts, ch, on in board.history[before:] if on]:
                 await asyncio.sleep(0.002)
