@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
+from cloud import events
 from cloud.alarms import AlarmStateError, operator_action
 from cloud.auth.scope import alarm_filter, asset_filter, can, can_see_device, device_filter, work_order_filter
 from cloud.auth.service import User
@@ -135,19 +136,7 @@ def work_order_act(
 
 
 def _wo_live(svc: CloudService, wo: dict[str, Any], event: str) -> None:
-    svc.publish_live(
-        [
-            {
-                "kind": "workorder",
-                "event": event,
-                "id": wo["id"],
-                "state": wo["state"],
-                "title": wo["title"],
-                "department_id": wo["department_id"],
-                "asset_id": wo.get("asset_id"),
-            }
-        ]
-    )
+    svc.publish_live([events.work_order(wo, event)])
 
 
 def work_order_photo(svc: CloudService, user: User, wo_id: int, stage: str, data: bytes) -> dict[str, Any]:

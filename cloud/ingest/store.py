@@ -15,6 +15,7 @@ from sqlalchemy import Engine, select, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 
+from cloud import events
 from cloud.alarms import clear_alarm, raise_alarm
 from cloud.db import schema as t
 from cloud.db import schema_gate as g
@@ -453,24 +454,20 @@ class Store:
                 by="device",
             )
             res.live.append(
-                {
-                    "kind": "alarm",
-                    "event": "raised",
-                    "id": alarm_id,
-                    "device_id": dev,
-                    "site_id": top.site,
-                    "code": code,
-                    "severity": severity,
-                    "message": message,
-                    "at_ms": item.received_ms,
-                }
+                events.alarm_raised(
+                    alarm_id,
+                    device=dev,
+                    site=top.site,
+                    code=code,
+                    severity=severity,
+                    message=message,
+                    at_ms=item.received_ms,
+                )
             )
 
         def clear(key: str) -> None:
             for alarm_id in clear_alarm(conn, device=dev, key=key, at=item.received_ms, by="device"):
-                res.live.append(
-                    {"kind": "alarm", "event": "cleared", "id": alarm_id, "device_id": dev, "at_ms": item.received_ms}
-                )
+                res.live.append(events.alarm_cleared(alarm_id, device=dev, at_ms=item.received_ms))
 
         def reading(metric: str, value: float, ts: int, unit: str | None = None) -> None:
             readings.append((dev, metric, ts, float(value), unit, env.id))

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from sqlalchemy import select
 
+from cloud import events
 from cloud.alarms import clear_alarm, raise_alarm
 from cloud.db import schema as t
 from cloud.db.schema_registry import assets
@@ -123,22 +124,39 @@ class RuleRunner:
 
     def _alarm(self, tr: Transition, action: AlarmAction) -> None:
         key, by, spec = f"rule:{tr.rule.id}", f"rule:{tr.rule.id}", action.alarm
+        live: list[events.Event] = []
         with self.svc.engine.begin() as conn:
             if tr.active:
-                raise_alarm(
+                code = spec.get("code", tr.rule.id)
+                severity = spec.get("severity", "major")
+                message = spec.get("message", tr.reason) or tr.reason
+                alarm_id = raise_alarm(
                     conn,
                     device=tr.device,
                     key=key,
-                    code=spec.get("code", tr.rule.id),
-                    severity=spec.get("severity", "major"),
-                    message=spec.get("message", tr.reason) or tr.reason,
+                    code=code,
+                    severity=severity,
+                    message=message,
                     details={"rule": tr.rule.id, "value": tr.value, "reason": tr.reason},
                     at=tr.at_ms,
                     msg_id="rule",
                     by=by,
                 )
+                live.append(
+                    events.alarm_raised(
+                        alarm_id,
+                        device=tr.device,
+                        site=tr.site,
+                        code=code,
+                        severity=severity,
+                        message=message,
+                        at_ms=tr.at_ms,
+                    )
+                )
             else:
-                clear_alarm(conn, device=tr.device, key=key, at=tr.at_ms, by=by, note=tr.reason)
+                for alarm_id in clear_alarm(conn, device=tr.device, key=key, at=tr.at_ms, by=by, note=tr.reason):
+                    live.append(events.alarm_cleared(alarm_id, device=tr.device, at_ms=tr.at_ms))
+        self.svc.publish_live(live)  # committed: the consoles see a rule's alarm as they see a device's
 
     def _work_order(self, tr: Transition, action: WorkOrderAction) -> None:
         """One open order per (rule, device), routed by the registry to the asset's owner."""
@@ -146,7 +164,7 @@ class RuleRunner:
         if wos.open_for(tr.rule.id, tr.device) is not None:
             return
         spec = action.work_order
-        wos.create(
+        wo = wos.create(
             title=spec.get("title", tr.rule.description or tr.rule.id),
             source="rule",
             rule_id=tr.rule.id,
@@ -155,6 +173,7 @@ class RuleRunner:
             description=tr.reason,
             reporter=f"rule:{tr.rule.id}",
         )
+        self.svc.publish_live([events.work_order(wo, "created")])
 
     def _command(self, tr: Transition, action: CommandAction) -> None:
         if self.svc.commands is None:

@@ -3,6 +3,7 @@ that hangs does not hold up ingestion, reload via the API."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -50,7 +51,8 @@ async def test_rules_raise_and_clear_alarms_without_slowing_ingestion(
     threading.Thread(target=hook.serve_forever, daemon=True).start()
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES.replace("PORT", str(hook.server_address[1])))
-    _, api = make_cloud(rules_file=rules)
+    svc, api = make_cloud(rules_file=rules)
+    live = svc.live.subscribe(lambda _e: True)  # a console's live channel
     api.post("/api/sites", json={"id": "riverside"})
     api.post("/api/devices", json={"id": "mh-001", "site_id": "riverside", "kind": "manhole"})
     api.post("/api/devices", json={"id": "gw-01", "site_id": "riverside", "kind": "gateway"})
@@ -76,6 +78,13 @@ async def test_rules_raise_and_clear_alarms_without_slowing_ingestion(
         await until(lambda: api.get("/api/alarms", params={"state": "cleared"}).json()["total"] == 1)
         cleared = api.get("/api/alarms", params={"state": "cleared"}).json()["items"][0]
         assert cleared["cleared_by"] == "rule:cover-tilt" and cleared["code"] == "cover_tilt"
+        # the consoles saw the rule's alarm raised and cleared, as they see a device's
+        seen = []
+        while len([e for e in seen if e.get("kind") == "alarm" and e.get("id") == cleared["id"]]) < 2:
+            seen.append(await asyncio.wait_for(live.get(), 5))
+        raised = next(e for e in seen if e.get("id") == cleared["id"] and e["event"] == "raised")
+        assert raised["code"] == "cover_tilt" and raised["device_id"] == "mh-001" and raised["site_id"] == "riverside"
+        assert "confidential" in raised  # labelled like every other alarm before it left
         # the gateway never spoke: the timer raises its absence alarm
         await until(
             lambda: any(
@@ -93,4 +102,5 @@ async def test_rules_raise_and_clear_alarms_without_slowing_ingestion(
         rules.write_text("rules: []")
         assert api.post("/api/rules/reload").json() == {"loaded": 0}
     finally:
+        live.close()
         hook.shutdown()

@@ -3,6 +3,7 @@ closed; grid-worker reports, lifecycle refusals, photo limits and EXIF stripping
 
 from __future__ import annotations
 
+import asyncio
 import io
 from pathlib import Path
 
@@ -48,7 +49,8 @@ def jpeg_with_exif() -> bytes:
 async def test_tilt_to_closed_work_order(make_cloud: MakeCloud, mosquitto: Mosquitto, tmp_path: Path) -> None:
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES)
-    _, api = make_cloud(rules_file=rules, media_dir=tmp_path / "media")
+    svc, api = make_cloud(rules_file=rules, media_dir=tmp_path / "media")
+    live = svc.live.subscribe(lambda _e: True)  # a console's live channel
     api.post("/api/sites", json={"id": "riverside"})
     for dev in ("mh-node-1", "mh-node-2"):
         api.post("/api/devices", json={"id": dev, "site_id": "riverside", "kind": "manhole"})
@@ -68,6 +70,12 @@ async def test_tilt_to_closed_work_order(make_cloud: MakeCloud, mosquitto: Mosqu
     assert wo["lat"] == 31.2301 and wo["overdue"] is False
     assert any(a["key"] == "rule:cover-tilt" for a in api.get("/api/alarms").json()["items"])
     wid = wo["id"]
+    seen: list[dict[str, object]] = []
+    while not any(e.get("kind") == "workorder" and e.get("id") == wid for e in seen):
+        seen.append(await asyncio.wait_for(live.get(), 5))  # the rule's work order was pushed to the consoles
+    pushed = next(e for e in seen if e.get("kind") == "workorder")
+    assert pushed["event"] == "created" and pushed["department_id"] == "power" and pushed["confidential"] is False
+    live.close()
 
     # the crew accepts; resolving needs an "after" photo
     assert api.post(f"/api/work-orders/{wid}/accept", json={"by": "power-crew-3"}).json()["state"] == "accepted"
