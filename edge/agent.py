@@ -46,7 +46,9 @@ EXIT_FATAL = 3
 EXIT_RESTART = 75
 LIVE_KEYS = {"health", "log_level"}  # config sections applied without a restart
 #: what no config change may touch: the device's identity and the pinned keys (changed by rotate-key only)
-PINNED = ("device", "commands", "updates.public_key")
+# what a config patch may not change: the device's identity and keys, and where its credentials go (a patch
+# moving the broker would hand the password the file references to whoever runs the new one)
+PINNED = ("device", "commands", "updates.public_key", "mqtt.host", "mqtt.port", "mqtt.tls")
 
 
 def _mentions_env(value: Any) -> bool:
@@ -95,16 +97,6 @@ def deep_merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
     for k, v in patch.items():
         out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
-
-
-def _references_env(v: Any) -> bool:
-    if isinstance(v, str):
-        return "${" in v
-    if isinstance(v, dict):
-        return any(_references_env(k) or _references_env(x) for k, x in v.items())
-    if isinstance(v, list):
-        return any(_references_env(x) for x in v)
-    return False
 
 
 class Agent:
@@ -366,12 +358,9 @@ class Agent:
         pinned = touches_pinned(patch)
         if pinned:
             raise CommandError(
-                f"pinned_key: {', '.join(pinned)} cannot be changed by config (keys change by rotate-key only)"
+                f"pinned_key: {', '.join(pinned)} cannot be changed by config "
+                "(keys change by rotate-key, the broker by provisioning the device again)"
             )
-        if _references_env(patch):
-            # the device's environment holds its secrets: a patch may not paste one into, say, a camera URL
-            # that points elsewhere; references already in the file stay as they are
-            raise CommandError("set-config values cannot reference the device's environment (${…})")
         merged_raw = deep_merge(self.raw, patch)
         try:
             new = parse_config(expand_tree(copy.deepcopy(merged_raw)), "new config")

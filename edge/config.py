@@ -9,6 +9,7 @@ import copy
 import logging
 import os
 import re
+import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -273,9 +274,12 @@ def load_yaml(text: str) -> Any:
     """Parse a config file's YAML with its ``${NAME}`` references kept as they are, wherever they stand (also
     unquoted inside a ``{…}`` flow mapping, where their braces would otherwise be YAML)."""
     refs: dict[str, str] = {}
+    tag = f"CEENV{secrets.token_hex(8)}N"  # a fresh placeholder each load: text in the file can never pose as one
+    while tag in text:
+        tag = f"CEENV{secrets.token_hex(8)}N"
 
     def hold(m: re.Match[str]) -> str:
-        key = f"CEENVREF{len(refs)}X"
+        key = f"{tag}{len(refs)}X"
         refs[key] = m.group(0)
         return key
 

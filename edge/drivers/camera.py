@@ -70,19 +70,22 @@ def source_commands(source: object) -> dict[str, Command]:
     return dict(commands()) if callable(commands) else {}
 
 
-SECRET_PARAMS = re.compile(r"pass|pwd|token|auth|key|secret|sig", re.IGNORECASE)
+SECRET_PARAMS = re.compile(r"pass|pwd|pw$|token|auth|key|secret|sig|cred", re.IGNORECASE)
+PATH_PARAMS = re.compile(
+    r"([?&;/]?)([A-Za-z_]*(?:pass|pwd|pw|token|auth|key|secret|sig|cred)[A-Za-z_]*)=([^&;/?#]*)", re.I
+)
 
 
 def redact(url: str) -> str:
     """A stream URL fit for logs and alarms: the password (whatever characters it holds) and any secret-looking
     query parameters replaced."""
     scheme, sep, rest = url.partition("://")
-    head, q, query_text = rest.partition("?")
-    if "@" in head:  # the last @ before the query ends the user info (a password may hold @ and /)
-        userinfo, _, hostpath = head.rpartition("@")
+    if "@" in rest:  # the last @ ends the user info (a password may hold @, /, ? and :)
+        userinfo, _, rest = rest.rpartition("@")
         user = userinfo.split(":", 1)[0].split("/", 1)[0]
-        head = f"{user}:***@{hostpath}" if ":" in userinfo else f"{user}@{hostpath}"
-    parts = urlsplit(f"{scheme}{sep}{head}{q}{query_text}")
+        rest = f"{user}:***@{rest}" if ":" in userinfo else f"{user}@{rest}"
+    rest = PATH_PARAMS.sub(lambda m: f"{m.group(1)}{m.group(2)}=***", rest)  # …/user=admin&password=x&channel=1
+    parts = urlsplit(f"{scheme}{sep}{rest}")
     query = "&".join(
         f"{k}=***" if SECRET_PARAMS.search(k) else f"{k}={v}" for k, v in parse_qsl(parts.query, keep_blank_values=True)
     )

@@ -115,7 +115,7 @@ class GateUnit(Unit):
         ctx.subscribe(Channel.GALLERY, self._on_gallery)
         ctx.on_connect(self._announce_gallery)
         if self.camera is None:  # opened before the models load; one that fails is retried by the camera loop
-            with contextlib.suppress(DriverError):
+            with contextlib.suppress(Exception):
                 self.camera = await asyncio.to_thread(self._open_camera)
         try:
             self.vision = await asyncio.to_thread(GateVision, self.gallery, self.cfg.vision)
@@ -298,7 +298,7 @@ class GateUnit(Unit):
         while True:
             try:
                 camera = await asyncio.to_thread(self._open_camera)
-            except DriverError as exc:  # a Pi camera or thermal array not answering: say so, try again
+            except Exception as exc:  # a camera not answering, or a plug-in failing its own way: say so, try again
                 await self._fault("camera_fault", True, f"camera cannot be opened: {exc}")
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 60.0)
@@ -316,7 +316,7 @@ class GateUnit(Unit):
         while True:
             try:
                 frame = await camera.read()
-            except DriverError as exc:
+            except Exception as exc:  # DriverError, or whatever a plug-in source raises: the loop goes on
                 await self._fault("camera_fault", True, f"camera not delivering frames: {exc}")
                 await asyncio.sleep(1.0)
                 continue

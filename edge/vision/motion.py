@@ -16,8 +16,10 @@ What it sees over a track:
 * ``motion`` — how far the face moved in the image (eye distances): a picture that moved a lot and never
   showed depth is a presentation attack, while a face that has hardly moved proves nothing yet (a person
   standing perfectly still is asked to turn their head a little).
-A video of a real person played on a screen shows the recorded head's parallax and passes this cue; thermal
-screening catches it (a screen has no body heat).
+Every half of the face (left, right, upper, lower) must show depth of its own, and losing many points at once
+starts again: a picture raised in front of part of a live face leaves that part flat. A video of a real person
+played on a screen shows the recorded head's parallax and passes this cue; thermal screening catches it (a
+screen has no body heat).
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ MAX_SCALE_LOG = 0.05  # the face grew or shrank more than ≈ 5 % since the key 
 RECENT = 6  # depth must have been shown within the latest frames, not once at some point of the track
 BOX_DRIFT = 0.25  # face widths: the box the detector reports may be this far from where the points went
 INSIDE_SHARE = 0.6  # at least this share of the followed points must lie on the face reported now
+MAX_LOSS = 0.3  # more of the followed points than this lost in one frame: start again
+HALF_POINTS = 8  # a half of the face with fewer followed points than this cannot show depth
+HALF_MIN = 0.004  # eye distances: each half's own residual (a flat picture's: ≈ 0.002; a head's: ≥ 0.005)
 PERCENTILE = 85  # the residual of the worse-fitting points (the nose, the face's outline), not the worst one
 
 
@@ -182,6 +187,11 @@ class MotionTracker:
             if inside[good].sum() < INSIDE_SHARE * good.sum():
                 good[:] = False
             good &= inside
+        if good.sum() < (1 - MAX_LOSS) * len(good):
+            # many points lost at once: something came between the camera and the face (a picture raised in
+            # front of part of it); what was measured before is not about what is there now
+            self._pts = None
+            return
         self._key, self._pts = self._key[good], fwd[good]
         if len(self._pts) < MIN_POINTS:
             return
@@ -198,4 +208,26 @@ class MotionTracker:
             return
         predicted = cv2.perspectiveTransform(self._key[:, None, :], h).reshape(-1, 2)
         residual = np.linalg.norm(predicted - self._pts, axis=1)
-        self._recent.append(float(np.percentile(residual, PERCENTILE)) / eye_px if measure else 0.0)
+        depth = float(np.percentile(residual, PERCENTILE)) / eye_px
+        # every part of the face must show depth of its own: a picture covering part of a live face leaves
+        # that part exactly planar while the live rest turns
+        halves = self._halves(box, eye_px)
+        self._recent.append(depth if measure and min(halves) >= HALF_MIN else 0.0)
+
+    def _halves(self, box: Box, eye_px: float) -> list[float]:
+        """Depth within each half of the face (left, right, upper, lower): each half's points against their own
+        best homography; a half with too few points to tell counts as flat."""
+        assert self._key is not None and self._pts is not None
+        (cx, cy), _axes = self._ellipse(box)
+        out = []
+        for part in (self._key[:, 0] < cx, self._key[:, 0] >= cx, self._key[:, 1] < cy, self._key[:, 1] >= cy):
+            if part.sum() < HALF_POINTS:
+                out.append(0.0)
+                continue
+            h, _ = cv2.findHomography(self._key[part], self._pts[part], cv2.LMEDS)
+            if h is None:
+                out.append(0.0)
+                continue
+            predicted = cv2.perspectiveTransform(self._key[part][:, None, :], h).reshape(-1, 2)
+            out.append(float(np.percentile(np.linalg.norm(predicted - self._pts[part], axis=1), PERCENTILE)) / eye_px)
+        return out

@@ -106,6 +106,12 @@ async def test_errors_say_what_is_wrong_and_keep_secrets_out() -> None:
     assert redact("rtsp://admin:hunter2@10.0.0.5:554/h264") == "rtsp://admin:***@10.0.0.5:554/h264"
     assert redact("rtsp://admin:p@ss/w0rd@cam:554/s") == "rtsp://admin:***@cam:554/s"  # @ and / in a password
     assert redact("http://cam/snap?user=a&pwd=x1&Token=y2") == "http://cam/snap?user=a&pwd=***&Token=***"
+    assert (
+        redact("rtsp://cam:554/user=admin&password=hunter2&channel=1")
+        == "rtsp://cam:554/user=admin&password=***&channel=1"
+    )
+    assert redact("rtsp://admin:p?ss@cam/live") == "rtsp://admin:***@cam/live"
+    assert "y9" not in redact("http://c/s?pw=x8&credential=y9")
     assert with_credentials("rtsp://cam:554/s", "gate", "p@ss:w/rd") == "rtsp://gate:p%40ss%3Aw%2Frd@cam:554/s"
     rtsp = open_camera(RtspCameraConfig(type="rtsp", url="rtsp://admin:hunter2@127.0.0.1:1/stream", timeout_s=1.0))
     with pytest.raises(DriverError) as err:

@@ -103,6 +103,8 @@ async def test_set_config_applies_or_rejects_atomically(
     bad = sign_command(KEY, device=DEV, name="set-config", args={"config": {"health": {"interval_s": -1}}})
     # an operator's patch that would paste one of the device's secrets into a value it controls
     leak = sign_command(KEY, device=DEV, name="set-config", args={"config": {"log_level": "${CE_DEVICE_SECRET}"}})
+    # a patch sending the device to another broker would hand it the password the file references
+    away = sign_command(KEY, device=DEV, name="set-config", args={"config": {"mqtt": {"host": "broker.evil.example"}}})
     async with Collector(mosquitto.host, mosquitto.port, filt="ce/v1/+/+/ack") as col:
         await send(mosquitto, good)
         (ok,) = await ack_for(col, good.cid)
@@ -110,7 +112,10 @@ async def test_set_config_applies_or_rejects_atomically(
         (no,) = await ack_for(col, bad.cid)
         await send(mosquitto, leak)
         (leaked,) = await ack_for(col, leak.cid)
+        await send(mosquitto, away)
+        (moved,) = await ack_for(col, away.cid)
     assert leaked.status == "error" and "environment" in leaked.reason
+    assert moved.status == "error" and "mqtt.host" in moved.reason
     assert ok.status == "ok" and ok.result == {"applied": True, "restart": False}
     assert a.config.health.interval_s == 5
     assert yaml.safe_load(cfg_path.read_text())["health"]["interval_s"] == 5

@@ -31,6 +31,10 @@ def test_env_secret_expanded(tmp_path: Path) -> None:
         assert load_config(p, env={"CE_MQTT_PASSWORD": secret}).mqtt.password == secret
     p.write_text(GOOD.replace('password: "${CE_MQTT_PASSWORD}"', "password: ${CE_MQTT_PASSWORD}"))  # unquoted
     assert load_config(p, env={"CE_MQTT_PASSWORD": "p@ss: #1"}).mqtt.password == "p@ss: #1"
+    # text in the file can never pose as a held reference (and so never turns into a secret)
+    p.write_text(GOOD.replace("host: 127.0.0.1", "host: CEENVREF0X.example"))
+    cfg = load_config(p, env={"CE_MQTT_PASSWORD": "s3cret"})
+    assert cfg.mqtt.host == "CEENVREF0X.example" and cfg.mqtt.password == "s3cret"
 
 
 @pytest.mark.parametrize(

@@ -75,6 +75,25 @@ def test_depth_shown_by_one_face_never_vouches_for_a_picture_swapped_in() -> Non
                 outcomes.append((i >= len(live), d.outcome, d.resident_id))
             assert any(o == "unknown" for swapped, o, _r in outcomes if not swapped)  # the accomplice was live
             assert not any(o == "match" for _s, o, _r in outcomes), "a print opened a resident's door"
+            # the print raised over part of the accomplice's turning face (either side), the rest still live
+            det = vision.detector
+            for seed, side in ((5, "left"), (21, "right")):
+                vision.motion.reset()  # type: ignore[union-attr]
+                live = sequence("live", "grace_hopper", seed=seed, seconds=3.2).frames
+                prints = sequence("paper", "astronaut", seed=seed, seconds=3.2).frames
+                x0, _y0, x1, _y1 = det.detect(live[20][0])[0].box
+                seen = []
+                for i, (rgb, t) in enumerate(live):
+                    if i >= 20:
+                        rgb = rgb.copy()
+                        if side == "left":
+                            cut = int(x0 + 0.6 * (x1 - x0))
+                            rgb[:, :cut] = prints[i][0][:, :cut]
+                        else:
+                            cut = int(x1 - 0.6 * (x1 - x0))
+                            rgb[:, cut:] = prints[i][0][:, cut:]
+                    seen.append(vision.decide(rgb, None, None, t).outcome)
+                assert "match" not in seen, (side, seen)
         finally:
             vision.close()
             gallery.close()
