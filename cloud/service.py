@@ -22,6 +22,7 @@ from cloud.ingest.health import IngestWatch, ingest_report
 from cloud.ingest.store import BatchResult, Store, now_ms
 from cloud.ingest.worker import IngestWorker
 from cloud.live import LiveHub
+from cloud.live_bridge import PgLiveBridge
 from cloud.metrics import Metrics
 from cloud.provisioning.service import Provisioning
 from cloud.registry.confidential import is_confidential
@@ -55,6 +56,9 @@ class CloudService:
         self.gate = GateService(self.engine, lambda: self.commands, FaceVault(settings.face_key_path))
         self.auth = Auth(self.engine)
         self.live = LiveHub(self.metrics)
+        self.live_bridge: PgLiveBridge | None = None
+        if self.engine.dialect.name == "postgresql" and settings.live_bridge:
+            self.live_bridge = PgLiveBridge(settings.database_url, self.live, self.metrics)
         self.provisioning = Provisioning(self.engine, settings, self.store.forget_device)
         self.updates = Updates(self.engine, settings, lambda: self.commands)
         self._sync: ThreadPoolExecutor | None = None
@@ -66,6 +70,8 @@ class CloudService:
 
     def start(self) -> None:
         migrate(self.engine)
+        if self.live_bridge is not None:
+            self.live_bridge.start()
         self.gate.stopping.clear()
         self._sync = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gate-sync")
         s = self.settings
@@ -203,6 +209,8 @@ class CloudService:
                     if e.get("kind") == "alarm":
                         e.setdefault("department_id", owners.get(e["device_id"]))
         self.live.publish(*events)
+        if self.live_bridge is not None:  # the consoles on the other nodes (labelled here, before it leaves)
+            self.live_bridge.send(list(events))
 
     def _retention_loop(self) -> None:
         while not self._retention_stop.wait(RETENTION_EVERY_S):
@@ -216,6 +224,8 @@ class CloudService:
         self._retention_stop.set()
         self.ingest_watch.stop()
         self.live.close()
+        if self.live_bridge is not None:
+            self.live_bridge.stop()
         self.gate.stopping.set()
         for w in self.workers:  # first: a last batch may still hand work to the sync pool and the rules
             w.stop()

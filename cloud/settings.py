@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CE_", env_file=".env", extra="ignore")
 
     database_url: str = Field(default="sqlite:///var/civicedge.db", description="SQLAlchemy URL (sqlite or postgresql)")
+    live_bridge: bool = Field(
+        default=True, description="on PostgreSQL: share the consoles' live events between nodes (LISTEN/NOTIFY)"
+    )
     broker_url: str = Field(default="mqtt://127.0.0.1:1883", description="mqtt://[user:pass@]host:port")
     ingest_broker_url: str | None = Field(
         default=None,

@@ -128,6 +128,8 @@ def create_app(settings: Settings | None = None, service: CloudService | None = 
         """200 when the database answers and no ingestion worker is stalled; 503 with what is wrong otherwise."""
         svc: CloudService = request.app.state.service
         status, body = node_health(svc.engine, svc.workers, svc.metrics)
+        if svc.live_bridge is not None:  # consoles here see other nodes' alarms only while it listens
+            body["live_bridge"] = "listening" if svc.live_bridge.listening.is_set() else "reconnecting"
         return JSONResponse(body, status)
 
     @app.get(

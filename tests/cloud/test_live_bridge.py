@@ -1,0 +1,80 @@
+"""The live channel across cloud nodes: an alarm stored by one node's ingestion worker reaches a console on
+another node through PostgreSQL (LISTEN/NOTIFY) within a second, once; a notification nobody can read is
+counted and the channel carries on. On SQLite (one process) there is nothing to bridge."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import aiomqtt
+import psycopg
+
+from cloud.live_bridge import CHANNEL, psycopg_url
+from protocol import encode, envelope, topic
+from protocol.messages import AlarmRaise
+from simulators.services import Mosquitto
+from tests.cloud.conftest import MakeCloud, register
+from tests.cloud.test_ingest import until
+
+
+async def _next(sub: Any, kind: str, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        ev = await asyncio.wait_for(sub.get(), max(0.01, deadline - time.monotonic()))
+        if ev.get("kind") == kind:
+            return dict(ev)
+
+
+async def test_an_alarm_stored_on_one_node_reaches_a_console_on_another(
+    make_cloud: MakeCloud, mosquitto: Mosquitto, db_url: str
+) -> None:
+    a, api = make_cloud()  # ingests (its worker is on the broker)
+    b, _ = make_cloud(ingest_workers=0)  # an API node: its consoles see only what reaches them
+    if not db_url.startswith("postgresql"):
+        assert a.live_bridge is None and b.live_bridge is None  # one process, one hub: nothing to bridge
+        return
+    assert a.live_bridge is not None and b.live_bridge is not None
+    await until(lambda: a.live_bridge.listening.is_set() and b.live_bridge.listening.is_set())  # type: ignore[union-attr]
+    assert b.settings.database_url == a.settings.database_url
+    on_a, on_b = a.live.subscribe(lambda _e: True), b.live.subscribe(lambda _e: True)
+    register(api, "riverside", "gate-01")
+    alarm = AlarmRaise(key="door_held:a1", code="door_held", severity="major", message="door held open")
+    try:
+        t0 = time.monotonic()
+        async with aiomqtt.Client(mosquitto.host, mosquitto.port) as c:
+            await c.publish(topic("riverside", "gate-01", "alm"), encode(envelope(alarm, dev="gate-01", seq=1)), qos=1)
+        there = await _next(on_b, "alarm", 10)
+        assert there["code"] == "door_held" and there["device_id"] == "gate-01" and there["event"] == "raised"
+        assert "confidential" in there  # labelled by the node that raised it, before it left
+        here = await _next(on_a, "alarm", 5)
+        assert here["id"] == there["id"]
+        assert time.monotonic() - t0 < 5  # (the issue's "within a second" is the common case; CI is shared)
+        # a notification nobody can read (someone with database access) is counted; the channel carries on
+        with psycopg.connect(psycopg_url(db_url), autocommit=True) as conn:
+            conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, "not json"))
+            conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, '{"o": "elsewhere", "e": ["not", "an", "event"]}'))
+        await until(lambda: b.metrics.get("ce_live_bridge_rejected_total") >= 2)
+        b.publish_live(
+            [
+                {
+                    "kind": "workorder",
+                    "event": "created",
+                    "id": 7,
+                    "state": "new",
+                    "title": "t",
+                    "department_id": None,
+                    "asset_id": None,
+                }
+            ]
+        )
+        back = await _next(on_a, "workorder", 10)
+        assert back["id"] == 7
+        await asyncio.sleep(0.3)  # nothing further may arrive: each node delivers its own events once
+        dupes = [e for e in [on_a.queue.get_nowait() for _ in range(on_a.queue.qsize())] if e.get("id") == there["id"]]
+        assert dupes == []
+        assert api.get("/healthz").json()["live_bridge"] == "listening"
+    finally:
+        on_a.close()
+        on_b.close()
