@@ -357,7 +357,7 @@ def set_signing_key(svc: CloudService, user: User, device_id: str, key: str | No
         if (holder := signing_key_holder(conn, key, device_id)) is not None:
             raise Conflict(f"this key is registered for {holder}: each gateway makes its own (civicedge edge keygen)")
         conn.execute(update(t.devices).where(t.devices.c.id == device_id).values(signing_key=key))
-    svc.store.forget_device(device_id)
+    svc.device_changed(device_id)
     svc.auth.audit(
         user.username,
         "device.signing_key",

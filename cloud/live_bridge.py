@@ -1,6 +1,9 @@
-"""The live channel across processes. On PostgreSQL every cloud node publishes the events it produces with
+"""The channel between cloud processes, on PostgreSQL. Every node publishes the console events it produces with
 ``NOTIFY ce_live`` and listens on the same channel, so a console connected to any node sees every alarm,
-whichever worker stored it. Each node tags what it sends and skips its own (it has already delivered them to its
+whichever worker stored it. Device changes (revoked, reinstated, moved, re-keyed) go out on ``ce_devices``: every
+node's ingestion drops its cached view of that device at once, so a device revoked through one node is refused
+by the workers of every other; after the listener reconnects (it may have missed some), every node re-reads the
+whole registry. Each node tags what it sends and skips its own (it has already delivered them to its
 consoles). Events are labelled (department, confidentiality) by the node that raised them, before they leave it.
 
 A notification carries at most 8000 bytes; an event that does not fit is dropped from the bridge (counted and
@@ -11,8 +14,10 @@ its own with a growing pause; ``listening`` says whether it is connected (``/hea
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -24,7 +29,9 @@ from cloud.metrics import Metrics
 
 log = logging.getLogger("civicedge.cloud.live")
 CHANNEL = "ce_live"
+DEVICES = "ce_devices"
 MAX_PAYLOAD = 7900
+DEVICE_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
 
 def psycopg_url(database_url: str) -> str:
@@ -32,9 +39,17 @@ def psycopg_url(database_url: str) -> str:
 
 
 class PgLiveBridge:
-    def __init__(self, database_url: str, hub: LiveHub, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        hub: LiveHub,
+        metrics: Metrics,
+        on_device: Callable[[str], None] | None = None,
+        on_resync: Callable[[], None] | None = None,
+    ) -> None:
         self.url = psycopg_url(database_url)
         self.hub, self.metrics = hub, metrics
+        self.on_device, self.on_resync = on_device, on_resync
         self.node = uuid.uuid4().hex[:16]
         self.listening = threading.Event()
         self._stop = threading.Event()
@@ -64,6 +79,13 @@ class PgLiveBridge:
                 log.warning("live event too large for the bridge", extra={"kind": e.get("kind"), "bytes": len(p)})
                 continue
             payloads.append(p)
+        self._notify(CHANNEL, payloads)
+
+    def device_changed(self, device_id: str) -> None:
+        """Tell every node's ingestion to read this device from the registry again."""
+        self._notify(DEVICES, [device_id])
+
+    def _notify(self, channel: str, payloads: list[str]) -> None:
         if not payloads:
             return
         with self._send_lock:
@@ -73,7 +95,7 @@ class PgLiveBridge:
                         self._send_conn = psycopg.connect(self.url, autocommit=True, connect_timeout=5)
                     with self._send_conn.cursor() as cur:
                         for p in payloads:
-                            cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, p))
+                            cur.execute("SELECT pg_notify(%s, %s)", (channel, p))
                     self.metrics.inc("ce_live_bridge_sent_total", len(payloads), "live events sent to other nodes")
                     return
                 except psycopg.Error as exc:
@@ -92,11 +114,17 @@ class PgLiveBridge:
             try:
                 with psycopg.connect(self.url, autocommit=True, connect_timeout=5) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
+                    conn.execute(f"LISTEN {DEVICES}")
                     self.listening.set()
+                    if self.on_resync is not None:  # whatever changed while nobody listened: read it all again
+                        self.on_resync()
                     pause = 0.5
                     while not self._stop.is_set():
                         for n in conn.notifies(timeout=0.5, stop_after=200):
-                            self._deliver(n.payload)
+                            if n.channel == DEVICES:
+                                self._device(n.payload)
+                            else:
+                                self._deliver(n.payload)
             except psycopg.Error as exc:
                 log.warning("live bridge: listener reconnecting", extra={"error": str(exc)})
             finally:
@@ -104,6 +132,13 @@ class PgLiveBridge:
             if self._stop.wait(pause):
                 return
             pause = min(pause * 2, 10.0)
+
+    def _device(self, payload: str) -> None:
+        if not DEVICE_ID.match(payload):
+            self.metrics.inc("ce_live_bridge_rejected_total", 1, "notifications on the live channel not understood")
+            return
+        if self.on_device is not None:
+            self.on_device(payload)
 
     def _deliver(self, payload: str) -> None:
         try:

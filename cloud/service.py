@@ -58,8 +58,14 @@ class CloudService:
         self.live = LiveHub(self.metrics)
         self.live_bridge: PgLiveBridge | None = None
         if self.engine.dialect.name == "postgresql" and settings.live_bridge:
-            self.live_bridge = PgLiveBridge(settings.database_url, self.live, self.metrics)
-        self.provisioning = Provisioning(self.engine, settings, self.store.forget_device)
+            self.live_bridge = PgLiveBridge(
+                settings.database_url,
+                self.live,
+                self.metrics,
+                on_device=self.store.forget_device,
+                on_resync=self.store.forget_all,
+            )
+        self.provisioning = Provisioning(self.engine, settings, self.device_changed)
         self.updates = Updates(self.engine, settings, lambda: self.commands)
         self._sync: ThreadPoolExecutor | None = None
         self._retention_stop = threading.Event()
@@ -155,6 +161,13 @@ class CloudService:
         res.points.clear()
         if self.rules is not None:
             self.rules.on_batch(res)
+
+    def device_changed(self, device_id: str) -> None:
+        """A device was revoked, reinstated, moved or re-keyed: this node's ingestion and every other node's read
+        it again from the registry at its next message."""
+        self.store.forget_device(device_id)
+        if self.live_bridge is not None:
+            self.live_bridge.device_changed(device_id)
 
     def device_keys(self) -> dict[str, str]:
         """The public keys a gateway's config names: ``commands.public_key`` and ``commands.document_key``."""

@@ -123,7 +123,7 @@ def create_device(body: DeviceIn, svc: Service, user: CurrentUser) -> dict[str, 
                 signing_key=body.signing_key,
             )
         )
-    svc.store.forget_device(body.id)
+    svc.device_changed(body.id)
     if body.signing_key:
         svc.auth.audit(user.username, "device.signing_key", body.id, {"key": body.signing_key[:12]})
     return body.model_dump(exclude={"signing_key"})
@@ -170,7 +170,7 @@ def create_devices(body: DevicesIn, svc: Service) -> dict[str, int]:
         if rows:
             conn.execute(t.devices.insert(), rows)
     for d in body.devices:
-        svc.store.forget_device(d.id)
+        svc.device_changed(d.id)
     return {"created": len(rows), "existing": len(body.devices) - len(rows)}
 
 

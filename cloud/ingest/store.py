@@ -221,10 +221,17 @@ class Store:
         return known
 
     def forget_device(self, device_id: str) -> None:
+        """Read this device from the registry again at its next message (it was revoked, moved or re-keyed)."""
         with self._lock:
             self.sites.pop(device_id, None)
+            self.kinds.pop(device_id, None)
             self.revoked.discard(device_id)
             self.signing_keys.pop(device_id, None)
+
+    def forget_all(self) -> None:
+        """Read every device again: changes may have been missed (the cross-node channel reconnected)."""
+        with self._lock:
+            self._cached_at = -REGISTRY_CACHE_S
 
     def _signature_problem(
         self, conn: Any, device: str, env: Envelope, key: Ed25519PublicKey | None

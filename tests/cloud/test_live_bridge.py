@@ -78,3 +78,34 @@ async def test_an_alarm_stored_on_one_node_reaches_a_console_on_another(
     finally:
         on_a.close()
         on_b.close()
+
+
+async def test_a_device_revoked_through_one_node_is_refused_by_the_workers_of_another(
+    make_cloud: MakeCloud, mosquitto: Mosquitto, db_url: str
+) -> None:
+    if not db_url.startswith("postgresql"):
+        return  # one process: the store forgets the device itself (tests/cloud/test_api_attack.py)
+    worker, api_w = make_cloud()  # ingests; it has the device cached once it has heard from it
+    node, api_n = make_cloud(ingest_workers=0)  # an API node where an operator revokes it
+    await until(lambda: worker.live_bridge.listening.is_set() and node.live_bridge.listening.is_set())  # type: ignore[union-attr]
+    register(api_n, "riverside", "gate-01")
+    alm = topic("riverside", "gate-01", "alm")
+
+    def alarm(seq: int) -> bytes:
+        body = AlarmRaise(key=f"door:{seq}", code="door_held", severity="major", message="door held open")
+        return encode(envelope(body, dev="gate-01", seq=seq))
+
+    async with aiomqtt.Client(mosquitto.host, mosquitto.port) as c:
+        await c.publish(alm, alarm(1), qos=1)
+        await until(lambda: api_w.get("/api/alarms").json()["total"] == 1)  # cached by the worker: not revoked
+        assert api_n.post("/api/devices/gate-01/revoke").status_code == 200
+        t0 = time.monotonic()
+        refused = False
+        while not refused and time.monotonic() - t0 < 5:
+            await c.publish(alm, alarm(int((time.monotonic() - t0) * 1000) + 2), qos=1)
+            await asyncio.sleep(0.2)
+            dead = api_w.get("/api/dead-letters").json()["items"]
+            refused = any(d["reason"] == "revoked_device" for d in dead)
+    assert refused, "the worker still took the revoked device's messages"
+    assert time.monotonic() - t0 < 2  # at once, not after the 30 s cache
+    assert api_w.get("/api/alarms").json()["total"] == 1
