@@ -65,10 +65,11 @@ async def gate(
 async def test_a_resident_gets_in_and_a_print_of_the_resident_does_not(tmp_path: Path) -> None:
     async with gate(tmp_path) as (unit, _sent):
         assert unit.vision is not None and unit.vision.motion is not None  # no thermal: the motion cue is on
-        unit.camera.arrive("astronaut", Scene(distance_m=0.6, kind="paper"), dwell_s=4.0)
+        # held up long enough for a loaded machine (the prompt comes 1.5 s of frames after the print settles)
+        unit.camera.arrive("astronaut", Scene(distance_m=0.6, kind="paper"), dwell_s=30.0)
         start = unit.camera.frames
-        await until(lambda: "please turn your head a little" in unit.prompts, 20, "the gate to ask for a head turn")
-        await until(lambda: unit.camera.frames - start > 35, 20, "four seconds of the print held up")
+        await until(lambda: "please turn your head a little" in unit.prompts, 30, "the gate to ask for a head turn")
+        await until(lambda: unit.camera.frames - start > 35, 30, "four seconds of the print held up")
         assert not any(d.decision == "open" for d in unit.decisions), "a print opened the door"
         unit.camera.arrive("astronaut", Scene(distance_m=0.6), dwell_s=5.0)
 
