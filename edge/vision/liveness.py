@@ -31,6 +31,7 @@ THRESHOLD = 0.5
 NOISE_LIFT = 0.15  # the hottest of a few noisy pixels reads this much above a uniform surface
 MIN_CONTRAST = 2.5  # below this (ambient above ≈ 33 °C) the thermal cues cannot separate skin from a picture
 LONG_PENDING = 3  # × spoof_after_s: a face that never showed depth this long is reported (not latched)
+FLAT_MOTION = "flat motion (a picture or a screen)"
 MIN_MOTION = 0.4  # eye distances: a picture moved at least this far and never showed depth → flat
 
 
@@ -41,6 +42,11 @@ class Liveness:
     reason: str
     cues: dict[str, float]
     pending: bool = False  # the motion cue has not seen enough yet: neither live nor a picture
+
+    @property
+    def flat_motion(self) -> bool:
+        """The motion cue judged this face a picture (the track keeps that verdict until the face leaves)."""
+        return not self.live and self.reason == FLAT_MOTION
 
 
 def _clip01(x: float) -> float:
@@ -62,7 +68,7 @@ def assess(
     pending = False
     if motion is not None:
         cues["parallax"], cues["motion"] = motion.parallax, motion.motion
-        flat = "flat motion (a picture or a screen)"
+        flat = FLAT_MOTION
         if motion.flat:  # judged a picture earlier in this track: depth shown later does not undo it
             reasons.append((0.0, flat))
         elif motion.parallax >= cfg.min_parallax or (motion.age_s >= cfg.spoof_after_s and motion.motion >= MIN_MOTION):

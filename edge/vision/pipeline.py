@@ -148,7 +148,7 @@ class GateVision:
         )
         if d.liveness is not None and not d.liveness.live:
             d.outcome = "spoof"
-            if self.motion is not None and motion is not None and "flat" in d.liveness.reason:
+            if self.motion is not None and motion is not None and d.liveness.flat_motion:
                 self.motion.flat = True  # this face stays a picture until it leaves (later depth changes nothing)
         elif d.thermal is not None and d.thermal.verdict == "fever":
             d.outcome = "fever"

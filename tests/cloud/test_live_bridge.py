@@ -11,7 +11,7 @@ from typing import Any
 import aiomqtt
 import psycopg
 
-from cloud.live_bridge import CHANNEL, psycopg_url
+from cloud.live_bridge import CHANNEL, DEVICES, psycopg_url
 from protocol import encode, envelope, topic
 from protocol.messages import AlarmRaise
 from simulators.services import Mosquitto
@@ -55,7 +55,8 @@ async def test_an_alarm_stored_on_one_node_reaches_a_console_on_another(
         with psycopg.connect(psycopg_url(db_url), autocommit=True) as conn:
             conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, "not json"))
             conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, '{"o": "elsewhere", "e": ["not", "an", "event"]}'))
-        await until(lambda: b.metrics.get("ce_live_bridge_rejected_total") >= 2)
+            conn.execute("SELECT pg_notify(%s, %s)", (DEVICES, "../../gate-01; DROP"))  # no device id
+        await until(lambda: b.metrics.get("ce_live_bridge_rejected_total") >= 3)
         b.publish_live(
             [
                 {
