@@ -8,9 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from cloud.db import schema as t
+
+#: the predicate of ``uq_alarms_open`` (written as the index has it, so PostgreSQL infers the index)
+OPEN = text("state <> 'cleared'")
+
+
+def _insert(conn: Connection) -> Any:
+    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(t.alarms)
 
 
 class AlarmStateError(ValueError):
@@ -34,39 +42,44 @@ def raise_alarm(
     msg_id: str,
     by: str,
 ) -> int:
-    """Open the alarm, or count a repeat of the open one; return its id."""
+    """Open the alarm, or count a repeat of the open one; return its id. Safe when several processes raise the
+    same alarm at once: the database keeps one open alarm per (device, key) (``uq_alarms_open``), and whoever
+    loses the race counts a repeat."""
     a = t.alarms.c
-    open_ = conn.execute(select(a.id).where(a.device_id == device, a.key == key, a.state != "cleared")).first()
-    if open_ is None:
-        alarm_id = int(
-            conn.execute(
-                t.alarms.insert()
-                .values(
-                    device_id=device,
-                    key=key,
-                    code=code,
-                    severity=severity,
-                    message=message,
-                    details=details,
-                    state="active",
-                    raised_ms=at,
-                    last_seen_ms=at,
-                    msg_id=msg_id,
-                    occurrences=1,
-                )
-                .returning(a.id)
-            ).scalar_one()
-        )
-        _history(conn, alarm_id, at, "raised", by, message)
-        return alarm_id
-    alarm_id = int(open_.id)
-    conn.execute(
-        update(t.alarms)
-        .where(a.id == alarm_id)
-        .values(severity=severity, message=message, details=details, last_seen_ms=at, occurrences=a.occurrences + 1)
-    )
-    _history(conn, alarm_id, at, "repeated", by, message)
-    return alarm_id
+    for _ in range(3):
+        new = conn.execute(
+            _insert(conn)
+            .values(
+                device_id=device,
+                key=key,
+                code=code,
+                severity=severity,
+                message=message,
+                details=details,
+                state="active",
+                raised_ms=at,
+                last_seen_ms=at,
+                msg_id=msg_id,
+                occurrences=1,
+            )
+            .on_conflict_do_nothing(index_elements=["device_id", "key"], index_where=OPEN)
+            .returning(a.id)
+        ).first()
+        if new is not None:
+            alarm_id = int(new.id)
+            _history(conn, alarm_id, at, "raised", by, message)
+            return alarm_id
+        open_ = conn.execute(
+            update(t.alarms)
+            .where(a.device_id == device, a.key == key, a.state != "cleared")
+            .values(severity=severity, message=message, details=details, last_seen_ms=at, occurrences=a.occurrences + 1)
+            .returning(a.id)
+        ).first()
+        if open_ is not None:
+            _history(conn, int(open_.id), at, "repeated", by, message)
+            return int(open_.id)
+        # cleared between the two statements by someone else: raise it again
+    raise RuntimeError(f"alarm {device}/{key} changed state too often to be raised")
 
 
 def clear_alarm(conn: Connection, *, device: str, key: str, at: int, by: str, note: str = "") -> list[int]:

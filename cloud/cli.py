@@ -60,7 +60,7 @@ def ingest(
     """Run one standalone ingestion worker (scale out by starting more, on any machine): the workers split the
     stream through the shared subscription group CE_INGEST_SHARE_GROUP (default: ingest). The worker serves
     /healthz (503 when it stalls or the database is away) and /metrics on its own port."""
-    from cloud.ingest.health import HealthServer, node_health
+    from cloud.ingest.health import HealthServer
     from cloud.service import CloudService
     from cloud.settings import Settings
 
@@ -68,12 +68,8 @@ def ingest(
     setup_logging(settings.log_level)
     svc = CloudService(settings, start_mqtt=False)
 
-    def check() -> tuple[int, dict[str, object]]:
-        svc.gauges()
-        return node_health(svc.engine, svc.workers, svc.metrics)
-
     try:  # first: a port in use is said before anything else happens
-        health = HealthServer(health_host, health_port, check, svc.metrics)
+        health = HealthServer(health_host, health_port, svc.health, svc.metrics)
     except OSError as exc:
         where = f"{health_host}:{health_port}"
         typer.echo(

@@ -18,9 +18,10 @@ from cloud.db.engine import make_engine, migrate
 from cloud.db.schema_registry import assets
 from cloud.gate.service import SUBJECT_LOGS, GateService
 from cloud.gate.vault import FaceVault
-from cloud.ingest.health import IngestWatch, ingest_report
+from cloud.ingest.health import IngestWatch, ingest_report, node_health
 from cloud.ingest.store import BatchResult, Store, now_ms
 from cloud.ingest.worker import IngestWorker
+from cloud.leader import Leadership
 from cloud.live import LiveHub
 from cloud.live_bridge import PgLiveBridge
 from cloud.metrics import Metrics
@@ -65,8 +66,12 @@ class CloudService:
                 on_device=self.store.forget_device,
                 on_resync=self.store.forget_all,
             )
+        #: the one process that runs the timers (rules' absence and durations, retention, rollouts)
+        self.leader = Leadership(
+            settings.database_url if self.engine.dialect.name == "postgresql" else None, self.metrics
+        )
         self.provisioning = Provisioning(self.engine, settings, self.device_changed)
-        self.updates = Updates(self.engine, settings, lambda: self.commands)
+        self.updates = Updates(self.engine, settings, lambda: self.commands, self.leader.is_leader)
         self._sync: ThreadPoolExecutor | None = None
         self._retention_stop = threading.Event()
         self._retention: threading.Thread | None = None
@@ -78,6 +83,7 @@ class CloudService:
         migrate(self.engine)
         if self.live_bridge is not None:
             self.live_bridge.start()
+        self.leader.start()
         self.gate.stopping.clear()
         self._sync = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gate-sync")
         s = self.settings
@@ -89,7 +95,7 @@ class CloudService:
             self.tsdb.start()
             self.store.collect_points = True
         if s.rules_file is not None:
-            self.rules = RuleRunner(self, load_rules_file(s.rules_file))
+            self.rules = RuleRunner(self, load_rules_file(s.rules_file), leading=self.leader.is_leader)
             self.store.collect_messages = True
             self.rules.start()
         self._retention_stop.clear()
@@ -227,6 +233,8 @@ class CloudService:
 
     def _retention_loop(self) -> None:
         while not self._retention_stop.wait(RETENTION_EVERY_S):
+            if not self.leader.is_leader():  # once for the whole cloud: on the leader
+                continue
             try:
                 n = self.apply_retention()
                 self.metrics.inc("ce_retention_deleted_total", n, "telemetry rows deleted by retention")
@@ -252,6 +260,7 @@ class CloudService:
         self.provisioning.stop()
         if self.tsdb:
             self.tsdb.stop()
+        self.leader.stop()
 
     def apply_retention(self, now: int | None = None) -> int:
         """Delete what is past its retention period: telemetry; the gate log (decisions, screenings, plate reads,
@@ -282,6 +291,17 @@ class CloudService:
                 delete(g.media).where(mc.purpose.in_(EVIDENCE_PURPOSES), mc.received_ms < evidence_cut)
             ).rowcount
         return int(n or 0)
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        """What this process's ``/healthz`` answers (an API node and a standalone worker alike): the database, the
+        ingestion workers, whether it leads, whether it hears the other nodes."""
+        self.gauges()
+        status, body = node_health(self.engine, self.workers, self.metrics)
+        body["leader"] = self.leader.is_leader()
+        body["process"] = f"{os.uname().nodename}:{os.getpid()}"
+        if self.live_bridge is not None:  # consoles here see other nodes' alarms only while it listens
+            body["live_bridge"] = "listening" if self.live_bridge.listening.is_set() else "reconnecting"
+        return status, body
 
     def gauges(self) -> dict[str, Any]:
         """Refresh the ingestion gauges; return the ingestion report (workers, stall, dead letters)."""

@@ -24,7 +24,6 @@ from cloud.api.resources import router
 from cloud.api.updates import router as updates_router
 from cloud.api.workorders import router as work_orders_router
 from cloud.console.app import install as install_console
-from cloud.ingest.health import node_health
 from cloud.service import CloudService
 from cloud.settings import Settings
 from edge import __version__
@@ -127,9 +126,7 @@ def create_app(settings: Settings | None = None, service: CloudService | None = 
     def healthz(request: Request) -> JSONResponse:
         """200 when the database answers and no ingestion worker is stalled; 503 with what is wrong otherwise."""
         svc: CloudService = request.app.state.service
-        status, body = node_health(svc.engine, svc.workers, svc.metrics)
-        if svc.live_bridge is not None:  # consoles here see other nodes' alarms only while it listens
-            body["live_bridge"] = "listening" if svc.live_bridge.listening.is_set() else "reconnecting"
+        status, body = svc.health()
         return JSONResponse(body, status)
 
     @app.get(

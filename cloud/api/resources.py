@@ -390,7 +390,7 @@ def list_rules(svc: Service) -> dict[str, Any]:
     return {
         "file": str(svc.settings.rules_file),
         "rules": [r.model_dump(mode="json") for r in svc.rules.engine.rules],
-        "active": [{"rule": r, "device": d} for r, d in svc.rules.engine.active()],
+        "active": [{"rule": r, "device": d} for r, d in svc.rules.active()],
     }
 
 

@@ -537,7 +537,7 @@ def elevators(request: Request, svc: Service, page: Session) -> HTMLResponse:
 def rules(request: Request, svc: Service, page: Session) -> HTMLResponse:
     page.need("rules.view")
     rs = [r.model_dump(mode="json") for r in svc.rules.engine.rules] if svc.rules else []
-    active = svc.rules.engine.active() if svc.rules else []
+    active = svc.rules.active() if svc.rules else []
     return render(
         request,
         "rules.html",

@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 
 metadata = MetaData()
@@ -96,6 +97,15 @@ alarms = Table(
     Column("cleared_by", String(100)),
     Index("ix_alarms_device_key", "device_id", "key", "state"),
     Index("ix_alarms_state", "state", "raised_ms"),
+    # one open alarm per (device, key), however many workers raise it at once
+    Index(
+        "uq_alarms_open",
+        "device_id",
+        "key",
+        unique=True,
+        postgresql_where=text("state <> 'cleared'"),
+        sqlite_where=text("state <> 'cleared'"),
+    ),
 )
 
 alarm_history = Table(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Float, Index, Integer, String, Table, Text
+from sqlalchemy import BigInteger, Column, Float, Index, Integer, String, Table, Text, text
 
 from cloud.db.schema import metadata
 
@@ -32,6 +32,15 @@ work_orders = Table(
     Column("suggested_distance_m", Float),
     Index("ix_work_orders_state", "state", "due_ms"),
     Index("ix_work_orders_department", "department_id", "state"),
+    # one open order per (rule, device), however many workers see the rule fire
+    Index(
+        "uq_work_orders_open_rule",
+        "rule_id",
+        "device_id",
+        unique=True,
+        postgresql_where=text("source = 'rule' AND state <> 'closed'"),
+        sqlite_where=text("source = 'rule' AND state <> 'closed'"),
+    ),
     Index("ix_work_orders_rule_device", "rule_id", "device_id", "state"),
 )
 

@@ -10,6 +10,7 @@ from cloud.db import (  # noqa: F401 - register their tables
     schema_gate,
     schema_provisioning,
     schema_registry,
+    schema_rules,
     schema_updates,
     schema_workorders,
 )

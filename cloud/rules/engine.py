@@ -3,11 +3,17 @@
 The ingestion path feeds readings and messages in (``observe_*``), a timer calls ``tick`` (absence and
 minimum durations fire even when nothing arrives), and the caller executes the returned transitions' actions.
 Time comes from the observations and the ticks, so tests drive it with a fake clock.
+
+The engine's memory is :attr:`RuleEngine.state`, one :class:`State` per (rule, device). One process keeps it
+all; processes that share the work (:mod:`cloud.rules.shared`) load the rows of a batch's devices, evaluate, and
+write them back. So that the order in which workers happen to see a device's readings does not matter, a
+threshold or change ignores an observation older than the newest it has applied, and a rate window is kept in
+time order.
 """
 
 from __future__ import annotations
 
-from collections import deque
+import bisect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,12 +33,21 @@ class Transition:
 
 
 @dataclass(slots=True)
-class _State:
+class State:
     active: bool = False
     since_ms: int = 0
-    pending_ms: int | None = None
+    pending_ms: int | None = None  # a threshold breach waiting for its duration, since
     last_value: float | None = None
-    window: deque[tuple[int, float]] = field(default_factory=deque)
+    last_ms: int | None = None  # absence: when the device was last heard
+    seen_ms: int | None = None  # the newest observation applied
+    window: list[tuple[int, float]] = field(default_factory=list)  # rate: (ms, value) in time order
+
+    def stale(self, at: int) -> bool:
+        """An observation older than one already applied (it arrived late, through another worker)."""
+        if self.seen_ms is not None and at < self.seen_ms:
+            return True
+        self.seen_ms = at
+        return False
 
 
 def _dig(body: dict[str, Any], path: str) -> Any:
@@ -48,9 +63,9 @@ class RuleEngine:
     def __init__(self, rules: RuleSet, subtype_of: Callable[[str], str] | None = None) -> None:
         #: the subtype of a device's asset in the registry (for ``match.subtypes``)
         self.subtype_of = subtype_of or (lambda _device: "")
-        self._state: dict[tuple[str, str], _State] = {}
-        self._seen: dict[str, tuple[str, str]] = {}  # device → (site, kind)
-        self._last: dict[tuple[str, str | None], int] = {}  # (device, message type or None) → last seen
+        #: (rule id, device) → its state: everything the engine remembers
+        self.state: dict[tuple[str, str], State] = {}
+        self.seen: dict[str, tuple[str, str]] = {}  # device → (site, kind)
         self.load(rules)
         self.evaluations = 0
 
@@ -58,7 +73,7 @@ class RuleEngine:
         """Replace the rule set (reload); state of rules that still exist is kept."""
         self.rules = [r for r in rules.rules if r.enabled]
         ids = {r.id for r in self.rules}
-        self._state = {k: v for k, v in self._state.items() if k[0] in ids}
+        self.state = {k: v for k, v in self.state.items() if k[0] in ids}
         self._by_metric: dict[str, list[Rule]] = {}
         self._by_type: dict[str, list[Rule]] = {}
         self._absence = [r for r in self.rules if isinstance(r.when, Absence)]
@@ -78,12 +93,16 @@ class RuleEngine:
             and (not m.subtypes or self.subtype_of(device) in m.subtypes)
         )
 
-    def _st(self, rule: Rule, device: str) -> _State:
+    def _st(self, rule: Rule, device: str) -> State:
         key = (rule.id, device)
-        st = self._state.get(key)
+        st = self.state.get(key)
         if st is None:
-            st = self._state[key] = _State()
+            st = self.state[key] = State()
         return st
+
+    def candidates(self, site: str, kind: str, device: str) -> list[Rule]:
+        """The rules that may apply to a device (their state is what a shared runner loads)."""
+        return [r for r in self.rules if self.matches(r, site, kind, device)]
 
     def _flip(
         self,
@@ -91,7 +110,7 @@ class RuleEngine:
         rule: Rule,
         device: str,
         site: str,
-        st: _State,
+        st: State,
         active: bool,
         at: int,
         value: Any,
@@ -107,7 +126,7 @@ class RuleEngine:
     def observe_reading(
         self, site: str, kind: str, device: str, metric: str, value: float, at: int
     ) -> list[Transition]:
-        self._seen[device] = (site, kind)
+        self.seen[device] = (site, kind)
         out: list[Transition] = []
         for rule in self._by_metric.get(metric, ()):
             if not self.matches(rule, site, kind, device):
@@ -125,15 +144,14 @@ class RuleEngine:
     def observe_message(
         self, site: str, kind: str, device: str, type_: str, body: dict[str, Any], at: int
     ) -> list[Transition]:
-        self._seen[device] = (site, kind)
-        self._last[(device, None)] = at
-        self._last[(device, type_)] = at
+        self.seen[device] = (site, kind)
         out: list[Transition] = []
         for rule in self._absence:  # anything from the device ends its silence
             a = rule.when
             assert isinstance(a, Absence)
             if a.message_type in (None, type_) and self.matches(rule, site, kind, device):
                 st = self._st(rule, device)
+                st.last_ms = at if st.last_ms is None else max(st.last_ms, at)
                 if st.active:
                     self._flip(out, rule, device, site, st, False, at, None, f"{type_} received")
         for rule in self._by_type.get(type_, ()):
@@ -143,6 +161,8 @@ class RuleEngine:
                 continue
             self.evaluations += 1
             st = self._st(rule, device)
+            if st.stale(at):
+                continue
             value = _dig(body, c.field)
             if not st.active and value == c.to:
                 self._flip(out, rule, device, site, st, True, at, value, f"{c.field} became {value!r}")
@@ -156,17 +176,18 @@ class RuleEngine:
         """Timer: absence, and threshold durations that elapsed with no new reading.
         ``devices`` (device, site, kind) adds registered devices never heard from."""
         for d, s, k in devices:
-            self._seen.setdefault(d, (s, k))
-            self._last.setdefault((d, None), now)
+            self.seen.setdefault(d, (s, k))
         out: list[Transition] = []
         for rule in self._absence:
             a = rule.when
             assert isinstance(a, Absence)
-            for device, (site, kind) in self._seen.items():
+            for device, (site, kind) in self.seen.items():
                 if not self.matches(rule, site, kind, device):
                     continue
-                last = self._last.get((device, a.message_type), self._last.get((device, None), now))
                 st = self._st(rule, device)
+                if st.last_ms is None:  # first learned of now: its silence counts from here
+                    st.last_ms = now
+                last = st.last_ms
                 if not st.active and now - last >= a.after_s * 1000:
                     self._flip(
                         out,
@@ -179,7 +200,7 @@ class RuleEngine:
                         (now - last) / 1000,
                         f"nothing for {(now - last) / 1000:.0f} s",
                     )
-        for (rule_id, device), st in list(self._state.items()):
+        for (rule_id, device), st in list(self.state.items()):
             if st.pending_ms is None or st.active:
                 continue
             pending_rule = next((r for r in self.rules if r.id == rule_id), None)
@@ -189,7 +210,7 @@ class RuleEngine:
                 and now - st.pending_ms >= pending_rule.when.for_s * 1000
             ):
                 th = pending_rule.when
-                site, _kind = self._seen.get(device, ("", ""))
+                site, _kind = self.seen.get(device, ("", ""))
                 self._flip(
                     out,
                     pending_rule,
@@ -201,15 +222,17 @@ class RuleEngine:
                     st.last_value,
                     f"{th.metric} beyond the limit for {th.for_s:g} s",
                 )
-        for device, (site, kind) in {t.device: self._seen[t.device] for t in out if t.device in self._seen}.items():
+        for device, (site, kind) in {t.device: self.seen[t.device] for t in out if t.device in self.seen}.items():
             out += self._combine(device, site, kind, now)
         return out
 
     # --- kinds -------------------------------------------------------------------------------------
 
     def _threshold(
-        self, out: list[Transition], rule: Rule, c: Threshold, device: str, site: str, st: _State, v: float, at: int
+        self, out: list[Transition], rule: Rule, c: Threshold, device: str, site: str, st: State, v: float, at: int
     ) -> None:
+        if st.stale(at):
+            return
         st.last_value = v
         if c.above is not None:
             breach, clear = v > c.above, v <= (c.clear_at if c.clear_at is not None else c.above)
@@ -230,12 +253,15 @@ class RuleEngine:
             self._flip(out, rule, device, site, st, True, at, v, f"{c.metric} {v:g} beyond {limit:g}")
 
     def _rate(
-        self, out: list[Transition], rule: Rule, c: Rate, device: str, site: str, st: _State, v: float, at: int
+        self, out: list[Transition], rule: Rule, c: Rate, device: str, site: str, st: State, v: float, at: int
     ) -> None:
         w = st.window
-        w.append((at, v))
-        while w and at - w[0][0] > c.window_s * 1000:
-            w.popleft()
+        if w and w[-1][0] - at > c.window_s * 1000:
+            return  # older than the whole window
+        bisect.insort(w, (at, v))
+        newest = w[-1][0]
+        while w and newest - w[0][0] > c.window_s * 1000:
+            w.pop(0)
         if len(w) < 2 or w[-1][0] == w[0][0]:
             return
         per_min = (w[-1][1] - w[0][1]) / ((w[-1][0] - w[0][0]) / 60_000)
@@ -252,7 +278,7 @@ class RuleEngine:
             assert isinstance(c, Combination)
             if not self.matches(rule, site, kind, device):
                 continue
-            parts = [self._state.get((rid, device)) for rid in c.all_of]
+            parts = [self.state.get((rid, device)) for rid in c.all_of]
             st = self._st(rule, device)
             together = all(p is not None and p.active for p in parts)
             if together:
@@ -265,4 +291,4 @@ class RuleEngine:
         return out
 
     def active(self) -> list[tuple[str, str]]:
-        return [k for k, st in self._state.items() if st.active]
+        return [k for k, st in self.state.items() if st.active]

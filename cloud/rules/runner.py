@@ -1,19 +1,29 @@
 """Runs the rule engine beside ingestion: feeds it each stored batch, ticks it on a timer, and carries out
-the actions of its transitions. Alarms are written in their own small transaction; commands and webhooks
-run on a thread pool with timeouts, so a slow webhook never holds up ingestion."""
+the actions of its transitions. Alarms are written in the transaction that decides them; commands and webhooks
+run on a thread pool with timeouts, so a slow webhook never holds up ingestion.
+
+Two ways to keep the state. On SQLite (one process) the engine keeps it in memory. On PostgreSQL, where several
+workers may split one device's messages, it lives in the database (:mod:`cloud.rules.shared`): each batch
+locks its devices, loads their rows, evaluates, writes them back with the alarms they raise, and commits. The
+timer (absence, durations) runs on one process only, the leader (:mod:`cloud.leader`).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from sqlalchemy import select
+from sqlalchemy import Connection, select
+from sqlalchemy.exc import IntegrityError
 
 from cloud import events
 from cloud.alarms import clear_alarm, raise_alarm
@@ -21,8 +31,9 @@ from cloud.db import schema as t
 from cloud.db.schema_registry import assets
 from cloud.ingest.store import BatchResult, now_ms
 from cloud.metrics import Metrics
+from cloud.rules import shared
 from cloud.rules.engine import RuleEngine, Transition
-from cloud.rules.model import AlarmAction, CommandAction, RuleSet, WebhookAction, WorkOrderAction
+from cloud.rules.model import Absence, AlarmAction, CommandAction, RuleSet, WebhookAction, WorkOrderAction
 
 if TYPE_CHECKING:
     from cloud.service import CloudService
@@ -32,10 +43,21 @@ DEVICES_REFRESH_S = 5.0  # how often the timer re-reads the registered devices (
 
 
 class RuleRunner:
-    def __init__(self, svc: CloudService, rules: RuleSet, tick_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        svc: CloudService,
+        rules: RuleSet,
+        tick_s: float = 1.0,
+        leading: Callable[[], bool] = lambda: True,
+        in_database: bool | None = None,
+    ) -> None:
         self.svc = svc
+        self.db = svc.engine
         self.subtypes: dict[str, str] = {}  # device id → subtype of its asset
         self.engine = RuleEngine(rules, lambda device: self.subtypes.get(device, ""))
+        #: the state lives in PostgreSQL, shared by every process (else in this process's memory)
+        self.in_database = self.db.dialect.name == "postgresql" if in_database is None else in_database
+        self.leading = leading  # the timer runs on one process: the leader
         self.metrics: Metrics = svc.metrics
         self.lock = threading.Lock()
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="rule-action")
@@ -44,6 +66,7 @@ class RuleRunner:
         self._thread = threading.Thread(target=self._timer, name="rules-timer", daemon=True)
         self._devices_at = 0.0
         self._devices: list[tuple[str, str, str]] = []
+        self._silence_started = False
 
     def start(self) -> None:
         self._thread.start()
@@ -56,51 +79,132 @@ class RuleRunner:
     def reload(self, rules: RuleSet) -> None:
         with self.lock:
             self.engine.load(rules)
+            self._silence_started = False
+
+    def active(self) -> list[tuple[str, str]]:
+        """(rule, device) pairs active now."""
+        if not self.in_database:
+            with self.lock:
+                return self.engine.active()
+        ids = {r.id for r in self.engine.rules}
+        with self.db.connect() as conn:
+            return [k for k in shared.active(conn) if k[0] in ids]
 
     # --- feeding -----------------------------------------------------------------------------------
 
     def on_batch(self, res: BatchResult) -> None:
-        kinds = self.svc.store.kinds
-        sites = self.svc.store.sites
+        if not res.readings_rows and not res.messages:
+            return
+        if self.in_database:
+            devices = sorted({r[0] for r in res.readings_rows} | {m[1] for m in res.messages})
+            for group in shared.chunks(devices):
+                mine = set(group)
+                rows = [r for r in res.readings_rows if r[0] in mine]
+                msgs = [m for m in res.messages if m[1] in mine]
+                self._shared(group, functools.partial(self._observe, rows, msgs))
+            return
+        with self.lock:
+            out = self._observe(res.readings_rows, res.messages)
+        self.execute(out)
+
+    def _observe(self, rows: list[Any], messages: list[Any]) -> list[Transition]:
+        kinds, sites = self.svc.store.kinds, self.svc.store.sites
         t0 = time.perf_counter()
         out: list[Transition] = []
-        with self.lock:
-            for dev, metric, ts, value, _unit, _mid in res.readings_rows:
-                out += self.engine.observe_reading(sites.get(dev, ""), kinds.get(dev, ""), dev, metric, value, ts)
-            for site, dev, type_, body, at in res.messages:
-                out += self.engine.observe_message(site, kinds.get(dev, ""), dev, type_, body, at)
-        n = len(res.readings_rows) + len(res.messages)
-        if n:
-            dt = time.perf_counter() - t0
-            self.metrics.inc("ce_rules_eval_seconds_total", dt, "time spent evaluating rules")
-            self.metrics.inc("ce_rules_observations_total", n, "readings and messages seen by the rules")
-        self.execute(out)
+        for dev, metric, ts, value, _unit, _mid in rows:
+            out += self.engine.observe_reading(sites.get(dev, ""), kinds.get(dev, ""), dev, metric, value, ts)
+        for site, dev, type_, body, at in messages:
+            out += self.engine.observe_message(site, kinds.get(dev, ""), dev, type_, body, at)
+        n = len(rows) + len(messages)
+        self.metrics.inc("ce_rules_eval_seconds_total", time.perf_counter() - t0, "time spent evaluating rules")
+        self.metrics.inc("ce_rules_observations_total", n, "readings and messages seen by the rules")
+        return out
+
+    def _shared(
+        self,
+        devices: list[str],
+        evaluate: Callable[[], list[Transition]],
+        seen: dict[str, tuple[str, str]] | None = None,
+    ) -> None:
+        """Evaluate under these devices' locks, on their rows; save the rows and the alarms together."""
+        with self.db.begin() as conn:
+            shared.lock(conn, devices)
+            state, before = shared.load(conn, devices)
+            with self.lock:
+                self.engine.state, self.engine.seen = state, dict(seen or {})
+                try:
+                    out = evaluate()
+                finally:
+                    self.engine.state, self.engine.seen = {}, {}
+            shared.save(conn, state, before)
+            live = self._write_alarms(conn, out)
+        self.svc.publish_live(live)  # committed: the consoles see a rule's alarm as they see a device's
+        self._after(out)
 
     def _timer(self) -> None:
         while not self._stop.wait(self.tick_s):
             try:
-                if time.monotonic() - self._devices_at > DEVICES_REFRESH_S:
-                    with self.svc.engine.connect() as conn:
-                        self.subtypes = {
-                            r.device_id: r.subtype
-                            for r in conn.execute(
-                                select(assets.c.device_id, assets.c.subtype).where(assets.c.device_id.is_not(None))
-                            )
-                        }
-                        self._devices = [
-                            (r.id, r.site_id, r.kind)
-                            for r in conn.execute(select(t.devices.c.id, t.devices.c.site_id, t.devices.c.kind))
-                        ]
-                    self._devices_at = time.monotonic()
-                with self.lock:
-                    out = self.engine.tick(now_ms(), self._devices)
-                self.execute(out)
+                self._refresh()
+                if not self.leading():
+                    continue
+                if self.in_database:
+                    self._tick_shared(now_ms())
+                else:
+                    with self.lock:
+                        out = self.engine.tick(now_ms(), self._devices)
+                    self.execute(out)
             except Exception:
                 log.exception("rule timer failed")
+
+    def _refresh(self) -> None:
+        if time.monotonic() - self._devices_at <= DEVICES_REFRESH_S:
+            return
+        with self.db.connect() as conn:
+            self.subtypes = {
+                r.device_id: r.subtype
+                for r in conn.execute(
+                    select(assets.c.device_id, assets.c.subtype).where(assets.c.device_id.is_not(None))
+                )
+            }
+            self._devices = [
+                (r.id, r.site_id, r.kind)
+                for r in conn.execute(select(t.devices.c.id, t.devices.c.site_id, t.devices.c.kind))
+            ]
+        self._devices_at = time.monotonic()
+        self._silence_started = False
+
+    def _tick_shared(self, now: int) -> None:
+        where = {d: (s, k) for d, s, k in self._devices}
+        absence = [r for r in self.engine.rules if isinstance(r.when, Absence)]
+        with self.db.begin() as conn:
+            if not self._silence_started:  # registered devices never heard from: silent from now
+                have = shared.known(conn, [r.id for r in absence])
+                missing = [
+                    (r.id, d)
+                    for r in absence
+                    for d, (s, k) in where.items()
+                    if (r.id, d) not in have and self.engine.matches(r, s, k, d)
+                ]
+                shared.start_silence(conn, missing, now)
+                self._silence_started = True
+            due = sorted(shared.due(conn, self.engine.rules, now))
+        for group in shared.chunks(due):
+            seen = {d: where[d] for d in group if d in where}
+            self._shared(group, lambda: self.engine.tick(now), seen)
 
     # --- actions -----------------------------------------------------------------------------------
 
     def execute(self, transitions: list[Transition]) -> None:
+        """Carry out what the transitions ask (state kept in memory): alarms now, the rest after."""
+        if not transitions:
+            return
+        with self.db.begin() as conn:
+            live = self._write_alarms(conn, transitions)
+        self.svc.publish_live(live)
+        self._after(transitions)
+
+    def _write_alarms(self, conn: Connection, transitions: list[Transition]) -> list[events.Event]:
+        live: list[events.Event] = []
         for tr in transitions:
             self.metrics.inc(
                 "ce_rules_transitions_total",
@@ -110,10 +214,22 @@ class RuleRunner:
                 active=str(tr.active).lower(),
             )
             for action in tr.rule.actions:
+                if not isinstance(action, AlarmAction):
+                    continue
                 try:
-                    if isinstance(action, AlarmAction):
-                        self._alarm(tr, action)
-                    elif isinstance(action, CommandAction) and tr.active:
+                    # one alarm that cannot be written does not hold up the others (PostgreSQL aborts a whole
+                    # transaction on an error; SQLite carries on without a savepoint)
+                    with conn.begin_nested() if conn.dialect.name == "postgresql" else contextlib.nullcontext():
+                        live += self._alarm(conn, tr, action)
+                except Exception:
+                    log.exception("rule alarm failed", extra={"rule": tr.rule.id})
+        return live
+
+    def _after(self, transitions: list[Transition]) -> None:
+        for tr in transitions:
+            for action in tr.rule.actions:
+                try:
+                    if isinstance(action, CommandAction) and tr.active:
                         self.pool.submit(self._command, tr, action)
                     elif isinstance(action, WebhookAction):
                         self.pool.submit(self._webhook, tr, action)
@@ -122,41 +238,33 @@ class RuleRunner:
                 except Exception:
                     log.exception("rule action failed", extra={"rule": tr.rule.id})
 
-    def _alarm(self, tr: Transition, action: AlarmAction) -> None:
+    def _alarm(self, conn: Connection, tr: Transition, action: AlarmAction) -> list[events.Event]:
         key, by, spec = f"rule:{tr.rule.id}", f"rule:{tr.rule.id}", action.alarm
-        live: list[events.Event] = []
-        with self.svc.engine.begin() as conn:
-            if tr.active:
-                code = spec.get("code", tr.rule.id)
-                severity = spec.get("severity", "major")
-                message = spec.get("message", tr.reason) or tr.reason
-                alarm_id = raise_alarm(
-                    conn,
-                    device=tr.device,
-                    key=key,
-                    code=code,
-                    severity=severity,
-                    message=message,
-                    details={"rule": tr.rule.id, "value": tr.value, "reason": tr.reason},
-                    at=tr.at_ms,
-                    msg_id="rule",
-                    by=by,
-                )
-                live.append(
-                    events.alarm_raised(
-                        alarm_id,
-                        device=tr.device,
-                        site=tr.site,
-                        code=code,
-                        severity=severity,
-                        message=message,
-                        at_ms=tr.at_ms,
-                    )
-                )
-            else:
-                for alarm_id in clear_alarm(conn, device=tr.device, key=key, at=tr.at_ms, by=by, note=tr.reason):
-                    live.append(events.alarm_cleared(alarm_id, device=tr.device, at_ms=tr.at_ms))
-        self.svc.publish_live(live)  # committed: the consoles see a rule's alarm as they see a device's
+        if not tr.active:
+            return [
+                events.alarm_cleared(alarm_id, device=tr.device, at_ms=tr.at_ms)
+                for alarm_id in clear_alarm(conn, device=tr.device, key=key, at=tr.at_ms, by=by, note=tr.reason)
+            ]
+        code = spec.get("code", tr.rule.id)
+        severity = spec.get("severity", "major")
+        message = spec.get("message", tr.reason) or tr.reason
+        alarm_id = raise_alarm(
+            conn,
+            device=tr.device,
+            key=key,
+            code=code,
+            severity=severity,
+            message=message,
+            details={"rule": tr.rule.id, "value": tr.value, "reason": tr.reason},
+            at=tr.at_ms,
+            msg_id="rule",
+            by=by,
+        )
+        return [
+            events.alarm_raised(
+                alarm_id, device=tr.device, site=tr.site, code=code, severity=severity, message=message, at_ms=tr.at_ms
+            )
+        ]
 
     def _work_order(self, tr: Transition, action: WorkOrderAction) -> None:
         """One open order per (rule, device), routed by the registry to the asset's owner."""
@@ -164,15 +272,18 @@ class RuleRunner:
         if wos.open_for(tr.rule.id, tr.device) is not None:
             return
         spec = action.work_order
-        wo = wos.create(
-            title=spec.get("title", tr.rule.description or tr.rule.id),
-            source="rule",
-            rule_id=tr.rule.id,
-            priority=spec.get("priority", "normal"),
-            device_id=tr.device,
-            description=tr.reason,
-            reporter=f"rule:{tr.rule.id}",
-        )
+        try:
+            wo = wos.create(
+                title=spec.get("title", tr.rule.description or tr.rule.id),
+                source="rule",
+                rule_id=tr.rule.id,
+                priority=spec.get("priority", "normal"),
+                device_id=tr.device,
+                description=tr.reason,
+                reporter=f"rule:{tr.rule.id}",
+            )
+        except IntegrityError:  # another process opened it a moment ago (uq_work_orders_open_rule)
+            return
         self.svc.publish_live([events.work_order(wo, "created")])
 
     def _command(self, tr: Transition, action: CommandAction) -> None:

@@ -49,8 +49,15 @@ class UpdateError(ValueError):
 
 
 class Updates:
-    def __init__(self, engine: Engine, settings: Settings, commands: Callable[[], CommandPublisher | None]) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        commands: Callable[[], CommandPublisher | None],
+        leading: Callable[[], bool] = lambda: True,
+    ) -> None:
         self.engine = engine
+        self._leading = leading  # rollouts advance on one node: the leader
         self.settings = settings
         self._commands = commands
         self.dir = settings.media_dir / "updates"
@@ -260,6 +267,8 @@ class Updates:
 
     def _loop(self) -> None:
         while not self._stop.wait(1.0):
+            if not self._leading():
+                continue
             try:
                 self.tick()
             except Exception:
