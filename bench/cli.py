@@ -144,12 +144,20 @@ def fleet(
     hours: Annotated[float, typer.Option(help="district time to run")] = 1.0,
     speed: Annotated[float, typer.Option(help="district seconds per real second")] = 60.0,
     faults: Annotated[int, typer.Option(help="faults injected over the period")] = 40,
+    nodes: Annotated[int, typer.Option(min=1, help="API nodes (cloud run); beyond one: on PostgreSQL")] = 1,
+    workers: Annotated[int, typer.Option(min=0, help="standalone ingestion workers (cloud ingest)")] = 0,
+    db: Annotated[str, typer.Option(help="sqlite or postgresql (several processes: always postgresql)")] = "sqlite",
     json_out: Annotated[bool, typer.Option("--json", help="compact JSON")] = False,
 ) -> None:
-    """The district against one cloud node: messages/s, fault → console alarm latency, lost, cloud memory."""
+    """The district against the cloud: messages/s, fault → console alarm latency, lost, cloud memory. With
+    --nodes/--workers: the same against several processes, beside one process, in one run."""
     from bench.fleet import run
 
-    report = run(covers=covers, cells=cells, period_h=hours, speed=speed, faults=faults)
+    if db not in ("sqlite", "postgresql"):
+        raise typer.BadParameter("use sqlite or postgresql", param_hint="--db")
+    report = run(
+        covers=covers, cells=cells, period_h=hours, speed=speed, faults=faults, nodes=nodes, workers=workers, db=db
+    )
     print(json.dumps(report, indent=None if json_out else 2))
 
 

@@ -1,14 +1,16 @@
-"""``civicedge bench fleet``: the district against one cloud node for a fixed district period.
+"""``civicedge bench fleet``: the district against the cloud for a fixed district period.
 
 The cloud runs as its own process (``civicedge cloud run``, SQLite, the default rules) so its memory is its
-own; a real Mosquitto; the district registered through the real paths; every node's heartbeats at the chosen
-speed, and faults injected on a schedule. Reported:
+own; with ``--nodes``/``--workers`` also as several processes (API nodes and standalone ingestion workers) on
+PostgreSQL, beside one process on PostgreSQL in the same run; a real Mosquitto; the district registered through
+the real paths; every node's heartbeats at the chosen speed, and faults injected on a schedule. Reported:
 
 * ``msgs_per_s``: device messages stored per second;
 * ``alarm_to_console_ms_p50/p99``: from a fault's injection to its alarm arriving on the console's live
   channel (SSE, logged in as an operator);
-* ``lost``: messages the nodes published that the cloud did not store; ``duplicates_stored``;
-* ``cloud_rss_mb``: the cloud process's peak resident memory.
+* ``lost``: messages the nodes published that the cloud did not store; ``duplicates_stored``: messages
+  stored more than once (the same device and sequence number twice);
+* ``cloud_rss_mb``: the largest cloud process's peak resident memory (``…_all_processes``: their sum).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any
 
 import httpx
 import psutil
+from sqlalchemy import Engine
 
 from bench.stats import percentile
 from edge.outbox import Outbox
@@ -126,6 +129,125 @@ def backlog(work: Path, broker: Mosquitto, api: httpx.Client, db_path: Path, hou
     }
 
 
+CLI = (sys.executable, "-m", "civicedge_cli", "cloud")
+PG_ADMIN_ENV = "CE_BENCH_PG_ADMIN"
+PG_ADMIN_DEFAULT = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+class Cloud:
+    """The cloud under test: ``nodes`` API processes (``cloud run``) and ``workers`` standalone ingestion workers
+    (``cloud ingest``), on SQLite (one process) or a fresh PostgreSQL database (dropped afterwards)."""
+
+    def __init__(self, work: Path, broker: Mosquitto, nodes: int, workers: int, db: str) -> None:
+        self.work, self.nodes, self.workers = work, nodes, workers
+        self.pg_name: str | None = None
+        if db == "postgresql":
+            import psycopg
+
+            self.admin = os.environ.get(PG_ADMIN_ENV, PG_ADMIN_DEFAULT)
+            self.pg_name = f"ce_bench_fleet_{os.getpid()}_{int(time.time())}"
+            with psycopg.connect(self.admin, autocommit=True, connect_timeout=5) as conn:
+                conn.execute(f'CREATE DATABASE "{self.pg_name}"')
+            self.db_url = f"{self.admin.rsplit('/', 1)[0]}/{self.pg_name}"
+        else:
+            self.db_url = f"sqlite:///{work / 'cloud.db'}"
+        self.port = free_port()
+        self.env = {
+            **os.environ,
+            "CE_DATABASE_URL": self.db_url,
+            "CE_BROKER_URL": broker.url,
+            "CE_RULES_FILE": str(ROOT / "cloud" / "rules" / "default.yaml"),
+            "CE_COMMAND_KEY_FILE": str(work / "key.pem"),
+            "CE_UPDATE_KEY_FILE": str(work / "update.pem"),
+            "CE_MEDIA_DIR": str(work / "media"),
+        }
+        if nodes > 1 or workers:  # every process that ingests joins one shared-subscription group
+            self.env["CE_INGEST_SHARE_GROUP"] = "ingest"
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.urls: list[str] = []  # the API nodes
+        self.peak: dict[int, float] = {}
+        self._sampling = threading.Event()
+        self.engine: Engine | None = None
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _spawn(self, args: list[str], name: str) -> subprocess.Popen[bytes]:
+        log = (self.work / f"{name}.log").open("wb")
+        p = subprocess.Popen([*CLI, *args], env=self.env, stdout=subprocess.DEVNULL, stderr=log)
+        self.procs.append(p)
+        return p
+
+    def _healthy(self, url: str, name: str) -> None:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or any(p.poll() is not None for p in self.procs):
+                raise RuntimeError(f"{name} did not start: {(self.work / f'{name}.log').read_text()[-2000:]}")
+            time.sleep(0.2)
+
+    def start(self) -> None:
+        setup = subprocess.run(
+            [*CLI, "create-user", "bench", "--role", "operator", "--password-stdin"],
+            input=PASSWORD + "\n",
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if setup.returncode != 0:
+            raise RuntimeError(f"create-user failed: {setup.stderr[-2000:]}")
+        per_node = "0" if self.workers else "1"
+        for i in range(self.nodes):
+            port = self.port if i == 0 else free_port()
+            self._spawn(["run", "--port", str(port), "--workers", per_node], f"node{i}")
+            self.urls.append(f"http://127.0.0.1:{port}")
+            self._healthy(self.urls[-1], f"node{i}")  # the first migrates and makes the keys
+        for i in range(self.workers):
+            port = free_port()
+            self._spawn(["ingest", "--worker-id", f"bench-{i}", "--health-port", str(port)], f"worker{i}")
+            self._healthy(f"http://127.0.0.1:{port}", f"worker{i}")
+        threading.Thread(target=self._sample, daemon=True).start()
+
+    def _sample(self) -> None:
+        procs = [psutil.Process(p.pid) for p in self.procs]
+        while not self._sampling.wait(0.5):
+            for p in procs:
+                with contextlib.suppress(psutil.Error):
+                    self.peak[p.pid] = max(self.peak.get(p.pid, 0.0), p.memory_info().rss / 2**20)
+
+    def query(self, sql: str) -> int:
+        from sqlalchemy import create_engine, text
+
+        if self.engine is None:
+            url = self.db_url.replace("postgresql://", "postgresql+psycopg://", 1)
+            self.engine = create_engine(url)
+        with self.engine.connect() as conn:
+            return int(conn.execute(text(sql)).scalar_one())
+
+    def stop(self) -> None:
+        self._sampling.set()
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        if self.engine is not None:
+            self.engine.dispose()
+        if self.pg_name is not None:
+            import psycopg
+
+            with psycopg.connect(self.admin, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{self.pg_name}" WITH (FORCE)')
+
+
 def run(
     covers: int = 16_000,
     cells: int = 1191,
@@ -134,77 +256,53 @@ def run(
     faults: int = 40,
     heartbeat_s: float = 900.0,
     backlog_h: float = 2.0,
+    nodes: int = 1,
+    workers: int = 0,
+    db: str = "sqlite",
+) -> dict[str, Any]:
+    """The district against one cloud process; with ``nodes``/``workers`` beyond one process, the same district
+    against that cloud too, on PostgreSQL, side by side with one process on PostgreSQL, in the same run."""
+    district = generate(DistrictSpec(covers=covers, cells=cells, site="district"))
+    args = dict(period_h=period_h, speed=speed, faults=faults, heartbeat_s=heartbeat_s)
+    if nodes <= 1 and workers == 0:
+        return {"bench": "fleet", **one(district, 1, 0, db, backlog_h=backlog_h, **args)}  # type: ignore[arg-type]
+    single = one(district, 1, 0, "postgresql", backlog_h=0, **args)  # type: ignore[arg-type]
+    several = one(district, nodes, workers, "postgresql", backlog_h=0, **args)  # type: ignore[arg-type]
+    return {
+        "bench": "fleet",
+        "one_process": single,
+        "scaled_out": several,
+        "msgs_per_s_ratio": round(several["msgs_per_s"] / single["msgs_per_s"], 2) if single["msgs_per_s"] else None,
+        "targets": {"alarm_to_console_ms_p99": 1000, "lost": 0},
+    }
+
+
+def one(
+    district: Any,
+    nodes: int,
+    workers: int,
+    db: str,
+    period_h: float,
+    speed: float,
+    faults: int,
+    heartbeat_s: float,
+    backlog_h: float,
 ) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="ce-bench-fleet-"))
-    district = generate(DistrictSpec(covers=covers, cells=cells, site="district"))
-    with Mosquitto(workdir=work / "broker") as broker, (work / "cloud.log").open("wb") as cloud_log:
-        port = free_port()
-        env = {
-            **os.environ,
-            "CE_DATABASE_URL": f"sqlite:///{work / 'cloud.db'}",
-            "CE_BROKER_URL": broker.url,
-            "CE_RULES_FILE": str(ROOT / "cloud" / "rules" / "default.yaml"),
-            "CE_COMMAND_KEY_FILE": str(work / "key.pem"),
-            "CE_UPDATE_KEY_FILE": str(work / "update.pem"),
-            "CE_MEDIA_DIR": str(work / "media"),
-            "CE_PORT": str(port),
-        }
-        setup = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "civicedge_cli",
-                "cloud",
-                "create-user",
-                "bench",
-                "--role",
-                "operator",
-                "--password-stdin",
-            ],
-            input=PASSWORD + "\n",
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        del setup
-        cloud = subprocess.Popen(
-            [sys.executable, "-m", "civicedge_cli", "cloud", "run"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=cloud_log,
-        )
-        proc = psutil.Process(cloud.pid)
-        peak = [0.0]
-        sampling = threading.Event()
-
-        def sample() -> None:
-            while not sampling.wait(0.5):
-                try:
-                    peak[0] = max(peak[0], proc.memory_info().rss / 2**20)
-                except psutil.Error:
-                    return
-
-        threading.Thread(target=sample, daemon=True).start()
-        base = f"http://127.0.0.1:{port}"
+    print(f"  cloud: {nodes} node(s), {workers} standalone worker(s), {db}", file=sys.stderr)
+    with Mosquitto(workdir=work / "broker") as broker:
+        cloud = Cloud(work, broker, nodes, workers, db)
         try:
+            cloud.start()
+            base = cloud.base
             api = httpx.Client(base_url=base, timeout=120)
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if api.get("/healthz").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"the cloud did not start: {(work / 'cloud.log').read_text()[-2000:]}")
-                time.sleep(0.2)
             r = api.post("/auth/login", json={"username": "bench", "password": PASSWORD})
             api.headers["X-CSRF-Token"] = r.json()["csrf"]
             t0 = time.monotonic()
             register(district, api, progress=lambda m: print(f"  {m}", file=sys.stderr))
             register_s = time.monotonic() - t0
-            live = Live(base, api.cookies)
+            # the console on the last API node: with several, an alarm crosses processes to reach it
+            live = Live(cloud.urls[-1], api.cookies)
             live.start()
             live.ready.wait(10)
             fleet = CoverFleet(
@@ -216,11 +314,11 @@ def run(
             async def drive() -> None:
                 stop = asyncio.Event()
                 task = asyncio.create_task(fleet.run(stop))
-                nodes = [c.node for c in district.covers]
+                nodes_ = [c.node for c in district.covers]
                 step = real_s / (faults + 1)
                 for i in range(faults):
                     await asyncio.sleep(step)
-                    node = nodes[(i * 7919) % len(nodes)]
+                    node = nodes_[(i * 7919) % len(nodes_)]
                     if node not in injected:
                         injected[node] = time.monotonic()
                         await fleet.inject(node, ("tilt", "gas", "flood")[i % 3])
@@ -231,26 +329,29 @@ def run(
             t1 = time.monotonic()
             asyncio.run(drive())
             # the cloud has everything when its stored count stops at what was sent
-            db = sqlite3.connect(f"file:{work / 'cloud.db'}?mode=ro", uri=True, timeout=30)
             stored = 0
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
-                stored = db.execute("SELECT count(*) FROM messages WHERE site_id = 'district'").fetchone()[0]
+                stored = cloud.query("SELECT count(*) FROM messages WHERE site_id = 'district'")
                 if stored >= fleet.sent:
                     break
                 time.sleep(0.5)
             drained_s = time.monotonic() - t1
-            dupes = db.execute("SELECT count(*) - count(DISTINCT msg_id) FROM messages").fetchone()[0]
+            # a message stored twice would carry its device's sequence number twice
+            dupes = cloud.query(
+                "SELECT count(*) - (SELECT count(*) FROM (SELECT DISTINCT device_id, seq FROM messages "
+                "WHERE site_id = 'district') AS d) FROM messages WHERE site_id = 'district'"
+            )
             latencies = [(live.raised[n] - t) * 1000 for n, t in injected.items() if n in live.raised]
             live.stop.set()
-            gw = backlog(work, broker, api, work / "cloud.db", hours=backlog_h)
+            gw = backlog(work, broker, api, work / "cloud.db", hours=backlog_h) if backlog_h and db == "sqlite" else {}
         finally:
-            sampling.set()
-            cloud.terminate()
-            cloud.wait(30)
-    return {
-        "bench": "fleet",
-        "devices": covers,
+            cloud.stop()
+    out = {
+        "nodes": nodes,
+        "workers": workers,
+        "db": db,
+        "devices": len(district.covers),
         "district_hours": period_h,
         "speed": speed,
         "register_s": round(register_s, 1),
@@ -262,11 +363,16 @@ def run(
         "alarms_seen": f"{len(latencies)}/{len(injected)}",
         "lost": max(0, fleet.sent - stored),
         "duplicates_stored": dupes,
-        "cloud_rss_mb": round(peak[0], 1),
-        "edge_rss_mb": gw["edge_rss_mb"],
-        "backlog_drain_s": gw["backlog_drain_s"],
-        "backlog_messages": gw["backlog_messages"],
-        "backlog_lost": gw["backlog_messages"] - gw["backlog_stored"],
+        "cloud_rss_mb": round(max(cloud.peak.values(), default=0.0), 1),
+        "cloud_rss_mb_all_processes": round(sum(cloud.peak.values()), 1),
         "mean_alarm_ms": round(statistics.fmean(latencies), 1) if latencies else None,
         "targets": {"alarm_to_console_ms_p99": 1000, "lost": 0, "cloud_rss_mb": 500},
     }
+    if gw:
+        out |= {
+            "edge_rss_mb": gw["edge_rss_mb"],
+            "backlog_drain_s": gw["backlog_drain_s"],
+            "backlog_messages": gw["backlog_messages"],
+            "backlog_lost": gw["backlog_messages"] - gw["backlog_stored"],
+        }
+    return out

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from cloud import events
-from cloud.alarms import AlarmStateError, operator_action
+from cloud.alarms.lifecycle import AlarmStateError, operator_action
 from cloud.auth.scope import alarm_filter, asset_filter, can, can_see_device, device_filter, work_order_filter
 from cloud.auth.service import User
 from cloud.commands import CommandUnknownDevice
@@ -90,7 +90,7 @@ def alarm_act(svc: CloudService, user: User, alarm_id: int, action: str, note: s
     except AlarmStateError as exc:
         raise Conflict(str(exc)) from None
     svc.auth.audit(user.username, f"alarm.{action}", str(alarm_id), {"note": note} if note else None)
-    svc.publish_live([{"kind": "alarm", "event": action, "id": alarm_id, "device_id": row["device_id"]}])
+    svc.stream.publish([events.AlarmChanged(alarm_id, row["device_id"], None, action)])
     return row
 
 
@@ -136,7 +136,7 @@ def work_order_act(
 
 
 def _wo_live(svc: CloudService, wo: dict[str, Any], event: str) -> None:
-    svc.publish_live([events.work_order(wo, event)])
+    svc.stream.publish([events.work_order(wo, event)])
 
 
 def work_order_photo(svc: CloudService, user: User, wo_id: int, stage: str, data: bytes) -> dict[str, Any]:
@@ -330,7 +330,7 @@ def revoke_device(svc: CloudService, user: User, device_id: str) -> dict[str, An
     with _translated():
         out = svc.provisioning.revoke(device_id, user.username)
     svc.auth.audit(user.username, "device.revoke", device_id)
-    svc.publish_live([{"kind": "device", "device_id": device_id, "status": "revoked"}])
+    svc.stream.publish([events.DeviceStatus(device_id, "revoked")])
     return out
 
 

@@ -5,17 +5,20 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from sqlalchemy import Engine, delete, select
 
+from cloud import events
 from cloud.auth.service import Auth
 from cloud.commands import CommandPublisher, load_or_create_key
 from cloud.db import schema as t
 from cloud.db import schema_gate as g
 from cloud.db.engine import make_engine, migrate
 from cloud.db.schema_registry import assets
+from cloud.events import EventStream
 from cloud.gate.service import SUBJECT_LOGS, GateService
 from cloud.gate.vault import FaceVault
 from cloud.ingest.health import IngestWatch, ingest_report, node_health
@@ -57,6 +60,9 @@ class CloudService:
         self.gate = GateService(self.engine, lambda: self.commands, FaceVault(settings.face_key_path))
         self.auth = Auth(self.engine)
         self.live = LiveHub(self.metrics)
+        #: the node's event stream: every change, published after it committed (cloud.events)
+        self.stream = EventStream(self.metrics)
+        self._subscribe()
         self.live_bridge: PgLiveBridge | None = None
         if self.engine.dialect.name == "postgresql" and settings.live_bridge:
             self.live_bridge = PgLiveBridge(
@@ -143,30 +149,54 @@ class CloudService:
             stall_s=s.ingest_stall_s,
         )
 
+    def _subscribe(self) -> None:
+        """Who hears what, in this order: the consoles first (people are waiting for alarms); a gate's
+        enrolment before its report (which may follow it); the rest after."""
+        st = self.stream
+        st.subscribe(events.DomainEvent, self._live, "live")
+        st.subscribe(events.FaceEnrolled, self._enrolled, "gate.enrolments")
+        st.subscribe(events.CommandAcked, self._acked, "command.acks")
+        st.subscribe(events.UpdateReported, self._update_reported, "updates.status")
+        st.subscribe(events.SyncReported, self._sync_reported, "gate.sync")
+        st.subscribe(events.BatchStored, self._stored, "tsdb+rules")
+
+    def _live(self, evs: list[events.DomainEvent]) -> None:
+        live = [d for e in evs if (d := e.live()) is not None]
+        if live:
+            self.publish_live(live)
+
+    def _later(self, fn: Callable[..., Any], *args: Any) -> None:
+        """On the sync thread (publishing waits on the broker: never on ingestion)."""
+        if self._sync is not None:
+            self._sync.submit(fn, *args)
+
+    def _enrolled(self, evs: list[events.FaceEnrolled]) -> None:
+        self._later(self.gate.on_enrolments, [(e.resident_id, e.embedding_b64) for e in evs])
+
+    def _acked(self, evs: list[events.CommandAcked]) -> None:
+        acks = [(e.device, e.cid, e.status) for e in evs]
+        if self.provisioning.admin is not None:
+            self._later(self.provisioning.on_acks, acks)
+        self._later(self.updates.on_acks, acks)
+
+    def _update_reported(self, evs: list[events.UpdateReported]) -> None:
+        self._later(self.updates.on_status, [(e.device, e.rollout, e.state, e.reason, e.detail) for e in evs])
+
+    def _sync_reported(self, evs: list[events.SyncReported]) -> None:
+        wanted = [(e.site, e.device, e.what, e.revision, e.nonce) for e in evs if e.answer]
+        if wanted and self._sync is not None and self.gate.want_sync(wanted):
+            self._sync.submit(self.gate.answer_wanted)
+
+    def _stored(self, evs: list[events.BatchStored]) -> None:
+        for e in evs:
+            if self.tsdb is not None and e.points:
+                self.tsdb.submit(e.points)
+            if self.rules is not None:
+                self.rules.on_stored(e)
+
     def _on_batch(self, res: BatchResult) -> None:
-        if res.live:  # first: people are waiting for alarms, the rest can follow
-            self.publish_live(res.live)
-            res.live.clear()
-        if res.enrolments and self._sync is not None:  # first: a gate's report may follow its own enrolment
-            self._sync.submit(self.gate.on_enrolments, list(res.enrolments))
-            res.enrolments.clear()
-        if res.acks and self._sync is not None:
-            if self.provisioning.admin is not None:
-                self._sync.submit(self.provisioning.on_acks, list(res.acks))
-            self._sync.submit(self.updates.on_acks, list(res.acks))
-        res.acks.clear()
-        if res.updates and self._sync is not None:
-            self._sync.submit(self.updates.on_status, list(res.updates))
-        res.updates.clear()
-        if res.sync_requests and self._sync is not None:  # publishing waits on the broker: not on ingestion
-            if self.gate.want_sync(res.sync_requests):
-                self._sync.submit(self.gate.answer_wanted)
-            res.sync_requests.clear()
-        if self.tsdb is not None:
-            self.tsdb.submit(res.points)
-        res.points.clear()
-        if self.rules is not None:
-            self.rules.on_batch(res)
+        """A batch committed: what it did goes out on the event stream."""
+        self.stream.publish([*res.events, events.BatchStored(res.readings_rows, res.messages, res.points)])
 
     def device_changed(self, device_id: str) -> None:
         """A device was revoked, reinstated, moved or re-keyed: this node's ingestion and every other node's read

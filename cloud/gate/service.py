@@ -23,8 +23,9 @@ from sqlalchemy import Engine, delete, func, select, update
 from cloud.commands import CommandPublisher
 from cloud.db import schema as t
 from cloud.db import schema_gate as g
+from cloud.gate.ingest import FACE_DATA
 from cloud.gate.vault import FaceVault
-from cloud.ingest.store import FACE_DATA, now_ms
+from cloud.ingest.store import now_ms
 from protocol.limits import EMBEDDING_DIM
 from protocol.messages import BODIES, AllowlistDelta, GalleryDelta, GalleryEntry, PlateEntry
 from protocol.plates import normalize

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from cloud.alarms import clear_alarm, raise_alarm
+from cloud.alarms.lifecycle import clear_alarm, raise_alarm
 from cloud.ingest.store import now_ms
 from cloud.ingest.worker import IngestWorker, WorkerHealth
 from cloud.metrics import Metrics

@@ -4,7 +4,6 @@ dead-lettered with its reason. Used by every ingestion worker."""
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -15,11 +14,17 @@ from sqlalchemy import Engine, select, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 
-from cloud import events
-from cloud.alarms import clear_alarm, raise_alarm
 from cloud.db import schema as t
-from cloud.db import schema_gate as g
+from cloud.events import (
+    CommandAcked,
+    DomainEvent,
+    FaceEnrolled,
+    SyncReported,
+    UpdateReported,
+)
 from cloud.ingest.permits import refusal
+from cloud.ingest.routes import LOG_BODIES, ROUTES
+from cloud.ingest.routing import Context
 from cloud.metrics import Metrics
 from protocol import messages as m
 from protocol.codec import decode
@@ -33,19 +38,6 @@ log = logging.getLogger("civicedge.cloud.ingest")
 MAX_DEAD_PAYLOAD = 64 * 1024
 #: how long a worker trusts its cached view of the device registry (site, kind, revoked)
 REGISTRY_CACHE_S = 30.0
-_HEALTH_METRICS = ("uptime_s", "cpu_load", "mem_rss_bytes", "disk_free_bytes", "outbox_bytes", "battery_v", "rssi_dbm")
-_MANHOLE_METRICS = ("tilt_deg", "battery_v", "water_level_cm", "gas_lel", "temperature_c", "rssi_dbm")
-
-
-_NONCE = re.compile(m.SYNC_NONCE_PATTERN)
-_SYNC_EVENTS = {
-    "gallery.status": "gallery",
-    "gallery.resync": "gallery",
-    "allowlist.status": "allowlist",
-    "allowlist.resync": "allowlist",
-    "gallery.applied": "gallery",  # recorded, not answered
-    "allowlist.applied": "allowlist",
-}
 
 
 def now_ms() -> int:
@@ -129,10 +121,6 @@ class Inbound:
     received_ms: int
 
 
-#: details of a gate's enrolment event that are face data: never kept in the message log
-FACE_DATA = frozenset({"embedding_b64", "thumbnail_b64"})
-
-
 @dataclass(slots=True)
 class BatchResult:
     stored: int = 0
@@ -144,26 +132,49 @@ class BatchResult:
     #: new messages for the rules engine: (site, device, type, body, received_ms), when collect_messages is on
     messages: list[tuple[str, str, str, dict[str, Any], int]] = field(default_factory=list)
     readings_rows: list[tuple[str, str, int, float, str | None, str]] = field(default_factory=list)
-    #: gateways that reported their gallery / allow-list revision: (site, device, "gallery"|"allowlist", rev)
-    sync_requests: list[tuple[str, str, str, int, str | None]] = field(default_factory=list)
-    #: faces enrolled at a gate by an operator: (resident id, embedding base64)
-    enrolments: list[tuple[str, str]] = field(default_factory=list)
-    #: command acknowledgements: (device, cid, status) (credential rotations wait for them)
-    acks: list[tuple[str, str, str]] = field(default_factory=list)
-    #: update progress: (device, rollout, state, reason, detail)
-    updates: list[tuple[str, str, str, str | None, str]] = field(default_factory=list)
-    #: what the consoles' live channel shows (alarms, device status, gate decisions, visitor requests)
-    live: list[dict[str, Any]] = field(default_factory=list)
+    #: what the batch's handlers did, as domain events: published on the node's stream after commit
+    events: list[DomainEvent] = field(default_factory=list)
     dead_by_reason: dict[str, int] = field(default_factory=dict)
 
     def merge(self, other: BatchResult) -> None:
         """Add what ``other`` (a part of the same batch, committed on its own) did."""
         for name in ("stored", "duplicates", "dead", "ignored", "readings"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
-        for name in ("points", "messages", "readings_rows", "sync_requests", "enrolments", "acks", "updates", "live"):
+        for name in ("points", "messages", "readings_rows", "events"):
             getattr(self, name).extend(getattr(other, name))
         for reason, n in other.dead_by_reason.items():
             self.dead_by_reason[reason] = self.dead_by_reason.get(reason, 0) + n
+
+    # views of the events, by what their subscribers want
+
+    @property
+    def live(self) -> list[dict[str, Any]]:
+        """What the consoles' live channel shows (alarms, device status, gate decisions, visitor requests)."""
+        return [ev for e in self.events if (ev := e.live()) is not None]
+
+    @property
+    def enrolments(self) -> list[tuple[str, str]]:
+        """Faces enrolled at a gate by an operator: (resident id, embedding base64)."""
+        return [(e.resident_id, e.embedding_b64) for e in self.events if isinstance(e, FaceEnrolled)]
+
+    @property
+    def sync_requests(self) -> list[tuple[str, str, str, int, str | None]]:
+        """Gateways that reported their gallery / allow-list revision: (site, device, what, rev, nonce)."""
+        return [
+            (e.site, e.device, e.what, e.revision, e.nonce)
+            for e in self.events
+            if isinstance(e, SyncReported) and e.answer
+        ]
+
+    @property
+    def acks(self) -> list[tuple[str, str, str]]:
+        return [(e.device, e.cid, e.status) for e in self.events if isinstance(e, CommandAcked)]
+
+    @property
+    def updates(self) -> list[tuple[str, str, str, str | None, str]]:
+        return [
+            (e.device, e.rollout, e.state, e.reason, e.detail) for e in self.events if isinstance(e, UpdateReported)
+        ]
 
 
 class Store:
@@ -382,16 +393,8 @@ class Store:
         rows: list[dict[str, Any]] = []
         bodies: dict[str, dict[str, Any]] = {}
         for item, top, env in ok:
-            if isinstance(env.body, m.TelemetryBatch):
-                body: dict[str, Any] = {"readings": len(env.body.readings)}  # the readings go to telemetry
-            elif isinstance(env.body, m.MediaSnapshot):  # the image goes to the media table
-                body = env.body.model_dump(mode="json", exclude={"data_b64"})
-            elif isinstance(env.body, m.DeviceEvent) and env.body.code == "gallery.enrolled":
-                # the embedding is face data: it is kept only encrypted, with the resident (cloud.gate.vault)
-                body = env.body.model_dump(mode="json", exclude_none=True)
-                body["details"] = {k: v for k, v in body["details"].items() if k not in FACE_DATA}
-            else:
-                body = env.body.model_dump(mode="json", exclude_none=True)
+            keep = LOG_BODIES.get(type(env.body))
+            body: dict[str, Any] = keep(env.body) if keep else env.body.model_dump(mode="json", exclude_none=True)
             bodies[env.id] = body
             rows.append(
                 {
@@ -417,7 +420,9 @@ class Store:
             if env.id not in new_ids:
                 continue
             new_ids.discard(env.id)  # the same id twice in one batch is stored once
-            self._apply(conn, top, env, item, readings, res)
+            ctx = Context(conn, top.site, top.device, env, item.received_ms, self._insert, readings, res.events)
+            for handle in ROUTES.get(type(env.body), ()):
+                handle(ctx, env.body)
             if self.collect_messages and not isinstance(env.body, m.TelemetryBatch):
                 res.messages.append((top.site, top.device, env.type, bodies[env.id], item.received_ms))
         if readings:
@@ -434,182 +439,3 @@ class Store:
                 .where((t.devices.c.last_seen_ms.is_(None)) | (t.devices.c.last_seen_ms < seen))
                 .values(last_seen_ms=seen)
             )
-
-    def _apply(
-        self,
-        conn: Any,
-        top: Topic,
-        env: Envelope,
-        item: Inbound,
-        readings: list[tuple[str, str, int, float, str | None, str]],
-        res: BatchResult,
-    ) -> None:
-        b = env.body
-        dev = top.device
-
-        def raise_(key: str, code: str, severity: str, message: str, details: dict[str, Any]) -> None:
-            alarm_id = raise_alarm(
-                conn,
-                device=dev,
-                key=key,
-                code=code,
-                severity=severity,
-                message=message,
-                details=details,
-                at=item.received_ms,
-                msg_id=env.id,
-                by="device",
-            )
-            res.live.append(
-                events.alarm_raised(
-                    alarm_id,
-                    device=dev,
-                    site=top.site,
-                    code=code,
-                    severity=severity,
-                    message=message,
-                    at_ms=item.received_ms,
-                )
-            )
-
-        def clear(key: str) -> None:
-            for alarm_id in clear_alarm(conn, device=dev, key=key, at=item.received_ms, by="device"):
-                res.live.append(events.alarm_cleared(alarm_id, device=dev, at_ms=item.received_ms))
-
-        def reading(metric: str, value: float, ts: int, unit: str | None = None) -> None:
-            readings.append((dev, metric, ts, float(value), unit, env.id))
-
-        if isinstance(b, m.TelemetryBatch):
-            mid = env.id
-            readings.extend([(dev, r.metric, r.ts, r.value, r.unit, mid) for r in b.readings])
-        elif isinstance(b, m.Health):
-            for name in _HEALTH_METRICS:
-                v = getattr(b, name)
-                if v is not None:
-                    reading(name, v, env.ts)
-            for lane, depth in b.outbox_depth.items():
-                reading(f"outbox_{lane}", depth, env.ts)
-            conn.execute(
-                update(t.devices)
-                .where(t.devices.c.id == dev)
-                .values(
-                    health=b.model_dump(mode="json", exclude_none=True),
-                    health_ms=item.received_ms,
-                    agent_version=b.agent_version,
-                )
-            )
-        elif isinstance(b, m.ManholeReading):
-            for name in _MANHOLE_METRICS:
-                v = getattr(b, name)
-                if v is not None:
-                    reading(name, v, env.ts)
-        elif isinstance(b, m.DeviceState):
-            vals: dict[str, Any] = {"status": b.status}
-            if b.agent_version:
-                vals["agent_version"] = b.agent_version
-            # a revoked device stays revoked whatever it (or its last will) says: only an admin reinstates it
-            devs = t.devices.c
-            conn.execute(update(t.devices).where(devs.id == dev, devs.status != "revoked").values(**vals))
-            res.live.append({"kind": "device", "device_id": dev, "site_id": top.site, "status": b.status})
-        elif isinstance(b, m.AlarmRaise):
-            raise_(b.key, b.code, b.severity, b.message, b.details)
-        elif isinstance(b, m.AlarmClear):
-            clear(b.key)
-        elif isinstance(b, m.ManholeAlarm):
-            key = f"manhole.{b.kind}"
-            if b.active:
-                sev = "critical" if b.kind in ("gas", "overturn", "flood") else "major"
-                raise_(
-                    key,
-                    b.kind,
-                    sev,
-                    f"{b.kind}: {b.value:g} (threshold {b.threshold:g})",
-                    {"value": b.value, "threshold": b.threshold},
-                )
-            else:
-                clear(key)
-        elif isinstance(b, m.ElevatorFault):
-            key = f"elevator.{b.car}.{b.code}"
-            if b.active:
-                raise_(
-                    key,
-                    b.code,
-                    b.severity,
-                    b.description or b.code,
-                    {"car": b.car, "entrapment": b.entrapment, "floor": b.floor},
-                )
-            else:
-                clear(key)
-        elif isinstance(b, m.CommandAck):
-            res.acks.append((dev, b.cid, b.status))
-            conn.execute(
-                update(t.commands)
-                .where(t.commands.c.cid == b.cid)
-                .where(t.commands.c.device_id == dev)
-                .values(status=b.status, reason=b.reason, result=b.result, acked_ms=item.received_ms)
-            )
-        elif isinstance(b, m.GateDecision):
-            res.live.append(
-                {
-                    "kind": "gate",
-                    "device_id": dev,
-                    "site_id": top.site,
-                    "decision": b.decision,
-                    "reason": b.reason,
-                    "temperature_c": b.temperature_c,
-                    "at_ms": item.received_ms,
-                }
-            )
-        elif isinstance(b, m.UpdateStatus):
-            res.updates.append((dev, b.rollout, b.state, b.reason, b.detail))
-        elif isinstance(b, m.VisitorRequest):
-            res.live.append({"kind": "visitor", "device_id": dev, "site_id": top.site, "unit": b.unit})
-            conn.execute(
-                self._insert(g.visitor_requests)
-                .values(
-                    request_id=b.request_id,
-                    site_id=top.site,
-                    device_id=dev,
-                    door=b.door,
-                    unit=b.unit,
-                    snapshot_ref=b.snapshot_ref,
-                    status="pending",
-                    created_ms=item.received_ms,
-                    expires_ms=b.expires_ts,
-                )
-                .on_conflict_do_nothing(index_elements=["request_id"])
-            )
-        elif isinstance(b, m.MediaSnapshot):
-            conn.execute(
-                self._insert(g.media)
-                .values(
-                    ref=b.ref,
-                    device_id=dev,
-                    content_type=b.content_type,
-                    purpose=b.purpose,
-                    data=b.data,
-                    received_ms=item.received_ms,
-                    note="",
-                )
-                .on_conflict_do_nothing(index_elements=["device_id", "ref"])
-            )
-        elif isinstance(b, m.DeviceEvent) and b.code == "gallery.enrolled":
-            rid, emb = b.details.get("resident_id"), b.details.get("embedding_b64")
-            if isinstance(rid, str) and isinstance(emb, str):
-                res.enrolments.append((rid, emb))
-        elif isinstance(b, m.DeviceEvent) and b.code in _SYNC_EVENTS:
-            rev = b.details.get("revision")
-            if type(rev) is int:  # not a bool (which Python counts as an int and no database stores as one)
-                what = _SYNC_EVENTS[b.code]
-                nonce = b.details.get("nonce")
-                nonce = nonce if isinstance(nonce, str) and _NONCE.fullmatch(nonce) else None
-                self._synced(conn, top.site, dev, what, rev, item.received_ms, nonce)
-                if not b.code.endswith(".applied"):
-                    res.sync_requests.append((top.site, dev, what, rev, nonce))
-
-    def _synced(self, conn: Any, site: str, dev: str, what: str, rev: int, at: int, nonce: str | None) -> None:
-        """Remember the revision a gate or barrier has (the console shows who still holds erased faces), and the
-        nonce it asked with while its copy is empty (what is sent to it carries it back)."""
-        vals = {"revision": rev, "updated_ms": at, "site_id": site, "nonce": nonce}
-        ins = self._insert(g.gate_sync).values(device_id=dev, what=what, **vals)
-        conn.execute(ins.on_conflict_do_update(index_elements=["device_id", "what"], set_=vals))

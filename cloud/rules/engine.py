@@ -6,9 +6,9 @@ Time comes from the observations and the ticks, so tests drive it with a fake cl
 
 The engine's memory is :attr:`RuleEngine.state`, one :class:`State` per (rule, device). One process keeps it
 all; processes that share the work (:mod:`cloud.rules.shared`) load the rows of a batch's devices, evaluate, and
-write them back. So that the order in which workers happen to see a device's readings does not matter, a
-threshold or change ignores an observation older than the newest it has applied, and a rate window is kept in
-time order.
+write them back. Workers may see a device's readings out of order, so a threshold or change ignores an
+observation older than the newest it has applied (the newest reading decides; one inside a hysteresis band
+leaves the state as the readings applied so far made it), and a rate window is kept in time order.
 """
 
 from __future__ import annotations

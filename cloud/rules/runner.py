@@ -26,10 +26,10 @@ from sqlalchemy import Connection, select
 from sqlalchemy.exc import IntegrityError
 
 from cloud import events
-from cloud.alarms import clear_alarm, raise_alarm
+from cloud.alarms.lifecycle import clear_alarm, raise_alarm
 from cloud.db import schema as t
 from cloud.db.schema_registry import assets
-from cloud.ingest.store import BatchResult, now_ms
+from cloud.ingest.store import now_ms
 from cloud.metrics import Metrics
 from cloud.rules import shared
 from cloud.rules.engine import RuleEngine, Transition
@@ -92,19 +92,20 @@ class RuleRunner:
 
     # --- feeding -----------------------------------------------------------------------------------
 
-    def on_batch(self, res: BatchResult) -> None:
-        if not res.readings_rows and not res.messages:
+    def on_stored(self, batch: events.BatchStored) -> None:
+        """Evaluate what an ingestion batch stored (subscribed to the node's event stream)."""
+        if not batch.readings and not batch.messages:
             return
         if self.in_database:
-            devices = sorted({r[0] for r in res.readings_rows} | {m[1] for m in res.messages})
+            devices = sorted({r[0] for r in batch.readings} | {m[1] for m in batch.messages})
             for group in shared.chunks(devices):
                 mine = set(group)
-                rows = [r for r in res.readings_rows if r[0] in mine]
-                msgs = [m for m in res.messages if m[1] in mine]
+                rows = [r for r in batch.readings if r[0] in mine]
+                msgs = [m for m in batch.messages if m[1] in mine]
                 self._shared(group, functools.partial(self._observe, rows, msgs))
             return
         with self.lock:
-            out = self._observe(res.readings_rows, res.messages)
+            out = self._observe(batch.readings, batch.messages)
         self.execute(out)
 
     def _observe(self, rows: list[Any], messages: list[Any]) -> list[Transition]:
@@ -138,7 +139,7 @@ class RuleRunner:
                     self.engine.state, self.engine.seen = {}, {}
             shared.save(conn, state, before)
             live = self._write_alarms(conn, out)
-        self.svc.publish_live(live)  # committed: the consoles see a rule's alarm as they see a device's
+        self.svc.stream.publish(live)  # committed: the consoles see a rule's alarm as they see a device's
         self._after(out)
 
     def _timer(self) -> None:
@@ -200,11 +201,11 @@ class RuleRunner:
             return
         with self.db.begin() as conn:
             live = self._write_alarms(conn, transitions)
-        self.svc.publish_live(live)
+        self.svc.stream.publish(live)
         self._after(transitions)
 
-    def _write_alarms(self, conn: Connection, transitions: list[Transition]) -> list[events.Event]:
-        live: list[events.Event] = []
+    def _write_alarms(self, conn: Connection, transitions: list[Transition]) -> list[events.DomainEvent]:
+        live: list[events.DomainEvent] = []
         for tr in transitions:
             self.metrics.inc(
                 "ce_rules_transitions_total",
@@ -238,7 +239,7 @@ class RuleRunner:
                 except Exception:
                     log.exception("rule action failed", extra={"rule": tr.rule.id})
 
-    def _alarm(self, conn: Connection, tr: Transition, action: AlarmAction) -> list[events.Event]:
+    def _alarm(self, conn: Connection, tr: Transition, action: AlarmAction) -> list[events.DomainEvent]:
         key, by, spec = f"rule:{tr.rule.id}", f"rule:{tr.rule.id}", action.alarm
         if not tr.active:
             return [
@@ -284,7 +285,7 @@ class RuleRunner:
             )
         except IntegrityError:  # another process opened it a moment ago (uq_work_orders_open_rule)
             return
-        self.svc.publish_live([events.work_order(wo, "created")])
+        self.svc.stream.publish([events.work_order(wo, "created")])
 
     def _command(self, tr: Transition, action: CommandAction) -> None:
         if self.svc.commands is None:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from cloud.alarms import raise_alarm
+from cloud.alarms.lifecycle import raise_alarm
 from cloud.settings import Settings
 from protocol.envelope import new_id
 from tests.cloud.conftest import MakeCloud, register

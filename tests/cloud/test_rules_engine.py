@@ -175,3 +175,46 @@ def test_default_rule_set_loads_and_covers_every_unit_kind() -> None:
     e = RuleEngine(rules)
     out = states(e.observe_message("s", "elevator", "el-1", "elevator.status", {"state": "fire"}, 0))
     assert out == [("elevator-fire-mode", True)]
+
+
+HYSTERESIS = """
+rules:
+  - id: cover-tilt
+    when: {type: threshold, metric: tilt_deg, above: 5, clear_at: 4}
+"""
+
+
+@pytest.mark.parametrize(
+    ("readings", "active"),
+    [
+        ([(0, 6.0), (1, 4.5), (2, 6.5), (3, 3.5)], False),  # raised, held by hysteresis, cleared
+        ([(0, 3.0), (1, 4.5), (2, 3.8), (3, 6.0)], True),  # raised at last
+    ],
+)
+def test_readings_split_between_workers_end_in_the_same_state_whatever_their_order(
+    readings: list[tuple[int, float]], active: bool
+) -> None:
+    """Two workers may hand a device's readings to the rules in any order: a reading older than one already
+    applied is ignored, so when the newest reading is beyond the limit or past the clearing point every order
+    ends where the device really is (inside the hysteresis band the state is what the readings applied made
+    it, as with a device whose readings were lost)."""
+    import itertools
+
+    for order in itertools.permutations(readings):
+        e = engine(HYSTERESIS)
+        for t, v in order:
+            e.observe_reading("s", "manhole", "mh-1", "tilt_deg", v, t * S)
+        assert (("cover-tilt", "mh-1") in e.active()) is active, order
+
+
+def test_a_rate_window_is_kept_in_time_order() -> None:
+    e = engine("""
+rules:
+  - id: water-rising
+    when: {type: rate, metric: water_level_cm, rise_per_min: 10, window_s: 120}
+""")
+    r = lambda v, t: states(e.observe_reading("s", "manhole", "mh-1", "water_level_cm", v, t * S))  # noqa: E731
+    assert r(45, 120) == []  # the newest first (another worker had the others)
+    assert r(20, 0) == [("water-rising", True)]  # (45-20)/2 min = 12.5 cm/min, as in time order
+    assert r(29, 60) == []
+    assert r(10, -200) == []  # older than the whole window: ignored

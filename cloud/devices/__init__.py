@@ -1,0 +1,1 @@
+"""Devices and their sites: registration, status and health, telemetry, commands, dead letters."""

@@ -1,0 +1,1 @@
+"""Elevators: faults reported by the car boards and the monitor units."""
