@@ -42,7 +42,7 @@ def cloud_schema(work: Path) -> Iterator[Any]:
     import schemathesis
     from fastapi.testclient import TestClient
 
-    from cloud.api.app import create_app
+    from cloud.app import create_app
     from cloud.service import CloudService
     from cloud.settings import Settings
     from simulators.services import Mosquitto

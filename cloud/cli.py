@@ -24,7 +24,7 @@ def run(
     """Serve the REST API and run ingestion workers (settings from CE_* environment variables)."""
     import uvicorn
 
-    from cloud.api.app import create_app
+    from cloud.app import create_app
     from cloud.settings import Settings
 
     overrides: dict[str, object] = {}

@@ -78,7 +78,7 @@ def run_demo(
 ) -> None:
     import uvicorn
 
-    from cloud.api.app import create_app
+    from cloud.app import create_app
     from cloud.settings import Settings
     from edge.log import setup_logging
     from simulators.district_run import SIZES, DistrictRun, answering_residents

@@ -22,6 +22,8 @@ from edge.i18n import LANGUAGES
 
 VENDOR = HERE / "node_modules"
 router = APIRouter(prefix="/console", include_in_schema=False)
+#: a form's CSRF token field
+Csrf = Annotated[str | None, Form()]
 
 
 class LoginRequired(Exception):
@@ -56,6 +58,10 @@ def page_session(request: Request, svc: Service) -> Page:
 
 
 Session = Annotated[Page, Depends(page_session)]
+
+
+def raise_forbidden(page: Page, message: str) -> None:
+    raise PageForbidden(page.user, page.csrf, message)
 
 
 def check_csrf(request: Request, page: Page, form_token: str | None) -> None:
@@ -149,15 +155,9 @@ def language(
 
 
 def install(app: FastAPI) -> None:
-    """Add the console to the cloud's app."""
-    from cloud.console import fleet, live, mobile, pages, sensors
-
+    """The console's own routes (login, logout, language), its static files and error pages; the pages
+    themselves live with their domains and are included by :mod:`cloud.app`."""
     app.include_router(router)
-    app.include_router(pages.router)
-    app.include_router(fleet.router)
-    app.include_router(sensors.router)
-    app.include_router(mobile.router)
-    app.include_router(live.router)
     app.mount("/console/static", StaticFiles(directory=HERE / "static"), name="console-static")
     if VENDOR.is_dir():
         app.mount("/console/vendor", StaticFiles(directory=VENDOR), name="console-vendor")

@@ -7,19 +7,16 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse
-from sqlalchemy import select
 
 from cloud import actions
 from cloud.api.deps import Service
-from cloud.auth.scope import work_order_filter
-from cloud.console.app import Page, Session, act
-from cloud.console.render import render
-from cloud.db import schema as t
-from cloud.db import schema_gate as g
-from cloud.db.schema_workorders import work_orders
+from cloud.console.app import Csrf, Page, Session, act
+from cloud.console.render import render, rows_of
+from cloud.gate import queries as gate_queries
+from cloud.parking import queries as parking_queries
+from cloud.workorders import queries as work_queries
 
 router = APIRouter(prefix="/console/m", include_in_schema=False)
-Csrf = Annotated[str | None, Form()]
 
 
 # --- grid worker -------------------------------------------------------------------------------------------
@@ -28,17 +25,8 @@ Csrf = Annotated[str | None, Form()]
 @router.get("/report", response_class=HTMLResponse)
 def report_page(request: Request, svc: Service, page: Session) -> HTMLResponse:
     page.need("workorders.report")
-    c = work_orders.c
     with svc.engine.connect() as conn:
-        mine = [
-            dict(r._mapping)
-            for r in conn.execute(
-                select(work_orders)
-                .where(work_order_filter(page.user), c.reporter == page.user.username)
-                .order_by(c.created_ms.desc())
-                .limit(30)
-            )
-        ]
+        mine = work_queries.reported_by(conn, page.user)
     return render(request, "m_report.html", page.user, page.csrf, reports=mine)
 
 
@@ -70,31 +58,11 @@ async def report(
 def _resident_view(svc: Any, page: Page) -> dict[str, Any]:
     me = actions.resident_of(svc, page.user)
     svc.gate.expire_requests()
-    v = g.visitor_requests.c
     with svc.engine.connect() as conn:
-        visitors = [
-            dict(r._mapping)
-            for r in conn.execute(
-                select(g.visitor_requests)
-                .where(v.site_id == me["site_id"], v.unit == me["unit"])
-                .order_by(v.created_ms.desc())
-                .limit(10)
-            )
-        ]
-        plates = [
-            r[0]
-            for r in conn.execute(
-                select(g.plates.c.plate).where(g.plates.c.site_id == me["site_id"], g.plates.c.holder == me["id"])
-            )
-        ]
-        c = t.messages.c
-        towers = [
-            r[0]
-            for r in conn.execute(
-                select(c.device_id).where(c.site_id == me["site_id"], c.type == "lift.status").distinct()
-            )
-        ]
-    return {"me": me, "visitors": visitors, "plates": plates, "towers": sorted(towers)}
+        visitors = rows_of(conn.execute(gate_queries.visitor_requests(me["site_id"], me["unit"], None).limit(10)))
+        plates = gate_queries.plates_of(conn, me["site_id"], me["id"])
+        towers = parking_queries.towers(conn, me["site_id"])
+    return {"me": me, "visitors": visitors, "plates": plates, "towers": towers}
 
 
 @router.get("/home", response_class=HTMLResponse)

@@ -117,3 +117,8 @@ def render(
         **ctx,
     )
     return HTMLResponse(html, status_code=status)
+
+
+def rows_of(result: Any) -> list[dict[str, Any]]:
+    """Query rows as plain dicts (for the templates)."""
+    return [dict(r._mapping) for r in result]

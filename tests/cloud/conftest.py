@@ -12,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
 
-from cloud.api.app import create_app
+from cloud.app import create_app
 from cloud.provisioning.broker import write_broker_files
 from cloud.service import CloudService
 from cloud.settings import Settings

@@ -52,7 +52,7 @@ def _untyped(schema: dict[str, Any], components: dict[str, Any]) -> bool:
 def test_every_json_answer_has_a_schema(tmp_path: Path) -> None:
     """Each operation's success answer is described in /openapi.json (cloud.api.models), so clients, the fuzzer
     and FastAPI's own response check know what comes back; the media route answers an image."""
-    from cloud.api.app import create_app
+    from cloud.app import create_app
     from cloud.settings import Settings
 
     spec = create_app(settings=Settings(database_url=f"sqlite:///{tmp_path / 'cloud.db'}", _env_file=None)).openapi()

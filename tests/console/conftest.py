@@ -15,7 +15,7 @@ from typing import Any
 import paho.mqtt.publish as mqtt_publish
 import pytest
 
-from cloud.api.app import create_app
+from cloud.app import create_app
 from cloud.service import CloudService
 from cloud.settings import Settings
 from edge.agent import Agent

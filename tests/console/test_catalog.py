@@ -16,7 +16,9 @@ def _texts() -> set[str]:
     for f in [*(HERE / "templates").glob("*.html"), HERE / "app.py"]:
         for m in _LITERAL.finditer(f.read_text()):
             texts.add((m.group(1) if m.group(1) is not None else m.group(2)).replace("\\'", "'"))
-    for f in (HERE / "pages.py", HERE / "mobile.py"):
+    pages = sorted(HERE.parent.glob("*/pages.py"))  # each domain's console pages (cloud/<domain>/pages.py)
+    assert len(pages) >= 10, pages
+    for f in (*pages, HERE / "overview.py", HERE / "mobile.py"):
         for m in _OK_MESSAGE.finditer(f.read_text()):
             texts.add(m.group(1) or m.group(2))
     return texts

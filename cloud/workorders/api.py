@@ -7,14 +7,12 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 
 from cloud import actions
 from cloud.api.deps import Conn, CurrentUser, Page, Paging, Service, acting, allow, paged, require_token, run
 from cloud.api.models import PhotoAdded, WorkOrder
-from cloud.auth.scope import work_order_filter
-from cloud.db.schema_workorders import work_orders
 from cloud.ingest.store import now_ms
+from cloud.workorders import queries
 
 router = APIRouter(prefix="/api/work-orders", dependencies=[Depends(require_token)], tags=["work orders"])
 
@@ -53,15 +51,7 @@ def list_work_orders(
     overdue: Annotated[bool, Query(description="only open orders past their SLA")] = False,
 ) -> Page:
     """Orders this user may see (a department its own, a grid worker its own reports), soonest due first."""
-    c = work_orders.c
-    q = select(work_orders).where(work_order_filter(user)).order_by(c.due_ms)
-    if state:
-        q = q.where(c.state == state)
-    if department:
-        q = q.where(c.department_id == department)
-    if overdue:
-        q = q.where(c.due_ms < now_ms(), c.state.not_in(["resolved", "closed"]))
-    page = paged(conn, q, p)
+    page = paged(conn, queries.orders(user, state, department, now_ms() if overdue else None), p)
     t = now_ms()
     for item in page.items:
         item["overdue"] = item["state"] not in ("resolved", "closed") and item["due_ms"] < t

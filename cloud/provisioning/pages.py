@@ -7,16 +7,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from sqlalchemy import select
 
 from cloud import actions
 from cloud.api.deps import Service
 from cloud.console.app import Session, act, check_csrf
-from cloud.console.pages import rows_of
 from cloud.console.render import render
-from cloud.db import schema as t
-from cloud.db import schema_provisioning as prov
-from cloud.db import schema_updates as up
+from cloud.devices import queries as device_queries
+from cloud.provisioning import queries
+from cloud.updates import queries as update_queries
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 Csrf = Annotated[str | None, Form()]
@@ -32,13 +30,11 @@ def _fleet(request: Request, svc: Service, page: Session, claim: str = "") -> HT
     keep in their history and proxies in their logs)."""
     page.need("updates.manage")
     with svc.engine.connect() as conn:
-        bundles = rows_of(conn.execute(select(up.update_bundles).order_by(up.update_bundles.c.created_ms.desc())))
-        rollouts = rows_of(conn.execute(select(up.rollouts).order_by(up.rollouts.c.created_ms.desc()).limit(20)))
-        sites = [r[0] for r in conn.execute(select(t.sites.c.id).order_by(t.sites.c.id))]
-        claims = rows_of(conn.execute(select(prov.claims).order_by(prov.claims.c.created_ms.desc()).limit(10)))
-        creds = rows_of(
-            conn.execute(select(prov.device_credentials).order_by(prov.device_credentials.c.issued_ms.desc()).limit(50))
-        )
+        bundles = update_queries.bundles(conn)
+        rollouts = update_queries.rollouts(conn, 20)
+        sites = device_queries.site_ids(conn)
+        claims = queries.claims(conn)
+        creds = queries.credentials(conn)
     for r in rollouts:
         r["counts"] = svc.updates.get(r["id"])["counts"]
     return render(

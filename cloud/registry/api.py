@@ -8,13 +8,13 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
-from sqlalchemy import delete, insert, select
 
 from cloud.api.deps import Conn, CurrentUser, Page, Paging, RecordKey, Service, allow, insert_new, paged, require_token
 from cloud.api.models import Asset, Department, GridCell, ImportReport
 from cloud.auth.scope import asset_filter
-from cloud.db.schema_registry import assets, confidential_subtypes, departments, grid_cells
+from cloud.db.schema_registry import departments, grid_cells
 from cloud.ingest.store import now_ms
+from cloud.registry import queries
 from cloud.registry.catalog import ASSET_KINDS, COVER_SUBTYPES
 from cloud.registry.csvio import export_assets, import_assets
 
@@ -55,9 +55,7 @@ class ConfidentialIn(BaseModel):
 
 
 def _confidential(conn: Any) -> list[str]:
-    return [
-        r[0] for r in conn.execute(select(confidential_subtypes.c.subtype).order_by(confidential_subtypes.c.subtype))
-    ]
+    return queries.confidential(conn)
 
 
 @router.get("/registry/catalog", response_model=Catalog, dependencies=[allow("assets.view")])
@@ -72,7 +70,7 @@ def set_confidential(body: ConfidentialIn, svc: Service, user: CurrentUser) -> C
     """Mark which asset subtypes only their owning department and admins may see (audited)."""
     wanted = sorted(set(body.subtypes))
     with svc.engine.connect() as conn:
-        in_use = set(conn.execute(select(assets.c.subtype).distinct()).scalars())
+        in_use = queries.subtypes_in_use(conn)
     unknown = [x for x in wanted if x not in COVER_SUBTYPES and x not in in_use]
     if unknown:  # a typo would otherwise replace the list and quietly un-mark the rest
         raise HTTPException(
@@ -80,15 +78,7 @@ def set_confidential(body: ConfidentialIn, svc: Service, user: CurrentUser) -> C
             detail=f"unknown subtype(s) {', '.join(unknown)}: not in the catalog and no asset has them "
             "(GET /api/registry/catalog); the list sent replaces the whole list",
         )
-    with svc.engine.begin() as conn:
-        before = _confidential(conn)
-        conn.execute(delete(confidential_subtypes))
-        if wanted:
-            at = now_ms()
-            conn.execute(
-                insert(confidential_subtypes),
-                [{"subtype": s, "marked_ms": at, "marked_by": user.username} for s in wanted],
-            )
+    before = queries.mark_confidential(svc.engine, wanted, user.username, now_ms())
     svc.auth.audit(user.username, "registry.confidential", "", {"before": before, "after": wanted})
     with svc.engine.connect() as conn:
         return catalog(conn)
@@ -96,7 +86,7 @@ def set_confidential(body: ConfidentialIn, svc: Service, user: CurrentUser) -> C
 
 @router.get("/departments", response_model=Page, dependencies=[allow("assets.view")])
 def list_departments(conn: Conn, p: Paging) -> Page:
-    return paged(conn, select(departments).order_by(departments.c.id), p)
+    return paged(conn, queries.all_departments(), p)
 
 
 @router.post("/departments", status_code=201, response_model=Department, dependencies=[allow("devices.command")])
@@ -107,7 +97,7 @@ def create_department(body: DepartmentIn, svc: Service) -> dict[str, Any]:
 
 @router.get("/grid-cells", response_model=Page, dependencies=[allow("assets.view")])
 def list_grid_cells(conn: Conn, p: Paging) -> Page:
-    return paged(conn, select(grid_cells).order_by(grid_cells.c.id), p)
+    return paged(conn, queries.all_grid_cells(), p)
 
 
 @router.post("/grid-cells", status_code=201, response_model=GridCell, dependencies=[allow("devices.command")])
@@ -127,26 +117,18 @@ def list_assets(
     grid_cell: str | None = None,
     device: str | None = None,
 ) -> Page:
-    c = assets.c
-    q = select(assets).where(asset_filter(user)).order_by(c.id)
-    for col, value in (
-        (c.kind, kind),
-        (c.subtype, subtype),
-        (c.department_id, department),
-        (c.grid_cell_id, grid_cell),
-        (c.device_id, device),
-    ):
-        if value:
-            q = q.where(col == value)
+    q = queries.assets_of(
+        user, kind=kind, subtype=subtype, department_id=department, grid_cell_id=grid_cell, device_id=device
+    )
     return paged(conn, q, p)
 
 
 @router.get("/assets/{asset_id}", response_model=Asset, dependencies=[allow("assets.view")])
 def get_asset(asset_id: RecordKey, conn: Conn, user: CurrentUser) -> dict[str, Any]:
-    row = conn.execute(select(assets).where(assets.c.id == asset_id, asset_filter(user))).first()
-    if row is None:
+    a = queries.asset(conn, user, asset_id)
+    if a is None:
         raise HTTPException(404, detail=f"no asset {asset_id!r}")
-    return dict(row._mapping)
+    return a
 
 
 @router.post("/assets/import", response_model=ImportReport, dependencies=[allow("devices.command")])

@@ -6,12 +6,11 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 
 from cloud.api.deps import COOKIE, Conn, CurrentUser, Page, Paging, Service, Username, paged, require_role
 from cloud.api.models import LoggedOut, Me, UserChanged, UserOut
+from cloud.auth import queries
 from cloud.auth.service import AuthError, RateLimited, User
-from cloud.db import schema_auth as a
 
 router = APIRouter(tags=["auth"])
 
@@ -104,19 +103,9 @@ def change_user(username: Username, body: UserChange, svc: Service, user: Curren
 
 @router.get("/api/users", response_model=Page, dependencies=[Depends(require_role("admin"))])
 def list_users(conn: Conn, p: Paging) -> Page:
-    c = a.users.c
-    return paged(
-        conn,
-        select(c.id, c.username, c.role, c.department_id, c.resident_id, c.language, c.disabled, c.created_ms).order_by(
-            c.username
-        ),
-        p,
-    )
+    return paged(conn, queries.users(), p)
 
 
 @router.get("/api/audit", response_model=Page, dependencies=[Depends(require_role("admin"))])
 def audit(conn: Conn, p: Paging, username: Annotated[str | None, "filter"] = None) -> Page:
-    q = select(a.audit_log).order_by(a.audit_log.c.at_ms.desc(), a.audit_log.c.id.desc())
-    if username:
-        q = q.where(a.audit_log.c.username == username)
-    return paged(conn, q, p)
+    return paged(conn, queries.audit(username), p)

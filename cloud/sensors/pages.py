@@ -5,18 +5,14 @@ consumption as a chart."""
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
-from sqlalchemy import func, select
 
 from cloud.api.deps import Service
 from cloud.console.app import Session
-from cloud.console.pages import rows_of
 from cloud.console.render import render
-from cloud.db import schema as t
-from cloud.db import schema_gate as g
+from cloud.sensors import queries
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 DAY_MS = 86_400_000
@@ -25,55 +21,20 @@ ZONE = re.compile(r"^perimeter\.(?P<zone>[^.]+)\.armed$")
 WATER = re.compile(r"^water\.(?P<meter>[^.]+)\.hourly_l$")
 
 
-def _latest_metrics(conn: Any, devices: list[str], prefix: str) -> list[dict[str, Any]]:
-    """The newest value of every metric starting with ``prefix`` on ``devices``."""
-    c = t.telemetry.c
-    newest = (
-        select(c.device_id, c.metric, func.max(c.ts).label("ts"))
-        .where(c.device_id.in_(devices), c.metric.like(f"{prefix}%"))
-        .group_by(c.device_id, c.metric)
-        .subquery()
-    )
-    q = select(c.device_id, c.metric, c.ts, c.value).join(
-        newest, (c.device_id == newest.c.device_id) & (c.metric == newest.c.metric) & (c.ts == newest.c.ts)
-    )
-    return rows_of(conn.execute(q))
-
-
 @router.get("/sensors", response_class=HTMLResponse)
 def sensors(request: Request, svc: Service, page: Session) -> HTMLResponse:
     page.need("sensors.view")
     with svc.engine.connect() as conn:
-        kinds = {
-            r.id: r.kind
-            for r in conn.execute(
-                select(t.devices.c.id, t.devices.c.kind).where(
-                    t.devices.c.kind.in_(("gas", "perimeter", "throwing", "water"))
-                )
-            )
-        }
-        devices = list(kinds)
-        alarms = rows_of(
-            conn.execute(
-                select(t.alarms)
-                .where(t.alarms.c.device_id.in_(devices))
-                .order_by(t.alarms.c.raised_ms.desc())
-                .limit(500)
-            )
-        )
-        gas_rows = _latest_metrics(conn, devices, "gas.")
-        zone_rows = _latest_metrics(conn, devices, "perimeter.")
-        water_rows = _latest_metrics(conn, devices, "water.")
+        devices = list(queries.community_devices(conn))
+        alarms = queries.alarms_of(conn, page.user, devices)
+        gas_rows = queries.latest_metrics(conn, devices, "gas.")
+        zone_rows = queries.latest_metrics(conn, devices, "perimeter.")
+        water_rows = queries.latest_metrics(conn, devices, "water.")
         # the alarm comes on the priority lane, its picture after it on the bulk lane: until it is stored the
         # page says so instead of showing a broken image
         # a picture is the alarm's device's own: another device's picture under the same ref is not this one
         refs = {r for a in alarms for k in ("snapshot_ref", "frames_ref") if (r := (a["details"] or {}).get(k))}
-        mc = g.media.c
-        stored = (
-            {f"{d}/{r}" for d, r in conn.execute(select(mc.device_id, mc.ref).where(mc.ref.in_(refs)))}
-            if refs
-            else set()
-        )
+        stored = queries.stored_pictures(conn, refs)
     open_keys = {a["key"] for a in alarms if a["state"] != "cleared"}
     gas = []
     for r in gas_rows:

@@ -6,12 +6,11 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 
 from cloud import actions
 from cloud.api.deps import Conn, CurrentUser, DeviceId, Page, Paging, Service, allow, paged, require_token, run
 from cloud.api.models import CommandSent, TowerStatus
-from cloud.db import schema as t
+from cloud.parking import queries
 
 router = APIRouter(prefix="/api/parking", dependencies=[Depends(require_token)], tags=["parking"])
 
@@ -38,26 +37,10 @@ def retrieve(device_id: DeviceId, body: RetrieveIn, svc: Service, user: CurrentU
 )
 def status(device_id: DeviceId, conn: Conn) -> dict[str, Any]:
     """The newest ``lift.status`` of each lift of the tower."""
-    c = t.messages.c
-    rows = conn.execute(
-        select(c.body, c.received_ms)
-        .where(c.device_id == device_id, c.type == "lift.status")
-        .order_by(c.received_ms.desc(), c.id.desc())
-        .limit(500)
-    ).all()
-    lifts: dict[str, dict[str, Any]] = {}
-    for r in rows:
-        lifts.setdefault(r.body["lift"], {**r.body, "received_ms": r.received_ms})
-    return {"device_id": device_id, "lifts": sorted(lifts.values(), key=lambda x: x["lift"])}
+    return {"device_id": device_id, "lifts": queries.lifts(conn, device_id)}
 
 
 @router.get("/{device_id}/requests", response_model=Page, dependencies=[allow("parking.view")])
 def requests(device_id: DeviceId, conn: Conn, p: Paging) -> Page:
     """Requests and their results, newest first (``lift.request`` and ``lift.result`` events)."""
-    c = t.messages.c
-    q = (
-        select(c.type, c.body, c.received_ms)
-        .where(c.device_id == device_id, c.type.in_(["lift.request", "lift.result"]))
-        .order_by(c.received_ms.desc(), c.id.desc())
-    )
-    return paged(conn, q, p)
+    return paged(conn, queries.requests(device_id), p)

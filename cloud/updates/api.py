@@ -7,12 +7,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 
 from cloud import actions
 from cloud.api.deps import BundleId, Conn, CurrentUser, RecordKey, Service, allow, run
 from cloud.api.models import Bundle, Rollout, RolloutSummary
-from cloud.db import schema_updates as u
+from cloud.updates import queries
 
 router = APIRouter(tags=["updates"])
 
@@ -30,9 +29,7 @@ async def upload_bundle(request: Request, svc: Service, user: CurrentUser) -> di
     dependencies=[allow("updates.manage")],
 )
 def list_bundles(conn: Conn) -> list[dict[str, Any]]:
-    c = u.update_bundles.c
-    rows = conn.execute(select(u.update_bundles).order_by(c.created_ms.desc()))
-    return [{k: v for k, v in r._mapping.items() if k != "path"} for r in rows]
+    return queries.bundles(conn)
 
 
 @router.get("/updates/{bundle_id}/download", response_class=FileResponse)
@@ -75,7 +72,7 @@ def create_rollout(body: RolloutIn, svc: Service, user: CurrentUser) -> dict[str
     dependencies=[allow("updates.manage")],
 )
 def list_rollouts(conn: Conn) -> list[dict[str, Any]]:
-    return [dict(r._mapping) for r in conn.execute(select(u.rollouts).order_by(u.rollouts.c.created_ms.desc()))]
+    return queries.rollouts(conn)
 
 
 @router.get("/api/rollouts/{rollout_id}", response_model=Rollout, dependencies=[allow("updates.manage")])

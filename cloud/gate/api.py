@@ -13,7 +13,6 @@ import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 
 from cloud import actions
 from cloud.api.deps import (
@@ -44,8 +43,7 @@ from cloud.api.models import (
     ResidentDeleted,
     VisitorAnswered,
 )
-from cloud.db import schema as t
-from cloud.db import schema_gate as g
+from cloud.gate import queries
 from cloud.gate.service import GateError
 
 if TYPE_CHECKING:
@@ -89,10 +87,7 @@ def add_resident(site_id: SiteId, body: ResidentIn, svc: Service, user: CurrentU
 
 @router.get("/sites/{site_id}/residents", response_model=Page, dependencies=[allow("residents.manage")])
 def list_residents(site_id: SiteId, conn: Conn, p: Paging, unit: str | None = None) -> Page:
-    q = select(g.residents).where(g.residents.c.site_id == site_id).order_by(g.residents.c.id)
-    if unit:
-        q = q.where(g.residents.c.unit == unit)
-    return paged(conn, q, p)
+    return paged(conn, queries.residents(site_id, unit), p)
 
 
 @router.delete("/residents/{resident_id}", response_model=ResidentDeleted, dependencies=[allow("residents.manage")])
@@ -206,10 +201,7 @@ def add_plate(site_id: SiteId, body: PlateIn, svc: Service) -> dict[str, Any]:
 
 @router.get("/sites/{site_id}/plates", response_model=Page, dependencies=[allow("residents.manage")])
 def list_plates(site_id: SiteId, conn: Conn, p: Paging, holder: str | None = None) -> Page:
-    q = select(g.plates).where(g.plates.c.site_id == site_id).order_by(g.plates.c.plate)
-    if holder:
-        q = q.where(g.plates.c.holder == holder)
-    return paged(conn, q, p)
+    return paged(conn, queries.plates(site_id, holder), p)
 
 
 @router.delete("/sites/{site_id}/plates/{plate}", response_model=PlateRemoved, dependencies=[allow("residents.manage")])
@@ -233,12 +225,7 @@ def list_visitor_requests(
         me = run(actions.resident_of, svc, user)
         site, unit = me["site_id"], me["unit"]
     svc.gate.expire_requests()
-    c = g.visitor_requests.c
-    q = select(g.visitor_requests).order_by(c.created_ms.desc())
-    for col, v in ((c.site_id, site), (c.unit, unit), (c.status, status)):
-        if v is not None:
-            q = q.where(col == v)
-    return paged(conn, q, p)
+    return paged(conn, queries.visitor_requests(site, unit, status), p)
 
 
 class AnswerIn(BaseModel):
@@ -268,17 +255,11 @@ def answer_visitor(request_id: RecordKey, body: AnswerIn, svc: Service, user: Cu
 def get_media(device_id: DeviceId, ref: RecordKey, conn: Conn, svc: Service, user: CurrentUser) -> Response:
     """A picture a device sent (``ref`` as the device named it). Residents see only the snapshot of a visitor to
     their own flat, taken by the gate that raised the request."""
-    m = g.media.c
-    row = conn.execute(select(m.data, m.content_type).where(m.device_id == device_id, m.ref == ref)).first()
-    if row is not None and user.role == "resident":
+    unit_of = None
+    if user.role == "resident":
         me = run(actions.resident_of, svc, user)
-        c = g.visitor_requests.c
-        mine = conn.execute(
-            select(c.request_id).where(
-                c.snapshot_ref == ref, c.device_id == device_id, c.unit == me["unit"], c.site_id == me["site_id"]
-            )
-        ).first()
-        row = row if mine else None
+        unit_of = (me["site_id"], me["unit"])
+    row = queries.media(conn, device_id, ref, unit_of)
     if row is None:
         raise HTTPException(404, detail=f"no media {ref} from {device_id}")
     return Response(
@@ -299,17 +280,7 @@ def gate_decisions(
     since_ms: Annotated[int | None, Query(ge=0)] = None,
 ) -> Page:
     """Gate and barrier decisions, newest first (no face images: decisions carry ids and scores only)."""
-    c = t.messages.c
-    q = (
-        select(c.device_id, c.site_id, c.received_ms, c.device_ts, c.body)
-        .where(c.type == "gate.decision")
-        .order_by(c.received_ms.desc(), c.id.desc())
-    )
-    for col, v in ((c.site_id, site), (c.device_id, device)):
-        if v is not None:
-            q = q.where(col == v)
-    if since_ms is not None:
-        q = q.where(c.received_ms >= since_ms)
+    q = queries.decisions(site, device, since_ms)
     if decision is None and reason is None:
         return paged(conn, q, p)
     rows = [dict(r._mapping) for r in conn.execute(q.limit(10_000))]

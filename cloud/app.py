@@ -1,4 +1,6 @@
-"""The FastAPI application: lifespan starts/stops the cloud node; errors are JSON with a reason."""
+"""The cloud's application, wired in one place: each domain's REST API and console pages (``cloud/<domain>/api.py``,
+``pages.py``), the console's plumbing, the node (:class:`cloud.service.CloudService`) started and stopped with
+the app; errors are JSON with a reason."""
 
 from __future__ import annotations
 
@@ -13,19 +15,33 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cloud.api.auth import router as auth_router
+from cloud.alarms import api as alarms_api
+from cloud.alarms import pages as alarms_pages
 from cloud.api.deps import allow
-from cloud.api.gate import router as gate_router
 from cloud.api.limits import BodyLimit
-from cloud.api.parking import router as parking_router
-from cloud.api.provisioning import router as provisioning_router
-from cloud.api.registry import router as registry_router
-from cloud.api.resources import router
-from cloud.api.updates import router as updates_router
-from cloud.api.workorders import router as work_orders_router
+from cloud.auth import api as auth_api
+from cloud.auth import pages as auth_pages
+from cloud.console import live, mobile, overview
 from cloud.console.app import install as install_console
+from cloud.devices import api as devices_api
+from cloud.devices import pages as devices_pages
+from cloud.elevators import pages as elevators_pages
+from cloud.gate import api as gate_api
+from cloud.gate import pages as gate_pages
+from cloud.parking import api as parking_api
+from cloud.parking import pages as parking_pages
+from cloud.provisioning import api as provisioning_api
+from cloud.provisioning import pages as provisioning_pages
+from cloud.registry import api as registry_api
+from cloud.registry import pages as registry_pages
+from cloud.rules import api as rules_api
+from cloud.rules import pages as rules_pages
+from cloud.sensors import pages as sensors_pages
 from cloud.service import CloudService
 from cloud.settings import Settings
+from cloud.updates import api as updates_api
+from cloud.workorders import api as workorders_api
+from cloud.workorders import pages as workorders_pages
 from edge import __version__
 
 log = logging.getLogger("civicedge.cloud.api")
@@ -42,6 +58,36 @@ CSP = (
     "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
 API_DOCS = ("/docs", "/redoc")
+#: each domain's REST API (``/api/…``, ``/auth/…``), in one place
+API_ROUTERS = (
+    auth_api.router,
+    devices_api.router,
+    alarms_api.router,
+    rules_api.router,
+    registry_api.router,
+    workorders_api.router,
+    gate_api.router,
+    parking_api.router,
+    provisioning_api.router,
+    updates_api.router,
+)
+#: each domain's console pages (``/console/…``), the overview, the phone views and the live channel
+CONSOLE_ROUTERS = (
+    overview.router,
+    devices_pages.router,
+    alarms_pages.router,
+    workorders_pages.router,
+    registry_pages.router,
+    gate_pages.router,
+    parking_pages.router,
+    elevators_pages.router,
+    sensors_pages.router,
+    rules_pages.router,
+    auth_pages.router,
+    provisioning_pages.router,
+    mobile.router,
+    live.router,
+)
 
 
 def create_app(settings: Settings | None = None, service: CloudService | None = None) -> FastAPI:
@@ -79,15 +125,11 @@ def create_app(settings: Settings | None = None, service: CloudService | None = 
         def private_docs() -> Any:
             return get_swagger_ui_html(openapi_url="/openapi.json", title="CivicEdge cloud")
 
-    app.include_router(auth_router)
-    app.include_router(router)
-    app.include_router(registry_router)
-    app.include_router(work_orders_router)
-    app.include_router(gate_router)
-    app.include_router(parking_router)
-    app.include_router(provisioning_router)
-    app.include_router(updates_router)
+    for r in API_ROUTERS:
+        app.include_router(r)
     install_console(app)
+    for r in CONSOLE_ROUTERS:
+        app.include_router(r)
 
     app.add_middleware(BodyLimit)
 

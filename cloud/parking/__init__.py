@@ -1,0 +1,1 @@
+"""Parking lift towers: the residents' retrievals, the tower's queue and bays."""
