@@ -137,7 +137,7 @@ async def visitor_roundtrip(work: Path, n: int = 15) -> dict[str, float]:
             conn.execute(
                 t.devices.insert().values(id="gate-01", site_id="riverside", kind="gate", name="", created_ms=0)
             )
-            from cloud.db import schema_gate as rg
+            from cloud.gate import tables as rg
 
             # the cloud forwards a call only to a flat someone lives in
             conn.execute(rg.residents.insert().values(id="res-1203", site_id="riverside", unit="1203", created_ms=0))
@@ -164,7 +164,7 @@ async def visitor_roundtrip(work: Path, n: int = 15) -> dict[str, float]:
         gate: Any = agent.units[0]
         from sqlalchemy import select
 
-        from cloud.db import schema_gate as g
+        from cloud.gate import tables as g
 
         def approve_first_pending() -> bool:
             with svc.engine.connect() as c:

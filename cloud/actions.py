@@ -12,17 +12,18 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from cloud import events
+from cloud.alarms import tables as alarm_tables
 from cloud.alarms.lifecycle import AlarmStateError, operator_action
 from cloud.auth.scope import alarm_filter, asset_filter, can, can_see_device, device_filter, work_order_filter
 from cloud.auth.service import User
 from cloud.commands import CommandUnknownDevice
 from cloud.db import schema as t
-from cloud.db import schema_gate as g
-from cloud.db.schema_registry import assets
-from cloud.db.schema_workorders import work_orders
+from cloud.gate import tables as g
 from cloud.gate.service import GateError
 from cloud.ingest.store import now_ms
+from cloud.registry.tables import assets
 from cloud.workorders.service import WorkOrderError
+from cloud.workorders.tables import work_orders
 from protocol.plates import PlateError, normalize
 
 if TYPE_CHECKING:
@@ -82,7 +83,12 @@ def alarm_act(svc: CloudService, user: User, alarm_id: int, action: str, note: s
     need(user, "alarms.act")
     try:
         with svc.engine.begin() as conn:
-            if conn.execute(select(t.alarms.c.id).where(t.alarms.c.id == alarm_id, alarm_filter(user))).first() is None:
+            if (
+                conn.execute(
+                    select(alarm_tables.alarms.c.id).where(alarm_tables.alarms.c.id == alarm_id, alarm_filter(user))
+                ).first()
+                is None
+            ):
                 raise NotFound(f"no alarm {alarm_id}")
             row = operator_action(conn, alarm_id, action, user.username, note, now_ms())
     except LookupError as exc:

@@ -15,10 +15,9 @@ from cloud import events
 from cloud.auth.service import Auth
 from cloud.commands import CommandPublisher, load_or_create_key
 from cloud.db import schema as t
-from cloud.db import schema_gate as g
 from cloud.db.engine import make_engine, migrate
-from cloud.db.schema_registry import assets
 from cloud.events import EventStream
+from cloud.gate import tables as g
 from cloud.gate.service import SUBJECT_LOGS, GateService
 from cloud.gate.vault import FaceVault
 from cloud.ingest.health import IngestWatch, ingest_report, node_health
@@ -30,6 +29,7 @@ from cloud.live_bridge import PgLiveBridge
 from cloud.metrics import Metrics
 from cloud.provisioning.service import Provisioning
 from cloud.registry.confidential import is_confidential
+from cloud.registry.tables import assets
 from cloud.rules.model import load_rules_file
 from cloud.rules.runner import RuleRunner
 from cloud.settings import Settings

@@ -11,14 +11,14 @@ from typing import Any
 from sqlalchemy import Connection, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from cloud.db import schema as t
+from cloud.alarms import tables as alarm_tables
 
 #: the predicate of ``uq_alarms_open`` (written as the index has it, so PostgreSQL infers the index)
 OPEN = text("state <> 'cleared'")
 
 
 def _insert(conn: Connection) -> Any:
-    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(t.alarms)
+    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(alarm_tables.alarms)
 
 
 class AlarmStateError(ValueError):
@@ -26,7 +26,9 @@ class AlarmStateError(ValueError):
 
 
 def _history(conn: Connection, alarm_id: int, at: int, action: str, by: str, note: str) -> None:
-    conn.execute(t.alarm_history.insert().values(alarm_id=alarm_id, at_ms=at, action=action, by=by, note=note[:500]))
+    conn.execute(
+        alarm_tables.alarm_history.insert().values(alarm_id=alarm_id, at_ms=at, action=action, by=by, note=note[:500])
+    )
 
 
 def raise_alarm(
@@ -45,7 +47,7 @@ def raise_alarm(
     """Open the alarm, or count a repeat of the open one; return its id. Safe when several processes raise the
     same alarm at once: the database keeps one open alarm per (device, key) (``uq_alarms_open``), and whoever
     loses the race counts a repeat."""
-    a = t.alarms.c
+    a = alarm_tables.alarms.c
     for _ in range(3):
         new = conn.execute(
             _insert(conn)
@@ -70,7 +72,7 @@ def raise_alarm(
             _history(conn, alarm_id, at, "raised", by, message)
             return alarm_id
         open_ = conn.execute(
-            update(t.alarms)
+            update(alarm_tables.alarms)
             .where(a.device_id == device, a.key == key, a.state != "cleared")
             .values(severity=severity, message=message, details=details, last_seen_ms=at, occurrences=a.occurrences + 1)
             .returning(a.id)
@@ -84,12 +86,14 @@ def raise_alarm(
 
 def clear_alarm(conn: Connection, *, device: str, key: str, at: int, by: str, note: str = "") -> list[int]:
     """Clear the open alarm for (device, key), if any; return the ids cleared."""
-    a = t.alarms.c
+    a = alarm_tables.alarms.c
     ids = [
         int(r.id) for r in conn.execute(select(a.id).where(a.device_id == device, a.key == key, a.state != "cleared"))
     ]
     if ids:
-        conn.execute(update(t.alarms).where(a.id.in_(ids)).values(state="cleared", cleared_ms=at, cleared_by=by))
+        conn.execute(
+            update(alarm_tables.alarms).where(a.id.in_(ids)).values(state="cleared", cleared_ms=at, cleared_by=by)
+        )
         for i in ids:
             _history(conn, i, at, "cleared", by, note)
     return ids
@@ -97,8 +101,8 @@ def clear_alarm(conn: Connection, *, device: str, key: str, at: int, by: str, no
 
 def operator_action(conn: Connection, alarm_id: int, action: str, by: str, note: str, at: int) -> dict[str, Any]:
     """``acknowledged`` or ``cleared`` by an operator; LookupError if there is no such alarm."""
-    a = t.alarms.c
-    row = conn.execute(select(t.alarms).where(a.id == alarm_id)).first()
+    a = alarm_tables.alarms.c
+    row = conn.execute(select(alarm_tables.alarms).where(a.id == alarm_id)).first()
     if row is None:
         raise LookupError(f"no alarm {alarm_id}")
     if row.state == "cleared":
@@ -106,8 +110,12 @@ def operator_action(conn: Connection, alarm_id: int, action: str, by: str, note:
     if action == "acknowledged":
         if row.state == "acknowledged":
             raise AlarmStateError(f"alarm {alarm_id} was acknowledged by {row.acked_by}")
-        conn.execute(update(t.alarms).where(a.id == alarm_id).values(state="acknowledged", acked_ms=at, acked_by=by))
+        conn.execute(
+            update(alarm_tables.alarms).where(a.id == alarm_id).values(state="acknowledged", acked_ms=at, acked_by=by)
+        )
     else:
-        conn.execute(update(t.alarms).where(a.id == alarm_id).values(state="cleared", cleared_ms=at, cleared_by=by))
+        conn.execute(
+            update(alarm_tables.alarms).where(a.id == alarm_id).values(state="cleared", cleared_ms=at, cleared_by=by)
+        )
     _history(conn, alarm_id, at, action, by, note)
-    return dict(conn.execute(select(t.alarms).where(a.id == alarm_id)).one()._mapping)
+    return dict(conn.execute(select(alarm_tables.alarms).where(a.id == alarm_id)).one()._mapping)

@@ -14,12 +14,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, RootModel, create_model
 from sqlalchemy import JSON, Column, Table
 
+from cloud.alarms import tables as alarm_tables
+from cloud.auth import tables as a
 from cloud.db import schema as t
-from cloud.db import schema_auth as a
-from cloud.db import schema_gate as g
-from cloud.db import schema_registry as r
-from cloud.db import schema_updates as u
-from cloud.db import schema_workorders as w
+from cloud.gate import tables as g
+from cloud.registry import tables as r
+from cloud.updates import tables as u
+from cloud.workorders import tables as w
 
 
 class Out(BaseModel):
@@ -129,8 +130,8 @@ class Telemetry(Out):
     )
 
 
-Alarm = row_model(t.alarms, "Alarm", doc="An alarm as it stands.")
-AlarmHistoryEntry = row_model(t.alarm_history, "AlarmHistoryEntry", doc="One step of an alarm's life.")
+Alarm = row_model(alarm_tables.alarms, "Alarm", doc="An alarm as it stands.")
+AlarmHistoryEntry = row_model(alarm_tables.alarm_history, "AlarmHistoryEntry", doc="One step of an alarm's life.")
 Command = row_model(t.commands, "Command", doc="A command and its acknowledgement (``expired``: never acknowledged).")
 
 

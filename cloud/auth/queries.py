@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import Select, select
 
-from cloud.db import schema_auth as a
+from cloud.auth import tables as a
 
 
 def users() -> Select[Any]:

@@ -14,11 +14,12 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, and_, false, or_, select, true
 
+from cloud.alarms import tables as alarm_tables
 from cloud.auth.service import User
 from cloud.db import schema as t
-from cloud.db.schema_registry import assets
-from cloud.db.schema_workorders import work_orders
 from cloud.registry.confidential import confidential_assets, confidential_devices, is_confidential
+from cloud.registry.tables import assets
+from cloud.workorders.tables import work_orders
 
 _STAFF = frozenset({"admin", "operator"})
 PERMS: dict[str, frozenset[str]] = {
@@ -114,9 +115,9 @@ def alarm_filter(user: User) -> ColumnElement[bool]:
     if user.role == "admin":
         return true()
     if user.role == "operator":
-        return t.alarms.c.device_id.not_in(confidential_devices())
+        return alarm_tables.alarms.c.device_id.not_in(confidential_devices())
     if user.role == "department" and user.department_id:
-        return t.alarms.c.device_id.in_(department_devices(user.department_id))
+        return alarm_tables.alarms.c.device_id.in_(department_devices(user.department_id))
     return false()
 
 

@@ -29,7 +29,7 @@ from typing import Any
 from pwdlib import PasswordHash
 from sqlalchemy import Engine, delete, select, update
 
-from cloud.db import schema_auth as a
+from cloud.auth import tables as a
 from cloud.ingest.store import now_ms, printable
 
 MAX_FAILURES = 5

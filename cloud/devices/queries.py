@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Select, func, select
 
+from cloud.alarms import tables as alarm_tables
 from cloud.auth.scope import device_filter
 from cloud.auth.service import User
 from cloud.db import schema as t
@@ -52,9 +53,9 @@ def device(conn: Connection, user: User, device_id: str) -> dict[str, Any] | Non
     if row is None:
         return None
     d = dict(row._mapping)
-    a = t.alarms.c
+    a = alarm_tables.alarms.c
     d["open_alarms"] = conn.execute(
-        select(func.count()).select_from(t.alarms).where(a.device_id == device_id, a.state != "cleared")
+        select(func.count()).select_from(alarm_tables.alarms).where(a.device_id == device_id, a.state != "cleared")
     ).scalar_one()
     return d
 

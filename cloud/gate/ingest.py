@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from cloud.db import schema_gate as g
 from cloud.events import FaceEnrolled, GateDecided, SyncReported, VisitorArrived
+from cloud.gate import tables as g
 from cloud.ingest.routing import Context, Handler, LogBody
 from protocol import messages as m
 

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Connection, Select, func, select
 
 from cloud.db import schema as t
-from cloud.db import schema_gate as g
+from cloud.gate import tables as g
 
 
 def residents(site_id: str, unit: str | None = None) -> Select[Any]:

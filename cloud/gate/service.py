@@ -22,7 +22,7 @@ from sqlalchemy import Engine, delete, func, select, update
 
 from cloud.commands import CommandPublisher
 from cloud.db import schema as t
-from cloud.db import schema_gate as g
+from cloud.gate import tables as g
 from cloud.gate.ingest import FACE_DATA
 from cloud.gate.vault import FaceVault
 from cloud.ingest.store import now_ms

@@ -20,7 +20,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import Engine, select, update
 
-from cloud.db import schema_gate as g
+from cloud.gate import tables as g
 
 MAGIC = b"CEF1"
 PLAIN_SIZE = 128 * 4  # an embedding stored before sealing

@@ -14,7 +14,7 @@ import numpy as np
 from sqlalchemy import Connection, exists, select
 
 from cloud.db import schema as t
-from cloud.db import schema_gate as g
+from cloud.gate import tables as g
 from protocol import messages as m
 from protocol.envelope import Envelope, now_ms
 from protocol.limits import EMBEDDING_DIM, strict_base64

@@ -5,16 +5,15 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
-from cloud.db import (  # noqa: F401 - register their tables
-    schema_auth,
-    schema_gate,
-    schema_provisioning,
-    schema_registry,
-    schema_rules,
-    schema_updates,
-    schema_workorders,
-)
+from cloud.alarms import tables as _alarms  # noqa: F401 - each domain registers its tables
+from cloud.auth import tables as _auth  # noqa: F401
 from cloud.db.schema import metadata
+from cloud.gate import tables as _gate  # noqa: F401
+from cloud.provisioning import tables as _provisioning  # noqa: F401
+from cloud.registry import tables as _registry  # noqa: F401
+from cloud.rules import tables as _rules  # noqa: F401
+from cloud.updates import tables as _updates  # noqa: F401
+from cloud.workorders import tables as _workorders  # noqa: F401
 
 config = context.config
 target_metadata = metadata

@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from cloud.db import schema_provisioning as prov
+from cloud.provisioning import tables as prov
 
 
 def claims(conn: Connection, limit: int = 10) -> list[dict[str, Any]]:

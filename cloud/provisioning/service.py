@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Engine, select, update
 
 from cloud.db import schema as t
-from cloud.db import schema_provisioning as p
 from cloud.ingest.store import now_ms
+from cloud.provisioning import tables as p
 from cloud.provisioning.broker import BrokerAdmin, BrokerError, new_password
 from protocol.signing import public_key_b64
 from protocol.topics import validate_id

@@ -12,11 +12,11 @@ from pydantic import BaseModel, Field
 from cloud.api.deps import Conn, CurrentUser, Page, Paging, RecordKey, Service, allow, insert_new, paged, require_token
 from cloud.api.models import Asset, Department, GridCell, ImportReport
 from cloud.auth.scope import asset_filter
-from cloud.db.schema_registry import departments, grid_cells
 from cloud.ingest.store import now_ms
 from cloud.registry import queries
 from cloud.registry.catalog import ASSET_KINDS, COVER_SUBTYPES
 from cloud.registry.csvio import export_assets, import_assets
+from cloud.registry.tables import departments, grid_cells
 
 router = APIRouter(prefix="/api", dependencies=[Depends(require_token)], tags=["registry"])
 Key = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]

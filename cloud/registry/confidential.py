@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, select
 
-from cloud.db.schema_registry import assets, confidential_subtypes
+from cloud.registry.tables import assets, confidential_subtypes
 
 
 def is_confidential() -> ColumnElement[bool]:

@@ -15,9 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sqlalchemy import Engine, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from cloud.db.schema_registry import assets, confidential_subtypes, departments, grid_cells
 from cloud.ingest.store import now_ms
 from cloud.registry.catalog import ASSET_KINDS, COVER_SUBTYPES
+from cloud.registry.tables import assets, confidential_subtypes, departments, grid_cells
 
 #: a cell a spreadsheet would run as a formula starts with one of these (OWASP "CSV injection")
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "＝", "＋", "－", "＠")  # the full-width ones too

@@ -9,7 +9,7 @@ from sqlalchemy import Connection, Engine, Select, delete, func, insert, select
 
 from cloud.auth.scope import asset_filter
 from cloud.auth.service import User
-from cloud.db.schema_registry import assets, confidential_subtypes, departments, grid_cells
+from cloud.registry.tables import assets, confidential_subtypes, departments, grid_cells
 
 
 def confidential(conn: Connection) -> list[str]:

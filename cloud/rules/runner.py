@@ -28,9 +28,9 @@ from sqlalchemy.exc import IntegrityError
 from cloud import events
 from cloud.alarms.lifecycle import clear_alarm, raise_alarm
 from cloud.db import schema as t
-from cloud.db.schema_registry import assets
 from cloud.ingest.store import now_ms
 from cloud.metrics import Metrics
+from cloud.registry.tables import assets
 from cloud.rules import shared
 from cloud.rules.engine import RuleEngine, Transition
 from cloud.rules.model import Absence, AlarmAction, CommandAction, RuleSet, WebhookAction, WorkOrderAction

@@ -17,9 +17,9 @@ from typing import Any
 from sqlalchemy import Connection, and_, select, text
 from sqlalchemy.dialects.postgresql import insert
 
-from cloud.db.schema_rules import rule_state
 from cloud.rules.engine import State
 from cloud.rules.model import Absence, Rule, Threshold
+from cloud.rules.tables import rule_state
 
 #: advisory lock namespace of a device's rule state (the leader's lock is (0x0CE1, 1))
 LOCK_NS = 0x0CE2

@@ -7,10 +7,11 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
+from cloud.alarms import tables as alarm_tables
 from cloud.auth.scope import alarm_filter
 from cloud.auth.service import User
 from cloud.db import schema as t
-from cloud.db import schema_gate as g
+from cloud.gate import tables as g
 
 KINDS = ("gas", "perimeter", "throwing", "water")
 
@@ -38,8 +39,8 @@ def latest_metrics(conn: Connection, devices: Sequence[str], prefix: str) -> lis
 
 def alarms_of(conn: Connection, user: User, devices: Sequence[str], limit: int = 500) -> list[dict[str, Any]]:
     """These devices' alarms this user may see, newest first."""
-    c = t.alarms.c
-    q = select(t.alarms).where(c.device_id.in_(list(devices)), alarm_filter(user))
+    c = alarm_tables.alarms.c
+    q = select(alarm_tables.alarms).where(c.device_id.in_(list(devices)), alarm_filter(user))
     return [dict(r._mapping) for r in conn.execute(q.order_by(c.raised_ms.desc()).limit(limit))]
 
 

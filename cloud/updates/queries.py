@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from cloud.db import schema_updates as u
+from cloud.updates import tables as u
 
 
 def bundles(conn: Connection) -> list[dict[str, Any]]:

@@ -27,8 +27,8 @@ from sqlalchemy import Engine, func, select, update
 
 from cloud.commands import load_or_create_key, load_or_create_secret
 from cloud.db import schema as t
-from cloud.db import schema_updates as u
 from cloud.ingest.store import now_ms
+from cloud.updates import tables as u
 from protocol.signing import load_public_key, public_key_b64
 from protocol.updates import BundleError, open_bundle
 

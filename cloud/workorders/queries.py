@@ -8,8 +8,8 @@ from sqlalchemy import Connection, Select, func, select
 
 from cloud.auth.scope import work_order_filter
 from cloud.auth.service import User
-from cloud.db.schema_workorders import work_orders
 from cloud.registry.queries import department_names
+from cloud.workorders.tables import work_orders
 
 
 def count_by_state(conn: Connection, user: User) -> dict[str, int]:

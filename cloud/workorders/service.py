@@ -9,11 +9,11 @@ from typing import Any, Final
 
 from sqlalchemy import Engine, select, update
 
-from cloud.db.schema_registry import assets, departments
-from cloud.db.schema_workorders import work_order_history, work_order_photos, work_orders
 from cloud.images import ImageRefused, open_image
 from cloud.ingest.store import now_ms
 from cloud.registry.confidential import is_confidential
+from cloud.registry.tables import assets, departments
+from cloud.workorders.tables import work_order_history, work_order_photos, work_orders
 
 #: hours to resolve, by priority (the SLA clock starts when the order is created)
 SLA_HOURS: Final = {"urgent": 4, "high": 24, "normal": 72, "low": 168}

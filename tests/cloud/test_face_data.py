@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import insert, select, update
 
 from cloud.db import schema as t
-from cloud.db import schema_gate as g
+from cloud.gate import tables as g
 from cloud.gate.vault import MAGIC, FaceVault, VaultError
 from cloud.ingest.store import now_ms
 from protocol import encode, envelope

@@ -129,7 +129,7 @@ async def test_resident_enrolled_in_the_cloud_and_a_visitor_confirmed_by_the_app
         with svc.engine.connect() as conn:
             from sqlalchemy import func, select
 
-            from cloud.db import schema_gate as g
+            from cloud.gate import tables as g
 
             faces = conn.execute(select(func.count()).where(g.resident_faces.c.resident_id == "res-2001")).scalar_one()
         assert faces == 1

@@ -22,9 +22,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, insert, select, text
 
+from cloud.alarms import tables as alarm_tables
 from cloud.db import schema as t
-from cloud.db import schema_gate as g
 from cloud.db.engine import make_engine, migrate
+from cloud.gate import tables as g
 from cloud.ingest.store import Inbound, Store, now_ms
 from protocol import encode, envelope, topic
 from protocol.envelope import new_id
@@ -194,7 +195,7 @@ def test_every_message_is_stored_or_dead_lettered_and_the_alarm_after_it_is_stor
     assert stored(store, after[1]), "the alarm sent after the hostile messages was not stored"
     assert len(dead_reasons(store)) - before_dead == res.dead
     with store.engine.connect() as conn:
-        raised = conn.execute(select(func.count()).where(t.alarms.c.msg_id == after[1])).scalar_one()
+        raised = conn.execute(select(func.count()).where(alarm_tables.alarms.c.msg_id == after[1])).scalar_one()
     assert raised == 1
 
 
@@ -414,7 +415,9 @@ async def test_a_stalled_database_makes_the_node_unhealthy_and_raises_an_alarm_u
 
     def stall_alarm() -> str | None:
         with svc.engine.connect() as conn:
-            return conn.execute(select(t.alarms.c.state).where(t.alarms.c.code == "ingest_stalled")).scalar()
+            return conn.execute(
+                select(alarm_tables.alarms.c.state).where(alarm_tables.alarms.c.code == "ingest_stalled")
+            ).scalar()
 
     await until(lambda: stall_alarm() == "cleared", 60)
     assert "ce_ingest_stalled 0" in api.get("/metrics").text

@@ -19,9 +19,9 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from cloud.db import schema_updates as u
 from cloud.ingest.store import now_ms
 from cloud.service import CloudService
+from cloud.updates import tables as u
 from protocol.signing import generate_key, load_private_key
 from protocol.updates import build_bundle
 from simulators.fleet import agent_config

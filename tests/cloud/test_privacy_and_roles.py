@@ -14,11 +14,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
 from sqlalchemy import insert, select
 
+from cloud.auth import tables as a
 from cloud.auth.scope import sees_event
 from cloud.auth.service import User
 from cloud.db import schema as t
-from cloud.db import schema_auth as a
-from cloud.db import schema_gate as g
+from cloud.gate import tables as g
 from cloud.ingest.store import now_ms
 from cloud.live import LiveHub
 from cloud.metrics import Metrics

@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import update
 
-from cloud.db.schema_provisioning import claims
 from cloud.ingest.store import Inbound, now_ms
+from cloud.provisioning.tables import claims
 from protocol import encode, envelope
 from protocol.messages import DeviceEvent
 from protocol.topics import topic
@@ -106,7 +106,7 @@ def test_a_claim_gives_one_device_its_identity_once(locked: Locked) -> None:
     with locked.svc.engine.connect() as conn:
         from sqlalchemy import select
 
-        from cloud.db.schema_auth import audit_log
+        from cloud.auth.tables import audit_log
 
         actions = [r.action for r in conn.execute(select(audit_log.c.action))]
     assert actions.count("claim.create") == 3 and "device.provisioned" in actions and "claim.refused" in actions

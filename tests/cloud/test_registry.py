@@ -135,9 +135,9 @@ def test_confidential_assets_are_seen_only_by_their_department_and_admins(make_c
     import paho.mqtt.publish as mqtt_publish
     from sqlalchemy import select
 
+    from cloud.auth import tables as a
     from cloud.auth.scope import sees_event
     from cloud.auth.service import User
-    from cloud.db import schema_auth as a
     from protocol import encode, envelope
     from protocol.messages import AlarmRaise
     from protocol.topics import topic

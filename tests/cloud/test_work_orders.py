@@ -11,10 +11,10 @@ import aiomqtt
 from PIL import Image
 from sqlalchemy import update
 
-from cloud.db.schema_workorders import work_orders
 from cloud.ingest.store import now_ms
 from cloud.rules.engine import RuleEngine
 from cloud.rules.model import load_rules
+from cloud.workorders.tables import work_orders
 from protocol import encode, envelope, topic
 from protocol.messages import ManholeReading
 from simulators.services import Mosquitto

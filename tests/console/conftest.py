@@ -78,8 +78,8 @@ def _seed(svc: CloudService) -> None:
     from sqlalchemy import insert
 
     from cloud.db import schema as t
-    from cloud.db.schema_registry import assets, departments, grid_cells
     from cloud.ingest.store import now_ms
+    from cloud.registry.tables import assets, departments, grid_cells
     from edge.vision.detect import FaceDetector
     from edge.vision.embed import Embedder
     from simulators.camera import photo

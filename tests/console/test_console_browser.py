@@ -15,9 +15,10 @@ import pytest
 from PIL import Image
 from sqlalchemy import select
 
+from cloud.alarms import tables as alarm_tables
 from cloud.db import schema as t
-from cloud.db import schema_gate as g
-from cloud.db.schema_workorders import work_orders
+from cloud.gate import tables as g
+from cloud.workorders.tables import work_orders
 from protocol import new_id
 from protocol.messages import (
     AlarmRaise,
@@ -87,7 +88,7 @@ def test_a_device_alarm_appears_live_and_is_acknowledged(stack: Stack, login: Lo
     row.query_selector("button:has-text('Acknowledge')").click()
     page.wait_for_selector("#alarm-rows tr.state-acknowledged:has-text('mh-101')")
     with stack.svc.engine.connect() as conn:
-        a = conn.execute(select(t.alarms).where(t.alarms.c.device_id == "mh-101")).one()
+        a = conn.execute(select(alarm_tables.alarms).where(alarm_tables.alarms.c.device_id == "mh-101")).one()
     assert (a.state, a.acked_by) == ("acknowledged", "li.operator")
     page.goto("/console/alarms")
     shot(page, "alarms")
@@ -450,13 +451,16 @@ def test_csrf_is_required_and_logins_are_rate_limited(stack: Stack, login: Login
     # last in the module: it uses up the login limit the other tests log in under
     page = login("li.operator")
     with stack.svc.engine.connect() as conn:
-        alarm_id = conn.execute(select(t.alarms.c.id).limit(1)).scalar_one()
+        alarm_id = conn.execute(select(alarm_tables.alarms.c.id).limit(1)).scalar_one()
     forged = page.request.post(f"/console/alarms/{alarm_id}/clear", form={"csrf": "forged"})
     assert forged.status == 403
     missing = page.request.post(f"/api/alarms/{alarm_id}/clear", data={"note": "x"})
     assert missing.status == 403 and "CSRF" in missing.json()["error"]
     with stack.svc.engine.connect() as conn:
-        assert conn.execute(select(t.alarms.c.state).where(t.alarms.c.id == alarm_id)).scalar_one() != "cleared"
+        assert (
+            conn.execute(select(alarm_tables.alarms.c.state).where(alarm_tables.alarms.c.id == alarm_id)).scalar_one()
+            != "cleared"
+        )
 
     ctx = browser.new_context(base_url=stack.base)
     p = ctx.new_page()
