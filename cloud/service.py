@@ -31,7 +31,7 @@ from cloud.provisioning.service import Provisioning
 from cloud.registry.confidential import is_confidential
 from cloud.registry.tables import assets
 from cloud.rules.model import load_rules_file
-from cloud.rules.runner import RuleRunner
+from cloud.rules.runner import RuleContext, RuleRunner
 from cloud.settings import Settings
 from cloud.tsdb import TsdbExporter
 from cloud.updates.service import Updates
@@ -101,7 +101,16 @@ class CloudService:
             self.tsdb.start()
             self.store.collect_points = True
         if s.rules_file is not None:
-            self.rules = RuleRunner(self, load_rules_file(s.rules_file), leading=self.leader.is_leader)
+            ctx = RuleContext(
+                self.engine,
+                self.metrics,
+                self.stream,
+                self.store,
+                self.work_orders,
+                lambda: self.commands,
+                s.command_ttl_s,
+            )
+            self.rules = RuleRunner(ctx, load_rules_file(s.rules_file), leading=self.leader.is_leader)
             self.store.collect_messages = True
             self.rules.start()
         self._retention_stop.clear()

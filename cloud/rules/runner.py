@@ -19,46 +19,60 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import orjson
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import IntegrityError
 
 from cloud import events
 from cloud.alarms.lifecycle import clear_alarm, raise_alarm
+from cloud.commands import CommandPublisher
 from cloud.db import schema as t
-from cloud.ingest.store import now_ms
+from cloud.events import EventStream
+from cloud.ingest.store import Store, now_ms
 from cloud.metrics import Metrics
 from cloud.registry.tables import assets
 from cloud.rules import shared
 from cloud.rules.engine import RuleEngine, Transition
 from cloud.rules.model import Absence, AlarmAction, CommandAction, RuleSet, WebhookAction, WorkOrderAction
-
-if TYPE_CHECKING:
-    from cloud.service import CloudService
+from cloud.workorders.service import WorkOrders
 
 log = logging.getLogger("civicedge.cloud.rules")
 DEVICES_REFRESH_S = 5.0  # how often the timer re-reads the registered devices (absence of never-seen ones)
 
 
+@dataclass(frozen=True, slots=True)
+class RuleContext:
+    """What the rules need from the node, and nothing more."""
+
+    db: Engine
+    metrics: Metrics
+    stream: EventStream  # where the alarms and work orders they raise are published, after commit
+    store: Store  # its view of the registry: each device's site and kind
+    work_orders: WorkOrders
+    commands: Callable[[], CommandPublisher | None]  # (the publisher starts with the node)
+    command_ttl_s: float
+
+
 class RuleRunner:
     def __init__(
         self,
-        svc: CloudService,
+        ctx: RuleContext,
         rules: RuleSet,
         tick_s: float = 1.0,
         leading: Callable[[], bool] = lambda: True,
         in_database: bool | None = None,
     ) -> None:
-        self.svc = svc
-        self.db = svc.engine
+        self.ctx = ctx
+        self.db = ctx.db
         self.subtypes: dict[str, str] = {}  # device id → subtype of its asset
         self.engine = RuleEngine(rules, lambda device: self.subtypes.get(device, ""))
         #: the state lives in PostgreSQL, shared by every process (else in this process's memory)
         self.in_database = self.db.dialect.name == "postgresql" if in_database is None else in_database
         self.leading = leading  # the timer runs on one process: the leader
-        self.metrics: Metrics = svc.metrics
+        self.metrics: Metrics = ctx.metrics
         self.lock = threading.Lock()
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="rule-action")
         self.tick_s = tick_s
@@ -109,7 +123,7 @@ class RuleRunner:
         self.execute(out)
 
     def _observe(self, rows: list[Any], messages: list[Any]) -> list[Transition]:
-        kinds, sites = self.svc.store.kinds, self.svc.store.sites
+        kinds, sites = self.ctx.store.kinds, self.ctx.store.sites
         t0 = time.perf_counter()
         out: list[Transition] = []
         for dev, metric, ts, value, _unit, _mid in rows:
@@ -139,7 +153,7 @@ class RuleRunner:
                     self.engine.state, self.engine.seen = {}, {}
             shared.save(conn, state, before)
             live = self._write_alarms(conn, out)
-        self.svc.stream.publish(live)  # committed: the consoles see a rule's alarm as they see a device's
+        self.ctx.stream.publish(live)  # committed: the consoles see a rule's alarm as they see a device's
         self._after(out)
 
     def _timer(self) -> None:
@@ -201,7 +215,7 @@ class RuleRunner:
             return
         with self.db.begin() as conn:
             live = self._write_alarms(conn, transitions)
-        self.svc.stream.publish(live)
+        self.ctx.stream.publish(live)
         self._after(transitions)
 
     def _write_alarms(self, conn: Connection, transitions: list[Transition]) -> list[events.DomainEvent]:
@@ -269,7 +283,7 @@ class RuleRunner:
 
     def _work_order(self, tr: Transition, action: WorkOrderAction) -> None:
         """One open order per (rule, device), routed by the registry to the asset's owner."""
-        wos = self.svc.work_orders
+        wos = self.ctx.work_orders
         if wos.open_for(tr.rule.id, tr.device) is not None:
             return
         spec = action.work_order
@@ -285,15 +299,14 @@ class RuleRunner:
             )
         except IntegrityError:  # another process opened it a moment ago (uq_work_orders_open_rule)
             return
-        self.svc.stream.publish([events.work_order(wo, "created")])
+        self.ctx.stream.publish([events.work_order(wo, "created")])
 
     def _command(self, tr: Transition, action: CommandAction) -> None:
-        if self.svc.commands is None:
+        commands = self.ctx.commands()
+        if commands is None:
             return
         spec = action.command
-        self.svc.commands.send(
-            tr.device, str(spec["name"]), dict(spec.get("args", {})), self.svc.settings.command_ttl_s
-        )
+        commands.send(tr.device, str(spec["name"]), dict(spec.get("args", {})), self.ctx.command_ttl_s)
 
     def _webhook(self, tr: Transition, action: WebhookAction) -> None:
         spec: dict[str, Any] = action.webhook
