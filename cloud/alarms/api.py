@@ -7,7 +7,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, Field
 
-from cloud import actions
+from cloud.alarms import actions as alarms_actions
 from cloud.alarms import queries
 from cloud.api.deps import (
     Conn,
@@ -47,7 +47,7 @@ class AlarmAction(BaseModel):
 
 
 def _alarm_action(svc: Service, user: CurrentUser, alarm_id: int, action: str, body: AlarmAction) -> dict[str, Any]:
-    return run(actions.alarm_act, svc, acting(user, body.by), alarm_id, action, body.note)  # type: ignore[no-any-return]
+    return run(alarms_actions.alarm_act, svc, acting(user, body.by), alarm_id, action, body.note)  # type: ignore[no-any-return]
 
 
 @router.post("/alarms/{alarm_id}/ack", response_model=Alarm, tags=["alarms"], dependencies=[allow("alarms.act")])

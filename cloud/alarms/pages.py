@@ -9,6 +9,7 @@ from fastapi.responses import HTMLResponse
 from markupsafe import Markup
 
 from cloud import actions
+from cloud.alarms import actions as alarms_actions
 from cloud.alarms import queries
 from cloud.api.deps import Service
 from cloud.console.app import Csrf, Session, act, check_csrf
@@ -46,7 +47,7 @@ def alarm_action(request: Request, svc: Service, page: Session, alarm_id: int, a
     if request.headers.get("HX-Request"):
         check_csrf(request, page, csrf)
         try:
-            row = actions.alarm_act(svc, page.user, alarm_id, what)
+            row = alarms_actions.alarm_act(svc, page.user, alarm_id, what)
         except actions.ActionError as exc:
             # the error names things people and devices chose (an operator's name, an alarm's text): text, not HTML
             return HTMLResponse(
@@ -54,5 +55,10 @@ def alarm_action(request: Request, svc: Service, page: Session, alarm_id: int, a
             )
         return render(request, "_alarm_row.html", page.user, page.csrf, a=row)
     return act(
-        request, page, csrf, "/console/alarms", lambda: actions.alarm_act(svc, page.user, alarm_id, what), "Done."
+        request,
+        page,
+        csrf,
+        "/console/alarms",
+        lambda: alarms_actions.alarm_act(svc, page.user, alarm_id, what),
+        "Done.",
     )

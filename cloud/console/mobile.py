@@ -8,12 +8,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from cloud import actions
 from cloud.api.deps import Service
 from cloud.console.app import Csrf, Page, Session, act
 from cloud.console.render import render, rows_of
+from cloud.gate import actions as gate_actions
 from cloud.gate import queries as gate_queries
+from cloud.parking import actions as parking_actions
 from cloud.parking import queries as parking_queries
+from cloud.workorders import actions as workorders_actions
 from cloud.workorders import queries as work_queries
 
 router = APIRouter(prefix="/console/m", include_in_schema=False)
@@ -45,9 +47,11 @@ async def report(
     data = await photo.read() if photo is not None and photo.filename else b""
 
     def file_report() -> None:
-        wo = actions.create_work_order(svc, page.user, title=title, description=description, lat=lat, lon=lon)
+        wo = workorders_actions.create_work_order(
+            svc, page.user, title=title, description=description, lat=lat, lon=lon
+        )
         if data:
-            actions.work_order_photo(svc, page.user, wo["id"], "before", data)
+            workorders_actions.work_order_photo(svc, page.user, wo["id"], "before", data)
 
     return act(request, page, csrf, "/console/m/report", file_report, "Thank you: your report was filed.")
 
@@ -56,7 +60,7 @@ async def report(
 
 
 def _resident_view(svc: Any, page: Page) -> dict[str, Any]:
-    me = actions.resident_of(svc, page.user)
+    me = gate_actions.resident_of(svc, page.user)
     svc.gate.expire_requests()
     with svc.engine.connect() as conn:
         visitors = rows_of(conn.execute(gate_queries.visitor_requests(me["site_id"], me["unit"], None).limit(10)))
@@ -88,7 +92,7 @@ def answer(
         page,
         csrf,
         "/console/m/home",
-        lambda: actions.answer_visitor(svc, page.user, request_id, approved),
+        lambda: gate_actions.answer_visitor(svc, page.user, request_id, approved),
         "The gate is opening for your visitor." if approved else "The visitor was turned away.",
     )
 
@@ -107,6 +111,6 @@ def retrieve(
         page,
         csrf,
         "/console/m/home",
-        lambda: actions.retrieve_car(svc, page.user, tower, plate, "plate"),
+        lambda: parking_actions.retrieve_car(svc, page.user, tower, plate, "plate"),
         "Your car is on its way to the exit.",
     )

@@ -7,7 +7,6 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel, Field
 
-from cloud import actions
 from cloud.api.deps import (
     Conn,
     CurrentUser,
@@ -35,6 +34,7 @@ from cloud.api.models import (
 )
 from cloud.auth.scope import can_see_device
 from cloud.db import schema as t
+from cloud.devices import actions as devices_actions
 from cloud.devices import queries, service
 from cloud.ingest.store import now_ms
 from protocol.topics import validate_id, validate_name
@@ -209,7 +209,7 @@ def send_command(device_id: DeviceId, body: CommandIn, svc: Service, user: Curre
         validate_name(body.name)
     except ValueError as exc:
         raise HTTPException(422, detail=str(exc)) from None
-    return run(actions.send_command, svc, user, device_id, body.name, body.args, body.ttl_s)  # type: ignore[no-any-return]
+    return run(devices_actions.send_command, svc, user, device_id, body.name, body.args, body.ttl_s)  # type: ignore[no-any-return]
 
 
 @router.get("/commands/{cid}", response_model=Command, tags=["commands"], dependencies=[allow("devices.view")])

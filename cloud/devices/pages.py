@@ -7,11 +7,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from cloud import actions
 from cloud.alarms import queries as alarm_queries
 from cloud.api.deps import Service
 from cloud.console.app import Csrf, Session, act
 from cloud.console.render import render
+from cloud.devices import actions as devices_actions
 from cloud.devices import queries
 from cloud.ingest.store import now_ms
 
@@ -80,6 +80,6 @@ def device_command(
         page,
         csrf,
         f"/console/devices/{device_id}",
-        lambda: actions.send_command(svc, page.user, device_id, name, {}),
+        lambda: devices_actions.send_command(svc, page.user, device_id, name, {}),
         "Command sent.",
     )

@@ -14,7 +14,6 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from cloud import actions
 from cloud.api.deps import (
     Conn,
     CurrentUser,
@@ -43,6 +42,7 @@ from cloud.api.models import (
     ResidentDeleted,
     VisitorAnswered,
 )
+from cloud.gate import actions as gate_actions
 from cloud.gate import queries
 from cloud.gate.service import GateError
 
@@ -93,7 +93,7 @@ def list_residents(site_id: SiteId, conn: Conn, p: Paging, unit: str | None = No
 @router.delete("/residents/{resident_id}", response_model=ResidentDeleted, dependencies=[allow("residents.manage")])
 def remove_resident(resident_id: RecordKey, svc: Service, user: CurrentUser) -> dict[str, Any]:
     """Delete the resident; their faces are erased from every gate (follow it at GET /api/erasures)."""
-    return run(actions.erase_resident, svc, user, resident_id, "deleted")  # type: ignore[no-any-return]
+    return run(gate_actions.erase_resident, svc, user, resident_id, "deleted")  # type: ignore[no-any-return]
 
 
 @router.post(
@@ -101,7 +101,7 @@ def remove_resident(resident_id: RecordKey, svc: Service, user: CurrentUser) -> 
 )
 def record_consent(resident_id: RecordKey, svc: Service, user: CurrentUser) -> dict[str, Any]:
     """Record the resident's consent to face recognition (needed before any face is enrolled)."""
-    return run(actions.record_consent, svc, user, resident_id)  # type: ignore[no-any-return]
+    return run(gate_actions.record_consent, svc, user, resident_id)  # type: ignore[no-any-return]
 
 
 @router.post(
@@ -111,7 +111,7 @@ def record_consent(resident_id: RecordKey, svc: Service, user: CurrentUser) -> d
 )
 def withdraw_consent(resident_id: RecordKey, svc: Service, user: CurrentUser) -> dict[str, Any]:
     """Consent withdrawn: the resident stays (plates, visitors) but their faces are erased from every gate."""
-    return run(actions.erase_resident, svc, user, resident_id, "withdrawn")  # type: ignore[no-any-return]
+    return run(gate_actions.erase_resident, svc, user, resident_id, "withdrawn")  # type: ignore[no-any-return]
 
 
 @router.get(
@@ -222,7 +222,7 @@ def list_visitor_requests(
     """For the resident app: a flat's pending requests (``?unit=1203&status=pending``), newest first. A resident
     account sees only its own flat's."""
     if user.role == "resident":
-        me = run(actions.resident_of, svc, user)
+        me = run(gate_actions.resident_of, svc, user)
         site, unit = me["site_id"], me["unit"]
     svc.gate.expire_requests()
     return paged(conn, queries.visitor_requests(site, unit, status), p)
@@ -238,7 +238,7 @@ class AnswerIn(BaseModel):
 )
 def answer_visitor(request_id: RecordKey, body: AnswerIn, svc: Service, user: CurrentUser) -> dict[str, Any]:
     """The resident's answer goes to the gate as a signed command that expires with the request."""
-    return run(actions.answer_visitor, svc, acting(user, body.by), request_id, body.approved)  # type: ignore[no-any-return]
+    return run(gate_actions.answer_visitor, svc, acting(user, body.by), request_id, body.approved)  # type: ignore[no-any-return]
 
 
 @router.get(
@@ -257,7 +257,7 @@ def get_media(device_id: DeviceId, ref: RecordKey, conn: Conn, svc: Service, use
     their own flat, taken by the gate that raised the request."""
     unit_of = None
     if user.role == "resident":
-        me = run(actions.resident_of, svc, user)
+        me = run(gate_actions.resident_of, svc, user)
         unit_of = (me["site_id"], me["unit"])
     row = queries.media(conn, device_id, ref, unit_of)
     if row is None:

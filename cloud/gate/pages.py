@@ -9,6 +9,7 @@ from cloud import actions
 from cloud.api.deps import Service
 from cloud.console.app import Csrf, Session, act
 from cloud.console.render import render, rows_of
+from cloud.gate import actions as gate_actions
 from cloud.gate import queries
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -48,12 +49,12 @@ def resident_action(
     request: Request, svc: Service, page: Session, resident_id: str, action: str, csrf: Csrf = None
 ) -> RedirectResponse:
     fns = {
-        "delete": (lambda: actions.erase_resident(svc, page.user, resident_id, "deleted"), "Resident deleted."),
+        "delete": (lambda: gate_actions.erase_resident(svc, page.user, resident_id, "deleted"), "Resident deleted."),
         "withdraw": (
-            lambda: actions.erase_resident(svc, page.user, resident_id, "withdrawn"),
+            lambda: gate_actions.erase_resident(svc, page.user, resident_id, "withdrawn"),
             "Consent withdrawn: faces are being erased.",
         ),
-        "consent": (lambda: actions.record_consent(svc, page.user, resident_id), "Consent recorded."),
+        "consent": (lambda: gate_actions.record_consent(svc, page.user, resident_id), "Consent recorded."),
     }
     fn, ok = fns.get(action, (lambda: (_ for _ in ()).throw(actions.ActionError("unknown action")), ""))
     return act(request, page, csrf, "/console/residents", fn, ok)

@@ -7,9 +7,9 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
-from cloud import actions
 from cloud.api.deps import Conn, CurrentUser, DeviceId, Page, Paging, Service, allow, paged, require_token, run
 from cloud.api.models import CommandSent, TowerStatus
+from cloud.parking import actions as parking_actions
 from cloud.parking import queries
 
 router = APIRouter(prefix="/api/parking", dependencies=[Depends(require_token)], tags=["parking"])
@@ -26,7 +26,7 @@ class RetrieveIn(BaseModel):
 def retrieve(device_id: DeviceId, body: RetrieveIn, svc: Service, user: CurrentUser) -> dict[str, Any]:
     """Ask the tower for a car (a resident: one of their own plates); the answer (request id, ETA) comes back
     as the command's acknowledgement and the ``lift.request`` / ``lift.result`` events."""
-    return run(actions.retrieve_car, svc, user, device_id, body.subject, body.by)  # type: ignore[no-any-return]
+    return run(parking_actions.retrieve_car, svc, user, device_id, body.subject, body.by)  # type: ignore[no-any-return]
 
 
 @router.get(

@@ -8,7 +8,6 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
-from cloud import actions
 from cloud.api.deps import CurrentUser, DeviceId, DevicePublicKey, Service, SiteId, allow, run
 from cloud.api.models import (
     Claim,
@@ -18,6 +17,7 @@ from cloud.api.models import (
     Provisioned,
     SigningKeySet,
 )
+from cloud.provisioning import actions as provisioning_actions
 from cloud.provisioning.service import ClaimError
 
 router = APIRouter(tags=["provisioning"])
@@ -34,7 +34,7 @@ class ClaimIn(BaseModel):
 )
 def new_claim(site_id: SiteId, body: ClaimIn, svc: Service, user: CurrentUser) -> dict[str, Any]:
     """A single-use claim token for one new device at the site (shown once; only its hash is kept)."""
-    return run(actions.new_claim, svc, user, site_id, body.ttl_s, body.kind, body.note)  # type: ignore[no-any-return]
+    return run(provisioning_actions.new_claim, svc, user, site_id, body.ttl_s, body.kind, body.note)  # type: ignore[no-any-return]
 
 
 class ProvisionIn(BaseModel):
@@ -76,7 +76,7 @@ def provision(body: ProvisionIn, request: Request, svc: Service) -> dict[str, An
 @router.post("/api/devices/{device_id}/revoke", response_model=DeviceRevoked, dependencies=[allow("devices.provision")])
 def revoke(device_id: DeviceId, svc: Service, user: CurrentUser) -> dict[str, Any]:
     """Lock the device out: disabled at the broker (its connection drops) and refused by ingestion."""
-    return run(actions.revoke_device, svc, user, device_id)  # type: ignore[no-any-return]
+    return run(provisioning_actions.revoke_device, svc, user, device_id)  # type: ignore[no-any-return]
 
 
 class SigningKeyIn(BaseModel):
@@ -91,7 +91,7 @@ class SigningKeyIn(BaseModel):
 def set_signing_key(device_id: DeviceId, body: SigningKeyIn, svc: Service, user: CurrentUser) -> dict[str, Any]:
     """Register the public half of a gateway's own key (a gateway registered by hand rather than claimed): from
     then on the cloud takes only what it signs (readings aside), and takes faces it enrols."""
-    return run(actions.set_signing_key, svc, user, device_id, body.signing_key)  # type: ignore[no-any-return]
+    return run(provisioning_actions.set_signing_key, svc, user, device_id, body.signing_key)  # type: ignore[no-any-return]
 
 
 @router.post(
@@ -99,7 +99,7 @@ def set_signing_key(device_id: DeviceId, body: SigningKeyIn, svc: Service, user:
 )
 def reinstate(device_id: DeviceId, svc: Service, user: CurrentUser) -> dict[str, Any]:
     """Undo a revocation (admins only, audited): the device may then be claimed again for new credentials."""
-    return run(actions.reinstate_device, svc, user, device_id)  # type: ignore[no-any-return]
+    return run(provisioning_actions.reinstate_device, svc, user, device_id)  # type: ignore[no-any-return]
 
 
 @router.post(
@@ -110,4 +110,4 @@ def reinstate(device_id: DeviceId, svc: Service, user: CurrentUser) -> dict[str,
 )
 def rotate(device_id: DeviceId, svc: Service, user: CurrentUser) -> dict[str, Any]:
     """Send the device a new broker password; the broker switches once the device acknowledges."""
-    return run(actions.rotate_credentials, svc, user, device_id)  # type: ignore[no-any-return]
+    return run(provisioning_actions.rotate_credentials, svc, user, device_id)  # type: ignore[no-any-return]

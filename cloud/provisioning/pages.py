@@ -13,7 +13,9 @@ from cloud.api.deps import Service
 from cloud.console.app import Session, act, check_csrf
 from cloud.console.render import render
 from cloud.devices import queries as device_queries
+from cloud.provisioning import actions as provisioning_actions
 from cloud.provisioning import queries
+from cloud.updates import actions as updates_actions
 from cloud.updates import queries as update_queries
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -75,7 +77,7 @@ def fleet_claim(
 
     check_csrf(request, page, csrf)
     try:
-        out = actions.new_claim(svc, page.user, site, ttl_min * 60, kind or None, "")
+        out = provisioning_actions.new_claim(svc, page.user, site, ttl_min * 60, kind or None, "")
     except actions.ActionError as exc:
         return back("/console/fleet", err=str(exc))
     shown = _fleet(request, svc, page, claim=out["token"])  # shown once, in this answer
@@ -100,7 +102,7 @@ def fleet_rollout(
         page,
         csrf,
         "/console/fleet",
-        lambda: actions.create_rollout(
+        lambda: updates_actions.create_rollout(
             svc,
             page.user,
             bundle_id,
@@ -120,7 +122,7 @@ def fleet_abort(request: Request, svc: Service, page: Session, rollout_id: str, 
         page,
         csrf,
         f"/console/fleet/rollouts/{rollout_id}",
-        lambda: actions.abort_rollout(svc, page.user, rollout_id),
+        lambda: updates_actions.abort_rollout(svc, page.user, rollout_id),
         "Rollout stopped.",
     )
 
@@ -130,8 +132,8 @@ def fleet_device(
     request: Request, svc: Service, page: Session, device_id: str, action: str, csrf: Csrf = None
 ) -> RedirectResponse:
     fns = {
-        "revoke": (lambda: actions.revoke_device(svc, page.user, device_id), "Device revoked."),
-        "rotate": (lambda: actions.rotate_credentials(svc, page.user, device_id), "New credentials sent."),
+        "revoke": (lambda: provisioning_actions.revoke_device(svc, page.user, device_id), "Device revoked."),
+        "rotate": (lambda: provisioning_actions.rotate_credentials(svc, page.user, device_id), "New credentials sent."),
     }
     fn, ok = fns.get(action, (lambda: (_ for _ in ()).throw(actions.ActionError("unknown action")), ""))
     return act(request, page, csrf, "/console/fleet", fn, ok)

@@ -7,7 +7,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 from pydantic import Field
 
-from cloud import actions
 from cloud.api.deps import (
     CurrentUser,
     Service,
@@ -19,6 +18,7 @@ from cloud.api.models import (
     Rules,
     RulesLoaded,
 )
+from cloud.rules import actions as rules_actions
 
 router = APIRouter(prefix="/api", dependencies=[Depends(require_token)])
 IdStr = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
@@ -39,4 +39,4 @@ def list_rules(svc: Service) -> dict[str, Any]:
 @router.post("/rules/reload", response_model=RulesLoaded, tags=["rules"], dependencies=[allow("rules.reload")])
 def reload_rules(svc: Service, user: CurrentUser) -> dict[str, Any]:
     """Re-read the rules file; a bad file is refused with the reasons and the running rules stay."""
-    return run(actions.reload_rules, svc, user)  # type: ignore[no-any-return]
+    return run(rules_actions.reload_rules, svc, user)  # type: ignore[no-any-return]

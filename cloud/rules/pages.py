@@ -5,10 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from cloud import actions
 from cloud.api.deps import Service
 from cloud.console.app import Csrf, Session, act
 from cloud.console.render import render
+from cloud.rules import actions as rules_actions
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
@@ -31,4 +31,6 @@ def rules(request: Request, svc: Service, page: Session) -> HTMLResponse:
 
 @router.post("/rules/reload")
 def rules_reload(request: Request, svc: Service, page: Session, csrf: Csrf = None) -> RedirectResponse:
-    return act(request, page, csrf, "/console/rules", lambda: actions.reload_rules(svc, page.user), "Rules reloaded.")
+    return act(
+        request, page, csrf, "/console/rules", lambda: rules_actions.reload_rules(svc, page.user), "Rules reloaded."
+    )

@@ -8,9 +8,9 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
-from cloud import actions
 from cloud.api.deps import BundleId, Conn, CurrentUser, RecordKey, Service, allow, run
 from cloud.api.models import Bundle, Rollout, RolloutSummary
+from cloud.updates import actions as updates_actions
 from cloud.updates import queries
 
 router = APIRouter(tags=["updates"])
@@ -20,7 +20,7 @@ router = APIRouter(tags=["updates"])
 async def upload_bundle(request: Request, svc: Service, user: CurrentUser) -> dict[str, Any]:
     """The bundle (``civicedge cloud bundle``) is the request body; it is checked as a device would check it."""
     data = await request.body()
-    return run(actions.add_bundle, svc, user, data)  # type: ignore[no-any-return]
+    return run(updates_actions.add_bundle, svc, user, data)  # type: ignore[no-any-return]
 
 
 @router.get(
@@ -63,7 +63,7 @@ class RolloutIn(BaseModel):
 
 @router.post("/api/rollouts", status_code=201, response_model=Rollout, dependencies=[allow("updates.manage")])
 def create_rollout(body: RolloutIn, svc: Service, user: CurrentUser) -> dict[str, Any]:
-    return run(actions.create_rollout, svc, user, **body.model_dump())  # type: ignore[no-any-return]
+    return run(updates_actions.create_rollout, svc, user, **body.model_dump())  # type: ignore[no-any-return]
 
 
 @router.get(
@@ -86,4 +86,4 @@ def get_rollout(rollout_id: RecordKey, svc: Service) -> dict[str, Any]:
 
 @router.post("/api/rollouts/{rollout_id}/abort", response_model=Rollout, dependencies=[allow("updates.manage")])
 def abort_rollout(rollout_id: RecordKey, svc: Service, user: CurrentUser) -> dict[str, Any]:
-    return run(actions.abort_rollout, svc, user, rollout_id)  # type: ignore[no-any-return]
+    return run(updates_actions.abort_rollout, svc, user, rollout_id)  # type: ignore[no-any-return]

@@ -8,10 +8,10 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
-from cloud import actions
 from cloud.api.deps import Conn, CurrentUser, Page, Paging, Service, acting, allow, paged, require_token, run
 from cloud.api.models import PhotoAdded, WorkOrder
 from cloud.ingest.store import now_ms
+from cloud.workorders import actions as workorders_actions
 from cloud.workorders import queries
 
 router = APIRouter(prefix="/api/work-orders", dependencies=[Depends(require_token)], tags=["work orders"])
@@ -38,7 +38,7 @@ class Act(BaseModel):
 @router.post("", status_code=201, response_model=WorkOrder, dependencies=[allow("workorders.report")])
 def open_work_order(body: WorkOrderIn, svc: Service, user: CurrentUser) -> dict[str, Any]:
     """Operators open orders; a grid worker's report is recorded as theirs whatever ``reporter`` says."""
-    return run(actions.create_work_order, svc, user, **body.model_dump())  # type: ignore[no-any-return]
+    return run(workorders_actions.create_work_order, svc, user, **body.model_dump())  # type: ignore[no-any-return]
 
 
 @router.get("", response_model=Page, dependencies=[allow("workorders.view")])
@@ -60,7 +60,7 @@ def list_work_orders(
 
 @router.get("/{wo_id}", response_model=WorkOrder)
 def get_work_order(wo_id: int, svc: Service, user: CurrentUser) -> dict[str, Any]:
-    return run(actions.work_order, svc, user, wo_id)  # type: ignore[no-any-return]
+    return run(workorders_actions.work_order, svc, user, wo_id)  # type: ignore[no-any-return]
 
 
 @router.post("/{wo_id}/photos", status_code=201, response_model=PhotoAdded)
@@ -74,12 +74,12 @@ async def add_photo(
 ) -> dict[str, Any]:
     """The image is the request body (JPEG, PNG or WebP, ≤ 10 MB); EXIF is stripped, a thumbnail made."""
     data = await request.body()
-    return run(actions.work_order_photo, svc, acting(user, by), wo_id, stage, data)  # type: ignore[no-any-return]
+    return run(workorders_actions.work_order_photo, svc, acting(user, by), wo_id, stage, data)  # type: ignore[no-any-return]
 
 
 @router.get("/{wo_id}/photos/{photo_id}", response_class=FileResponse)
 def get_photo(wo_id: int, photo_id: int, svc: Service, user: CurrentUser, thumb: bool = False) -> FileResponse:
-    run(actions.work_order, svc, user, wo_id)
+    run(workorders_actions.work_order, svc, user, wo_id)
     try:
         return FileResponse(svc.work_orders.photo_path(wo_id, photo_id, thumb), media_type="image/jpeg")
     except LookupError as exc:
@@ -96,5 +96,5 @@ def act(
     user: CurrentUser,
 ) -> dict[str, Any]:
     return run(  # type: ignore[no-any-return]
-        actions.work_order_act, svc, acting(user, body.by), wo_id, action, body.note, body.department_id
+        workorders_actions.work_order_act, svc, acting(user, body.by), wo_id, action, body.note, body.department_id
     )

@@ -12,6 +12,7 @@ from cloud.api.deps import Service
 from cloud.console.app import Csrf, Session, act, raise_forbidden
 from cloud.console.render import WO_STATES, render, rows_of
 from cloud.ingest.store import now_ms
+from cloud.workorders import actions as workorders_actions
 from cloud.workorders import queries
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -36,7 +37,7 @@ def work_board(request: Request, svc: Service, page: Session, department: str = 
 @router.get("/work-orders/{wo_id}", response_class=HTMLResponse)
 def work_order(request: Request, svc: Service, page: Session, wo_id: int) -> HTMLResponse:
     try:
-        wo = actions.work_order(svc, page.user, wo_id)
+        wo = workorders_actions.work_order(svc, page.user, wo_id)
     except actions.Forbidden as exc:
         raise_forbidden(page, str(exc))
     except actions.NotFound:
@@ -63,7 +64,7 @@ async def work_order_photo(
         page,
         csrf,
         f"/console/work-orders/{wo_id}",
-        lambda: actions.work_order_photo(svc, page.user, wo_id, stage, data),
+        lambda: workorders_actions.work_order_photo(svc, page.user, wo_id, stage, data),
         "Photo added.",
     )
 
@@ -84,6 +85,6 @@ def work_order_action(
         page,
         csrf,
         f"/console/work-orders/{wo_id}",
-        lambda: actions.work_order_act(svc, page.user, wo_id, action, note, department_id or None),
+        lambda: workorders_actions.work_order_act(svc, page.user, wo_id, action, note, department_id or None),
         "Work order updated.",
     )
