@@ -14,6 +14,34 @@ from edge.log import setup_logging
 app = typer.Typer(help="The cloud service.", no_args_is_help=True)
 
 
+def _preflight(settings: object) -> None:
+    """What would otherwise end a starting node in a traceback, said in a sentence: the rule set, the database
+    (migrated here, once: nodes starting together take turns)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from cloud.db.engine import make_engine, migrate
+    from cloud.rules.model import RulesError, load_rules_file
+    from cloud.settings import Settings
+
+    assert isinstance(settings, Settings)
+    if settings.rules_file is not None:
+        try:
+            load_rules_file(settings.rules_file)
+        except RulesError as exc:
+            typer.echo(f"error: {exc} (CE_RULES_FILE)", err=True)
+            raise typer.Exit(2) from None
+    where = make_url(settings.database_url).render_as_string(hide_password=True)
+    try:
+        engine = make_engine(settings.database_url)
+        migrate(engine)
+        engine.dispose()
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[-1][:300]
+        typer.echo(f"error: cannot use the database at {where}: {reason}; check CE_DATABASE_URL", err=True)
+        raise typer.Exit(2) from None
+
+
 @app.command()
 def run(
     host: Annotated[str | None, typer.Option(help="listen address (CE_HOST)")] = None,
@@ -32,6 +60,13 @@ def run(
         overrides["ingest_workers"] = workers
     settings = Settings(**overrides)  # type: ignore[arg-type]
     setup_logging(settings.log_level)
+    _preflight(settings)
+    if settings.ingest_workers and not settings.ingest_share_group and settings.database_url.startswith("postgres"):
+        typer.echo(
+            "note: this node's ingestion takes a plain subscription; if other processes ingest too, give every one "
+            "the same CE_INGEST_SHARE_GROUP (or they each receive every message)",
+            err=True,
+        )
     if not settings.api_tokens:
         from cloud.auth.service import Auth
         from cloud.db.engine import make_engine
@@ -46,6 +81,10 @@ def run(
                 err=True,
             )
         engine.dispose()
+    where = f"http://{host or settings.host}:{port or settings.port}"
+    typer.echo(
+        f"cloud node at {where} (health at {where}/healthz); ingestion workers: {settings.ingest_workers}", err=True
+    )
     uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port, log_level=log_level)
 
 
@@ -66,6 +105,7 @@ def ingest(
 
     settings = Settings(ingest_workers=0)
     setup_logging(settings.log_level)
+    _preflight(settings)
     svc = CloudService(settings, start_mqtt=False)
 
     try:  # first: a port in use is said before anything else happens
@@ -87,6 +127,7 @@ def ingest(
     signal.signal(signal.SIGINT, lambda *_a: stop.set())
     worker.start()
     health.start()
+    typer.echo(f"connecting to the broker at {host}:{port} …", err=True)
     if not worker.connected.wait(30):
         typer.echo(
             f"error: cannot reach the broker at {host}:{port}; check CE_INGEST_BROKER_URL (or CE_BROKER_URL)", err=True

@@ -26,13 +26,21 @@ log = logging.getLogger("civicedge.cloud.leader")
 #: the advisory lock's key (two int4s: the project's namespace, the leader role)
 LOCK_KEY = (0x0CE1, 1)
 CHECK_EVERY_S = 1.0
+#: a leader whose last successful check is older than this stops leading (its connection may be dead without
+#: it knowing yet; the server frees the lock when it notices)
+LEASE_S = 3.0
 
 
 class Leadership:
     """``is_leader()`` says whether this process leads now; a timer asks before each pass."""
 
-    def __init__(self, database_url: str | None, metrics: Metrics, every_s: float = CHECK_EVERY_S) -> None:
+    def __init__(
+        self, database_url: str | None, metrics: Metrics, every_s: float = CHECK_EVERY_S, compete: bool = True
+    ) -> None:
+        """``compete``: whether this process may lead at all (a standalone ingestion worker, which has no
+        command publisher and no rollouts, never does)."""
         self.url = psycopg_url(database_url) if database_url else None
+        self.compete = compete
         self.metrics = metrics
         self.every_s = every_s
         self._leading = threading.Event()
@@ -40,10 +48,12 @@ class Leadership:
         self._thread: threading.Thread | None = None
         self._conn: psycopg.Connection[Any] | None = None
         self.since: float | None = None
-        if self.url is None:  # one process: it leads
+        self._checked = 0.0  # monotonic time of the last successful check while leading
+        if self.url is None and compete:  # one process: it leads
             self._leading.set()
             self.since = time.time()
         self._gauge()
+        self.metrics.inc("ce_leader_elected_total", 0, "times this node became the leader")
 
     @property
     def shared(self) -> bool:
@@ -51,13 +61,15 @@ class Leadership:
         return self.url is not None
 
     def is_leader(self) -> bool:
-        return self._leading.is_set()
+        if not self._leading.is_set():
+            return False
+        return self.url is None or time.monotonic() - self._checked < LEASE_S
 
     def wait_leading(self, timeout: float) -> bool:
         return self._leading.wait(timeout)
 
     def start(self) -> None:
-        if self.url is None or self._thread is not None:
+        if self.url is None or not self.compete or self._thread is not None:
             return
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="leader", daemon=True)
@@ -81,34 +93,46 @@ class Leadership:
             try:
                 self._step()
             except psycopg.Error as exc:
-                if self.is_leader():
+                if self._leading.is_set():
                     log.warning("leadership lost: the database connection failed", extra={"error": str(exc)})
                 self._drop()
             self._stop.wait(self.every_s)
 
     def _step(self) -> None:
         if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self.url or "", autocommit=True, connect_timeout=5)
-            # a leader whose machine vanishes is noticed by the server within about 15 s
+            # keepalives and a send timeout on both ends: a dead peer is noticed within seconds, not hours
+            self._conn = psycopg.connect(
+                self.url or "",
+                autocommit=True,
+                connect_timeout=5,
+                keepalives=1,
+                keepalives_idle=5,
+                keepalives_interval=2,
+                keepalives_count=3,
+                tcp_user_timeout=5000,
+            )
             for name, value in (
-                ("tcp_keepalives_idle", 5),
-                ("tcp_keepalives_interval", 2),
-                ("tcp_keepalives_count", 3),
+                ("tcp_keepalives_idle", "5"),
+                ("tcp_keepalives_interval", "2"),
+                ("tcp_keepalives_count", "3"),
+                ("statement_timeout", "'2s'"),
             ):
                 self._conn.execute(f"SET {name} = {value}")
-        if self.is_leader():
+        if self._leading.is_set():
             self._conn.execute("SELECT 1")  # still connected: still holding the lock
+            self._checked = time.monotonic()
             return
         got = self._conn.execute("SELECT pg_try_advisory_lock(%s, %s)", LOCK_KEY).fetchone()
         if got and got[0]:
             self.since = time.time()
+            self._checked = time.monotonic()
             self._leading.set()
             self._gauge()
             self.metrics.inc("ce_leader_elected_total", 1, "times this node became the leader")
             log.info("this node leads: timers, retention and rollouts run here")
 
     def _drop(self) -> None:
-        was = self.is_leader()
+        was = self._leading.is_set()
         self._leading.clear()
         self._gauge()
         if self._conn is not None:

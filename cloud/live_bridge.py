@@ -58,6 +58,14 @@ class PgLiveBridge:
         self._thread = threading.Thread(target=self._listen, name="live-bridge", daemon=True)
 
     def start(self) -> None:
+        for name, text in (  # listed from the start, so a quiet bridge reads 0 rather than absent
+            ("ce_live_bridge_sent_total", "live events sent to other nodes"),
+            ("ce_live_bridge_received_total", "live events received from other nodes"),
+            ("ce_live_bridge_rejected_total", "notifications on the live channel not understood"),
+            ("ce_live_bridge_failed_total", "live events not sent"),
+            ("ce_live_bridge_dropped_total", "live events too large for a notification"),
+        ):
+            self.metrics.inc(name, 0, text)
         self._thread.start()
 
     def stop(self) -> None:

@@ -74,7 +74,9 @@ class CloudService:
             )
         #: the one process that runs the timers (rules' absence and durations, retention, rollouts)
         self.leader = Leadership(
-            settings.database_url if self.engine.dialect.name == "postgresql" else None, self.metrics
+            settings.database_url if self.engine.dialect.name == "postgresql" else None,
+            self.metrics,
+            compete=start_mqtt,  # a standalone worker neither sends commands nor runs rollouts: it never leads
         )
         self.provisioning = Provisioning(self.engine, settings, self.device_changed)
         self.updates = Updates(self.engine, settings, lambda: self.commands, self.leader.is_leader)

@@ -63,7 +63,7 @@ def _resident_view(svc: Any, page: Page) -> dict[str, Any]:
     me = gate_actions.resident_of(svc, page.user)
     svc.gate.expire_requests()
     with svc.engine.connect() as conn:
-        visitors = rows_of(conn.execute(gate_queries.visitor_requests(me["site_id"], me["unit"], None).limit(10)))
+        visitors = rows_of(conn.execute(gate_queries.flat_visitor_requests(me["site_id"], me["unit"]).limit(10)))
         plates = gate_queries.plates_of(conn, me["site_id"], me["id"])
         towers = parking_queries.towers(conn, me["site_id"])
     return {"me": me, "visitors": visitors, "plates": plates, "towers": towers}

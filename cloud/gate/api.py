@@ -221,10 +221,10 @@ def list_visitor_requests(
 ) -> Page:
     """For the resident app: a flat's pending requests (``?unit=1203&status=pending``), newest first. A resident
     account sees only its own flat's."""
+    svc.gate.expire_requests()
     if user.role == "resident":
         me = run(gate_actions.resident_of, svc, user)
-        site, unit = me["site_id"], me["unit"]
-    svc.gate.expire_requests()
+        return paged(conn, queries.flat_visitor_requests(me["site_id"], me["unit"], status), p)
     return paged(conn, queries.visitor_requests(site, unit, status), p)
 
 

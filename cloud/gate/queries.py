@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, Select, func, select
+from sqlalchemy import Connection, Select, false, func, select
 
 from cloud.db import schema as t
 from cloud.gate import tables as g
@@ -31,6 +31,12 @@ def visitor_requests(site: str | None, unit: str | None, status: str | None) -> 
         if v is not None:
             q = q.where(col == v)
     return q
+
+
+def flat_visitor_requests(site: str, unit: str | None, status: str | None = None) -> Select[Any]:
+    """One flat's visitor requests, newest first: a resident's own (one without a flat has none)."""
+    q = visitor_requests(site, unit, status)
+    return q if unit is not None else q.where(false())
 
 
 def media(conn: Connection, device_id: str, ref: str, unit_of: tuple[str, str] | None = None) -> Any:

@@ -14,11 +14,15 @@ leaves the state as the readings applied so far made it), and a rate window is k
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from cloud.rules.model import Absence, Change, Combination, Rate, Rule, RuleSet, Threshold
+
+#: points kept in a rate window (thinned beyond it; the rate needs the window's ends)
+MAX_WINDOW = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,9 +266,13 @@ class RuleEngine:
         newest = w[-1][0]
         while w and newest - w[0][0] > c.window_s * 1000:
             w.pop(0)
+        if len(w) > MAX_WINDOW:  # a device that reports very often: every other point is plenty for a rate
+            w[:] = [*w[:-1:2], w[-1]]
         if len(w) < 2 or w[-1][0] == w[0][0]:
             return
         per_min = (w[-1][1] - w[0][1]) / ((w[-1][0] - w[0][0]) / 60_000)
+        if not math.isfinite(per_min):
+            return
         fast = per_min > c.rise_per_min if c.rise_per_min is not None else per_min < -(c.fall_per_min or 0)
         if fast and not st.active:
             self._flip(out, rule, device, site, st, True, at, per_min, f"{c.metric} changing {per_min:+.2f}/min")

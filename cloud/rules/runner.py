@@ -40,7 +40,9 @@ from cloud.rules.model import Absence, AlarmAction, CommandAction, RuleSet, Webh
 from cloud.workorders.service import WorkOrders
 
 log = logging.getLogger("civicedge.cloud.rules")
-DEVICES_REFRESH_S = 5.0  # how often the timer re-reads the registered devices (absence of never-seen ones)
+DEVICES_REFRESH_S = 5.0
+#: a reading stamped further ahead of the cloud's clock than this is not evaluated
+FUTURE_MS = 5 * 60_000  # how often the timer re-reads the registered devices (absence of never-seen ones)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +128,11 @@ class RuleRunner:
         kinds, sites = self.ctx.store.kinds, self.ctx.store.sites
         t0 = time.perf_counter()
         out: list[Transition] = []
+        ahead = now_ms() + FUTURE_MS
         for dev, metric, ts, value, _unit, _mid in rows:
+            if ts > ahead:  # a clock far ahead: stored, but it must not make every later reading look old
+                self.metrics.inc("ce_rules_future_readings_total", 1, "readings from the future the rules skipped")
+                continue
             out += self.engine.observe_reading(sites.get(dev, ""), kinds.get(dev, ""), dev, metric, value, ts)
         for site, dev, type_, body, at in messages:
             out += self.engine.observe_message(site, kinds.get(dev, ""), dev, type_, body, at)

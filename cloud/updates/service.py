@@ -186,7 +186,7 @@ class Updates:
                     for d in targets
                 ],
             )
-        self.tick()
+        self.tick_if_leading()
         return self.get(rid)
 
     def get(self, rollout_id: str) -> dict[str, Any]:
@@ -238,7 +238,7 @@ class Updates:
                     .where(c.rollout_id == rollout, c.device_id == device, c.state.not_in(["skipped"]))
                     .values(state=state, reason=f"{reason}: {detail}" if reason else detail, updated_ms=now_ms())
                 )
-        self.tick()
+        self.tick_if_leading()
 
     def on_acks(self, acks: list[tuple[str, str, str]]) -> None:
         """A device that refused the command before reporting anything (bad arguments, busy)."""
@@ -274,6 +274,11 @@ class Updates:
             except Exception:
                 log.exception("rollout tick failed")
 
+    def tick_if_leading(self) -> None:
+        """Advance now rather than at the next second, where this process is the one that advances rollouts."""
+        if self._leading():
+            self.tick()
+
     def tick(self) -> None:
         with self._lock:
             with self.engine.connect() as conn:
@@ -285,7 +290,8 @@ class Updates:
         now = now_ms()
         c = u.rollout_devices.c
         with self.engine.begin() as conn:
-            ro = conn.execute(select(u.rollouts).where(u.rollouts.c.id == rid)).one()
+            # one process advances a rollout at a time (the leader; a row lock, should two believe they lead)
+            ro = conn.execute(select(u.rollouts).where(u.rollouts.c.id == rid).with_for_update()).one()
             # devices that went quiet
             conn.execute(
                 update(u.rollout_devices)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from cloud import events
 from cloud.actions import ActionError, Conflict, Forbidden, NotFound, need
@@ -52,6 +53,10 @@ def work_order_act(
         raise NotFound(str(exc).strip("'")) from None
     except WorkOrderError as exc:
         raise Conflict(str(exc)) from None
+    except IntegrityError:  # uq_work_orders_open_rule: the rule has opened another order for the device since
+        raise Conflict(
+            f"work order {wo_id} cannot be reopened: its rule has another open order for the same device"
+        ) from None
     svc.auth.audit(user.username, f"workorder.{action}", str(wo_id), {"note": note} if note else None)
     _wo_live(svc, wo, action)
     return wo

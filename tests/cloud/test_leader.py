@@ -35,3 +35,10 @@ def test_one_of_several_leads_and_another_takes_over_when_it_goes(postgres_url: 
     finally:
         for n in nodes:
             n.stop()
+
+
+def test_a_process_that_may_not_lead_never_does(postgres_url: str) -> None:
+    worker = Leadership(postgres_url, Metrics(), every_s=0.05, compete=False)
+    worker.start()  # no thread, no connection: nothing to take
+    assert not worker.is_leader() and Leadership(None, Metrics(), compete=False).is_leader() is False
+    worker.stop()

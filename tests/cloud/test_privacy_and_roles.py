@@ -197,6 +197,14 @@ def test_a_resident_sees_and_answers_only_their_own_flat(make_cloud: MakeCloud) 
         audit = conn.execute(select(a.audit_log.c.username, a.audit_log.c.action)).all()
     assert ("chen", "login") in [tuple(r) for r in audit]
     assert TestClient(client.app).get("/api/devices").status_code == 401  # no cookie, no token
+    # a resident registered without a flat sees no one's visitors (not everyone's)
+    client.post("/api/sites/riverside/residents", json={"id": "res-lobby"})
+    svc.auth.create_user("lin", PW, "resident", resident_id="res-lobby")
+    lobby = TestClient(client.app)
+    login(lobby, "lin", PW)
+    assert lobby.get("/api/visitor-requests").json()["items"] == []
+    page = lobby.get("/console/m/visitors")
+    assert page.status_code == 200 and "0808" not in page.text and "1203" not in page.text
 
 
 async def test_the_live_channel_shows_each_department_its_own_alarms() -> None:

@@ -218,3 +218,17 @@ rules:
     assert r(20, 0) == [("water-rising", True)]  # (45-20)/2 min = 12.5 cm/min, as in time order
     assert r(29, 60) == []
     assert r(10, -200) == []  # older than the whole window: ignored
+
+
+def test_a_board_flooding_a_rate_window_keeps_it_small() -> None:
+    e = engine("""
+rules:
+  - id: water-rising
+    when: {type: rate, metric: water_level_cm, rise_per_min: 10, window_s: 300}
+""")
+    for i in range(5000):  # a reading every millisecond
+        e.observe_reading("s", "manhole", "mh-1", "water_level_cm", 20.0, i)
+    (st,) = e.state.values()
+    assert len(st.window) <= 256 and st.window[-1] == (4999, 20.0) and st.window[0][0] == 0
+    # a finite reading that makes an infinite rate is no rate at all
+    assert e.observe_reading("s", "manhole", "mh-1", "water_level_cm", 1e308, 5000) == []

@@ -104,3 +104,31 @@ async def test_rules_raise_and_clear_alarms_without_slowing_ingestion(
     finally:
         live.close()
         hook.shutdown()
+
+
+def test_a_device_clock_far_ahead_cannot_blind_the_rules(tmp_path: Path) -> None:
+    """A board whose clock jumps years ahead sends one reading: it is stored, but the rules do not take it, or
+    every honest reading after it would look older than the newest applied and be ignored for good."""
+    from cloud.db.engine import make_engine, migrate
+    from cloud.events import AlarmRaised, BatchStored, EventStream
+    from cloud.ingest.store import Store, now_ms
+    from cloud.metrics import Metrics
+    from cloud.rules.model import load_rules
+    from cloud.rules.runner import RuleContext, RuleRunner
+    from cloud.workorders.service import WorkOrders
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'cloud.db'}")
+    migrate(engine)
+    store, stream, raised = Store(engine), EventStream(), []
+    stream.subscribe(AlarmRaised, raised.extend)
+    ctx = RuleContext(engine, Metrics(), stream, store, WorkOrders(engine, tmp_path / "media"), lambda: None, 60)
+    tilt = "rules: [{id: cover-tilt, match: {kinds: [manhole]}, when: {type: threshold, metric: tilt_deg, above: 5},"
+    tilt += " actions: [{alarm: {severity: major, code: cover_tilt}}]}]"
+    rules = RuleRunner(ctx, load_rules(tilt), in_database=False)
+    store.kinds["mh-001"], store.sites["mh-001"] = "manhole", "riverside"
+    now = now_ms()
+    rules.on_stored(BatchStored([("mh-001", "tilt_deg", 2**53 - 1, 1.0, None, "a")], [], []))
+    rules.on_stored(BatchStored([("mh-001", "tilt_deg", now, 12.0, None, "b")], [], []))
+    assert [(e.device, e.code) for e in raised] == [("mh-001", "cover_tilt")]
+    assert ctx.metrics.get("ce_rules_future_readings_total") == 1
+    rules.pool.shutdown(wait=False, cancel_futures=True)
