@@ -141,7 +141,10 @@ def ingest_rate(port: int, devices: list[str], n: int, per: int, workers: int, w
             text=True,
             cwd=work,
         )
-        assert p.stderr is not None and "subscribed" in p.stderr.readline()
+        assert p.stderr is not None
+        said = [p.stderr.readline() for _ in range(2)]  # "connecting to the broker …", then "… subscribed …"
+        if "subscribed" not in said[-1]:
+            raise RuntimeError(f"ingest worker did not subscribe: {''.join(said)}")
         procs.append(p)
     total = n * len(devices)
     pubs = _start_publishers(port, devices, n, per)

@@ -137,8 +137,10 @@ async def test_worker_killed_mid_batch_loses_nothing(
     )
     evts = [envelope(DeviceEvent(code="n", details={"i": i}), dev="gate-01", seq=i + 1) for i in range(400)]
     assert first.stderr is not None
-    ready = await asyncio.to_thread(first.stderr.readline)  # printed once subscribed
-    assert b"subscribed" in ready, ready
+    said = [await asyncio.to_thread(first.stderr.readline)]  # "connecting …", then "… subscribed …"
+    while b"subscribed" not in said[-1] and said[-1] and len(said) < 5:
+        said.append(await asyncio.to_thread(first.stderr.readline))
+    assert b"connecting to the broker" in said[0] and b"subscribed" in said[-1], said
     await publish(mosquitto, [(topic("riverside", "gate-01", "evt"), encode(e)) for e in evts])
     assert await asyncio.to_thread(first.wait, 30) == 137
     stored_before = count(svc, t.messages)
