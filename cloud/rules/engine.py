@@ -87,6 +87,35 @@ class RuleEngine:
                 self._by_metric.setdefault(r.when.metric, []).append(r)
             elif isinstance(r.when, Change):
                 self._by_type.setdefault(r.when.message_type, []).append(r)
+        #: (what, metric or message type, device kind) → the rules that can apply, each with whether its site,
+        #: device or subtype still needs checking: built on first use, so an observation costs only its own rules
+        self._index: dict[tuple[str, str, str], tuple[tuple[Rule, bool], ...]] = {}
+
+    def _pick(self, what: str, key: str, kind: str) -> tuple[tuple[Rule, bool], ...]:
+        got = self._index.get((what, key, kind))
+        if got is None:
+            if what == "metric":
+                pool: list[Rule] = self._by_metric.get(key, [])
+            elif what == "type":
+                pool = self._by_type.get(key, [])
+            else:  # absence rules that a message of this type ends
+                pool = [r for r in self._absence if getattr(r.when, "message_type", None) in (None, key)]
+            got = tuple(
+                (r, bool(r.match.sites or r.match.devices or r.match.subtypes))
+                for r in pool
+                if not r.match.kinds or kind in r.match.kinds
+            )
+            self._index[(what, key, kind)] = got
+        return got
+
+    def _rest(self, rule: Rule, site: str, device: str) -> bool:
+        """The match beyond the kind (site, device, the asset's subtype)."""
+        m = rule.match
+        return (
+            (not m.sites or site in m.sites)
+            and (not m.devices or device in m.devices)
+            and (not m.subtypes or self.subtype_of(device) in m.subtypes)
+        )
 
     def matches(self, rule: Rule, site: str, kind: str, device: str) -> bool:
         m = rule.match
@@ -132,8 +161,8 @@ class RuleEngine:
     ) -> list[Transition]:
         self.seen[device] = (site, kind)
         out: list[Transition] = []
-        for rule in self._by_metric.get(metric, ()):
-            if not self.matches(rule, site, kind, device):
+        for rule, check in self._pick("metric", metric, kind):
+            if check and not self._rest(rule, site, device):
                 continue
             self.evaluations += 1
             st = self._st(rule, device)
@@ -150,18 +179,16 @@ class RuleEngine:
     ) -> list[Transition]:
         self.seen[device] = (site, kind)
         out: list[Transition] = []
-        for rule in self._absence:  # anything from the device ends its silence
-            a = rule.when
-            assert isinstance(a, Absence)
-            if a.message_type in (None, type_) and self.matches(rule, site, kind, device):
+        for rule, check in self._pick("absence", type_, kind):  # anything from the device ends its silence
+            if not check or self._rest(rule, site, device):
                 st = self._st(rule, device)
                 st.last_ms = at if st.last_ms is None else max(st.last_ms, at)
                 if st.active:
                     self._flip(out, rule, device, site, st, False, at, None, f"{type_} received")
-        for rule in self._by_type.get(type_, ()):
+        for rule, check in self._pick("type", type_, kind):
             c = rule.when
             assert isinstance(c, Change)
-            if not self.matches(rule, site, kind, device):
+            if check and not self._rest(rule, site, device):
                 continue
             self.evaluations += 1
             st = self._st(rule, device)

@@ -232,3 +232,22 @@ rules:
     assert len(st.window) <= 256 and st.window[-1] == (4999, 20.0) and st.window[0][0] == 0
     # a finite reading that makes an infinite rate is no rate at all
     assert e.observe_reading("s", "manhole", "mh-1", "water_level_cm", 1e308, 5000) == []
+
+
+def test_the_rule_index_still_honours_site_device_and_a_subtype_that_changes() -> None:
+    subtypes: dict[str, str] = {}
+    e = RuleEngine(
+        load_rules("""
+rules:
+  - id: sewer-tilt
+    match: {kinds: [manhole], subtypes: [sewer], sites: [north]}
+    when: {type: threshold, metric: tilt_deg, above: 5}
+"""),
+        lambda device: subtypes.get(device, ""),
+    )
+    r = lambda site, kind, dev, t: states(e.observe_reading(site, kind, dev, "tilt_deg", 9.0, t * S))  # noqa: E731
+    assert r("north", "manhole", "mh-1", 0) == []  # no subtype yet (the index is built now)
+    assert r("north", "gate", "mh-1", 1) == []  # another kind
+    subtypes["mh-1"] = "sewer"  # the registry says what it is
+    assert r("south", "manhole", "mh-1", 2) == []  # another site
+    assert r("north", "manhole", "mh-1", 3) == [("sewer-tilt", True)]
