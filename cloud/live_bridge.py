@@ -30,6 +30,7 @@ from cloud.metrics import Metrics
 log = logging.getLogger("civicedge.cloud.live")
 CHANNEL = "ce_live"
 DEVICES = "ce_devices"
+RULES = "ce_rules"  # an operator reloaded the rule set: every node reads its rules file again
 MAX_PAYLOAD = 7900
 DEVICE_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
@@ -46,10 +47,11 @@ class PgLiveBridge:
         metrics: Metrics,
         on_device: Callable[[str], None] | None = None,
         on_resync: Callable[[], None] | None = None,
+        on_rules: Callable[[], object] | None = None,
     ) -> None:
         self.url = psycopg_url(database_url)
         self.hub, self.metrics = hub, metrics
-        self.on_device, self.on_resync = on_device, on_resync
+        self.on_device, self.on_resync, self.on_rules = on_device, on_resync, on_rules
         self.node = uuid.uuid4().hex[:16]
         self.listening = threading.Event()
         self._stop = threading.Event()
@@ -93,6 +95,10 @@ class PgLiveBridge:
         """Tell every node's ingestion to read this device from the registry again."""
         self._notify(DEVICES, [device_id])
 
+    def rules_changed(self) -> None:
+        """Tell every other node to read its rules file again (this one has)."""
+        self._notify(RULES, [self.node])
+
     def _notify(self, channel: str, payloads: list[str]) -> None:
         if not payloads:
             return
@@ -123,6 +129,7 @@ class PgLiveBridge:
                 with psycopg.connect(self.url, autocommit=True, connect_timeout=5) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     conn.execute(f"LISTEN {DEVICES}")
+                    conn.execute(f"LISTEN {RULES}")
                     self.listening.set()
                     if self.on_resync is not None:  # whatever changed while nobody listened: read it all again
                         self.on_resync()
@@ -131,6 +138,9 @@ class PgLiveBridge:
                         for n in conn.notifies(timeout=0.5, stop_after=200):
                             if n.channel == DEVICES:
                                 self._device(n.payload)
+                            elif n.channel == RULES:
+                                if n.payload != self.node and self.on_rules is not None:
+                                    self.on_rules()
                             else:
                                 self._deliver(n.payload)
             except psycopg.Error as exc:

@@ -71,6 +71,7 @@ class CloudService:
                 self.metrics,
                 on_device=self.store.forget_device,
                 on_resync=self.store.forget_all,
+                on_rules=self.reload_rules,
             )
         #: the one process that runs the timers (rules' absence and durations, retention, rollouts)
         self.leader = Leadership(
@@ -215,6 +216,22 @@ class CloudService:
         self.store.forget_device(device_id)
         if self.live_bridge is not None:
             self.live_bridge.device_changed(device_id)
+
+    def reload_rules(self) -> int:
+        """Read the rules file again (another node's operator reloaded it); a file that no longer loads keeps
+        the rules running as they are, and says so in the log and in ``ce_rules_reload_failed_total``."""
+        from cloud.rules.model import RulesError, load_rules_file
+
+        if self.rules is None or self.settings.rules_file is None:
+            return 0
+        try:
+            rules = load_rules_file(self.settings.rules_file)
+        except RulesError as exc:
+            self.metrics.inc("ce_rules_reload_failed_total", 1, "rule reloads asked by another node that failed")
+            log.warning("rules not reloaded: the file does not load here", extra={"error": str(exc)[:300]})
+            return 0
+        self.rules.reload(rules)
+        return len(rules.rules)
 
     def device_keys(self) -> dict[str, str]:
         """The public keys a gateway's config names: ``commands.public_key`` and ``commands.document_key``."""

@@ -22,5 +22,7 @@ def reload_rules(svc: CloudService, user: User) -> dict[str, Any]:
     except RulesError as exc:
         raise ActionError(str(exc)) from None
     svc.rules.reload(rules)
+    if svc.live_bridge is not None:  # every other process reads its rules file again
+        svc.live_bridge.rules_changed()
     svc.auth.audit(user.username, "rules.reload", str(svc.settings.rules_file), {"rules": len(rules.rules)})
     return {"loaded": len(rules.rules)}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 import aiomqtt
@@ -110,3 +111,21 @@ async def test_a_device_revoked_through_one_node_is_refused_by_the_workers_of_an
     assert refused, "the worker still took the revoked device's messages"
     assert time.monotonic() - t0 < 2  # at once, not after the 30 s cache
     assert api_w.get("/api/alarms").json()["total"] == 1
+
+
+async def test_a_rule_reload_on_one_node_reloads_every_node(make_cloud: MakeCloud, db_url: str, tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules: [{id: old-rule, when: {type: absence, after_s: 600}}]")
+    a, api_a = make_cloud(rules_file=rules)
+    b, api_b = make_cloud(ingest_workers=0, rules_file=rules)
+    if not db_url.startswith("postgresql"):
+        assert a.live_bridge is None  # one process: its own reload is all there is
+        return
+    await until(lambda: a.live_bridge.listening.is_set() and b.live_bridge.listening.is_set())  # type: ignore[union-attr]
+    rules.write_text("rules: [{id: new-rule, when: {type: absence, after_s: 600}}]")
+    assert api_a.post("/api/rules/reload").json() == {"loaded": 1}
+    await until(lambda: [r["id"] for r in api_b.get("/api/rules").json()["rules"]] == ["new-rule"], 10)
+    # a file the other node cannot load leaves its rules running as they were, and says so
+    rules.write_text("rules: [{id: broken, when: {type: teleport}}]")
+    assert b.reload_rules() == 0 and b.metrics.get("ce_rules_reload_failed_total") == 1
+    assert [r["id"] for r in api_b.get("/api/rules").json()["rules"]] == ["new-rule"]
