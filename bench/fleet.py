@@ -222,11 +222,12 @@ class Cloud:
                     self.peak[p.pid] = max(self.peak.get(p.pid, 0.0), p.memory_info().rss / 2**20)
 
     def query(self, sql: str) -> int:
-        from sqlalchemy import create_engine, text
+        from sqlalchemy import text
+
+        from cloud.db.engine import make_engine
 
         if self.engine is None:
-            url = self.db_url.replace("postgresql://", "postgresql+psycopg://", 1)
-            self.engine = create_engine(url)
+            self.engine = make_engine(self.db_url)
         with self.engine.connect() as conn:
             return int(conn.execute(text(sql)).scalar_one())
 

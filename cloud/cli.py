@@ -5,16 +5,19 @@ from __future__ import annotations
 import signal
 import threading
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
 from edge.log import setup_logging
 
+if TYPE_CHECKING:
+    from cloud.settings import Settings
+
 app = typer.Typer(help="The cloud service.", no_args_is_help=True)
 
 
-def _preflight(settings: object) -> None:
+def _preflight(settings: Settings) -> None:
     """What would otherwise end a starting node in a traceback, said in a sentence: the rule set, the database
     (migrated here, once: nodes starting together take turns)."""
     from sqlalchemy.engine import make_url
@@ -22,9 +25,7 @@ def _preflight(settings: object) -> None:
 
     from cloud.db.engine import make_engine, migrate
     from cloud.rules.model import RulesError, load_rules_file
-    from cloud.settings import Settings
 
-    assert isinstance(settings, Settings)
     if settings.rules_file is not None:
         try:
             load_rules_file(settings.rules_file)

@@ -182,23 +182,6 @@ class BatchStored(DomainEvent):
     points: list[tuple[str, str, str, float, int]] = field(hash=False, compare=False)
 
 
-# --- builders kept for the callers that describe a change in one line ----------------------------------------
-
-
-def alarm_raised(
-    alarm_id: int, *, device: str, site: str | None, code: str, severity: str, message: str, at_ms: int
-) -> AlarmRaised:
-    return AlarmRaised(alarm_id, device, site, code, severity, message, at_ms)
-
-
-def alarm_cleared(alarm_id: int, *, device: str, at_ms: int) -> AlarmChanged:
-    return AlarmChanged(alarm_id, device, at_ms, "cleared")
-
-
-def work_order(wo: dict[str, Any], event: str) -> WorkOrderChanged:
-    return WorkOrderChanged(wo, event)
-
-
 E = TypeVar("E", bound=DomainEvent)
 
 

@@ -65,9 +65,6 @@ class Leadership:
             return False
         return self.url is None or time.monotonic() - self._checked < LEASE_S
 
-    def wait_leading(self, timeout: float) -> bool:
-        return self._leading.wait(timeout)
-
     def start(self) -> None:
         if self.url is None or not self.compete or self._thread is not None:
             return

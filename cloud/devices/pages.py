@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from cloud.alarms import queries as alarm_queries
 from cloud.api.deps import Service
 from cloud.console.app import Csrf, Session, act
-from cloud.console.render import render
+from cloud.console.render import render, rows_of
 from cloud.devices import actions as devices_actions
 from cloud.devices import queries
 from cloud.ingest.store import now_ms
@@ -30,7 +30,7 @@ def devices(
 ) -> HTMLResponse:
     page.need("devices.view")
     with svc.engine.connect() as conn:
-        rows = queries.rows(conn, queries.devices(page.user, site, kind, status).limit(500))
+        rows = rows_of(conn.execute(queries.devices(page.user, site, kind, status).limit(500)))
         sites = queries.site_ids(conn)
         kinds = queries.kinds(conn)
     for r in rows:
@@ -55,8 +55,8 @@ def device(request: Request, svc: Service, page: Session, device_id: str) -> HTM
         if dev is None:
             return render(request, "notfound.html", page.user, page.csrf, status=404, what=device_id)
         metrics = queries.recent_metrics(conn, device_id, now_ms() - 86_400_000)
-        cmds = queries.rows(conn, queries.commands(page.user, device_id).limit(10))
-        alarms = queries.rows(conn, alarm_queries.alarms(page.user, device=device_id).limit(10))
+        cmds = rows_of(conn.execute(queries.commands(page.user, device_id).limit(10)))
+        alarms = rows_of(conn.execute(alarm_queries.alarms(page.user, device=device_id).limit(10)))
     dev["outbox"] = _outbox_depth(dev["health"])
     return render(
         request,

@@ -142,11 +142,6 @@ def recent_metrics(conn: Connection, device_id: str, since: int) -> list[str]:
     return [r[0] for r in conn.execute(q)]
 
 
-def rows(conn: Connection, q: Select[Any]) -> list[dict[str, Any]]:
-    """A query's rows as plain dicts (for the templates)."""
-    return [dict(r._mapping) for r in conn.execute(q)]
-
-
 def count_by_kind_status(conn: Connection) -> dict[tuple[str, str], int]:
     c = t.devices.c
     q = select(c.kind, c.status, func.count().label("n")).group_by(c.kind, c.status)

@@ -8,7 +8,7 @@ from fastapi.responses import HTMLResponse
 from cloud.alarms import queries as alarm_queries
 from cloud.api.deps import Service
 from cloud.console.app import Session
-from cloud.console.render import render
+from cloud.console.render import render, rows_of
 from cloud.devices import queries as device_queries
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -23,5 +23,5 @@ def elevators(request: Request, svc: Service, page: Session) -> HTMLResponse:
             device_queries.latest_messages(conn, "elevator.status", "car", ids).values(),
             key=lambda x: (x["device_id"], x["car"]),
         )
-        faults = device_queries.rows(conn, alarm_queries.with_key_prefix(page.user, "elevator."))
+        faults = rows_of(conn.execute(alarm_queries.with_key_prefix(page.user, "elevator.")))
     return render(request, "elevators.html", page.user, page.csrf, cars=cars, faults=faults)

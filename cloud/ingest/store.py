@@ -16,11 +16,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from cloud.db import schema as t
 from cloud.events import (
-    CommandAcked,
     DomainEvent,
     FaceEnrolled,
     SyncReported,
-    UpdateReported,
 )
 from cloud.ingest.permits import refusal
 from cloud.ingest.routes import LOG_BODIES, ROUTES
@@ -145,12 +143,7 @@ class BatchResult:
         for reason, n in other.dead_by_reason.items():
             self.dead_by_reason[reason] = self.dead_by_reason.get(reason, 0) + n
 
-    # views of the events, by what their subscribers want
-
-    @property
-    def live(self) -> list[dict[str, Any]]:
-        """What the consoles' live channel shows (alarms, device status, gate decisions, visitor requests)."""
-        return [ev for e in self.events if (ev := e.live()) is not None]
+    # views of the events (what tests and tools read of a batch)
 
     @property
     def enrolments(self) -> list[tuple[str, str]]:
@@ -164,16 +157,6 @@ class BatchResult:
             (e.site, e.device, e.what, e.revision, e.nonce)
             for e in self.events
             if isinstance(e, SyncReported) and e.answer
-        ]
-
-    @property
-    def acks(self) -> list[tuple[str, str, str]]:
-        return [(e.device, e.cid, e.status) for e in self.events if isinstance(e, CommandAcked)]
-
-    @property
-    def updates(self) -> list[tuple[str, str, str, str | None, str]]:
-        return [
-            (e.device, e.rollout, e.state, e.reason, e.detail) for e in self.events if isinstance(e, UpdateReported)
         ]
 
 

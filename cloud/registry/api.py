@@ -54,14 +54,10 @@ class ConfidentialIn(BaseModel):
     )
 
 
-def _confidential(conn: Any) -> list[str]:
-    return queries.confidential(conn)
-
-
 @router.get("/registry/catalog", response_model=Catalog, dependencies=[allow("assets.view")])
 def catalog(conn: Conn) -> Catalog:
     return Catalog(
-        kinds=list(ASSET_KINDS), cover_subtypes=list(COVER_SUBTYPES), confidential_subtypes=_confidential(conn)
+        kinds=list(ASSET_KINDS), cover_subtypes=list(COVER_SUBTYPES), confidential_subtypes=queries.confidential(conn)
     )
 
 

@@ -133,10 +133,6 @@ class RuleEngine:
             st = self.state[key] = State()
         return st
 
-    def candidates(self, site: str, kind: str, device: str) -> list[Rule]:
-        """The rules that may apply to a device (their state is what a shared runner loads)."""
-        return [r for r in self.rules if self.matches(r, site, kind, device)]
-
     def _flip(
         self,
         out: list[Transition],

@@ -263,7 +263,7 @@ class RuleRunner:
         key, by, spec = f"rule:{tr.rule.id}", f"rule:{tr.rule.id}", action.alarm
         if not tr.active:
             return [
-                events.alarm_cleared(alarm_id, device=tr.device, at_ms=tr.at_ms)
+                events.AlarmChanged(alarm_id, tr.device, tr.at_ms, "cleared")
                 for alarm_id in clear_alarm(conn, device=tr.device, key=key, at=tr.at_ms, by=by, note=tr.reason)
             ]
         code = spec.get("code", tr.rule.id)
@@ -281,11 +281,7 @@ class RuleRunner:
             msg_id="rule",
             by=by,
         )
-        return [
-            events.alarm_raised(
-                alarm_id, device=tr.device, site=tr.site, code=code, severity=severity, message=message, at_ms=tr.at_ms
-            )
-        ]
+        return [events.AlarmRaised(alarm_id, tr.device, tr.site, code, severity, message, tr.at_ms)]
 
     def _work_order(self, tr: Transition, action: WorkOrderAction) -> None:
         """One open order per (rule, device), routed by the registry to the asset's owner."""
@@ -305,7 +301,7 @@ class RuleRunner:
             )
         except IntegrityError:  # another process opened it a moment ago (uq_work_orders_open_rule)
             return
-        self.ctx.stream.publish([events.work_order(wo, "created")])
+        self.ctx.stream.publish([events.WorkOrderChanged(wo, "created")])
 
     def _command(self, tr: Transition, action: CommandAction) -> None:
         commands = self.ctx.commands()

@@ -63,7 +63,7 @@ def work_order_act(
 
 
 def _wo_live(svc: CloudService, wo: dict[str, Any], event: str) -> None:
-    svc.stream.publish([events.work_order(wo, event)])
+    svc.stream.publish([events.WorkOrderChanged(wo, event)])
 
 
 def work_order_photo(svc: CloudService, user: User, wo_id: int, stage: str, data: bytes) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from cloud.api.deps import Service
 from cloud.console.app import Csrf, Session, act, raise_forbidden
 from cloud.console.render import WO_STATES, render, rows_of
 from cloud.ingest.store import now_ms
+from cloud.registry.queries import department_names
 from cloud.workorders import actions as workorders_actions
 from cloud.workorders import queries
 
@@ -23,7 +24,7 @@ def work_board(request: Request, svc: Service, page: Session, department: str = 
     page.need("workorders.view")
     with svc.engine.connect() as conn:
         rows = rows_of(conn.execute(queries.orders(page.user, department=department or None).limit(500)))
-        depts = queries.departments(conn)
+        depts = department_names(conn)
     now = now_ms()
     board: dict[str, list[dict[str, Any]]] = {s: [] for s in WO_STATES}
     for r in rows:
@@ -43,7 +44,7 @@ def work_order(request: Request, svc: Service, page: Session, wo_id: int) -> HTM
     except actions.NotFound:
         return render(request, "notfound.html", page.user, page.csrf, status=404, what=f"#{wo_id}")
     with svc.engine.connect() as conn:
-        depts = queries.departments(conn)
+        depts = department_names(conn)
     wo["overdue"] = wo["state"] not in ("resolved", "closed") and wo["due_ms"] < now_ms()
     return render(request, "workorder.html", page.user, page.csrf, wo=wo, departments=depts)
 

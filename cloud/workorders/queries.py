@@ -8,7 +8,6 @@ from sqlalchemy import Connection, Select, func, select
 
 from cloud.auth.scope import work_order_filter
 from cloud.auth.service import User
-from cloud.registry.queries import department_names
 from cloud.workorders.tables import work_orders
 
 
@@ -39,11 +38,6 @@ def orders(
     if overdue_at is not None:
         q = q.where(c.due_ms < overdue_at, c.state.not_in(["resolved", "closed"]))
     return q
-
-
-def departments(conn: Connection) -> list[dict[str, Any]]:
-    """Every department, id and name (where an order may be dispatched)."""
-    return department_names(conn)
 
 
 def reported_by(conn: Connection, user: User, limit: int = 30) -> list[dict[str, Any]]:
