@@ -28,15 +28,21 @@ def outbox(
 
 @app.command()
 def ingest(
-    messages: Annotated[int, typer.Option(help="telemetry messages in all")] = 2000,
-    readings: Annotated[int, typer.Option("--readings-per-message", help="readings per message")] = 100,
-    publishers: Annotated[int, typer.Option(help="publisher processes")] = 2,
+    messages: Annotated[int, typer.Option(help="telemetry batches in all")] = 2000,
+    readings: Annotated[int, typer.Option("--readings-per-message", min=1, help="readings per batch")] = 100,
+    publishers: Annotated[int, typer.Option(min=1, help="publisher processes")] = 2,
+    single: Annotated[int, typer.Option(min=4, help="single-reading messages (manhole.reading) in all")] = 20_000,
+    db: Annotated[str, typer.Option(help="the storage engine: sqlite or postgresql")] = "sqlite",
     json_out: Annotated[bool, typer.Option("--json", help="compact JSON")] = False,
 ) -> None:
-    """Broker → durable store: readings/s with one and two workers, ratio to a do-nothing subscriber."""
+    """Broker → durable store: readings/s against the storage engine's own ceiling, one and two workers; single
+    readings against a do-nothing subscriber."""
+    from bench.databases import ENGINES
     from bench.ingest import run
 
-    report = run(messages, readings, publishers)
+    if db not in ENGINES:
+        raise typer.BadParameter("use sqlite or postgresql", param_hint="--db")
+    report = run(messages, readings, publishers, db=db, single_messages=single)
     print(json.dumps(report, indent=None if json_out else 2))
 
 

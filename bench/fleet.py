@@ -33,6 +33,7 @@ import httpx
 import psutil
 from sqlalchemy import Engine
 
+from bench.databases import pg_admin
 from bench.stats import percentile
 from edge.outbox import Outbox
 from protocol.envelope import now_ms
@@ -130,8 +131,6 @@ def backlog(work: Path, broker: Mosquitto, api: httpx.Client, db_path: Path, hou
 
 
 CLI = (sys.executable, "-m", "civicedge_cli", "cloud")
-PG_ADMIN_ENV = "CE_BENCH_PG_ADMIN"
-PG_ADMIN_DEFAULT = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 class Cloud:
@@ -144,7 +143,7 @@ class Cloud:
         if db == "postgresql":
             import psycopg
 
-            self.admin = os.environ.get(PG_ADMIN_ENV, PG_ADMIN_DEFAULT)
+            self.admin = pg_admin()
             self.pg_name = f"ce_bench_fleet_{os.getpid()}_{int(time.time())}"
             with psycopg.connect(self.admin, autocommit=True, connect_timeout=5) as conn:
                 conn.execute(f'CREATE DATABASE "{self.pg_name}"')
