@@ -209,3 +209,42 @@ def test_messages_published_before_the_worker_resubscribes_after_a_broker_restar
     while "during" not in codes() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert codes() == ["before", "during"]
+
+
+def test_a_batch_is_logged_as_sent_whatever_its_text(db_url: str) -> None:
+    """The bulk paths (PostgreSQL: one array statement for the log, COPY for readings) keep every body as the device
+    sent it — text in any script, quotes, backslashes, markup — store a message id once however often it comes, and
+    tell which messages were new."""
+    from cloud.db.engine import make_engine, migrate
+    from cloud.ingest.store import Inbound, Store
+
+    engine = make_engine(db_url)
+    migrate(engine)
+    with engine.begin() as conn:
+        conn.execute(t.sites.insert().values(id="riverside", name="r", created_ms=0))
+        conn.execute(
+            t.devices.insert().values(
+                id="gate-01", site_id="riverside", kind="gateway", name="g", status="unknown", created_ms=0
+            )
+        )
+    text = "井盖 <script>alert(\"x\")</script> back\\slash 'quote' tab"
+    event = envelope(
+        DeviceEvent(code="door.note", message=text, details={"note": text, "n": 2**40}), dev="gate-01", seq=1
+    )
+    readings = [Reading(metric="t", value=-0.5 * i, ts=1000 + i, unit="°C") for i in range(300)]
+    batch = envelope(TelemetryBatch(readings=readings), dev="gate-01", seq=2)
+    items = [
+        Inbound(topic("riverside", "gate-01", ch), encode(env), 5)
+        for ch, env in (("evt", event), ("tele", batch), ("evt", event), ("tele", batch))
+    ]
+    store = Store(engine)
+    first = store.write_batch(items)
+    again = store.write_batch(items[:2])
+    assert (first.stored, first.duplicates, first.readings) == (2, 2, 300)
+    assert (again.stored, again.duplicates, again.readings) == (0, 2, 0)
+    with engine.connect() as conn:
+        body = conn.execute(select(t.messages.c.body).where(t.messages.c.msg_id == event.id)).scalar_one()
+        rows = conn.execute(select(t.telemetry.c.value, t.telemetry.c.unit).order_by(t.telemetry.c.ts)).all()
+    assert body["message"] == text and body["details"] == {"note": text, "n": 2**40}
+    assert [(r.value, r.unit) for r in rows] == [(-0.5 * i, "°C") for i in range(300)]
+    engine.dispose()
