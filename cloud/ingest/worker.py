@@ -20,6 +20,7 @@ import queue
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -27,11 +28,12 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from cloud.ingest.store import BatchResult, Inbound, Store, database_failure, now_ms
+from cloud.ingest.store import BatchResult, Decoded, Inbound, Store, database_failure, decode_batch, now_ms
 from protocol.topics import shared, subscription
 
 log = logging.getLogger("civicedge.cloud.ingest")
 _STOP = object()
+Item = tuple[Inbound, int, int]  # a message as received: what it was, its packet id, its QoS
 FAULT_EXIT_ENV = "CE_FAULT_EXIT_AFTER_BATCHES"
 
 
@@ -95,9 +97,17 @@ class IngestWorker:
         self.errors = 0  # database failures retried, in total
         self.after_commit_errors = 0
         self.last_commit_ms: int | None = None
-        self._pending: list[tuple[Inbound, int, int]] = []  # the batch being written
+        # two stages, so validating a batch overlaps writing the one before (the database works, and releases
+        # the interpreter, while the next batch is parsed): the batcher collects and decodes, the writer commits
+        # and acknowledges, in the order received. At most one decoded batch waits between them.
+        self._ready: queue.Queue[tuple[list[Item], Decoded] | None] = queue.Queue(maxsize=1)
+        # the batches taken from the queue and not yet committed, oldest first (being written, waiting, being
+        # collected): what health reports as pending
+        self._inflight: deque[list[Item]] = deque()
+        self._inflight_lock = threading.Lock()
         self._retrying = False
         self._thread: threading.Thread | None = None
+        self._writer: threading.Thread | None = None
         self._stopping = threading.Event()
         fault = os.environ.get(FAULT_EXIT_ENV)  # fault injection for tests: die after a commit, before acks
         self._fault_exit_after = int(fault) if fault else None
@@ -136,18 +146,19 @@ class IngestWorker:
 
     def health(self) -> WorkerHealth:
         """Queue depth, age of the oldest message not yet committed, last commit: from any thread."""
-        pending = self._pending
+        with self._inflight_lock:
+            stages = [list(b) for b in self._inflight]
         with self.q.mutex:
             head = self.q.queue[0] if self.q.queue else None
             depth = len(self.q.queue)
-        firsts = [pending[0][0].received_ms] if pending else []
+        firsts = [stage[0][0].received_ms for stage in stages if stage]
         if isinstance(head, tuple):
             firsts.append(head[0].received_ms)
         oldest = (now_ms() - min(firsts)) / 1000 if firsts else 0.0
         return WorkerHealth(
             worker=self.client_id,
             connected=self.connected.is_set(),
-            queue_depth=depth + len(pending),
+            queue_depth=depth + sum(len(stage) for stage in stages),
             oldest_pending_s=max(0.0, oldest),
             last_commit_ms=self.last_commit_ms,
             retrying=self._retrying,
@@ -160,24 +171,37 @@ class IngestWorker:
         self.client.connect_async(self.host, self.port, keepalive=30)
         self.client.loop_start()
         self._thread = threading.Thread(target=self._run, name=f"{self.client_id}-batcher", daemon=True)
+        self._writer = threading.Thread(target=self._write_loop, name=f"{self.client_id}-writer", daemon=True)
+        self._writer.start()
         self._thread.start()
 
     def stop(self, timeout: float = 10) -> None:
         """Store and acknowledge what was received, then disconnect."""
         self._stopping.set()
         self.q.put(_STOP)
-        if self._thread:
-            self._thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        for thread in (self._thread, self._writer):
+            if thread:
+                thread.join(max(0.0, deadline - time.monotonic()))
         self.client.disconnect()
         self.client.loop_stop()
 
     def _run(self) -> None:
+        """The batcher: collect a batch, decode it, hand it to the writer (waiting while the writer is busy)."""
+        try:
+            self._collect()
+        finally:
+            self._ready.put(None)
+
+    def _collect(self) -> None:
         stopping = False
         while not stopping:
             first = self.q.get()
             if first is _STOP:
                 break
-            batch = [first]
+            batch: list[Item] = [first]  # type: ignore[list-item]
+            with self._inflight_lock:
+                self._inflight.append(batch)
             # an alarm does not wait for the batch to fill: what is already queued goes with it, now
             deadline = time.monotonic() + (0.0 if _is_alarm(first) else self.batch_s)
             while len(batch) < self.batch_rows:
@@ -188,17 +212,28 @@ class IngestWorker:
                 if item is _STOP:
                     stopping = True
                     break
-                batch.append(item)
+                batch.append(item)  # type: ignore[arg-type]
                 if _is_alarm(item):
                     deadline = 0.0
-            self._commit(batch)  # type: ignore[arg-type]
+            self._ready.put((batch, decode_batch([b[0] for b in batch])))
 
-    def _commit(self, batch: list[tuple[Inbound, int, int]]) -> None:
-        self._pending = batch
+    def _write_loop(self) -> None:
+        """The writer: commit each decoded batch, then acknowledge its messages and run the after-commit work."""
+        abandoned = False  # stopping with the database away: what follows stays unacknowledged too, in order
+        while (item := self._ready.get()) is not None:
+            batch, decoded = item
+            try:
+                abandoned = abandoned or not self._commit(batch, decoded)
+            finally:
+                with self._inflight_lock:
+                    self._inflight.popleft()
+
+    def _commit(self, batch: list[Item], decoded: Decoded) -> bool:
+        """Write ``batch`` until it commits (True) or the worker stops with the database away (False)."""
         attempt = 0
         while True:
             try:
-                res = self.store.write_batch([b[0] for b in batch])
+                res = self.store.write_decoded(decoded)
                 break
             except Exception as exc:
                 # the database is away (or failing in a way no message explains): keep the batch unacknowledged
@@ -209,8 +244,7 @@ class IngestWorker:
                 what = "database unavailable" if database_failure(exc) else "batch write failed unexpectedly"
                 log.warning(f"{what}; retrying", extra={"attempt": attempt, "error": f"{type(exc).__name__}: {exc}"})
                 if self._stopping.wait(random.uniform(0.2, min(10.0, 0.2 * 1.5**attempt))):
-                    self._pending = []
-                    return  # stopping with the database still away: unacknowledged, the broker redelivers
+                    return False  # stopping with the database still away: unacknowledged, the broker redelivers
         self._retrying = False
         self.batches += 1
         self.last_commit_ms = now_ms()
@@ -219,7 +253,6 @@ class IngestWorker:
         for _inb, mid, qos in batch:
             if qos > 0:
                 self.client.ack(mid, qos)
-        self._pending = []
         if self.on_batch:
             try:
                 self.on_batch(res)
@@ -227,6 +260,7 @@ class IngestWorker:
                 self.after_commit_errors += 1
                 self.store.metrics.inc("ce_ingest_after_commit_errors_total", 1, "failures after a batch committed")
                 log.exception("after-commit work failed")
+        return True
 
 
 def _is_alarm(item: object) -> bool:
