@@ -82,8 +82,9 @@ class _Pending:
     type: str  # "reading" for a bare telemetry reading
     head: bytes  # the envelope up to its seq (or the whole reading)
     tail: bytes  # the envelope after its seq
-    future: asyncio.Future[int]
+    future: asyncio.Future[Any]  # its seq; with ``many``, the list of seqs of every message of its put_many
     payload: bytes = b""
+    many: bool = False
 
 
 _channel_cache: dict[type[Body], str] = {}
@@ -222,6 +223,27 @@ class Outbox:
         """Commit ``body`` (wrapped in its envelope) to the outbox. Await the result: it is the message's seq,
         delivered once the message is on disk. (A plain function returning a future, not a coroutine: this
         is the hot path of every producer.)"""
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending.append(self._encode(body, ts, lane, fut))
+        self._wake()
+        return fut
+
+    def put_many(self, bodies: Iterable[Body], *, lane: Lane | None = None) -> asyncio.Future[list[int]]:
+        """Commit several messages in one call (await the result: their seqs, in order), for a producer that has
+        many at once (a unit's events, a burst of readings): one future and one wake-up for all of them, and all
+        in the same transaction — committed together or refused together."""
+        fut: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        many = [self._encode(body, None, lane, fut, many=True) for body in bodies]
+        if not many:
+            fut.set_result([])
+            return fut
+        self._pending.extend(many)
+        self._wake()
+        return fut
+
+    def _encode(
+        self, body: Body, ts: int | None, lane: Lane | None, fut: asyncio.Future[Any], many: bool = False
+    ) -> _Pending:
         cls = type(body)
         channel = _channel_cache.get(cls)
         if channel is None:
@@ -236,12 +258,12 @@ class Outbox:
             tail = _TAIL_SIGNED % (t, body.TYPE.encode(), data, sig.encode())
         else:
             tail = _TAIL % (t, body.TYPE.encode(), data)
-        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(lane or body.LANE, channel, body.TYPE, head, tail, fut))
+        return _Pending(lane or body.LANE, channel, body.TYPE, head, tail, fut, many=many)
+
+    def _wake(self) -> None:
         if not self._flushing:
             self._flushing = True
             asyncio.get_running_loop().call_soon(self._start_flush)
-        return fut
 
     def put_reading(
         self,
@@ -264,9 +286,7 @@ class Outbox:
             reading["tags"] = tags
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending.append(_Pending(Lane.TELEMETRY, "", "reading", orjson.dumps(reading), b"", fut))
-        if not self._flushing:
-            self._flushing = True
-            asyncio.get_running_loop().call_soon(self._start_flush)
+        self._wake()
         return fut
 
     def _start_flush(self) -> None:
@@ -283,13 +303,19 @@ class Outbox:
                         if not p.future.done():
                             p.future.set_exception(exc)
                     continue
+                groups: dict[int, tuple[asyncio.Future[Any], list[int]]] = {}  # put_many's futures, their seqs
                 for p, r in zip(batch, results, strict=True):
                     if p.future.done():
                         continue
                     if isinstance(r, BaseException):
-                        p.future.set_exception(r)
+                        p.future.set_exception(r)  # for put_many: one refused, all refused (none is in)
+                    elif p.many:
+                        groups.setdefault(id(p.future), (p.future, []))[1].append(r)
                     else:
                         p.future.set_result(r)
+                for fut, seqs in groups.values():
+                    if not fut.done():
+                        fut.set_result(seqs)
                 self.new_data.set()
                 self._report_storage()
         finally:
@@ -395,6 +421,9 @@ class Outbox:
                 refused = {id(p) for p in batch if p.lane in (Lane.BULK, Lane.TELEMETRY)}
             else:
                 refused = self._make_room(incoming, batch)
+            if refused:  # a put_many goes in whole or not at all
+                partial = {id(p.future) for p in batch if p.many and id(p) in refused}
+                refused |= {id(p) for p in batch if p.many and id(p.future) in partial}
             readings = []
             max_seq: dict[int, int] = {}
             for p in batch:

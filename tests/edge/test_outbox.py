@@ -190,3 +190,30 @@ async def test_cursor_stays_valid_when_the_table_empties_and_refills(tmp_path: P
         await asyncio.gather(*(ob.put(ev(i)) for i in range(5, 8)))
         nxt = await ob.fetch(10, {Lane.EVENT: first[-1].row})  # row ids are never reused
         assert [decode(m.payload).body.details["n"] for m in nxt] == [5, 6, 7]  # type: ignore[attr-defined]
+
+
+async def test_put_many_commits_in_order_in_one_call(tmp_path: Path) -> None:
+    async with Outbox(tmp_path / "ob.db", "d") as ob:
+        first = await ob.put(ev(-1))
+        seqs = await ob.put_many([ev(i) for i in range(500)])
+        assert seqs == list(range(first + 1, first + 501))
+        assert await ob.put_many([]) == []
+        msgs = await ob.fetch(1000, {})
+        assert [decode(m.payload).body.details["n"] for m in msgs] == list(range(-1, 500))  # type: ignore[attr-defined]
+        # a put_many beside single puts in the same transaction: each gets its own seqs
+        both = await asyncio.gather(ob.put(ev(900)), ob.put_many([ev(901), ev(902)]), ob.put(ev(903)))
+        assert both == [first + 501, [first + 502, first + 503], first + 504]
+
+
+async def test_put_many_goes_in_whole_or_not_at_all(tmp_path: Path) -> None:
+    """With the budget full of alarms, a put_many that mixes an alarm with telemetry is refused whole: the caller
+    is never told "refused" about messages that are in fact queued."""
+    async with Outbox(tmp_path / "ob.db", "d", budget_bytes=32 * 1024) as ob:
+        for i in range(300):
+            await ob.put(alarm(i))
+        depth = ob.depth()["alarm"]
+        with pytest.raises(OutboxFull):
+            await ob.put_many([alarm(1000), snap(1)])
+        assert ob.depth()["alarm"] == depth and ob.depth()["bulk"] == 0
+        assert await ob.put_many([alarm(1001)])  # alarms alone still go in
+        assert ob.depth()["alarm"] == depth + 1
