@@ -157,15 +157,22 @@ class RuleEngine:
     ) -> list[Transition]:
         self.seen[device] = (site, kind)
         out: list[Transition] = []
+        state = self.state
+        evaluated = 0
         for rule, check in self._pick("metric", metric, kind):
             if check and not self._rest(rule, site, device):
                 continue
-            self.evaluations += 1
-            st = self._st(rule, device)
-            if isinstance(rule.when, Threshold):
-                self._threshold(out, rule, rule.when, device, site, st, value, at)
-            elif isinstance(rule.when, Rate):
-                self._rate(out, rule, rule.when, device, site, st, value, at)
+            evaluated += 1
+            key = (rule.id, device)
+            st = state.get(key)
+            if st is None:
+                st = state[key] = State()
+            c = rule.when
+            if isinstance(c, Threshold):
+                self._threshold(out, rule, c, device, site, st, value, at)
+            else:
+                self._rate(out, rule, c, device, site, st, value, at)  # type: ignore[arg-type]
+        self.evaluations += evaluated
         if out:
             out += self._combine(device, site, kind, at)
         return out
@@ -258,8 +265,9 @@ class RuleEngine:
     def _threshold(
         self, out: list[Transition], rule: Rule, c: Threshold, device: str, site: str, st: State, v: float, at: int
     ) -> None:
-        if st.stale(at):
+        if st.seen_ms is not None and at < st.seen_ms:  # State.stale, inline: this runs for every reading
             return
+        st.seen_ms = at
         st.last_value = v
         if c.above is not None:
             breach, clear = v > c.above, v <= (c.clear_at if c.clear_at is not None else c.above)
