@@ -153,6 +153,7 @@ def fleet(
     nodes: Annotated[int, typer.Option(min=1, help="API nodes (cloud run); beyond one: on PostgreSQL")] = 1,
     workers: Annotated[int, typer.Option(min=0, help="standalone ingestion workers (cloud ingest)")] = 0,
     db: Annotated[str, typer.Option(help="sqlite or postgresql (several processes: always postgresql)")] = "sqlite",
+    rate: Annotated[float, typer.Option(min=0.1, help="the district's message rate, multiplied")] = 1.0,
     json_out: Annotated[bool, typer.Option("--json", help="compact JSON")] = False,
 ) -> None:
     """The district against the cloud: messages/s, fault → console alarm latency, lost, cloud memory. With
@@ -162,7 +163,15 @@ def fleet(
     if db not in ("sqlite", "postgresql"):
         raise typer.BadParameter("use sqlite or postgresql", param_hint="--db")
     report = run(
-        covers=covers, cells=cells, period_h=hours, speed=speed, faults=faults, nodes=nodes, workers=workers, db=db
+        covers=covers,
+        cells=cells,
+        period_h=hours,
+        speed=speed,
+        faults=faults,
+        nodes=nodes,
+        workers=workers,
+        db=db,
+        rate=rate,
     )
     print(json.dumps(report, indent=None if json_out else 2))
 

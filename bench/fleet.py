@@ -248,6 +248,23 @@ class Cloud:
                 conn.execute(f'DROP DATABASE IF EXISTS "{self.pg_name}" WITH (FORCE)')
 
 
+def cpu_seconds(cloud: Cloud, broker: Mosquitto) -> dict[str, float]:
+    """CPU seconds so far of the cloud's processes, the broker, and this process (the district's nodes)."""
+
+    def used(pid: int | None) -> float:
+        try:
+            t = psutil.Process(pid).cpu_times()
+        except (psutil.Error, ValueError):
+            return 0.0
+        return t.user + t.system
+
+    return {
+        "cloud": sum(used(p.pid) for p in cloud.procs),
+        "broker": used(broker.proc.pid if broker.proc else None),
+        "district_nodes": used(os.getpid()),
+    }
+
+
 def run(
     covers: int = 16_000,
     cells: int = 1191,
@@ -259,13 +276,15 @@ def run(
     nodes: int = 1,
     workers: int = 0,
     db: str = "sqlite",
+    rate: float = 1.0,
 ) -> dict[str, Any]:
     """The district against one cloud process; with ``nodes``/``workers`` beyond one process, the same district
     against that cloud too, on PostgreSQL, side by side with one process on PostgreSQL, in the same run."""
     district = generate(DistrictSpec(covers=covers, cells=cells, site="district"))
-    args = dict(period_h=period_h, speed=speed, faults=faults, heartbeat_s=heartbeat_s)
+    # ``rate``: every node reports that many times as often (the district's message rate, multiplied)
+    args = dict(period_h=period_h, speed=speed, faults=faults, heartbeat_s=heartbeat_s / rate)
     if nodes <= 1 and workers == 0:
-        return {"bench": "fleet", **one(district, 1, 0, db, backlog_h=backlog_h, **args)}  # type: ignore[arg-type]
+        return {"bench": "fleet", "rate": rate, **one(district, 1, 0, db, backlog_h=backlog_h, **args)}  # type: ignore[arg-type]
     single = one(district, 1, 0, "postgresql", backlog_h=0, **args)  # type: ignore[arg-type]
     several = one(district, nodes, workers, "postgresql", backlog_h=0, **args)  # type: ignore[arg-type]
     return {
@@ -327,7 +346,10 @@ def one(
                 await task
 
             t1 = time.monotonic()
+            cpu0 = cpu_seconds(cloud, broker)
             asyncio.run(drive())
+            drive_s = time.monotonic() - t1
+            cpu = {k: round((v - cpu0[k]) / drive_s, 2) for k, v in cpu_seconds(cloud, broker).items()}
             # the cloud has everything when its stored count stops at what was sent
             stored = 0
             deadline = time.monotonic() + 60
@@ -366,6 +388,9 @@ def one(
         "cloud_rss_mb": round(max(cloud.peak.values(), default=0.0), 1),
         "cloud_rss_mb_all_processes": round(sum(cloud.peak.values()), 1),
         "mean_alarm_ms": round(statistics.fmean(latencies), 1) if latencies else None,
+        "offered_msgs_per_s": round(len(district.covers) * speed / heartbeat_s, 1),
+        # cores each part kept busy while the district ran (this machine has two, shared by all three)
+        "cpu_cores": cpu,
         "targets": {"alarm_to_console_ms_p99": 1000, "lost": 0, "cloud_rss_mb": 500},
     }
     if gw:

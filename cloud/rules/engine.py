@@ -14,6 +14,7 @@ leaves the state as the readings applied so far made it), and a rate window is k
 from __future__ import annotations
 
 import bisect
+import heapq
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -82,6 +83,13 @@ class RuleEngine:
         self._by_type: dict[str, list[Rule]] = {}
         self._absence = [r for r in self.rules if isinstance(r.when, Absence)]
         self._combos = [r for r in self.rules if isinstance(r.when, Combination)]
+        self._by_id = {r.id: r for r in self.rules}
+        # the timer looks only at what can be due (a whole district's devices every second was a tenth of a busy
+        # node's time): absence by a heap of (when due, rule, device), checked again when popped (the device may
+        # have spoken since); threshold durations by the set of breaches waiting for theirs
+        self._due: list[tuple[int, str, str]] = []
+        self._unscheduled: set[str] = set(self.seen)  # devices whose absence is not yet in the heap
+        self._waiting = {k for k, st in self.state.items() if st.pending_ms is not None and not st.active}
         for r in self.rules:
             if isinstance(r.when, Threshold | Rate):
                 self._by_metric.setdefault(r.when.metric, []).append(r)
@@ -126,6 +134,11 @@ class RuleEngine:
             and (not m.subtypes or self.subtype_of(device) in m.subtypes)
         )
 
+    def _see(self, device: str, site: str, kind: str) -> None:
+        if device not in self.seen:
+            self._unscheduled.add(device)
+        self.seen[device] = (site, kind)
+
     def _st(self, rule: Rule, device: str) -> State:
         key = (rule.id, device)
         st = self.state.get(key)
@@ -148,6 +161,7 @@ class RuleEngine:
         st.active = active
         st.since_ms = at
         st.pending_ms = None
+        self._waiting.discard((rule.id, device))
         out.append(Transition(rule, device, site, active, at, value, reason))
 
     # --- observations ------------------------------------------------------------------------------
@@ -155,7 +169,7 @@ class RuleEngine:
     def observe_reading(
         self, site: str, kind: str, device: str, metric: str, value: float, at: int
     ) -> list[Transition]:
-        self.seen[device] = (site, kind)
+        self._see(device, site, kind)
         out: list[Transition] = []
         state = self.state
         evaluated = 0
@@ -180,7 +194,7 @@ class RuleEngine:
     def observe_message(
         self, site: str, kind: str, device: str, type_: str, body: dict[str, Any], at: int
     ) -> list[Transition]:
-        self.seen[device] = (site, kind)
+        self._see(device, site, kind)
         out: list[Transition] = []
         for rule, check in self._pick("absence", type_, kind):  # anything from the device ends its silence
             if not check or self._rest(rule, site, device):
@@ -206,43 +220,43 @@ class RuleEngine:
             out += self._combine(device, site, kind, at)
         return out
 
-    def tick(self, now: int, devices: Iterable[tuple[str, str, str]] = ()) -> list[Transition]:
+    def tick(self, now: int, devices: Iterable[tuple[str, str, str]] = (), *, loaded: bool = False) -> list[Transition]:
         """Timer: absence, and threshold durations that elapsed with no new reading.
-        ``devices`` (device, site, kind) adds registered devices never heard from."""
+        ``devices`` (device, site, kind) adds registered devices never heard from. ``loaded``: the state holds
+        just what the database found due for these devices (:mod:`cloud.rules.shared`): look at all of it."""
         for d, s, k in devices:
-            self.seen.setdefault(d, (s, k))
+            if d not in self.seen:
+                self._see(d, s, k)
         out: list[Transition] = []
-        for rule in self._absence:
-            a = rule.when
-            assert isinstance(a, Absence)
-            for device, (site, kind) in self.seen.items():
-                if not self.matches(rule, site, kind, device):
-                    continue
-                st = self._st(rule, device)
-                if st.last_ms is None:  # first learned of now: its silence counts from here
-                    st.last_ms = now
-                last = st.last_ms
-                if not st.active and now - last >= a.after_s * 1000:
-                    self._flip(
-                        out,
-                        rule,
-                        device,
-                        site,
-                        st,
-                        True,
-                        now,
-                        (now - last) / 1000,
-                        f"nothing for {(now - last) / 1000:.0f} s",
-                    )
-        for (rule_id, device), st in list(self.state.items()):
-            if st.pending_ms is None or st.active:
+        if loaded:
+            self._unscheduled.clear()  # the database keeps the times; nothing is scheduled here
+            for rule in self._absence:
+                for device, (site, kind) in self.seen.items():
+                    if self.matches(rule, site, kind, device):
+                        self._absent(out, rule, device, site, now)
+            waiting = [k for k, st in self.state.items() if st.pending_ms is not None and not st.active]
+        else:
+            self._schedule(now)
+            while self._due and self._due[0][0] <= now:
+                _when, rule_id, device = heapq.heappop(self._due)
+                absence = self._by_id.get(rule_id)
+                if absence is None or device not in self.seen:
+                    continue  # a rule since removed
+                silent = self._absent(out, absence, device, self.seen[device][0], now)
+                after = int(absence.when.after_s * 1000)  # type: ignore[union-attr]
+                # next look: when its silence would last long enough (the device spoke since), else (raised, or
+                # raised now) a whole period on: it stays raised until the device speaks, whatever the heap says
+                last = silent.last_ms if silent.last_ms is not None else now
+                nxt = last + after if last + after > now else now + after
+                heapq.heappush(self._due, (nxt, rule_id, device))
+            waiting = list(self._waiting)
+        for rule_id, device in waiting:
+            pending = self.state.get((rule_id, device))
+            pending_rule = self._by_id.get(rule_id)
+            if pending is None or pending.pending_ms is None or pending.active or pending_rule is None:
+                self._waiting.discard((rule_id, device))
                 continue
-            pending_rule = next((r for r in self.rules if r.id == rule_id), None)
-            if (
-                pending_rule is not None
-                and isinstance(pending_rule.when, Threshold)
-                and now - st.pending_ms >= pending_rule.when.for_s * 1000
-            ):
+            if isinstance(pending_rule.when, Threshold) and now - pending.pending_ms >= pending_rule.when.for_s * 1000:
                 th = pending_rule.when
                 site, _kind = self.seen.get(device, ("", ""))
                 self._flip(
@@ -250,10 +264,10 @@ class RuleEngine:
                     pending_rule,
                     device,
                     site,
-                    st,
+                    pending,
                     True,
                     now,
-                    st.last_value,
+                    pending.last_value,
                     f"{th.metric} beyond the limit for {th.for_s:g} s",
                 )
         for device, (site, kind) in {t.device: self.seen[t.device] for t in out if t.device in self.seen}.items():
@@ -279,10 +293,13 @@ class RuleEngine:
                 self._flip(out, rule, device, site, st, False, at, v, f"{c.metric} {v:g} back within limits")
             return
         if not breach:
-            st.pending_ms = None
+            if st.pending_ms is not None:
+                st.pending_ms = None
+                self._waiting.discard((rule.id, device))
             return
         if st.pending_ms is None:
             st.pending_ms = at
+            self._waiting.add((rule.id, device))
         if at - st.pending_ms >= c.for_s * 1000:
             limit = c.above if c.above is not None else c.below
             self._flip(out, rule, device, site, st, True, at, v, f"{c.metric} {v:g} beyond {limit:g}")
@@ -309,6 +326,34 @@ class RuleEngine:
             self._flip(out, rule, device, site, st, True, at, per_min, f"{c.metric} changing {per_min:+.2f}/min")
         elif not fast and st.active:
             self._flip(out, rule, device, site, st, False, at, per_min, f"{c.metric} rate back to {per_min:+.2f}/min")
+
+    def _schedule(self, now: int) -> None:
+        """Put the absence of devices heard of since the last tick into the heap (their silence counts from
+        their last message, or from now when there was none)."""
+        for device in self._unscheduled:
+            site, kind = self.seen[device]
+            for rule in self._absence:
+                if not self.matches(rule, site, kind, device):
+                    continue
+                st = self._st(rule, device)
+                if st.last_ms is None:  # first learned of now: its silence counts from here
+                    st.last_ms = now
+                heapq.heappush(self._due, (st.last_ms + int(rule.when.after_s * 1000), rule.id, device))  # type: ignore[union-attr]
+        self._unscheduled.clear()
+
+    def _absent(self, out: list[Transition], rule: Rule, device: str, site: str, now: int) -> State:
+        """Raise ``rule``'s absence for ``device`` when its silence has lasted long enough."""
+        a = rule.when
+        assert isinstance(a, Absence)
+        st = self._st(rule, device)
+        if st.last_ms is None:  # first learned of now: its silence counts from here
+            st.last_ms = now
+        last = st.last_ms
+        if not st.active and now - last >= a.after_s * 1000:
+            self._flip(
+                out, rule, device, site, st, True, now, (now - last) / 1000, f"nothing for {(now - last) / 1000:.0f} s"
+            )
+        return st
 
     def _combine(self, device: str, site: str, kind: str, at: int) -> list[Transition]:
         out: list[Transition] = []

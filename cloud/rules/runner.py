@@ -211,7 +211,7 @@ class RuleRunner:
             due = sorted(shared.due(conn, self.engine.rules, now))
         for group in shared.chunks(due):
             seen = {d: where[d] for d in group if d in where}
-            self._shared(group, lambda: self.engine.tick(now), seen)
+            self._shared(group, lambda: self.engine.tick(now, loaded=True), seen)
 
     # --- actions -----------------------------------------------------------------------------------
 

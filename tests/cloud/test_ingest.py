@@ -247,4 +247,14 @@ def test_a_batch_is_logged_as_sent_whatever_its_text(db_url: str) -> None:
         rows = conn.execute(select(t.telemetry.c.value, t.telemetry.c.unit).order_by(t.telemetry.c.ts)).all()
     assert body["message"] == text and body["details"] == {"note": text, "n": 2**40}
     assert [(r.value, r.unit) for r in rows] == [(-0.5 * i, "°C") for i in range(300)]
+
+    def last_seen() -> int:
+        with engine.connect() as conn:
+            return int(conn.execute(select(t.devices.c.last_seen_ms).where(t.devices.c.id == "gate-01")).scalar_one())
+
+    assert last_seen() == 5
+    for seq, received, expected in ((3, 4, 5), (4, 9, 9)):  # a message that arrived late does not move it back
+        late = envelope(DeviceEvent(code="door.note"), dev="gate-01", seq=seq)
+        store.write_batch([Inbound(topic("riverside", "gate-01", "evt"), encode(late), received)])
+        assert last_seen() == expected
     engine.dispose()

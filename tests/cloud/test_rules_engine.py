@@ -97,6 +97,34 @@ rules:
     assert ("gateway-silent", True) in states(e.tick(800 * S))
 
 
+def test_absence_follows_each_device_through_silence_and_speech() -> None:
+    """The timer keeps only what can be due: a device that keeps speaking is never raised; one that falls silent
+    again after recovering is raised again a full period after it last spoke, not earlier, not never; and the
+    same holds for a district of devices after the rules are reloaded."""
+    e = engine("""
+rules:
+  - id: node-silent
+    match: {kinds: [manhole]}
+    when: {type: absence, after_s: 100}
+""")
+    for t in range(0, 1000, 50):  # mh-1 speaks every 50 s
+        e.observe_message("s", "manhole", "mh-1", "manhole.reading", {}, t * S)
+        assert e.tick(t * S + 1) == []
+    e.observe_message("s", "manhole", "mh-2", "manhole.reading", {}, 0)
+    assert states(e.tick(100 * S)) == [("node-silent", True)]  # mh-2 (mh-1 spoke at 50)
+    assert states(e.observe_message("s", "manhole", "mh-2", "manhole.reading", {}, 130 * S)) == [("node-silent", False)]
+    assert e.tick(229 * S) == []
+    fired = e.tick(230 * S)
+    assert [(t.device, t.active) for t in fired] == [("mh-2", True)]
+    e.load(
+        load_rules("rules:\n  - {id: node-silent, match: {kinds: [manhole]}, when: {type: absence, after_s: 100}}\n")
+    )
+    many = [(f"mh-{i}", "s", "manhole") for i in range(3, 2003)]
+    assert e.tick(300 * S, devices=many) == []
+    raised = e.tick(400 * S)
+    assert {t.device for t in raised if t.active} == {d for d, _s, _k in many}
+
+
 def test_combination_within_a_window() -> None:
     e = engine("""
 rules:
