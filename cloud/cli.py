@@ -139,23 +139,25 @@ def ingest(
     svc.start()
     _tune_gc()
     host, port, _user, _password = settings.ingest_broker
-    worker = svc.new_worker(worker_id, shared=True)
-    svc.workers.append(worker)  # its health and gauges, the stall alarm
+    workers = svc.new_workers(worker_id, shared=True)
+    svc.workers.extend(workers)  # their health and gauges, the stall alarm
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_a: stop.set())
     signal.signal(signal.SIGINT, lambda *_a: stop.set())
-    worker.start()
+    for w in workers:
+        w.start()
     health.start()
     typer.echo(f"connecting to the broker at {host}:{port} …", err=True)
-    if not worker.connected.wait(30):
+    if not all(w.connected.wait(30) for w in workers):
         typer.echo(
             f"error: cannot reach the broker at {host}:{port}; check CE_INGEST_BROKER_URL (or CE_BROKER_URL)", err=True
         )
         health.stop()
         svc.stop()
         raise typer.Exit(1)
+    topics = ", ".join(t for w in workers for t in w.topics)
     typer.echo(
-        f"ingest worker {worker.client_id} subscribed to {worker.topic} at {host}:{port}; "
+        f"ingest worker {worker_id} subscribed to {topics} at {host}:{port}; "
         f"health at http://{health_host}:{health.port}/healthz",
         err=True,
     )

@@ -22,7 +22,7 @@ from cloud.gate.service import SUBJECT_LOGS, GateService
 from cloud.gate.vault import FaceVault
 from cloud.ingest.health import IngestWatch, ingest_report, node_health
 from cloud.ingest.store import BatchResult, Store, now_ms
-from cloud.ingest.worker import IngestWorker
+from cloud.ingest.worker import LANES, IngestWorker
 from cloud.leader import Leadership
 from cloud.live import LiveHub
 from cloud.live_bridge import PgLiveBridge
@@ -37,6 +37,7 @@ from cloud.tsdb import TsdbExporter
 from cloud.updates.service import Updates
 from cloud.workorders.service import WorkOrders
 from protocol.signing import public_key_b64
+from protocol.topics import UPLINK
 
 log = logging.getLogger("civicedge.cloud")
 RETENTION_EVERY_S = 3600.0
@@ -123,9 +124,9 @@ class CloudService:
         if not self.start_mqtt:
             return
         for i in range(s.ingest_workers):
-            w = self.new_worker(f"{os.uname().nodename}-{i}")
-            w.start()
-            self.workers.append(w)
+            for w in self.new_workers(f"{os.uname().nodename}-{i}"):
+                w.start()
+                self.workers.append(w)
         self.provisioning.start()
         self.commands = CommandPublisher(
             self.engine,
@@ -139,9 +140,14 @@ class CloudService:
         self.commands.start()
         self.updates.start()
 
-    def new_worker(self, worker_id: str, shared: bool | None = None) -> IngestWorker:
-        """An ingestion worker on this node's store; a stable ``worker_id`` keeps its broker session.
-        ``shared`` (default: when this node runs several workers) joins the shared-subscription group."""
+    def new_workers(self, worker_id: str, shared: bool | None = None) -> list[IngestWorker]:
+        """An ingestion worker on this node's store: one per lane (data, and alarms apart), each on its own broker
+        connection; a stable ``worker_id`` keeps their broker sessions. ``shared`` (default: when this node runs
+        several workers) joins the shared-subscription group."""
+        return [self.new_worker(worker_id, shared, lane) for lane in LANES]
+
+    def new_worker(self, worker_id: str, shared: bool | None = None, lane: str | None = None) -> IngestWorker:
+        """An ingestion worker for one lane (:data:`cloud.ingest.worker.LANES`), or for every uplink channel."""
         s = self.settings
         if shared is None:
             shared = s.ingest_workers > 1
@@ -150,7 +156,8 @@ class CloudService:
             self.store,
             host,
             port,
-            client_id=f"ingest-{worker_id}",
+            channels=LANES[lane] if lane else UPLINK,
+            client_id=f"ingest-{worker_id}" + (f"-{lane}" if lane and lane != "data" else ""),
             group=(s.ingest_share_group or "ingest") if shared or s.ingest_share_group else None,
             batch_rows=s.ingest_batch_rows,
             batch_ms=s.ingest_batch_ms,

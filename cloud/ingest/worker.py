@@ -29,10 +29,14 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from cloud.ingest.store import BatchResult, Decoded, Inbound, Store, database_failure, decode_batch, now_ms
-from protocol.topics import shared, subscription
+from protocol.topics import UPLINK, Channel, shared, subscription
 
 log = logging.getLogger("civicedge.cloud.ingest")
 _STOP = object()
+#: the lanes a node ingests on, each with its own broker connection: a device's alarm does not queue behind the
+#: district's readings (the broker delivers one connection's messages in order, so under a backlog an alarm on
+#: the same connection waits for every reading before it)
+LANES: dict[str, frozenset[Channel]] = {"data": UPLINK - {Channel.ALM}, "alarms": frozenset({Channel.ALM})}
 Item = tuple[Inbound, int, int]  # a message as received: what it was, its packet id, its QoS
 FAULT_EXIT_ENV = "CE_FAULT_EXIT_AFTER_BATCHES"
 
@@ -78,13 +82,15 @@ class IngestWorker:
         on_batch: Callable[[BatchResult], None] | None = None,
         queue_max: int = 5000,
         stall_s: float = 30.0,
+        channels: frozenset[Channel] = UPLINK,
     ) -> None:
         self.store = store
         self.host, self.port = host, port
         self.client_id = client_id
         # shared: several workers split the stream; plain: one worker whose persistent session survives a broker
         # restart (Mosquitto 2.0 restores plain subscriptions from persistence, not shared ones)
-        self.topic = shared(group, subscription()) if group else subscription()
+        filters = [subscription(channel=ch.value) for ch in sorted(channels, key=lambda c: c.value)]
+        self.topics = [shared(group, f) if group else f for f in filters]
         self.batch_rows = batch_rows
         self.batch_s = batch_ms / 1000
         self.on_batch = on_batch
@@ -130,7 +136,7 @@ class IngestWorker:
         if rc.is_failure:
             log.warning("ingest connect refused", extra={"rc": str(rc)})
             return
-        c.subscribe(self.topic, qos=1)
+        c.subscribe([(t, 1) for t in self.topics])
 
     def _on_disconnect(self, *_a: object) -> None:
         self.connected.clear()

@@ -72,7 +72,7 @@ def make_cloud(db_url: str, mosquitto: Mosquitto, tmp_path: Path) -> Iterator[Ma
         )
         client.__enter__()
         clients.append(client)
-        assert svc.workers[0].connected.wait(10) if svc.workers else True
+        assert all(w.connected.wait(10) for w in svc.workers)
         return svc, client
 
     yield make
@@ -137,7 +137,7 @@ def locked(tmp_path: Path, db_url: str) -> Iterator[Locked]:
     api = TestClient(app)
     api.__enter__()
     try:
-        assert svc.workers[0].connected.wait(10), "the ingestion worker could not log in to the locked broker"
+        assert all(w.connected.wait(10) for w in svc.workers), "ingestion could not log in to the locked broker"
         svc.auth.create_user("tech", "correct horse battery", "operator")
         r = api.post("/auth/login", json={"username": "tech", "password": "correct horse battery"})
         api.headers["X-CSRF-Token"] = r.json()["csrf"]

@@ -150,7 +150,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     svc = CloudService(settings)
     served = serve(create_app(service=svc))
     base = served.__enter__()
-    assert svc.workers[0].connected.wait(10)
+    assert all(w.connected.wait(10) for w in svc.workers)
     _seed(svc)
 
     board = IOBoardSim()
