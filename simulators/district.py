@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import itertools
 import math
 import random
 import time
@@ -227,7 +228,10 @@ class CoverFleet:
         self.faults: dict[str, Fault] = {}
         self.seq: dict[str, int] = {}
         self.sent = 0
-        self._queue: asyncio.Queue[tuple[str, bytes, str]] = asyncio.Queue(maxsize=10_000)
+        # what the nodes' radios send, faults first: every real node has its own radio, so a fault's reading and
+        # alarm never wait behind the district's heartbeats (here they share a few connections)
+        self._queue: asyncio.PriorityQueue[tuple[int, int, tuple[str, bytes, str]]] = asyncio.PriorityQueue(10_000)
+        self._order = itertools.count()
         self.by_node = {c.node: c for c in district.covers}
         self._bases: dict[str, tuple[float, float, float]] = {}
         self._inflight = 0  # publishes awaiting their PUBACK
@@ -264,25 +268,30 @@ class CoverFleet:
         """A fault now: the node reports the reading and its alarm at once (as the firmware wakes on motion)."""
         self.faults[node] = Fault(node, kind, time.monotonic() + (for_s or self.fault_s) / self.speed)
         value, threshold = {"tilt": (14.0, 5.0), "flood": (180.0, 150.0), "gas": (22.0, 10.0)}[kind]
-        await self._queue.put(self.reading(node))
-        await self._queue.put(
+        await self._send(self.reading(node), urgent=True)
+        await self._send(
             self._payload(
                 node,
                 ManholeAlarm.model_validate({"kind": kind, "active": True, "value": value, "threshold": threshold}),
                 "alm",
-            )
+            ),
+            urgent=True,
         )
 
     async def _clear(self, f: Fault) -> None:
         del self.faults[f.node]
-        await self._queue.put(self.reading(f.node))
-        await self._queue.put(
+        await self._send(self.reading(f.node), urgent=True)
+        await self._send(
             self._payload(
                 f.node,
                 ManholeAlarm.model_validate({"kind": f.kind, "active": False, "value": 0.0, "threshold": 0.0}),
                 "alm",
-            )
+            ),
+            urgent=True,
         )
+
+    async def _send(self, item: tuple[str, bytes, str], urgent: bool = False) -> None:
+        await self._queue.put((0 if urgent else 1, next(self._order), item))
 
     async def run(self, stop: asyncio.Event) -> None:
         nconn = max(1, math.ceil(len(self.d.covers) / self.per_connection))
@@ -308,7 +317,7 @@ class CoverFleet:
             now = time.monotonic()
             due = int((now - start) * rate) + 1
             while i < due:
-                await self._queue.put(self.reading(nodes[i % len(nodes)]))
+                await self._send(self.reading(nodes[i % len(nodes)]))
                 i += 1
             for f in [f for f in self.faults.values() if f.until <= now]:
                 await self._clear(f)
@@ -322,7 +331,7 @@ class CoverFleet:
             try:
                 async with aiomqtt.Client(self.host, self.port, identifier=f"district-nodes-{i}") as c:
                     while True:
-                        t, payload, _ch = await self._queue.get()
+                        _urgent, _n, (t, payload, _ch) = await self._queue.get()
                         self._inflight += 1
                         try:
                             await c.publish(t, payload, qos=1)
