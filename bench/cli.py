@@ -154,6 +154,8 @@ def fleet(
     workers: Annotated[int, typer.Option(min=0, help="standalone ingestion workers (cloud ingest)")] = 0,
     db: Annotated[str, typer.Option(help="sqlite or postgresql (several processes: always postgresql)")] = "sqlite",
     rate: Annotated[float, typer.Option(min=0.1, help="the district's message rate, multiplied")] = 1.0,
+    profile: Annotated[bool, typer.Option(help="sample the cloud with py-spy while the district runs")] = False,
+    capacity: Annotated[bool, typer.Option(help="then find the highest rate multiple the cloud holds")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="compact JSON")] = False,
 ) -> None:
     """The district against the cloud: messages/s, fault → console alarm latency, lost, cloud memory. With
@@ -172,6 +174,8 @@ def fleet(
         workers=workers,
         db=db,
         rate=rate,
+        profile=profile,
+        capacity=capacity,
     )
     print(json.dumps(report, indent=None if json_out else 2))
 

@@ -34,6 +34,7 @@ import psutil
 from sqlalchemy import Engine
 
 from bench.databases import pg_admin
+from bench.profile import Sampler
 from bench.stats import percentile
 from edge.outbox import Outbox
 from protocol.envelope import now_ms
@@ -256,12 +257,43 @@ def cpu_seconds(cloud: Cloud, broker: Mosquitto) -> dict[str, float]:
             t = psutil.Process(pid).cpu_times()
         except (psutil.Error, ValueError):
             return 0.0
-        return t.user + t.system
+        return float(t.user + t.system)
 
     return {
         "cloud": sum(used(p.pid) for p in cloud.procs),
         "broker": used(broker.proc.pid if broker.proc else None),
         "district_nodes": used(os.getpid()),
+    }
+
+
+def held(report: dict[str, Any]) -> bool:
+    """The cloud kept up: nothing lost, and every alarm on the console within a second (p99)."""
+    p99 = report.get("alarm_to_console_ms_p99")
+    return report.get("lost") == 0 and p99 is not None and p99 <= 1000
+
+
+def find_capacity(
+    district: Any, db: str, rate: float, passed: bool, speed: float, heartbeat_s: float, steps: int = 3
+) -> dict[str, Any]:
+    """The highest rate multiple the cloud holds (:func:`held`), by shorter runs (a quarter district hour, 80
+    faults) stepping up by a quarter from ``rate`` while it holds, or down by a fifth until it does."""
+    best = rate if passed else None
+    tried = {rate: passed}
+    up, r = passed, rate
+    for _ in range(steps):
+        r = round(r * (1.25 if up else 0.8), 2)
+        args = dict(period_h=0.25, speed=speed, faults=80, heartbeat_s=heartbeat_s / r)
+        print(f"  capacity: trying {r}x", file=sys.stderr)
+        tried[r] = ok = held(one(district, 1, 0, db, backlog_h=0, **args))  # type: ignore[arg-type]
+        if ok:
+            best = r
+        if ok != up:
+            break  # the verdict turned: the step before (going up) or this one (going down) is the capacity
+    offered = len(district.covers) / heartbeat_s
+    return {
+        "capacity_rate": best,
+        "capacity_msgs_per_s": round(best * offered, 1) if best else 0.0,
+        "capacity_steps": {str(k): v for k, v in sorted(tried.items())},
     }
 
 
@@ -277,6 +309,8 @@ def run(
     workers: int = 0,
     db: str = "sqlite",
     rate: float = 1.0,
+    profile: bool = False,
+    capacity: bool = False,
 ) -> dict[str, Any]:
     """The district against one cloud process; with ``nodes``/``workers`` beyond one process, the same district
     against that cloud too, on PostgreSQL, side by side with one process on PostgreSQL, in the same run."""
@@ -284,7 +318,11 @@ def run(
     # ``rate``: every node reports that many times as often (the district's message rate, multiplied)
     args = dict(period_h=period_h, speed=speed, faults=faults, heartbeat_s=heartbeat_s / rate)
     if nodes <= 1 and workers == 0:
-        return {"bench": "fleet", "rate": rate, **one(district, 1, 0, db, backlog_h=backlog_h, **args)}  # type: ignore[arg-type]
+        report = one(district, 1, 0, db, backlog_h=backlog_h, profile=profile, **args)  # type: ignore[arg-type]
+        out = {"bench": "fleet", "rate": rate, **report}
+        if capacity:
+            out |= find_capacity(district, db, rate, held(report), speed, heartbeat_s)
+        return out
     single = one(district, 1, 0, "postgresql", backlog_h=0, **args)  # type: ignore[arg-type]
     several = one(district, nodes, workers, "postgresql", backlog_h=0, **args)  # type: ignore[arg-type]
     return {
@@ -306,6 +344,7 @@ def one(
     faults: int,
     heartbeat_s: float,
     backlog_h: float,
+    profile: bool = False,
 ) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="ce-bench-fleet-"))
     print(f"  cloud: {nodes} node(s), {workers} standalone worker(s), {db}", file=sys.stderr)
@@ -346,10 +385,13 @@ def one(
                 await task
 
             t1 = time.monotonic()
+            # where the (first) cloud process's time goes while the district runs: sampled from outside
+            sampler = Sampler(cloud.procs[0].pid, max(5.0, real_s - 2), work / "profile.txt") if profile else None
             cpu0 = cpu_seconds(cloud, broker)
             asyncio.run(drive())
             drive_s = time.monotonic() - t1
             cpu = {k: round((v - cpu0[k]) / drive_s, 2) for k, v in cpu_seconds(cloud, broker).items()}
+            profiled = sampler.result() if sampler is not None else None
             # the cloud has everything when its stored count stops at what was sent
             stored = 0
             deadline = time.monotonic() + 60
@@ -393,6 +435,8 @@ def one(
         "cpu_cores": cpu,
         "targets": {"alarm_to_console_ms_p99": 1000, "lost": 0, "cloud_rss_mb": 500},
     }
+    if profiled is not None:
+        out["profile"] = profiled
     if gw:
         out |= {
             "edge_rss_mb": gw["edge_rss_mb"],

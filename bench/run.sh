@@ -13,8 +13,12 @@ fi
 out=$(mktemp -d)
 pairs=()
 status=0
+declare -A seen=()
 for b in "${benches[@]}"; do
     name=${b%% *}
+    # the same benchmark twice (e.g. two fleet runs): fleet, fleet_2, …
+    seen[$name]=$(( ${seen[$name]:-0} + 1 ))
+    [ "${seen[$name]}" -gt 1 ] && name="${name}_${seen[$name]}"
     echo "== civicedge bench $b" >&2
     if ! $BIN/civicedge bench $b --json > "$out/$name.json"; then
         echo "bench $name failed" >&2
