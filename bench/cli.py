@@ -164,6 +164,8 @@ def fleet(
 
     if db not in ("sqlite", "postgresql"):
         raise typer.BadParameter("use sqlite or postgresql", param_hint="--db")
+    if (nodes > 1 or workers) and (profile or capacity):
+        raise typer.BadParameter("--profile and --capacity are for one cloud process (no --nodes/--workers)")
     report = run(
         covers=covers,
         cells=cells,

@@ -17,7 +17,8 @@ _names = itertools.count()
 
 
 def pg_admin() -> str:
-    return os.environ.get(PG_ADMIN_ENV, PG_ADMIN_DEFAULT)
+    """The server's admin URL: CE_BENCH_PG_ADMIN, else the tests' CE_TEST_PG_ADMIN, else the local default."""
+    return os.environ.get(PG_ADMIN_ENV) or os.environ.get("CE_TEST_PG_ADMIN") or PG_ADMIN_DEFAULT
 
 
 @contextlib.contextmanager

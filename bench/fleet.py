@@ -266,10 +266,13 @@ def cpu_seconds(cloud: Cloud, broker: Mosquitto) -> dict[str, float]:
     }
 
 
+TARGETS = {"alarm_to_console_ms_p99": 1000, "lost": 0, "cloud_rss_mb": 500}
+
+
 def held(report: dict[str, Any]) -> bool:
-    """The cloud kept up: nothing lost, and every alarm on the console within a second (p99)."""
+    """The cloud kept up: nothing lost, and alarms on the console within the target (p99)."""
     p99 = report.get("alarm_to_console_ms_p99")
-    return report.get("lost") == 0 and p99 is not None and p99 <= 1000
+    return report.get("lost") == 0 and p99 is not None and p99 <= TARGETS["alarm_to_console_ms_p99"]
 
 
 def find_capacity(
@@ -289,10 +292,12 @@ def find_capacity(
             best = r
         if ok != up:
             break  # the verdict turned: the step before (going up) or this one (going down) is the capacity
-    offered = len(district.covers) / heartbeat_s
+    offered = len(district.covers) * speed / heartbeat_s  # messages per second at 1x
     return {
         "capacity_rate": best,
         "capacity_msgs_per_s": round(best * offered, 1) if best else 0.0,
+        # every step up held: the capacity is at least this (more steps would find where it ends)
+        "capacity_at_least": bool(best) and all(tried.values()),
         "capacity_steps": {str(k): v for k, v in sorted(tried.items())},
     }
 
@@ -327,10 +332,14 @@ def run(
     several = one(district, nodes, workers, "postgresql", backlog_h=0, **args)  # type: ignore[arg-type]
     return {
         "bench": "fleet",
+        "rate": rate,
+        # judged on the scaled-out cloud (the one-process run beside it is the yardstick)
+        "alarm_to_console_ms_p99": several["alarm_to_console_ms_p99"],
+        "lost": several["lost"],
         "one_process": single,
         "scaled_out": several,
         "msgs_per_s_ratio": round(several["msgs_per_s"] / single["msgs_per_s"], 2) if single["msgs_per_s"] else None,
-        "targets": {"alarm_to_console_ms_p99": 1000, "lost": 0},
+        "targets": {"alarm_to_console_ms_p99": TARGETS["alarm_to_console_ms_p99"], "lost": 0},
     }
 
 
@@ -433,7 +442,7 @@ def one(
         "offered_msgs_per_s": round(len(district.covers) * speed / heartbeat_s, 1),
         # cores each part kept busy while the district ran (this machine has two, shared by all three)
         "cpu_cores": cpu,
-        "targets": {"alarm_to_console_ms_p99": 1000, "lost": 0, "cloud_rss_mb": 500},
+        "targets": TARGETS,
     }
     if profiled is not None:
         out["profile"] = profiled

@@ -255,7 +255,7 @@ def run(
     runs = (one, two, single)
     return {
         "bench": "ingest",
-        "store": db,
+        "db": db,
         "messages": per_pub * publishers,
         "readings_per_message": per,
         "publishers": publishers,

@@ -9,6 +9,7 @@ any other (rates, ratios, improvements) at or above.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -26,11 +27,20 @@ TARGETS: dict[str, dict[str, float]] = {
     "fleet": {"alarm_to_console_ms_p99": 1000, "lost": 0, "cloud_rss_mb": 500},
     "fuzz": {"failing_operations": 0},
 }
-AT_MOST = ("_ms", "_s_", "_s", "lost", "duplicates", "rss", "err", "overhead", "false_alarms", "failing")
+#: words that make a metric one to keep low whatever else its name says (overhead_ratio, lost, rss_mb…)
+AT_MOST_WORDS = ("lost", "duplicates", "rss", "err", "overhead", "false_alarms", "failing")
+#: a time: a unit as a whole word of the name (decision_ms_p99, retrieval_s_p99, per_message_us_1000_rules)
+_TIME = re.compile(r"(^|_)(ms|s|us)(_|$)")
 
 
 def at_most(metric: str) -> bool:
-    return any(k in metric for k in AT_MOST) and "per_s" not in metric
+    """True when ``metric`` must stay at or below its target (a time, a size, a loss); False for rates, ratios
+    and improvements, which must reach it."""
+    if any(k in metric for k in AT_MOST_WORDS):
+        return True
+    if "per_s" in metric or "ratio" in metric:
+        return False
+    return _TIME.search(metric) is not None
 
 
 def rows(name: str, report: dict[str, Any]) -> list[tuple[str, str, Any, Any, str]]:
@@ -47,10 +57,13 @@ def rows(name: str, report: dict[str, Any]) -> list[tuple[str, str, Any, Any, st
 
 
 def _find(report: dict[str, Any], metric: str) -> Any:
-    if isinstance(report.get(metric), int | float):
-        return report[metric]
-    for v in report.values():  # one level down (e.g. {"one_worker": {...}})
-        if isinstance(v, dict) and isinstance(v.get(metric), int | float):
+    """The metric at the top of the report, else one level down (e.g. {"one_worker": {...}}), never in the
+    report's targets; None (not measured) when it is missing or null."""
+    if metric in report:
+        value = report[metric]
+        return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+    for key, v in report.items():
+        if key != "targets" and isinstance(v, dict) and isinstance(v.get(metric), int | float):
             return v[metric]
     return None
 

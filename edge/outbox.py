@@ -229,11 +229,16 @@ class Outbox:
         return fut
 
     def put_many(self, bodies: Iterable[Body], *, lane: Lane | None = None) -> asyncio.Future[list[int]]:
-        """Commit several messages in one call (await the result: their seqs, in order), for a producer that has
-        many at once (a unit's events, a burst of readings): one future and one wake-up for all of them, and all
-        in the same transaction — committed together or refused together."""
+        """Commit several messages of one lane in one call (await the result: their seqs, in order), for a
+        producer that has many at once (a unit's events, a burst of readings): one future and one wake-up for all
+        of them, and all in the same transaction — committed together or refused together."""
         fut: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
         many = [self._encode(body, None, lane, fut, many=True) for body in bodies]
+        if len({p.lane for p in many}) > 1:
+            # whole or nothing across lanes would let a refused reading take an alarm down with it
+            raise ValueError(
+                "put_many takes messages of one lane (alarms, events, telemetry or bulk): call it per lane"
+            )
         if not many:
             fut.set_result([])
             return fut

@@ -158,6 +158,13 @@ def database_failure(exc: BaseException) -> bool:
             return state[:2] in _DATABASE_SQLSTATES
         # SQLite (no SQLSTATE): locked, busy, disk I/O, disk full and a missing file are all OperationalError
         return isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError)
+    if type(exc).__module__.startswith("psycopg"):  # the driver's own error (COPY runs on its connection)
+        state = getattr(exc, "sqlstate", None)
+        if isinstance(state, str) and state:
+            return state[:2] in _DATABASE_SQLSTATES
+        import psycopg
+
+        return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
     return isinstance(exc, sa_exc.DisconnectionError | sa_exc.TimeoutError | MemoryError | ConnectionError)
 
 

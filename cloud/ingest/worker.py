@@ -89,6 +89,7 @@ class IngestWorker:
         self.client_id = client_id
         # shared: several workers split the stream; plain: one worker whose persistent session survives a broker
         # restart (Mosquitto 2.0 restores plain subscriptions from persistence, not shared ones)
+        self._group = group
         filters = [subscription(channel=ch.value) for ch in sorted(channels, key=lambda c: c.value)]
         self.topics = [shared(group, f) if group else f for f in filters]
         self.batch_rows = batch_rows
@@ -136,6 +137,11 @@ class IngestWorker:
         if rc.is_failure:
             log.warning("ingest connect refused", extra={"rc": str(rc)})
             return
+        # a session kept from before the lanes (one filter for every channel) would bring alarms to this lane
+        # too, behind its readings: drop it (the broker answers an unknown filter with success)
+        legacy = {subscription(), *(shared(g, subscription()) for g in [self._group] if g)} - set(self.topics)
+        if legacy:
+            c.unsubscribe(sorted(legacy))
         c.subscribe([(t, 1) for t in self.topics])
 
     def _on_disconnect(self, *_a: object) -> None:

@@ -82,12 +82,14 @@ class RuleEngine:
         self._by_metric: dict[str, list[Rule]] = {}
         self._by_type: dict[str, list[Rule]] = {}
         self._absence = [r for r in self.rules if isinstance(r.when, Absence)]
+        self._absence_types = {r.when.message_type for r in self._absence if r.when.message_type}  # type: ignore[union-attr]
         self._combos = [r for r in self.rules if isinstance(r.when, Combination)]
         self._by_id = {r.id: r for r in self.rules}
         # the timer looks only at what can be due (a whole district's devices every second was a tenth of a busy
         # node's time): absence by a heap of (when due, rule, device), checked again when popped (the device may
         # have spoken since); threshold durations by the set of breaches waiting for theirs
         self._due: list[tuple[int, str, str]] = []
+        self._scheduled: set[tuple[str, str]] = set()  # (rule, device) in the heap (each once)
         self._unscheduled: set[str] = set(self.seen)  # devices whose absence is not yet in the heap
         self._waiting = {k for k, st in self.state.items() if st.pending_ms is not None and not st.active}
         for r in self.rules:
@@ -100,6 +102,11 @@ class RuleEngine:
         self._index: dict[tuple[str, str, str], tuple[tuple[Rule, bool], ...]] = {}
 
     def _pick(self, what: str, key: str, kind: str) -> tuple[tuple[Rule, bool], ...]:
+        # only names some rule uses are remembered: a device sending made-up metrics or types must not grow this
+        if (what == "metric" and key not in self._by_metric) or (what == "type" and key not in self._by_type):
+            return ()
+        if what == "absence" and key not in self._absence_types:
+            key = ""  # every type no absence rule names picks the same rules
         got = self._index.get((what, key, kind))
         if got is None:
             if what == "metric":
@@ -134,10 +141,21 @@ class RuleEngine:
             and (not m.subtypes or self.subtype_of(device) in m.subtypes)
         )
 
+    def forget_timers(self) -> None:
+        """Drop what the timer would look at next (when the state lives in the database, which says what is due)."""
+        self._unscheduled.clear()
+        self._waiting.clear()
+        self._due.clear()
+        self._scheduled.clear()
+
+    def reschedule(self, devices: Iterable[str]) -> None:
+        """Look again at which absence rules apply to ``devices`` (their asset's subtype changed)."""
+        self._unscheduled.update(d for d in devices if d in self.seen)
+
     def _see(self, device: str, site: str, kind: str) -> None:
-        if device not in self.seen:
+        if self.seen.get(device) != (site, kind):  # new, or moved, or its kind changed: which rules apply?
             self._unscheduled.add(device)
-        self.seen[device] = (site, kind)
+            self.seen[device] = (site, kind)
 
     def _st(self, rule: Rule, device: str) -> State:
         key = (rule.id, device)
@@ -225,8 +243,7 @@ class RuleEngine:
         ``devices`` (device, site, kind) adds registered devices never heard from. ``loaded``: the state holds
         just what the database found due for these devices (:mod:`cloud.rules.shared`): look at all of it."""
         for d, s, k in devices:
-            if d not in self.seen:
-                self._see(d, s, k)
+            self._see(d, s, k)
         out: list[Transition] = []
         if loaded:
             self._unscheduled.clear()  # the database keeps the times; nothing is scheduled here
@@ -240,10 +257,12 @@ class RuleEngine:
             while self._due and self._due[0][0] <= now:
                 _when, rule_id, device = heapq.heappop(self._due)
                 absence = self._by_id.get(rule_id)
-                if absence is None or device not in self.seen:
-                    continue  # a rule since removed
-                silent = self._absent(out, absence, device, self.seen[device][0], now)
-                after = int(absence.when.after_s * 1000)  # type: ignore[union-attr]
+                site, kind = self.seen.get(device, ("", ""))
+                if absence is None or device not in self.seen or not self.matches(absence, site, kind, device):
+                    self._scheduled.discard((rule_id, device))  # a rule since removed, or no longer this device's
+                    continue
+                silent = self._absent(out, absence, device, site, now)
+                after = max(1, int(absence.when.after_s * 1000))  # type: ignore[union-attr]
                 # next look: when its silence would last long enough (the device spoke since), else (raised, or
                 # raised now) a whole period on: it stays raised until the device speaks, whatever the heap says
                 last = silent.last_ms if silent.last_ms is not None else now
@@ -333,12 +352,13 @@ class RuleEngine:
         for device in self._unscheduled:
             site, kind = self.seen[device]
             for rule in self._absence:
-                if not self.matches(rule, site, kind, device):
+                if (rule.id, device) in self._scheduled or not self.matches(rule, site, kind, device):
                     continue
                 st = self._st(rule, device)
                 if st.last_ms is None:  # first learned of now: its silence counts from here
                     st.last_ms = now
-                heapq.heappush(self._due, (st.last_ms + int(rule.when.after_s * 1000), rule.id, device))  # type: ignore[union-attr]
+                self._scheduled.add((rule.id, device))
+                heapq.heappush(self._due, (st.last_ms + max(1, int(rule.when.after_s * 1000)), rule.id, device))  # type: ignore[union-attr]
         self._unscheduled.clear()
 
     def _absent(self, out: list[Transition], rule: Rule, device: str, site: str, now: int) -> State:

@@ -157,6 +157,7 @@ class RuleRunner:
                     out = evaluate()
                 finally:
                     self.engine.state, self.engine.seen = {}, {}
+                    self.engine.forget_timers()  # the database keeps what is due, not this process
             shared.save(conn, state, before)
             live = self._write_alarms(conn, out)
         self.ctx.stream.publish(live)  # committed: the consoles see a rule's alarm as they see a device's
@@ -180,6 +181,7 @@ class RuleRunner:
     def _refresh(self) -> None:
         if time.monotonic() - self._devices_at <= DEVICES_REFRESH_S:
             return
+        before = self.subtypes
         with self.db.connect() as conn:
             self.subtypes = {
                 r.device_id: r.subtype
@@ -193,6 +195,10 @@ class RuleRunner:
             ]
         self._devices_at = time.monotonic()
         self._silence_started = False
+        changed = {d for d in before.keys() | self.subtypes.keys() if before.get(d) != self.subtypes.get(d)}
+        if changed:
+            with self.lock:
+                self.engine.reschedule(changed)
 
     def _tick_shared(self, now: int) -> None:
         where = {d: (s, k) for d, s, k in self._devices}

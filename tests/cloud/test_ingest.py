@@ -258,3 +258,49 @@ def test_a_batch_is_logged_as_sent_whatever_its_text(db_url: str) -> None:
         store.write_batch([Inbound(topic("riverside", "gate-01", "evt"), encode(late), received)])
         assert last_seen() == expected
     engine.dispose()
+
+
+def test_the_drivers_own_errors_are_told_apart_from_a_bad_message() -> None:
+    """COPY runs on psycopg's own connection, so its errors arrive unwrapped: the database failing (timeout,
+    disk full, shutdown, deadlock, connection lost) is retried with the batch kept; a value the database refuses
+    is one message's fault (dead-lettered alone)."""
+    import psycopg
+    import psycopg.errors as pe
+
+    from cloud.ingest.store import database_failure
+
+    for failing in (pe.QueryCanceled, pe.DiskFull, pe.AdminShutdown, pe.DeadlockDetected, psycopg.OperationalError):
+        assert database_failure(failing("x")), failing
+    assert not database_failure(pe.NumericValueOutOfRange("x"))
+    assert not database_failure(pe.InvalidTextRepresentation("x"))
+
+
+async def test_a_session_from_before_the_lanes_does_not_bring_alarms_to_the_data_lane(
+    make_cloud: MakeCloud, mosquitto: Mosquitto
+) -> None:
+    """A node upgraded in place keeps its broker session (same client id): the one filter it held for every
+    channel is dropped on connect, so an alarm arrives on the alarm lane only (not also behind the readings)."""
+    import os
+    import threading
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    old = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"ingest-{os.uname().nodename}-0", clean_session=False)
+    acked = threading.Event()
+    old.on_subscribe = lambda *_a: acked.set()
+    old.connect(mosquitto.host, mosquitto.port)
+    old.loop_start()
+    old.subscribe("ce/v1/+/+/+", qos=1)
+    assert acked.wait(5), "the old session's subscription"
+    old.disconnect()
+    old.loop_stop()
+    svc, api = make_cloud()
+    register(api, "riverside", "gate-01")
+    env = envelope(AlarmRaise(key="gas", code="gas", severity="critical", message="gas"), dev="gate-01", seq=1)
+    await publish(mosquitto, [(topic("riverside", "gate-01", "alm"), encode(env))])
+    await until(lambda: count(svc, t.messages, t.messages.c.msg_id == env.id) == 1)
+    event = envelope(DeviceEvent(code="after"), dev="gate-01", seq=2)  # the data lane delivers in order after it
+    await publish(mosquitto, [(topic("riverside", "gate-01", "evt"), encode(event))])
+    await until(lambda: count(svc, t.messages, t.messages.c.msg_id == event.id) == 1)
+    assert svc.metrics.get("ce_ingest_duplicates_total") == 0

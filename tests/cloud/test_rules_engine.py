@@ -279,3 +279,27 @@ rules:
     subtypes["mh-1"] = "sewer"  # the registry says what it is
     assert r("south", "manhole", "mh-1", 2) == []  # another site
     assert r("north", "manhole", "mh-1", 3) == [("sewer-tilt", True)]
+
+
+def test_a_device_cannot_grow_the_engine_and_a_changed_device_is_watched_again() -> None:
+    """Plays a device that sends made-up metric and message names by the thousand: the engine remembers only
+    names its rules use. A device whose kind changes after it was first seen (auto-registered as a gateway,
+    corrected by an operator) gets the absence watch of its new kind. A zero-length absence does not spin."""
+    e = engine("""
+rules:
+  - id: node-silent
+    match: {kinds: [manhole]}
+    when: {type: absence, after_s: 100}
+  - id: blink
+    match: {kinds: [manhole]}
+    when: {type: absence, after_s: 0.0001}
+""")
+    for i in range(5000):
+        e.observe_reading("s", "manhole", "mh-9", f"made.up.{i}", 1.0, i)
+        e.observe_message("s", "manhole", "mh-9", f"made.up.{i}", {}, i)
+    assert len(e._index) <= 4
+    e.observe_message("s", "gateway", "gw-7", "health", {}, 0)
+    assert e.tick(1 * S) == []
+    e.observe_message("s", "manhole", "gw-7", "health", {}, 2 * S)  # now known as a cover node
+    fired = e.tick(103 * S)  # returns: the blink rule's near-zero wait did not loop forever
+    assert ("node-silent", "gw-7", True) in {(t.rule.id, t.device, t.active) for t in fired}

@@ -206,14 +206,18 @@ async def test_put_many_commits_in_order_in_one_call(tmp_path: Path) -> None:
 
 
 async def test_put_many_goes_in_whole_or_not_at_all(tmp_path: Path) -> None:
-    """With the budget full of alarms, a put_many that mixes an alarm with telemetry is refused whole: the caller
-    is never told "refused" about messages that are in fact queued."""
+    """With the budget full of alarms, a put_many of snapshots is refused whole (the caller is never told
+    "refused" about messages that are in fact queued), alarms still go in, and lanes are never mixed."""
     async with Outbox(tmp_path / "ob.db", "d", budget_bytes=32 * 1024) as ob:
         for i in range(300):
             await ob.put(alarm(i))
         depth = ob.depth()["alarm"]
         with pytest.raises(OutboxFull):
-            await ob.put_many([alarm(1000), snap(1)])
-        assert ob.depth()["alarm"] == depth and ob.depth()["bulk"] == 0
-        assert await ob.put_many([alarm(1001)])  # alarms alone still go in
-        assert ob.depth()["alarm"] == depth + 1
+            await ob.put_many([snap(1), snap(2)])
+        assert ob.depth()["bulk"] == 0
+        assert await ob.put_many([alarm(1001), alarm(1002)])  # alarms still go in
+        assert ob.depth()["alarm"] == depth + 2
+        # one lane a call: a refused snapshot can never take an alarm down with it
+        with pytest.raises(ValueError, match="one lane"):
+            ob.put_many([alarm(1003), snap(3)])
+        assert ob.depth()["alarm"] == depth + 2
