@@ -19,7 +19,8 @@ def outbox(
     rounds: Annotated[int, typer.Option(help="rounds; medians are reported")] = 3,
     json_out: Annotated[bool, typer.Option("--json", help="compact JSON")] = False,
 ) -> None:
-    """Committed enqueues/s, drain/s to a real Mosquitto, and drain / direct-publish ratio."""
+    """Committed enqueues/s (one message a call: enqueue_per_s; a hundred a call with put_many:
+    enqueue_batch_per_s, target 75,000), drain/s to a real Mosquitto, and drain / direct-publish ratio (≥ 0.7)."""
     from bench.outbox import run
 
     report = asyncio.run(run(messages, producers, drain_messages, rounds=rounds))
@@ -158,7 +159,10 @@ def fleet(
     capacity: Annotated[bool, typer.Option(help="then find the highest rate multiple the cloud holds")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="compact JSON")] = False,
 ) -> None:
-    """The district against the cloud: messages/s, fault → console alarm latency, lost, cloud memory. With
+    """The district against the cloud: messages/s stored (offered_msgs_per_s beside it), fault → console alarm
+    latency (p50/p99, target p99 ≤ 1,000 ms), lost, duplicates, cloud memory (≤ 500 MB), cores each part used
+    (cpu_cores). --rate multiplies the message rate; --capacity then steps it to the highest the cloud holds
+    (capacity_rate, capacity_msgs_per_s); --profile samples the cloud with py-spy (profile). With
     --nodes/--workers: the same against several processes, beside one process, in one run."""
     from bench.fleet import run
 
