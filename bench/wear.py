@@ -56,9 +56,17 @@ async def _run(work: Path, idle_s: float, busy_s: float, every_s: float, passage
     task = asyncio.create_task(agent.run())
     try:
         deadline = time.monotonic() + 60
-        while not (
-            agent.units and getattr(agent.units[0], "sim", None) and agent.uplink and agent.uplink.connected.is_set()
-        ):
+
+        def up() -> bool:  # the unit's camera open and its models loaded, the uplink connected
+            unit = agent.units[0] if agent.units else None
+            ready = (
+                unit is not None
+                and getattr(unit, "camera", None) is not None
+                and getattr(unit, "vision", None) is not None
+            )
+            return ready and agent.uplink is not None and agent.uplink.connected.is_set()
+
+        while not up():
             if time.monotonic() > deadline:
                 raise RuntimeError("the agent did not come up within 60 s")
             await asyncio.sleep(0.1)
