@@ -3,14 +3,12 @@ dead-lettered with its reason. Used by every ingestion worker."""
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Engine, select
 from sqlalchemy import exc as sa_exc
@@ -22,6 +20,7 @@ from cloud.events import (
     FaceEnrolled,
     SyncReported,
 )
+from cloud.ingest.bulk import BulkWriter
 from cloud.ingest.permits import refusal
 from cloud.ingest.routes import LOG_BODIES, ROUTES
 from cloud.ingest.routing import Context
@@ -36,55 +35,8 @@ from protocol.topics import UPLINK, Topic, parse
 
 log = logging.getLogger("civicedge.cloud.ingest")
 MAX_DEAD_PAYLOAD = 64 * 1024
-READING_COLUMNS = "device_id, metric, ts, value, unit, msg_id"
-MESSAGE_COLUMNS = ("msg_id", "site_id", "device_id", "type", "channel", "seq", "device_ts", "received_ms", "body")
-_PG_INSERT_MESSAGES = (
-    f"INSERT INTO messages ({', '.join(MESSAGE_COLUMNS)}) "
-    "SELECT m, si, d, ty, ch, sq, ts, r, b::json FROM unnest("
-    "%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::bigint[], %s::text[]"
-    ") AS u(m, si, d, ty, ch, sq, ts, r, b) ON CONFLICT (msg_id) DO NOTHING RETURNING msg_id"
-)
 #: how long a worker trusts its cached view of the device registry (site, kind, revoked)
 REGISTRY_CACHE_S = 30.0
-
-
-_PG_TOUCH = (
-    "UPDATE devices AS d SET last_seen_ms = u.seen FROM unnest(%s::text[], %s::bigint[]) AS u(id, seen) "
-    "WHERE d.id = u.id AND (d.last_seen_ms IS NULL OR d.last_seen_ms < u.seen)"
-)
-_TOUCH_ONE = "UPDATE devices SET last_seen_ms = ? WHERE id = ? AND (last_seen_ms IS NULL OR last_seen_ms < ?)"
-
-
-def _sqlite_touch() -> str | None:
-    """SQLite's one-statement update of ``last_seen_ms`` (UPDATE … FROM needs SQLite 3.33)."""
-    import sqlite3
-
-    if sqlite3.sqlite_version_info < (3, 33):
-        return None
-    return (
-        "UPDATE devices SET last_seen_ms = json_extract(u.value, '$[1]') FROM json_each(?) AS u "
-        "WHERE devices.id = json_extract(u.value, '$[0]') "
-        "AND (devices.last_seen_ms IS NULL OR devices.last_seen_ms < json_extract(u.value, '$[1]'))"
-    )
-
-
-def _sqlite_readings_insert() -> str:
-    """SQLite's insert of a batch's readings given as one JSON array of [device, metric, ts, value, unit, msg]."""
-    import sqlite3
-
-    if sqlite3.sqlite_version_info >= (3, 38):
-        cols = ", ".join(f"value ->> {i}" for i in range(6))
-    else:  # older SQLite (before the ->> operator)
-        cols = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(6))
-    return f"INSERT INTO telemetry ({READING_COLUMNS}) SELECT {cols} FROM json_each(?)"
-
-
-def _json_text(value: Any) -> str:
-    """A message body as JSON text (bodies come from the protocol's models: plain JSON types)."""
-    try:
-        return orjson.dumps(value).decode()
-    except TypeError:  # what orjson does not take (an integer beyond 64 bits): the standard library's way
-        return json.dumps(value)
 
 
 def now_ms() -> int:
@@ -263,16 +215,7 @@ class Store:
         #: collect new messages for the rules engine (set by the service when rules are loaded)
         self.collect_messages = False
         self.kinds: dict[str, str] = {}  # device id → kind, for rule matching
-        # readings go straight to the driver: building SQLAlchemy parameters for each of tens of thousands of rows
-        # a second costs more than the insert itself. PostgreSQL: COPY (its executemany sends and parses one
-        # statement per row, four times slower). SQLite: one statement over the batch's rows as one JSON array.
-        # The driver's executemany lets go of the interpreter around every row and must win it back from the
-        # worker's other threads each time (the network thread, the next batch's validation), which on a busy
-        # worker costs many times the insert; one statement lets go once, and the next batch is validated
-        # meanwhile. The values arrive exactly: JSON numbers as the shortest text that reads back the same double.
-        self._postgres = engine.dialect.name == "postgresql"
-        self._telemetry_sql = _sqlite_readings_insert()
-        self._touch_sql = _sqlite_touch()
+        self._bulk = BulkWriter(engine.dialect.name)  # a batch's rows, one statement each
         self.metrics = metrics or Metrics()
         self.auto_register = auto_register
         self.sites: dict[str, str] = {}  # device id → site id (known devices)
@@ -443,27 +386,6 @@ class Store:
                 ok.append((item, top, env))
         return ok
 
-    def _insert_messages(self, conn: Any, rows: list[dict[str, Any]]) -> set[str]:
-        """Log ``rows`` in ``messages``; the ids that were new (a message id stored before is skipped)."""
-        if not self._postgres:
-            stmt = self._insert(t.messages).on_conflict_do_nothing(index_elements=["msg_id"])
-            return {r[0] for r in conn.execute(stmt.returning(t.messages.c.msg_id), rows)}
-        # PostgreSQL: one statement with a column of values each, whatever the batch's size (a multi-row VALUES
-        # is a new statement text for every size, parsed by the driver each time: most of a batch's time)
-        columns = [[r[c] for r in rows] for c in MESSAGE_COLUMNS[:-1]]
-        columns.append([_json_text(r["body"]) for r in rows])
-        return {r[0] for r in conn.exec_driver_sql(_PG_INSERT_MESSAGES, tuple(columns))}
-
-    def _write_readings(self, conn: Any, readings: list[tuple[str, str, int, float, str | None, str]]) -> None:
-        """The batch's readings into ``telemetry``, inside the batch's transaction."""
-        if not self._postgres:
-            conn.exec_driver_sql(self._telemetry_sql, (orjson.dumps(readings).decode(),))
-            return
-        dbapi = conn.connection.driver_connection  # psycopg's own connection, in this transaction
-        with dbapi.cursor() as cur, cur.copy(f"COPY telemetry ({READING_COLUMNS}) FROM STDIN") as copy:
-            for row in readings:
-                copy.write_row(row)
-
     def _register(self, conn: Any, top: Topic) -> None:
         ins = self._insert
         conn.execute(ins(t.sites).values(id=top.site, name=top.site, created_ms=now_ms()).on_conflict_do_nothing())
@@ -495,7 +417,7 @@ class Store:
                     "body": body,
                 }
             )
-        new_ids = self._insert_messages(conn, rows)
+        new_ids = self._bulk.messages(conn, rows)
         res.stored = len(new_ids)
         res.duplicates = len(ok) - len(new_ids)
         readings: list[tuple[str, str, int, float, str | None, str]] = []
@@ -511,20 +433,10 @@ class Store:
             if self.collect_messages and not isinstance(env.body, m.TelemetryBatch):
                 res.messages.append((top.site, top.device, env.type, bodies[env.id], item.received_ms))
         if readings:
-            self._write_readings(conn, readings)
+            self._bulk.readings(conn, readings)
             res.readings = len(readings)
             if self.collect_points:
                 sites = {top.device: top.site for _i, top, _e in ok}
                 res.points.extend((sites[r[0]], r[0], r[1], r[3], r[2]) for r in readings)
         res.readings_rows = readings
-        self._touch(conn, sorted(last_seen.items()))
-
-    def _touch(self, conn: Any, seen: list[tuple[str, int]]) -> None:
-        """Each device's ``last_seen_ms`` moved on to when it was last heard in the batch: one statement for the
-        batch (a statement per device was a quarter of a busy district's ingestion), devices in id order."""
-        if self._postgres:
-            conn.exec_driver_sql(_PG_TOUCH, ([d for d, _ in seen], [ms for _, ms in seen]))
-        elif self._touch_sql is not None:
-            conn.exec_driver_sql(self._touch_sql, (orjson.dumps(seen).decode(),))
-        else:
-            conn.exec_driver_sql(_TOUCH_ONE, [(ms, d, ms) for d, ms in seen])
+        self._bulk.touch(conn, sorted(last_seen.items()))
