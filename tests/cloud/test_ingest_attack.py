@@ -234,6 +234,41 @@ def test_the_known_poison_messages_are_refused_and_the_alarm_after_them_is_store
     assert {r for r, _d in dead_reasons(store)} == {"schema"}
 
 
+def test_a_reading_the_database_refuses_is_dead_lettered_with_its_message_not_retried(store: Store) -> None:
+    """The readings go in by one bulk statement (PostgreSQL: COPY, whose errors come from the driver itself): a
+    reading the database refuses dead-letters its own message ``store_error``, once; the batch's other messages
+    and their readings are stored, and nothing is retried as if the database had failed."""
+    with store.engine.begin() as conn:
+        if store.engine.dialect.name == "postgresql":
+            conn.execute(
+                text(
+                    "CREATE FUNCTION refuse_reading() RETURNS trigger AS $$ BEGIN "
+                    "IF NEW.metric = 'poison' THEN RAISE EXCEPTION 'reading refused by the database'; END IF; "
+                    "RETURN NEW; END $$ LANGUAGE plpgsql"
+                )
+            )
+            conn.execute(
+                text(
+                    "CREATE TRIGGER refuse_reading BEFORE INSERT ON telemetry "
+                    "FOR EACH ROW EXECUTE FUNCTION refuse_reading()"
+                )
+            )
+        else:
+            conn.execute(
+                text(
+                    "CREATE TRIGGER refuse_reading BEFORE INSERT ON telemetry WHEN NEW.metric = 'poison' "
+                    "BEGIN SELECT RAISE(ABORT, 'reading refused by the database'); END"
+                )
+            )
+    good = [inbound(TelemetryBatch(readings=[Reading(metric="level", value=float(i), ts=1000 + i)])) for i in range(9)]
+    bad = inbound(TelemetryBatch(readings=[Reading(metric="poison", value=1.0, ts=5)]))
+    res = store.write_batch([i for i, _ in good[:4]] + [bad[0]] + [i for i, _ in good[4:]])
+    assert res.stored == 9 and res.dead == 1 and res.readings == 9
+    assert all(stored(store, m) for _, m in good) and not stored(store, bad[1])
+    ((reason, detail),) = dead_reasons(store)
+    assert reason == "store_error" and "reading refused by the database" in detail
+
+
 def test_a_message_the_database_refuses_is_dead_lettered_and_its_batch_committed(store: Store) -> None:
     """A value valid on the wire that the database still refuses (here a trigger plays that database) is
     dead-lettered ``store_error`` with the error; the other messages of its batch are stored."""
