@@ -31,6 +31,30 @@ def _summarise(err: ValidationError) -> str:
     return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
 
 
+def _parse(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError(Reason.MALFORMED_JSON, str(exc)[:200]) from None
+
+
+def _refusal(raw: bytes, exc: Exception) -> DecodeError:
+    """Why the validator refused ``raw``: not JSON, not an object, another schema version, an unknown message
+    type, or (the message type known) the schema itself."""
+    obj = _parse(raw)
+    if not isinstance(obj, dict):
+        return DecodeError(Reason.SCHEMA, f"payload is a JSON {type(obj).__name__}, not an object")
+    if obj.get("v") != SCHEMA_VERSION:
+        return DecodeError(Reason.UNSUPPORTED_VERSION, f"schema version {obj.get('v')!r}, expected 1")
+    kind = obj.get("type")
+    if not isinstance(kind, str) or kind not in ENVELOPES:
+        return DecodeError(Reason.UNKNOWN_TYPE, f"unknown message type {str(kind)[:64]!r}")
+    if isinstance(exc, ValidationError):
+        return DecodeError(Reason.SCHEMA, f"{kind}: {_summarise(exc)}")
+    # a validator met what it did not expect
+    return DecodeError(Reason.SCHEMA, f"{kind}: {type(exc).__name__}: {exc}"[:300])
+
+
 def decode(payload: bytes | bytearray | memoryview | str, topic: str | Topic | None = None) -> Envelope:
     """Decode and validate one message.
 
@@ -41,23 +65,14 @@ def decode(payload: bytes | bytearray | memoryview | str, topic: str | Topic | N
     top = topic if isinstance(topic, Topic) or topic is None else parse(topic)
     if len(raw) > MAX_PAYLOAD_BYTES:
         raise DecodeError(Reason.TOO_LARGE, f"{len(raw)} bytes > limit {MAX_PAYLOAD_BYTES}")
-    try:
-        obj: Any = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise DecodeError(Reason.MALFORMED_JSON, str(exc)[:200]) from None
-    if not isinstance(obj, dict):
-        raise DecodeError(Reason.SCHEMA, f"payload is a JSON {type(obj).__name__}, not an object")
-    if obj.get("v") != SCHEMA_VERSION:
-        raise DecodeError(Reason.UNSUPPORTED_VERSION, f"schema version {obj.get('v')!r}, expected 1")
-    kind = obj.get("type")
-    if not isinstance(kind, str) or kind not in ENVELOPES:
-        raise DecodeError(Reason.UNKNOWN_TYPE, f"unknown message type {str(kind)[:64]!r}")
+    # validated straight from the bytes (parsing the JSON apart first cost a third of the time); only a refused
+    # message is parsed again, to say why it was refused
     try:
         env = ENVELOPE_ADAPTER.validate_json(raw)
-    except ValidationError as exc:
-        raise DecodeError(Reason.SCHEMA, f"{kind}: {_summarise(exc)}") from None
-    except (ValueError, TypeError, RecursionError, OverflowError) as exc:  # a validator met what it did not expect
-        raise DecodeError(Reason.SCHEMA, f"{kind}: {type(exc).__name__}: {exc}"[:300]) from None
+    except (ValidationError, ValueError, TypeError, RecursionError, OverflowError) as exc:
+        raise _refusal(raw, exc) from None
+    if b"NaN" in raw or b"Infinity" in raw:  # literals the validator's parser takes and JSON does not
+        _parse(raw)
     if top is not None:
         check_topic(env, top)
     return env

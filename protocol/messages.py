@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import base64
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, NotRequired, get_args
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator, with_config
+from typing_extensions import TypedDict  # pydantic needs its TypedDict before Python 3.12
 
 from protocol.limits import (
     EMBEDDING_DIM,
@@ -115,13 +116,16 @@ class Health(Body):
     rssi_dbm: float | None = Field(default=None, ge=-150, le=0)
 
 
-class Reading(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
+@with_config(ConfigDict(extra="forbid", strict=True, allow_inf_nan=False))
+class Reading(TypedDict):
+    """One reading: a plain record (a batch carries hundreds, and a model object each cost more to validate than
+    everything else the cloud does with them); validated as part of its :class:`TelemetryBatch`."""
+
     metric: Name
     value: float
     ts: Ms
-    unit: Line16 | None = None
-    tags: dict[Name, Line64] | None = Field(default=None, max_length=8)
+    unit: NotRequired[Line16 | None]
+    tags: NotRequired[Annotated[dict[Name, Line64] | None, Field(max_length=8)]]
 
 
 class TelemetryBatch(Body):

@@ -16,7 +16,7 @@ HEALTH_METRICS = ("uptime_s", "cpu_load", "mem_rss_bytes", "disk_free_bytes", "o
 
 def on_telemetry(ctx: Context, b: m.TelemetryBatch) -> None:
     dev, mid = ctx.device, ctx.env.id
-    ctx.readings.extend([(dev, r.metric, r.ts, r.value, r.unit, mid) for r in b.readings])
+    ctx.readings.extend([(dev, r["metric"], r["ts"], r["value"], r.get("unit"), mid) for r in b.readings])
 
 
 def on_health(ctx: Context, b: m.Health) -> None:

@@ -178,31 +178,45 @@ class Decoded:
     ignored: int
 
 
-def decode_batch(items: list[Inbound]) -> Decoded:
-    """Parse each topic and validate each payload (no database: an ingestion worker does this for the next batch
-    while the last one is being written)."""
+#: one message after parsing and validation: storable (inbound, topic, envelope), refused (its dead-letter row),
+#: or None (not for ingestion: cloud → device traffic seen on a wildcard)
+Part = tuple[Inbound, Topic, Envelope] | dict[str, Any] | None
+
+
+def decode_one(item: Inbound) -> Part:
+    """Parse the topic and validate the payload of one message (no database)."""
+    try:
+        top = parse(item.topic)
+    except ProtocolError as exc:
+        return dead_letter(item, exc.reason, exc.detail)
+    if top.channel not in UPLINK:
+        return None
+    try:
+        return (item, top, decode(item.payload, top))
+    except ProtocolError as exc:
+        return dead_letter(item, exc.reason, exc.detail, top.device)
+    except Exception as exc:  # the decoder met something no one foresaw: still a refusal, not a stall
+        return dead_letter(item, Reason.SCHEMA, f"{type(exc).__name__}: {exc}", top.device)
+
+
+def gather(parts: list[Part]) -> Decoded:
+    """A batch from its messages' parts, in the order received."""
     decoded: list[tuple[Inbound, Topic, Envelope]] = []
     dead: list[dict[str, Any]] = []
     ignored = 0
-    for item in items:
-        try:
-            top = parse(item.topic)
-        except ProtocolError as exc:
-            dead.append(dead_letter(item, exc.reason, exc.detail))
-            continue
-        if top.channel not in UPLINK:
-            ignored += 1  # cloud → device traffic seen on the wildcard
-            continue
-        try:
-            env = decode(item.payload, top)
-        except ProtocolError as exc:
-            dead.append(dead_letter(item, exc.reason, exc.detail, top.device))
-            continue
-        except Exception as exc:  # the decoder met something no one foresaw: still a refusal, not a stall
-            dead.append(dead_letter(item, Reason.SCHEMA, f"{type(exc).__name__}: {exc}", top.device))
-            continue
-        decoded.append((item, top, env))
-    return Decoded(len(items), decoded, dead, ignored)
+    for part in parts:
+        if part is None:
+            ignored += 1
+        elif isinstance(part, dict):
+            dead.append(part)
+        else:
+            decoded.append(part)
+    return Decoded(len(parts), decoded, dead, ignored)
+
+
+def decode_batch(items: list[Inbound]) -> Decoded:
+    """Parse each topic and validate each payload (no database)."""
+    return gather([decode_one(item) for item in items])
 
 
 class Store:

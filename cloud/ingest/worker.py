@@ -28,7 +28,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from cloud.ingest.store import BatchResult, Decoded, Inbound, Store, database_failure, decode_batch, now_ms
+from cloud.ingest.store import BatchResult, Decoded, Inbound, Part, Store, database_failure, decode_one, gather, now_ms
 from protocol.topics import UPLINK, Channel, shared, subscription
 
 log = logging.getLogger("civicedge.cloud.ingest")
@@ -37,7 +37,8 @@ _STOP = object()
 #: district's readings (the broker delivers one connection's messages in order, so under a backlog an alarm on
 #: the same connection waits for every reading before it)
 LANES: dict[str, frozenset[Channel]] = {"data": UPLINK - {Channel.ALM}, "alarms": frozenset({Channel.ALM})}
-Item = tuple[Inbound, int, int]  # a message as received: what it was, its packet id, its QoS
+#: a message as received: what it was, its packet id, its QoS, and what validating it found
+Item = tuple[Inbound, int, int, Part]
 FAULT_EXIT_ENV = "CE_FAULT_EXIT_AFTER_BATCHES"
 
 
@@ -152,7 +153,10 @@ class IngestWorker:
             top = msg.topic
         except UnicodeDecodeError:  # only a broker that breaks MQTT sends this; the store refuses it as a bad topic
             top = bytes(msg._topic).decode("utf-8", "replace")
-        self.q.put((Inbound(top, bytes(msg.payload), now_ms()), msg.mid, msg.qos))
+        inbound = Inbound(top, bytes(msg.payload), now_ms())
+        # validated here, on the network thread, as it arrives: handing the interpreter to another thread between
+        # the network thread's small reads (a message is several) costs more than the validation itself
+        self.q.put((inbound, msg.mid, msg.qos, decode_one(inbound)))
 
     # health ---------------------------------------------------------------------------------------
 
@@ -227,7 +231,7 @@ class IngestWorker:
                 batch.append(item)  # type: ignore[arg-type]
                 if _is_alarm(item):
                     deadline = 0.0
-            self._ready.put((batch, decode_batch([b[0] for b in batch])))
+            self._ready.put((batch, gather([b[3] for b in batch])))
 
     def _write_loop(self) -> None:
         """The writer: commit each decoded batch, then acknowledge its messages and run the after-commit work."""
@@ -262,7 +266,7 @@ class IngestWorker:
         self.last_commit_ms = now_ms()
         if self._fault_exit_after is not None and self.batches >= self._fault_exit_after:
             os._exit(137)  # stored, not acknowledged: the broker must redeliver, the cloud must dedup
-        for _inb, mid, qos in batch:
+        for _inb, mid, qos, _part in batch:
             if qos > 0:
                 self.client.ack(mid, qos)
         if self.on_batch:

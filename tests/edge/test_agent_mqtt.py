@@ -47,7 +47,7 @@ async def test_offline_buffering_delivers_everything_in_order_per_lane(
     for lane in (Lane.ALARM, Lane.EVENT, Lane.TELEMETRY):
         seqs = lane_seqs(col.messages, lane)
         assert seqs == sorted(seqs) and len(seqs) == len(set(seqs)), lane
-    readings = [r.value for e in col.of_type("telemetry") for r in e.body.readings]  # type: ignore[attr-defined]
+    readings = [r["value"] for e in col.of_type("telemetry") for r in e.body.readings]  # type: ignore[attr-defined]
     assert readings == [float(i) for i in range(30)]
     # the backlog went out as few batched messages, not one message per reading
     assert len(col.of_type("telemetry")) < 5

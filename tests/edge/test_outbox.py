@@ -94,7 +94,7 @@ async def test_readings_are_sealed_into_batches(tmp_path: Path) -> None:
         second = await ob.fetch(10, after)
         assert len(decode(second[0].payload).body.readings) == 100  # type: ignore[attr-defined]
         third = await ob.fetch(10, {Lane.TELEMETRY: second[0].row})
-        assert [r.ts for r in decode(third[0].payload).body.readings] == list(range(1200, 1250))  # type: ignore[attr-defined]
+        assert [r["ts"] for r in decode(third[0].payload).body.readings] == list(range(1200, 1250))  # type: ignore[attr-defined]
         assert ob.depth()["readings"] == 0
 
 
