@@ -29,7 +29,7 @@ def outbox(
 
 @app.command()
 def ingest(
-    messages: Annotated[int, typer.Option(help="telemetry batches in all")] = 2000,
+    messages: Annotated[int, typer.Option(help="telemetry batches in all")] = 6000,
     readings: Annotated[int, typer.Option("--readings-per-message", min=1, help="readings per batch")] = 100,
     publishers: Annotated[int, typer.Option(min=1, help="publisher processes")] = 2,
     single: Annotated[int, typer.Option(min=4, help="single-reading messages (manhole.reading) in all")] = 20_000,

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -100,6 +101,13 @@ def parse(value: str) -> Topic:
     """Parse a topic string; raise :class:`TopicError` with the reason when it is not ours."""
     if not isinstance(value, str):
         raise TopicError("topic is not a string")
+    return _parse(value)
+
+
+#: a topic is parsed once (the district's devices repeat theirs thousands of times an hour; what is refused is
+#: parsed again each time, as an error is not kept)
+@functools.lru_cache(maxsize=1 << 16)
+def _parse(value: str) -> Topic:
     if any(c in value for c in "+#\x00"):
         raise TopicError(f"topic {value!r} contains a wildcard or NUL")
     parts = value.split("/")

@@ -4,9 +4,10 @@ last-seen times. Used inside the batch's transaction by :class:`cloud.ingest.sto
 Rows go straight to the driver: building SQLAlchemy parameters for each of tens of thousands of rows a second
 costs more than the insert itself.
 
-- PostgreSQL: the log as one ``INSERT … SELECT FROM unnest(arrays)`` (a multi-row VALUES is a new statement
-  text for every batch size, parsed by the driver each time), the readings by ``COPY`` (its executemany sends
-  and parses one statement per row), last-seen as one ``UPDATE … FROM unnest``.
+- PostgreSQL: the log as one ``INSERT … SELECT FROM json_to_recordset`` of the batch as one JSON text (a
+  multi-row VALUES is a new statement text for every batch size; arrays are adapted value by value), the
+  readings by ``COPY`` (its executemany sends and parses one statement per row), last-seen as one
+  ``UPDATE … FROM unnest``.
 - SQLite: the readings and last-seen as one statement over the batch's rows as a JSON array. The driver's
   executemany lets go of the interpreter around every row and must win it back from the worker's other threads
   each time (the network thread, the next batch's validation), which on a busy worker costs many times the
@@ -31,9 +32,9 @@ MESSAGE_COLUMNS = ("msg_id", "site_id", "device_id", "type", "channel", "seq", "
 
 _PG_INSERT_MESSAGES = (
     f"INSERT INTO messages ({', '.join(MESSAGE_COLUMNS)}) "
-    "SELECT m, si, d, ty, ch, sq, ts, r, b::json FROM unnest("
-    "%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::bigint[], %s::text[]"
-    ") AS u(m, si, d, ty, ch, sq, ts, r, b) ON CONFLICT (msg_id) DO NOTHING RETURNING msg_id"
+    "SELECT m, si, d, ty, ch, sq, ts, r, b::json FROM json_to_recordset(%s::json) "
+    "AS u(m text, si text, d text, ty text, ch text, sq bigint, ts bigint, r bigint, b text) "
+    "ON CONFLICT (msg_id) DO NOTHING RETURNING msg_id"
 )
 _PG_COPY_READINGS = f"COPY telemetry ({READING_COLUMNS}) FROM STDIN"
 _PG_TOUCH = (
@@ -84,9 +85,14 @@ class BulkWriter:
         """Log ``rows`` in ``messages``; the ids that were new (a message id stored before is skipped)."""
         if not self.postgres:
             return {r[0] for r in conn.execute(_SQLITE_LOG, rows)}
-        columns = [[r[c] for r in rows] for c in MESSAGE_COLUMNS[:-1]]
-        columns.append([_json_text(r["body"]) for r in rows])
-        return {r[0] for r in conn.exec_driver_sql(_PG_INSERT_MESSAGES, tuple(columns))}
+        keys = ("m", "si", "d", "ty", "ch", "sq", "ts", "r")
+        # the batch as one JSON parameter (the driver adapts one string, not nine arrays value by value); each body
+        # is JSON text inside it, so the server stores the text the device's values were written as
+        records = [
+            {**dict(zip(keys, (r[c] for c in MESSAGE_COLUMNS[:-1]), strict=True)), "b": _json_text(r["body"])}
+            for r in rows
+        ]
+        return {r[0] for r in conn.exec_driver_sql(_PG_INSERT_MESSAGES, (_json_text(records),))}
 
     def readings(self, conn: Any, readings: list[Reading]) -> None:
         """The batch's readings into ``telemetry``."""
