@@ -8,7 +8,7 @@ costs more than the insert itself.
   multi-row VALUES is a new statement text for every batch size; arrays are adapted value by value), the
   readings by ``COPY`` (its executemany sends and parses one statement per row), last-seen as one
   ``UPDATE … FROM unnest``.
-- SQLite: the readings and last-seen as one statement over the batch's rows as a JSON array. The driver's
+- SQLite: the log, the readings and last-seen each as one statement over the batch's rows as a JSON array. The driver's
   executemany lets go of the interpreter around every row and must win it back from the worker's other threads
   each time (the network thread, the next batch's validation), which on a busy worker costs many times the
   insert; one statement lets go once. The values arrive exactly: JSON numbers as the shortest text that reads
@@ -22,9 +22,7 @@ import sqlite3
 from typing import Any
 
 import orjson
-from sqlalchemy.dialects import sqlite
 
-from cloud.db import schema as t
 from cloud.ingest.routing import Reading
 
 READING_COLUMNS = "device_id, metric, ts, value, unit, msg_id"
@@ -42,16 +40,27 @@ _PG_TOUCH = (
     "WHERE d.id = u.id AND (d.last_seen_ms IS NULL OR d.last_seen_ms < u.seen)"
 )
 _SQLITE_TOUCH_ONE = "UPDATE devices SET last_seen_ms = ? WHERE id = ? AND (last_seen_ms IS NULL OR last_seen_ms < ?)"
-_SQLITE_LOG = sqlite.insert(t.messages).on_conflict_do_nothing(index_elements=["msg_id"]).returning(t.messages.c.msg_id)
+
+
+def _sqlite_columns(n: int) -> str:
+    """The first ``n`` elements of each JSON array ``json_each`` yields, as columns."""
+    if sqlite3.sqlite_version_info >= (3, 38):
+        return ", ".join(f"value ->> {i}" for i in range(n))
+    return ", ".join(f"json_extract(value, '$[{i}]')" for i in range(n))  # older SQLite (before ->>)
 
 
 def _sqlite_readings_insert() -> str:
     """The readings given as one JSON array of [device, metric, ts, value, unit, msg]."""
-    if sqlite3.sqlite_version_info >= (3, 38):
-        cols = ", ".join(f"value ->> {i}" for i in range(6))
-    else:  # older SQLite (before the ->> operator)
-        cols = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(6))
-    return f"INSERT INTO telemetry ({READING_COLUMNS}) SELECT {cols} FROM json_each(?)"
+    return f"INSERT INTO telemetry ({READING_COLUMNS}) SELECT {_sqlite_columns(6)} FROM json_each(?)"
+
+
+def _sqlite_log_insert() -> str:
+    """The log given as one JSON array of [msg_id, site, device, type, channel, seq, device_ts, received, body
+    as JSON text] (``WHERE true``: SQLite's grammar for an upsert from a SELECT)."""
+    return (
+        f"INSERT INTO messages ({', '.join(MESSAGE_COLUMNS)}) SELECT {_sqlite_columns(9)} FROM json_each(?) "
+        "WHERE true ON CONFLICT (msg_id) DO NOTHING RETURNING msg_id"
+    )
 
 
 def _sqlite_touch() -> str | None:
@@ -79,12 +88,15 @@ class BulkWriter:
     def __init__(self, dialect: str) -> None:
         self.postgres = dialect == "postgresql"
         self._readings_sql = _sqlite_readings_insert()
+        self._log_sql = _sqlite_log_insert()
         self._touch_sql = _sqlite_touch()
 
     def messages(self, conn: Any, rows: list[dict[str, Any]]) -> set[str]:
         """Log ``rows`` in ``messages``; the ids that were new (a message id stored before is skipped)."""
         if not self.postgres:
-            return {r[0] for r in conn.execute(_SQLITE_LOG, rows)}
+            # each body as JSON text inside the array: stored as the text it was written as
+            values = [[*(r[c] for c in MESSAGE_COLUMNS[:-1]), _json_text(r["body"])] for r in rows]
+            return {r[0] for r in conn.exec_driver_sql(self._log_sql, (_json_text(values),))}
         keys = ("m", "si", "d", "ty", "ch", "sq", "ts", "r")
         # the batch as one JSON parameter (the driver adapts one string, not nine arrays value by value); each body
         # is JSON text inside it, so the server stores the text the device's values were written as
