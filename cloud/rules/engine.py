@@ -152,6 +152,14 @@ class RuleEngine:
         """Look again at which absence rules apply to ``devices`` (their asset's subtype changed)."""
         self._unscheduled.update(d for d in devices if d in self.seen)
 
+    def watches(self, metric: str) -> bool:
+        """Whether a rule looks at ``metric`` (a reading of any other only tells that its device was heard)."""
+        return metric in self._by_metric
+
+    def heard(self, device: str, site: str, kind: str) -> None:
+        """``device`` sent something no rule looks at: it is still known (absence rules apply to it)."""
+        self._see(device, site, kind)
+
     def _see(self, device: str, site: str, kind: str) -> None:
         if self.seen.get(device) != (site, kind):  # new, or moved, or its kind changed: which rules apply?
             self._unscheduled.add(device)

@@ -129,11 +129,17 @@ class RuleRunner:
         t0 = time.perf_counter()
         out: list[Transition] = []
         ahead = now_ms() + FUTURE_MS
+        engine = self.engine
+        heard: set[str] = set()  # devices already noted as heard in this batch
         for dev, metric, ts, value, _unit, _mid in rows:
             if ts > ahead:  # a clock far ahead: stored, but it must not make every later reading look old
                 self.metrics.inc("ce_rules_future_readings_total", 1, "readings from the future the rules skipped")
                 continue
-            out += self.engine.observe_reading(sites.get(dev, ""), kinds.get(dev, ""), dev, metric, value, ts)
+            if engine.watches(metric):
+                out += engine.observe_reading(sites.get(dev, ""), kinds.get(dev, ""), dev, metric, value, ts)
+            elif dev not in heard:  # a metric no rule looks at: the device was heard, once a batch is enough
+                heard.add(dev)
+                engine.heard(dev, sites.get(dev, ""), kinds.get(dev, ""))
         for site, dev, type_, body, at in messages:
             out += self.engine.observe_message(site, kinds.get(dev, ""), dev, type_, body, at)
         n = len(rows) + len(messages)
