@@ -36,8 +36,8 @@ def ingest(
     db: Annotated[str, typer.Option(help="the storage engine: sqlite or postgresql")] = "sqlite",
     json_out: Annotated[bool, typer.Option("--json", help="compact JSON")] = False,
 ) -> None:
-    """Broker → durable store: readings/s against the storage engine's own ceiling, one and two workers; single
-    readings against a do-nothing subscriber."""
+    """Broker → durable store: readings/s against the storage engine's own ceiling (one and two workers draining
+    a backlog, and one worker live beside the publishers); single readings against a do-nothing subscriber."""
     from bench.databases import ENGINES
     from bench.ingest import run
 

@@ -4,10 +4,12 @@ measured in the same run on the same machine:
 * batches (``readings_per_message`` readings a message): readings/s of one worker (and of two) against the
   **storage ceiling** — the same rows written straight into a fresh database of the same engine, with the same
   table and indexes (SQLite: the driver's ``executemany``, 5,000-row transactions, WAL, ``synchronous=NORMAL``;
-  PostgreSQL: ``COPY``, 5,000-row transactions). ``ratio_to_storage`` = readings/s ÷ ceiling, both with the cores
-  to themselves: the ceiling is a bare loop, and the worker ingests a backlog the publishers left in the broker
-  (paused while they publish, as after a restart). ``live_ratio_to_storage``: the same with the publishers
-  publishing meanwhile, on the same two cores.
+  PostgreSQL: ``COPY``, 5,000-row transactions). ``ratio_to_storage`` = readings/s ÷ ceiling, neither sharing
+  the cores with the load generators: the ceiling is a bare loop, and the worker (SIGSTOP while the publishers
+  publish, timed from SIGCONT once they exited) drains the backlog the broker holds for it, with the cores to
+  itself and the broker. ``readings_per_s``, ``msgs_per_s``, ``workers_2_*`` are such backlog runs.
+  ``live_readings_per_s`` / ``live_ratio_to_storage`` / ``ratio_to_raw``: one worker while the publishers
+  publish, all on the same two cores (reported, not judged).
 * single-reading messages (``manhole.reading``, the district's message): messages/s against a do-nothing
   subscriber receiving the same messages from the same broker, both while the publishers publish
   (``single_ratio_to_raw``).
@@ -185,14 +187,18 @@ def ingest_rate(
     total = n * len(devices)
     pubs = _start_publishers(port, devices, n, per)
     if backlog:
+        # paused, connected: the broker fills the worker's socket and queues the rest in its session (publishing
+        # takes seconds, well inside the worker's 30 s keepalive); timed from when it goes on
         for p in procs:
             p.send_signal(signal.SIGSTOP)
-        _go(pubs)
-        for pub in pubs:
-            pub.wait(120)
-        t0 = time.time()
-        for p in procs:
-            p.send_signal(signal.SIGCONT)
+        try:
+            _go(pubs)
+            for pub in pubs:
+                pub.wait(120)
+        finally:
+            t0 = time.time()
+            for p in procs:
+                p.send_signal(signal.SIGCONT)
     else:
         t0 = _go(pubs)
     stored = 0
