@@ -38,6 +38,14 @@ def _parse(raw: bytes) -> Any:
         raise DecodeError(Reason.MALFORMED_JSON, str(exc)[:200]) from None
 
 
+def _shown(value: Any) -> str:
+    """A value a device sent, quoted in a refusal: short, and a nested one by its kind (its repr could recurse
+    as deep as the device nested it)."""
+    if isinstance(value, dict | list):
+        return f"a JSON {'object' if isinstance(value, dict) else 'array'}"
+    return repr(value)[:64]
+
+
 def _refusal(raw: bytes, exc: Exception) -> DecodeError:
     """Why the validator refused ``raw``: not JSON, not an object, another schema version, an unknown message
     type, or (the message type known) the schema itself."""
@@ -45,10 +53,10 @@ def _refusal(raw: bytes, exc: Exception) -> DecodeError:
     if not isinstance(obj, dict):
         return DecodeError(Reason.SCHEMA, f"payload is a JSON {type(obj).__name__}, not an object")
     if obj.get("v") != SCHEMA_VERSION:
-        return DecodeError(Reason.UNSUPPORTED_VERSION, f"schema version {obj.get('v')!r}, expected 1")
+        return DecodeError(Reason.UNSUPPORTED_VERSION, f"schema version {_shown(obj.get('v'))}, expected 1")
     kind = obj.get("type")
     if not isinstance(kind, str) or kind not in ENVELOPES:
-        return DecodeError(Reason.UNKNOWN_TYPE, f"unknown message type {str(kind)[:64]!r}")
+        return DecodeError(Reason.UNKNOWN_TYPE, f"unknown message type {_shown(kind)}")
     if isinstance(exc, ValidationError):
         return DecodeError(Reason.SCHEMA, f"{kind}: {_summarise(exc)}")
     # a validator met what it did not expect

@@ -40,6 +40,10 @@ LANES: dict[str, frozenset[Channel]] = {"data": UPLINK - {Channel.ALM}, "alarms"
 #: a message as received: what it was, its packet id, its QoS, and what validating it found
 Item = tuple[Inbound, int, int, Part]
 FAULT_EXIT_ENV = "CE_FAULT_EXIT_AFTER_BATCHES"
+#: payload bytes waiting between the network thread and the batcher, at most (each is held validated, several
+#: times its size: a count alone would let large messages at QoS 0, which the broker does not hold back, fill
+#: the memory while the database is slow)
+QUEUE_BYTES_MAX = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +103,8 @@ class IngestWorker:
         # bounded: a full queue blocks paho's network thread in on_message, so it stops reading and the broker
         # keeps what is not yet taken (in the session, for this client)
         self.q: queue.Queue[object] = queue.Queue(maxsize=max(queue_max, batch_rows))
+        self._queued_bytes = 0
+        self._bytes_free = threading.Condition()
         self.stall_s = stall_s
         self.connected = threading.Event()
         self.batches = 0
@@ -153,7 +159,14 @@ class IngestWorker:
             top = msg.topic
         except UnicodeDecodeError:  # only a broker that breaks MQTT sends this; the store refuses it as a bad topic
             top = bytes(msg._topic).decode("utf-8", "replace")
-        inbound = Inbound(top, bytes(msg.payload), now_ms())
+        payload = bytes(msg.payload)
+        with self._bytes_free:  # never blocks a message alone: one larger than the bound still goes through
+            while self._queued_bytes and self._queued_bytes + len(payload) > QUEUE_BYTES_MAX:
+                if self._stopping.is_set():
+                    break
+                self._bytes_free.wait(0.5)
+            self._queued_bytes += len(payload)
+        inbound = Inbound(top, payload, now_ms())
         # validated here, on the network thread, as it arrives: handing the interpreter to another thread between
         # the network thread's small reads (a message is several) costs more than the validation itself
         self.q.put((inbound, msg.mid, msg.qos, decode_one(inbound)))
@@ -231,6 +244,10 @@ class IngestWorker:
                 batch.append(item)  # type: ignore[arg-type]
                 if _is_alarm(item):
                     deadline = 0.0
+            taken = sum(len(b[0].payload) for b in batch)
+            with self._bytes_free:
+                self._queued_bytes -= taken
+                self._bytes_free.notify_all()
             self._ready.put((batch, gather([b[3] for b in batch])))
 
     def _write_loop(self) -> None:

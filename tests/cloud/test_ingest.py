@@ -11,6 +11,7 @@ from pathlib import Path
 
 import aiomqtt
 import orjson
+import pytest
 from sqlalchemy import func, select
 
 from cloud.db import schema as t
@@ -304,3 +305,36 @@ async def test_a_session_from_before_the_lanes_does_not_bring_alarms_to_the_data
     await publish(mosquitto, [(topic("riverside", "gate-01", "evt"), encode(event))])
     await until(lambda: count(svc, t.messages, t.messages.c.msg_id == event.id) == 1)
     assert svc.metrics.get("ce_ingest_duplicates_total") == 0
+
+
+def test_the_network_thread_waits_while_too_many_payload_bytes_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Held validated, a waiting message costs several times its size: the queue is bounded by bytes as well as by
+    count (QoS 0 messages, which the broker does not hold back, would otherwise fill the memory)."""
+    import threading
+
+    import paho.mqtt.client as mqtt
+
+    from cloud.db.engine import make_engine
+    from cloud.ingest import worker as w
+    from cloud.ingest.store import Store
+
+    monkeypatch.setattr(w, "QUEUE_BYTES_MAX", 1000)
+    ingest = w.IngestWorker(Store(make_engine("sqlite://")), "127.0.0.1", 1, batch_ms=0)
+
+    def message(i: int) -> mqtt.MQTTMessage:
+        msg = mqtt.MQTTMessage(mid=i, topic=b"ce/v1/s1/d1/tele")
+        msg.payload = b"x" * 600
+        return msg
+
+    ingest._on_message(ingest.client, None, message(1))  # alone it always goes through, whatever its size
+    second = threading.Thread(target=ingest._on_message, args=(ingest.client, None, message(2)), daemon=True)
+    second.start()
+    second.join(0.5)
+    assert second.is_alive() and ingest.q.qsize() == 1  # 1,200 bytes would wait: the network thread holds on
+    batcher = threading.Thread(target=ingest._run, daemon=True)
+    batcher.start()  # takes the first (its batch waits for the writer), which frees its bytes
+    second.join(10)
+    assert not second.is_alive()
+    assert ingest._queued_bytes <= 600
+    ingest._stopping.set()
+    ingest.q.put(w._STOP)
