@@ -190,3 +190,16 @@ def test_new_id_is_a_valid_ulid_with_current_time() -> None:
     assert len(ids) == 1000
     u = ULID.from_str(next(iter(ids)))
     assert abs(int(u.milliseconds) - now_ms()) < 5000
+
+
+def test_a_refusal_quotes_a_deeply_nested_value_by_its_kind() -> None:
+    """Quoting what a sender nested a thousand deep must not recurse as deep (a command handler on a gateway
+    catches refusals, not RecursionError)."""
+    deep = b"[" * 1000 + b"]" * 1000
+    for payload, reason in (
+        (b'{"v":' + deep + b',"type":"event"}', Reason.UNSUPPORTED_VERSION),
+        (b'{"v":1,"type":' + deep + b"}", Reason.UNKNOWN_TYPE),
+    ):
+        with pytest.raises(DecodeError) as err:
+            decode(payload, "ce/v1/s1/d1/evt")
+        assert err.value.reason is reason and "a JSON array" in err.value.detail
