@@ -48,6 +48,7 @@ INSIDE_SHARE = 0.6  # at least this share of the followed points must lie on the
 MAX_LOSS = 0.3  # more of the followed points than this lost in one frame: start again
 HALF_POINTS = 8  # a half of the face with fewer followed points than this cannot show depth
 HALF_MIN = 0.004  # eye distances: each half's own residual (a flat picture's: ≈ 0.002; a head's: ≥ 0.005)
+CORNER_MARGIN_PX = 8  # pixels around the face's ellipse the corner search reads (its window is a few pixels)
 PERCENTILE = 85  # the residual of the worse-fitting points (the nose, the face's outline), not the worst one
 
 
@@ -107,14 +108,24 @@ class MotionTracker:
 
     @classmethod
     def _corners(cls, gray: U8, box: Box) -> F32 | None:
-        """Corner points inside the face (an ellipse within the box: no background, no picture border)."""
+        """Corner points inside the face (an ellipse within the box: no background, no picture border).
+
+        Looked for in the ellipse's bounding rectangle and a margin (the corner measure reads a few pixels
+        around each one), not the whole frame: the same corners, a tenth of the work for a face at the gate."""
         h, w = gray.shape
-        mask = np.zeros((h, w), np.uint8)
-        centre, axes = cls._ellipse(box)
-        cv2.ellipse(mask, centre, axes, 0, 0, 360, 255, -1)
+        (cx, cy), (ax, ay) = cls._ellipse(box)
+        x0, y0 = max(cx - ax - CORNER_MARGIN_PX, 0), max(cy - ay - CORNER_MARGIN_PX, 0)
+        x1, y1 = min(cx + ax + CORNER_MARGIN_PX + 1, w), min(cy + ay + CORNER_MARGIN_PX + 1, h)
+        if x1 - x0 < 3 or y1 - y0 < 3:  # the face is off the frame
+            return None
+        region = gray[y0:y1, x0:x1]
+        mask = np.zeros(region.shape, np.uint8)
+        cv2.ellipse(mask, (cx - x0, cy - y0), (ax, ay), 0, 0, 360, 255, -1)
         min_d = max(2.0, (box[2] - box[0]) / 30)
-        pts = cv2.goodFeaturesToTrack(gray, maxCorners=120, qualityLevel=0.005, minDistance=min_d, mask=mask)
-        return None if pts is None or len(pts) < MIN_POINTS else pts.reshape(-1, 2).astype(np.float32)
+        pts = cv2.goodFeaturesToTrack(region, maxCorners=120, qualityLevel=0.005, minDistance=min_d, mask=mask)
+        if pts is None or len(pts) < MIN_POINTS:
+            return None
+        return (pts.reshape(-1, 2) + np.array([x0, y0], np.float32)).astype(np.float32)
 
     def _rekey(self, gray: U8, box: Box) -> None:
         """A new key frame. Depth evidence is only ever about the points followed since the key frame: a
