@@ -42,6 +42,8 @@ check: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	@# the architecture's import rules (pyproject.toml, [tool.importlinter]; docs/architecture.md)
+	PYTHONPATH=. $(BIN)/lint-imports --no-cache
 	@# firmware: typed against the MicroPython ESP32 stubs, gathered where mypy can read them
 	@rm -rf build/mpstubs && mkdir -p build/mpstubs
 	@SP=$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from civicedge import __version__
 from cloud.alarms import api as alarms_api
 from cloud.alarms import pages as alarms_pages
 from cloud.api.deps import allow
@@ -42,7 +43,6 @@ from cloud.settings import Settings
 from cloud.updates import api as updates_api
 from cloud.workorders import api as workorders_api
 from cloud.workorders import pages as workorders_pages
-from edge import __version__
 
 log = logging.getLogger("civicedge.cloud.api")
 #: every response: never sniffed, never framed, no referrer leaves the console

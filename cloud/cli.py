@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
-from edge.log import setup_logging
+from civicedge.log import setup_logging
 
 if TYPE_CHECKING:
     from cloud.settings import Settings

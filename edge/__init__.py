@@ -1,3 +1,5 @@
 """The gateway agent: SQLite outbox, MQTT uplink, signed commands, health, and the site units."""
 
-__version__ = "0.1.0"
+from civicedge import __version__
+
+__all__ = ["__version__"]

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from edge import __version__
+from civicedge import __version__
 from edge.commands import CommandError, CommandProcessor
 from edge.config import AgentConfig, ConfigError, expand_tree, parse_config
 from edge.health import snapshot

@@ -393,7 +393,7 @@ def install_app(layout: Layout, uid: int, gid: int, say: Say) -> None:
     folder's descriptor."""
     import tempfile
 
-    from edge import __version__
+    from civicedge import __version__
 
     app_path = layout.on_disk(layout.app)
     app_path.parent.mkdir(parents=True, exist_ok=True)

@@ -28,8 +28,8 @@ def run(
     json_logs: Annotated[bool, typer.Option("--json-logs", help="log JSON lines instead of key=value")] = False,
 ) -> None:
     """Run the agent until SIGTERM/SIGINT. Exit codes: 0 stopped, 2 bad config, 3 fatal, 75 restart."""
+    from civicedge.log import setup_logging
     from edge.agent import EXIT_FATAL, EXIT_RESTART, Agent
-    from edge.log import setup_logging
 
     try:
         raw, cfg = load_config_raw(config)
@@ -126,8 +126,8 @@ def launch(
 ) -> None:
     """Run the agent version ``<root>/current`` points at; restart it when asked; roll a new version back if it
     does not become healthy in time. This is what systemd starts on an updatable gateway."""
+    from civicedge.log import setup_logging
     from edge.launcher import main
-    from edge.log import setup_logging
 
     setup_logging("warning", False)
     raise typer.Exit(main(root, config))
@@ -143,7 +143,7 @@ def install_version(
     .parent.parent,
 ) -> None:
     """Install this agent's own code as the first version under ``root`` (``edge install`` does this too)."""
-    from edge import __version__
+    from civicedge import __version__
     from edge.appliance import install_version as install
 
     dest = install(root, src, __version__)

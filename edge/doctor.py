@@ -146,7 +146,7 @@ def _disk(folder: Path) -> tuple[str, str]:
 
 
 def _clock() -> tuple[str, str]:
-    from edge import __version__
+    from civicedge import __version__
 
     now = time.time()
     if now < 1_767_225_600:  # 2026-01-01: older than this release

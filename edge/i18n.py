@@ -1,41 +1,13 @@
-"""Message catalogs (gettext ``.po`` files read with Babel) and locale-aware formats, for the gate's screen
-prompts and the cloud console. Languages: ``en`` (the source text) and ``zh-CN``.
-
-Catalogs are compiled in memory when first used, so the ``.po`` files in the repository are the only source.
-"""
+"""The gate's screen prompts in the gate's language (catalogs in ``edge/locale``; the machinery is
+:mod:`civicedge.i18n`)."""
 
 from __future__ import annotations
 
-import functools
-import gettext
-import io
 from pathlib import Path
 
-from babel import Locale
-from babel.messages.mofile import write_mo
-from babel.messages.pofile import read_po
-from babel.support import Translations
+from civicedge.i18n import translations
 
-LANGUAGES = ("en", "zh-CN")
 EDGE_LOCALES = Path(__file__).parent / "locale"
-
-
-def babel_locale(lang: str) -> Locale:
-    return Locale.parse(lang.replace("-", "_")) if lang in LANGUAGES else Locale.parse("en")
-
-
-@functools.cache
-def translations(locale_dir: Path, domain: str, lang: str) -> gettext.NullTranslations:
-    """The catalog for ``lang`` (``en`` and unknown languages: the source text)."""
-    po = locale_dir / lang.replace("-", "_") / "LC_MESSAGES" / f"{domain}.po"
-    if lang == "en" or not po.exists():
-        return gettext.NullTranslations()
-    with po.open("rb") as f:
-        catalog = read_po(f, locale=lang.replace("-", "_"))
-    buf = io.BytesIO()
-    write_mo(buf, catalog)
-    buf.seek(0)
-    return Translations(buf, domain)
 
 
 def prompt_text(lang: str, text: str) -> str:

@@ -84,7 +84,7 @@ async def run_shard(cfg: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    from edge.log import setup_logging
+    from civicedge.log import setup_logging
 
     setup_logging("warning")
     # these gateways stand for other computers: the broker and the cloud on this one come first

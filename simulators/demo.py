@@ -78,9 +78,9 @@ def run_demo(
 ) -> None:
     import uvicorn
 
+    from civicedge.log import setup_logging
     from cloud.app import create_app
     from cloud.settings import Settings
-    from edge.log import setup_logging
     from simulators.district_run import SIZES, DistrictRun, answering_residents
     from simulators.fleet import InProcessAgents, agent_config
 

@@ -13,12 +13,12 @@ from fastapi import APIRouter, Depends, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from civicedge.i18n import LANGUAGES
 from cloud.actions import ActionError
 from cloud.api.deps import COOKIE, Service
 from cloud.auth.scope import can, home
 from cloud.auth.service import AuthError, RateLimited, User
 from cloud.console.render import HERE, gettext_for, render
-from edge.i18n import LANGUAGES
 
 VENDOR = HERE / "node_modules"
 router = APIRouter(prefix="/console", include_in_schema=False)

@@ -14,9 +14,9 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from civicedge.i18n import LANGUAGES, babel_locale, translations
 from cloud.auth.scope import can
 from cloud.auth.service import User
-from edge.i18n import LANGUAGES, babel_locale, translations
 
 HERE = Path(__file__).parent
 LOCALES = HERE / "locale"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edge import __version__
+from civicedge import __version__
 from edge.agent import storage_paths
 from edge.appliance import GROUPS, InstallError, Layout, install, render_unit
 from edge.config import parse_config
