@@ -88,10 +88,10 @@ def search_ms(work: Path, identities: int = 50_000, queries: int = 200) -> float
 
 def per_delegate(work: Path, frames: list[Any], threads: int) -> dict[str, Any]:
     """Decision and model time on the same frames for every LiteRT delegate this machine can load."""
+    from edge.inference import DELEGATE_LIBRARIES, DelegateError
     from edge.vision.config import VisionConfig
     from edge.vision.gallery import Gallery
     from edge.vision.pipeline import GateVision
-    from edge.vision.runtime import DELEGATE_LIBRARIES, DelegateError
 
     out: dict[str, Any] = {}
     gallery = Gallery(work / "gallery.db", b"bench-secret")

@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from civicedge import __version__
-from edge.commands import CommandError, CommandProcessor
+from edge.commands import CommandError, CommandHandler, CommandProcessor
 from edge.config import AgentConfig, ConfigError, expand_tree, parse_config
 from edge.health import snapshot
 from edge.outbox import Outbox
@@ -29,7 +29,7 @@ from edge.status import StatusServer
 from edge.systemd import Notifier
 from edge.tasks import cancel_and_wait
 from edge.trust import Trust
-from edge.units.base import ChannelHandler, CommandHandler, Unit, UnitContext
+from edge.units.base import ChannelHandler, Unit, UnitContext
 from edge.units.registry import build_unit
 from edge.updater import Updater
 from edge.uplink import Uplink

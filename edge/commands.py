@@ -10,16 +10,19 @@ cannot be made to run an old command again.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from edge.outbox import Outbox
 from edge.trust import Trust
-from edge.units.base import CommandHandler
 from protocol.codec import decode
 from protocol.errors import ProtocolError, Reason
 from protocol.messages import Command, CommandAck
 from protocol.signing import verify_command
 from protocol.topics import Topic
+
+#: what a unit registers for a command name: the command's arguments in, the result (or None) out
+CommandHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any] | None]]
 
 log = logging.getLogger("civicedge.edge.commands")
 

@@ -104,7 +104,7 @@ def _models() -> Iterator[Check]:
     try:
         import numpy as np
 
-        from edge.vision.runtime import MODELS, Model
+        from edge.inference import MODELS, Model
     except ImportError as exc:
         yield Check("litert", "fail", f"LiteRT or numpy missing ({exc}): pip install 'civicedge[edge]'")
         return

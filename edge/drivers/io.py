@@ -17,7 +17,7 @@ import logging
 from edge.drivers.config import GpioConfig, IOBoardConfig, IOConfig, ModbusConfig, _Cfg
 
 log = logging.getLogger("civicedge.edge.drivers")
-__all__ = ["IO", "DriverError", "GpioConfig", "IOBoardConfig", "IOConfig", "ModbusConfig", "build_io"]
+__all__ = ["IO", "DriverError", "GpioConfig", "IOBoardConfig", "IOConfig", "ModbusConfig"]
 
 
 class DriverError(RuntimeError):
@@ -64,17 +64,3 @@ class IO(abc.ABC):
             if value != self._inputs[name]:
                 self._inputs[name] = value
                 self.changes.put_nowait((name, value))
-
-
-def build_io(cfg: GpioConfig | IOBoardConfig | ModbusConfig) -> IO:
-    if isinstance(cfg, GpioConfig):
-        from edge.drivers.gpio import GpioIO
-
-        return GpioIO(cfg)
-    if isinstance(cfg, IOBoardConfig):
-        from edge.drivers.ioboard import IOBoardIO
-
-        return IOBoardIO(cfg)
-    from edge.drivers.modbus import ModbusIO
-
-    return ModbusIO(cfg)

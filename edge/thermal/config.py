@@ -30,7 +30,7 @@ class ThermalConfig(BaseModel):
 
 
 class MLX90640Config(BaseModel):
-    """A Melexis MLX90640 32×24 thermal array on the gateway's I²C bus (``edge/thermal/mlx90640.py``)."""
+    """A Melexis MLX90640 32×24 thermal array on the gateway's I²C bus (``edge/drivers/mlx90640.py``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     type: Literal["mlx90640"]

@@ -18,10 +18,10 @@ from typing import Literal
 
 import numpy as np
 
+from edge.inference import Model
 from edge.thermal.config import ThermalConfig
 from edge.thermal.frame import F32, ThermalFrame, stack
 from edge.thermal.geometry import Registration
-from edge.vision.runtime import Model
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 CALIBRATION_MODEL = MODELS_DIR / "thermal_calibration.tflite"

@@ -11,7 +11,8 @@ import time
 from typing import Any
 
 from edge.drivers.anpr import AnprSource, build_anpr
-from edge.drivers.io import IO, DriverError, build_io
+from edge.drivers.build import build_io
+from edge.drivers.io import IO, DriverError
 from edge.tasks import run_together
 from edge.units.allowlist import Allowlist
 from edge.units.barrier_config import BarrierConfig

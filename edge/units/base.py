@@ -7,11 +7,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from edge.commands import CommandHandler
 from edge.outbox import Outbox
 from edge.trust import Trust
 from protocol.topics import Channel, Topic
 
-CommandHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any] | None]]
 ChannelHandler = Callable[[Topic, bytes], Awaitable[None]]
 
 

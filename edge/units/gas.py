@@ -18,7 +18,8 @@ import logging
 import time
 from typing import Any
 
-from edge.drivers.io import IO, DriverError, build_io
+from edge.drivers.build import build_io
+from edge.drivers.io import IO, DriverError
 from edge.drivers.modbus import bounded
 from edge.units.alarms import AlarmSet
 from edge.units.base import Unit, UnitContext

@@ -16,9 +16,11 @@ import time
 from collections import Counter, deque
 from typing import Any
 
+from edge.drivers.build import build_io
 from edge.drivers.camera import Frame, FrameSource, WithThermal, open_camera, source_commands
-from edge.drivers.io import IO, DriverError, build_io
+from edge.drivers.io import IO, DriverError
 from edge.i18n import prompt_text
+from edge.inference import DelegateError
 from edge.status import Rate
 from edge.tasks import run_together
 from edge.units.base import Unit, UnitContext
@@ -27,7 +29,6 @@ from edge.units.media import jpeg_snapshot
 from edge.units.passes import PassBook
 from edge.vision.gallery import Gallery
 from edge.vision.pipeline import Decision, GateVision
-from edge.vision.runtime import DelegateError
 from protocol import new_id
 from protocol.codec import decode
 from protocol.envelope import now_ms
@@ -90,7 +91,7 @@ class GateUnit(Unit):
         camera = open_camera(self.cfg.camera)
         if self.cfg.thermal_camera is None:
             return camera
-        from edge.thermal.mlx90640 import open_mlx90640
+        from edge.drivers.mlx90640 import open_mlx90640
 
         assert self.cfg.vision.thermal is not None
         mlx = self.cfg.thermal_camera

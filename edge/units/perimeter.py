@@ -22,8 +22,9 @@ from collections.abc import Callable
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from edge.drivers.build import build_io
 from edge.drivers.camera import FrameSource, open_camera
-from edge.drivers.io import IO, build_io
+from edge.drivers.io import IO
 from edge.units.alarms import AlarmSet
 from edge.units.base import Unit, UnitContext
 from edge.units.community_config import PerimeterConfig, Zone

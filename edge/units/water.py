@@ -21,7 +21,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge.drivers.io import IO, build_io
+from edge.drivers.build import build_io
+from edge.drivers.io import IO
 from edge.drivers.modbus import bounded
 from edge.units.alarms import AlarmSet
 from edge.units.base import Unit, UnitContext

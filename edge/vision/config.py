@@ -55,7 +55,7 @@ class VisionConfig(BaseModel):
     threads: int = 2  # SFace: 2 threads take ~40 % off its time on a 2-core box
     detector_threads: int = 1  # BlazeFace is small: one thread, no pool to wake between frames
     delegate: Literal["cpu", "xnnpack", "edgetpu", "gpu"] = Field(
-        "xnnpack", description="where the face models run (edge/vision/runtime.py)"
+        "xnnpack", description="where the face models run (edge/inference.py)"
     )
     delegate_library: str | None = Field(
         None, pattern=r"^/", description="absolute path of the delegate library, if not the usual name"

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from edge.vision.runtime import MODELS, Delegate, Model
+from edge.inference import MODELS, Delegate, Model
 
 F32 = npt.NDArray[np.float32]
 KEYPOINTS = ("right_eye", "left_eye", "nose_tip", "mouth_centre", "right_ear", "left_ear")

@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from edge.inference import MODELS, Delegate, Model
 from edge.vision.detect import Face
-from edge.vision.runtime import MODELS, Delegate, Model
 
 F32 = npt.NDArray[np.float32]
 

@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from edge.inference import trim_heap
 from edge.store import open_sqlite
-from edge.vision.runtime import trim_heap
 from protocol.limits import EMBEDDING_DIM
 from protocol.messages import GalleryDelta
 

@@ -19,6 +19,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from edge.inference import trim_heap
 from edge.thermal.frame import ThermalFrame
 from edge.thermal.screen import Reading, ThermalScreen
 from edge.vision import liveness as live
@@ -28,7 +29,6 @@ from edge.vision.embed import Embedder, align
 from edge.vision.gallery import Gallery
 from edge.vision.motion import MotionTracker
 from edge.vision.quality import Quality, assess
-from edge.vision.runtime import trim_heap
 
 Outcome = Literal["no_face", "retry", "spoof", "fever", "match", "unknown"]
 PROMPTS: dict[Outcome, str] = {

@@ -8,8 +8,9 @@ import time
 
 import pytest
 
+from edge.drivers.build import build_io
 from edge.drivers.config import GpioConfig, IOBoardConfig
-from edge.drivers.io import DriverError, build_io
+from edge.drivers.io import DriverError
 from simulators.ioboard import IOBoardSim
 
 

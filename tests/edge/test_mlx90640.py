@@ -12,8 +12,8 @@ import pytest
 
 from edge.drivers.camera import Frame, WithThermal
 from edge.drivers.io import DriverError
+from edge.drivers.mlx90640 import CONTROL, MLX90640, Calibration, LinuxI2C
 from edge.thermal.config import MLX90640Config
-from edge.thermal.mlx90640 import CONTROL, MLX90640, Calibration, LinuxI2C
 from simulators.mlx90640 import MLX90640Sim, Scene, face_scene
 
 BROKEN = 101

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from edge.drivers.config import IOBoardConfig
-from edge.drivers.io import build_io
+from edge.drivers.build import build_io
 from simulators.firmware import FirmwareBoard
 
 

@@ -134,7 +134,7 @@ def test_calibration_training_script_writes_a_working_model(tmp_path: Path) -> N
 
     report = json.loads(proc.stdout)
     assert report["abs_err_p95_c"] < 0.3 < report["fixed_offset_p95_c"]
-    from edge.vision.runtime import Model
+    from edge.inference import Model
 
     m = Model(out, 1)
     y = m.run(np.array([[35.9, 34.0, 22.0, 0.6]], dtype=np.float32))[0]

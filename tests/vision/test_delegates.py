@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from edge.inference import DELEGATE_LIBRARIES, DelegateError
 from edge.vision.config import VisionConfig
 from edge.vision.detect import FaceDetector
 from edge.vision.embed import Embedder
-from edge.vision.runtime import DELEGATE_LIBRARIES, DelegateError
 from simulators.camera import photo
 
 

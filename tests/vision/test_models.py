@@ -8,9 +8,9 @@ import re
 import numpy as np
 import pytest
 
+from edge.inference import MODELS, Model
 from edge.vision.detect import FaceDetector
 from edge.vision.embed import Embedder, align
-from edge.vision.runtime import MODELS, Model
 from simulators.camera import photo
 
 README = (MODELS / "README.md").read_text()

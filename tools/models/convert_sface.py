@@ -142,7 +142,7 @@ def faces() -> list:  # type: ignore[type-arg]
 def compare(new: Path, reference: Path) -> dict[str, object]:
     import numpy as np
 
-    from edge.vision.runtime import Model
+    from edge.inference import Model
 
     a, b = Model(new, 2), Model(reference, 2)
     cos = []

@@ -23,7 +23,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-MODELS = Path(__file__).resolve().parent / "models"
+MODELS = Path(__file__).resolve().parent / "vision" / "models"  # the shipped models (faces, thermal calibration)
 Delegate = Literal["cpu", "xnnpack", "edgetpu", "gpu"]
 DELEGATE_LIBRARIES: dict[str, str] = {"edgetpu": "libedgetpu.so.1", "gpu": "libtensorflowlite_gpu_delegate.so"}
 DELEGATE_PACKAGES = {
