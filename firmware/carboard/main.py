@@ -79,7 +79,7 @@ def main(argv):
         hal.UnixPins(0, 0, state + "/inputs.json", state + "/outputs.json")  # writes outputs.json: "started"
     else:
         cfg = hal.load_config("config.json", DEFAULTS)
-        raise SystemExit("car board sensors: wire the drivers in board.py for this hardware")
+        raise SystemExit("car board: the drivers for a real car's sensors are not written yet (docs/firmware.md)")
     CarBoard(cfg, uart, sensors).run(hal.Watchdog(5000))
 
 
