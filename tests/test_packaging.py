@@ -32,8 +32,8 @@ failed = {}
 for top in sys.argv[1:]:
     pkg = importlib.import_module(top)
     for info in pkgutil.walk_packages(getattr(pkg, "__path__", []), top + "."):
-        if ".migrations.versions." in info.name:
-            continue  # alembic's revision scripts: loaded by alembic, not importable on their own
+        if ".migrations." in info.name:
+            continue  # alembic's environment and revision scripts: run by alembic, not importable on their own
         try:
             importlib.import_module(info.name)
         except Exception as exc:
@@ -102,6 +102,11 @@ def test_the_cloud_extra_installs_what_the_cloud_imports(tmp_path: Path) -> None
     out = _isolated(py, "-c", IMPORT_ALL, *PARTS["cloud"], cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert json.loads(out.stdout) == {}
+    # the gateway's commands are not installed here: they say what to install, and the cloud's still work
+    edge = subprocess.run(
+        [str(py.parent / "civicedge"), "edge", "check-config", "x.yaml"], capture_output=True, text=True, timeout=120
+    )
+    assert edge.returncode == 2 and "pip install 'civicedge[edge]'" in edge.stderr, edge.stderr
     port = _free_port()
     with Mosquitto(workdir=tmp_path / "broker") as broker:
         env = {
