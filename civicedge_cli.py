@@ -48,12 +48,27 @@ for _name, _module, _attr, _extra in GROUPS:
     except ModuleNotFoundError as _exc:
         if (_exc.name or "").split(".")[0] in OWN:
             raise  # the project's own module missing: a broken install, not a part left out
-        _unavailable(_name, _exc.name or "?", _extra)
+        _unavailable(_name, _exc.name or "a package", _extra)
+
+
+def _not_installed(exc: ModuleNotFoundError) -> bool:
+    """A third-party package a command reached for at run time is missing: say which and what installs it."""
+    if not exc.name or exc.name.split(".")[0] in OWN:
+        return False  # the project's own module: a broken install, shown as it is
+    group = sys.argv[1] if len(sys.argv) > 1 else ""
+    extra = next((e for n, _m, _a, e in GROUPS if n == group), None)
+    fix = f"pip install 'civicedge[{extra}]'" if extra else "install the package"
+    print(f"error: civicedge {group} needs {exc.name!r}, which is not installed here: {fix}", file=sys.stderr)
+    return True
 
 
 def main() -> None:
     try:
         app()
+    except ModuleNotFoundError as exc:
+        if not _not_installed(exc):
+            raise
+        raise SystemExit(2) from None
     except ValidationError as exc:
         if exc.title != "Settings":
             raise

@@ -56,7 +56,7 @@ PLATFORMS = ("manylinux2014_aarch64", *(f"manylinux_2_{minor}_aarch64" for minor
 #: the project's code inside the root: whole packages, plus the modules ``civicedge_cli`` imports when it loads
 #: (each subcommand group's CLI module; their top levels need only typer and edge). Nothing else of cloud/,
 #: simulators/ or bench/ is copied, so code that reaches for them at run time fails here as it would on a gateway.
-APP_TREES = ("edge", "protocol")
+APP_TREES = ("civicedge", "edge", "protocol")
 APP_FILES = (
     "civicedge_cli.py",
     "bench/__init__.py",

@@ -400,7 +400,9 @@ def broker_init(
 
 @app.command("bundle")
 def bundle(
-    src: Annotated[Path, typer.Argument(help="folder whose files make the bundle (e.g. holding edge/ and protocol/)")],
+    src: Annotated[
+        Path, typer.Argument(help="folder whose files make the bundle (e.g. holding civicedge/, edge/ and protocol/)")
+    ],
     version: Annotated[str, typer.Option(help="the version inside (dotted numbers)")],
     out: Annotated[Path, typer.Option(help="bundle file to write (.tar.gz)")],
     kind: Annotated[str, typer.Option(help="gateway, or a board app (manhole_node, …)")] = "gateway",

@@ -370,15 +370,20 @@ def install_files(bundle: Path, layout: Layout, uid: int, gid: int, say: Say, re
     os.close(_open_dir(layout.on_disk(layout.state), uid, gid, 0o750))
 
 
+#: the agent's own code, what an A/B version holds: the gateway, the wire contract and what every part shares
+#: (the version, logging, catalogs)
+AGENT_PACKAGES = ("civicedge", "edge", "protocol")
+
+
 def _copy_packages(src: Path, dest: Path) -> None:
-    """The agent's own code (what an A/B version holds): ``edge`` and ``protocol`` from ``src``."""
-    for pkg in ("edge", "protocol"):
+    """The agent's own code (what an A/B version holds): :data:`AGENT_PACKAGES` from ``src``."""
+    for pkg in AGENT_PACKAGES:
         shutil.copytree(src / pkg, dest / pkg, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
 
 
 def install_version(app: Path, src: Path, version: str) -> Path:
-    """Copy this installation's ``edge`` and ``protocol`` as version ``version`` and point ``current`` at it
-    (``edge install-version``: an install root of one's own, for development)."""
+    """Copy this installation's agent packages (:data:`AGENT_PACKAGES`) as version ``version`` and point
+    ``current`` at it (``edge install-version``: an install root of one's own, for development)."""
     from edge.updater import switch
 
     dest = app / "versions" / version

@@ -136,11 +136,9 @@ def launch(
 @app.command("install-version")
 def install_version(
     root: Annotated[Path, typer.Option(help="install root (updates.root)")],
-    src: Annotated[Path, typer.Option(help="a folder holding edge/ and protocol/ (default: this installation)")] = Path(
-        __file__
-    )
-    .resolve()
-    .parent.parent,
+    src: Annotated[
+        Path, typer.Option(help="a folder holding civicedge/, edge/ and protocol/ (default: this installation)")
+    ] = Path(__file__).resolve().parent.parent,
 ) -> None:
     """Install this agent's own code as the first version under ``root`` (``edge install`` does this too)."""
     from civicedge import __version__

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -49,13 +50,22 @@ units:
 """
 
 
+#: what a build of the project leaves in or beside the sources, never part of it
+NOT_SOURCES = shutil.ignore_patterns(
+    ".git", ".venv", "build", "var", "node_modules", "__pycache__", "*.egg-info", ".*_cache", ".hypothesis"
+)
+
+
 def _venv(tmp: Path, extra: str) -> Path:
-    """A fresh environment with the project built from this checkout and only ``extra`` installed."""
+    """A fresh environment with the project built from a clean copy of this checkout (a build in the checkout
+    would reuse what an earlier build left in ``build/``) and only ``extra`` installed."""
+    src = tmp / "src"
+    shutil.copytree(ROOT, src, ignore=NOT_SOURCES)
     env_dir = tmp / f"venv-{extra}"
     subprocess.run([sys.executable, "-m", "venv", str(env_dir)], check=True, timeout=120)
     py = env_dir / "bin" / "python"
     done = subprocess.run(
-        [str(py), "-m", "pip", "install", "-q", "-c", str(ROOT / "constraints.txt"), f"{ROOT}[{extra}]"],
+        [str(py), "-m", "pip", "install", "-q", "-c", str(ROOT / "constraints.txt"), f"{src}[{extra}]"],
         capture_output=True,
         text=True,
         timeout=1200,
@@ -69,6 +79,11 @@ def _venv(tmp: Path, extra: str) -> Path:
 def _isolated(py: Path, *args: str, **kw: object) -> subprocess.CompletedProcess[str]:
     """Run in the fresh environment, away from this checkout (``-I``: no current directory, no PYTHONPATH)."""
     return subprocess.run([str(py), "-I", *args], capture_output=True, text=True, timeout=300, **kw)  # type: ignore[call-overload, no-any-return]
+
+
+def _clean_env(tmp: Path) -> dict[str, str]:
+    """No PYTHONPATH or virtual environment of this checkout leaks into the fresh one."""
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp)}
 
 
 def _free_port() -> int:
@@ -91,6 +106,7 @@ def test_the_edge_extra_installs_what_the_gateway_imports(tmp_path: Path) -> Non
         text=True,
         timeout=120,
         cwd=tmp_path,
+        env=_clean_env(tmp_path),
     )
     assert checked.returncode == 0, checked.stderr
     assert checked.stdout.startswith("ok: device riverside/gate-01")
@@ -104,14 +120,18 @@ def test_the_cloud_extra_installs_what_the_cloud_imports(tmp_path: Path) -> None
     assert json.loads(out.stdout) == {}
     # the gateway's commands are not installed here: they say what to install, and the cloud's still work
     edge = subprocess.run(
-        [str(py.parent / "civicedge"), "edge", "check-config", "x.yaml"], capture_output=True, text=True, timeout=120
+        [str(py.parent / "civicedge"), "edge", "check-config", "x.yaml"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env=_clean_env(tmp_path),
     )
     assert edge.returncode == 2 and "pip install 'civicedge[edge]'" in edge.stderr, edge.stderr
     port = _free_port()
     with Mosquitto(workdir=tmp_path / "broker") as broker:
         env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(tmp_path),
+            **_clean_env(tmp_path),
             "CE_DATABASE_URL": f"sqlite:///{tmp_path / 'cloud.db'}",
             "CE_BROKER_URL": f"mqtt://127.0.0.1:{broker.port}",
         }

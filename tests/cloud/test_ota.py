@@ -22,6 +22,7 @@ from fastapi.testclient import TestClient
 from cloud.ingest.store import now_ms
 from cloud.service import CloudService
 from cloud.updates import tables as u
+from edge.appliance import AGENT_PACKAGES
 from protocol.signing import generate_key, load_private_key
 from protocol.updates import build_bundle
 from simulators.fleet import agent_config
@@ -35,10 +36,11 @@ BASE = "0.1.0"
 
 def _tree(dest: Path, version: str, broken: bool = False) -> Path:
     """The agent's code as a version folder (models left out: these gateways run no vision)."""
-    for pkg in ("edge", "protocol"):
+    for pkg in AGENT_PACKAGES:
         shutil.copytree(ROOT / pkg, dest / pkg, ignore=shutil.ignore_patterns("__pycache__", "*.tflite"))
-    init = dest / "edge" / "__init__.py"
+    init = dest / "civicedge" / "__init__.py"
     init.write_text(init.read_text().replace(f'__version__ = "{BASE}"', f'__version__ = "{version}"'))
+    assert f'__version__ = "{version}"' in init.read_text()  # the stamp took: the agent reports what it runs
     if broken:  # a release that dies at start-up
         (dest / "edge" / "cli.py").write_text("raise SystemExit(3)\n")
     return dest
