@@ -86,6 +86,13 @@ def _clean_env(tmp: Path) -> dict[str, str]:
     return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp)}
 
 
+def _civicedge(py: Path, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The fresh environment's ``civicedge`` command, run away from this checkout."""
+    return subprocess.run(
+        [str(py.parent / "civicedge"), *args], capture_output=True, text=True, timeout=120, cwd=tmp, env=_clean_env(tmp)
+    )
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -100,14 +107,7 @@ def test_the_edge_extra_installs_what_the_gateway_imports(tmp_path: Path) -> Non
     assert json.loads(out.stdout) == {}
     config = tmp_path / "gateway.yaml"
     config.write_text(GATEWAY)
-    checked = subprocess.run(
-        [str(py.parent / "civicedge"), "edge", "check-config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-        env=_clean_env(tmp_path),
-    )
+    checked = _civicedge(py, tmp_path, "edge", "check-config", str(config))
     assert checked.returncode == 0, checked.stderr
     assert checked.stdout.startswith("ok: device riverside/gate-01")
 
@@ -119,14 +119,7 @@ def test_the_cloud_extra_installs_what_the_cloud_imports(tmp_path: Path) -> None
     assert out.returncode == 0, out.stderr[-3000:]
     assert json.loads(out.stdout) == {}
     # the gateway's commands are not installed here: they say what to install, and the cloud's still work
-    edge = subprocess.run(
-        [str(py.parent / "civicedge"), "edge", "check-config", "x.yaml"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-        env=_clean_env(tmp_path),
-    )
+    edge = _civicedge(py, tmp_path, "edge", "check-config", "x.yaml")
     assert edge.returncode == 2 and "pip install 'civicedge[edge]'" in edge.stderr, edge.stderr
     port = _free_port()
     with Mosquitto(workdir=tmp_path / "broker") as broker:

@@ -115,6 +115,32 @@ def inbound(body: Any, *, dev: str = DEV, site: str = SITE, channel: str | None 
     return Inbound(topic(site, dev, ch), encode(env), now_ms()), env.id
 
 
+def refuse_on_insert(store: Store, table: str, refusal: str, *, pg_when: str, sqlite_when: str) -> None:
+    """A trigger that plays a database refusing what a device sent: rows of ``table`` matching the condition
+    fail with ``refusal`` (SQLite: RAISE(ABORT); PostgreSQL: an exception from plpgsql)."""
+    with store.engine.begin() as conn:
+        if store.engine.dialect.name == "postgresql":
+            conn.execute(
+                text(
+                    f"CREATE FUNCTION refuse_{table}() RETURNS trigger AS $$ BEGIN IF {pg_when} THEN "
+                    f"RAISE EXCEPTION '{refusal}'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql"
+                )
+            )
+            conn.execute(
+                text(
+                    f"CREATE TRIGGER refuse_{table} BEFORE INSERT ON {table} "
+                    f"FOR EACH ROW EXECUTE FUNCTION refuse_{table}()"
+                )
+            )
+        else:
+            conn.execute(
+                text(
+                    f"CREATE TRIGGER refuse_{table} BEFORE INSERT ON {table} WHEN {sqlite_when} "
+                    f"BEGIN SELECT RAISE(ABORT, '{refusal}'); END"
+                )
+            )
+
+
 def stored(s: Store, msg_id: str) -> bool:
     with s.engine.connect() as conn:
         return conn.execute(select(func.count()).where(t.messages.c.msg_id == msg_id)).scalar_one() == 1
@@ -238,28 +264,13 @@ def test_a_reading_the_database_refuses_is_dead_lettered_with_its_message_not_re
     """The readings go in by one bulk statement (PostgreSQL: COPY, whose errors come from the driver itself): a
     reading the database refuses dead-letters its own message ``store_error``, once; the batch's other messages
     and their readings are stored, and nothing is retried as if the database had failed."""
-    with store.engine.begin() as conn:
-        if store.engine.dialect.name == "postgresql":
-            conn.execute(
-                text(
-                    "CREATE FUNCTION refuse_reading() RETURNS trigger AS $$ BEGIN "
-                    "IF NEW.metric = 'poison' THEN RAISE EXCEPTION 'reading refused by the database'; END IF; "
-                    "RETURN NEW; END $$ LANGUAGE plpgsql"
-                )
-            )
-            conn.execute(
-                text(
-                    "CREATE TRIGGER refuse_reading BEFORE INSERT ON telemetry "
-                    "FOR EACH ROW EXECUTE FUNCTION refuse_reading()"
-                )
-            )
-        else:
-            conn.execute(
-                text(
-                    "CREATE TRIGGER refuse_reading BEFORE INSERT ON telemetry WHEN NEW.metric = 'poison' "
-                    "BEGIN SELECT RAISE(ABORT, 'reading refused by the database'); END"
-                )
-            )
+    refuse_on_insert(
+        store,
+        "telemetry",
+        "reading refused by the database",
+        pg_when="NEW.metric = 'poison'",
+        sqlite_when="NEW.metric = 'poison'",
+    )
     good = [inbound(TelemetryBatch(readings=[Reading(metric="level", value=float(i), ts=1000 + i)])) for i in range(9)]
     bad = inbound(TelemetryBatch(readings=[Reading(metric="poison", value=1.0, ts=5)]))
     res = store.write_batch([i for i, _ in good[:4]] + [bad[0]] + [i for i, _ in good[4:]])
@@ -272,28 +283,13 @@ def test_a_reading_the_database_refuses_is_dead_lettered_with_its_message_not_re
 def test_a_message_the_database_refuses_is_dead_lettered_and_its_batch_committed(store: Store) -> None:
     """A value valid on the wire that the database still refuses (here a trigger plays that database) is
     dead-lettered ``store_error`` with the error; the other messages of its batch are stored."""
-    with store.engine.begin() as conn:
-        if store.engine.dialect.name == "postgresql":
-            conn.execute(
-                text(
-                    "CREATE FUNCTION refuse_poison() RETURNS trigger AS $$ BEGIN "
-                    "IF NEW.body::text LIKE '%poison%' THEN RAISE EXCEPTION 'poison refused by the database'; END IF; "
-                    "RETURN NEW; END $$ LANGUAGE plpgsql"
-                )
-            )
-            conn.execute(
-                text(
-                    "CREATE TRIGGER refuse_poison BEFORE INSERT ON messages "
-                    "FOR EACH ROW EXECUTE FUNCTION refuse_poison()"
-                )
-            )
-        else:
-            conn.execute(
-                text(
-                    "CREATE TRIGGER refuse_poison BEFORE INSERT ON messages WHEN NEW.body LIKE '%poison%' "
-                    "BEGIN SELECT RAISE(ABORT, 'poison refused by the database'); END"
-                )
-            )
+    refuse_on_insert(
+        store,
+        "messages",
+        "poison refused by the database",
+        pg_when="NEW.body::text LIKE '%poison%'",
+        sqlite_when="NEW.body LIKE '%poison%'",
+    )
     good = [inbound(DeviceEvent(code="door.opened", details={"i": i})) for i in range(20)]
     bad = inbound(DeviceEvent(code="door.opened", message="poison"))
     after = alarm()
